@@ -108,6 +108,7 @@ class FastInstDecoder(nn.Module):
         - ``heads``: L+1 dicts ``{"pred_logits", "pred_masks"}``; ``pred_logits`` is None for
           intermediate heads in eval mode (the official eval path does not compute them).
         - ``proposal_logits (B,K+1,h16,w16)``, ``query_indices (B,Q)``, ``query_locations (B,Q,2)``.
+        - ``layer_queries``: L tensors ``(B,Q+A,C)``, the queries after each layer (aux rows last).
         - ``guided``: in training with ``mask_guide``, L dicts from the ground-truth-mask-guided pass
           (each layer re-run on the first pass's inputs with GT attention masks), each with
           ``pred_logits``, ``pred_masks`` and ``matching_indices``.
@@ -139,6 +140,7 @@ class FastInstDecoder(nn.Module):
             "proposal_logits": proposals.logits,
             "query_indices": proposals.indices,
             "query_locations": proposals.locations,
+            "layer_queries": [q for q, _ in states[1:]],
         }
         if self.training and mask_guide is not None and last > 0:
             out["guided"] = self._guided_pass(mask_guide, heads[-1], proposals, states, query_pos, pixel_pos, size8)
