@@ -1,0 +1,98 @@
+"""The official FastInst training augmentation, on tensors.
+
+With probability ``1 - crop_prob``: resize the shortest edge to a size drawn from ``min_sizes``
+(longest edge capped at ``max_size``), then flip. Otherwise: resize the shortest edge to one of
+``crop_resize_sizes``, crop a random window whose height and width are each drawn uniformly from
+``crop_range`` (clipped to the image: detectron2's "absolute_range"), then the same resize and flip.
+Masks are resized with nearest neighbour; images with bilinear (antialiased) interpolation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation sizes in pixels; the defaults are the official COCO recipe."""
+
+    min_sizes: Tuple[int, ...] = (416, 448, 480, 512, 544, 576, 608, 640)
+    max_size: int = 853
+    crop_prob: float = 0.5
+    crop_resize_sizes: Tuple[int, ...] = (400, 500, 600)
+    crop_range: Tuple[int, int] = (384, 600)
+    flip_prob: float = 0.5
+
+    def scaled(self, factor: float) -> "AugmentConfig":
+        """The same recipe with every size multiplied by ``factor`` (for small synthetic images)."""
+        r = lambda v: max(8, int(round(v * factor)))  # noqa: E731
+        return replace(
+            self,
+            min_sizes=tuple(r(s) for s in self.min_sizes),
+            max_size=r(self.max_size),
+            crop_resize_sizes=tuple(r(s) for s in self.crop_resize_sizes),
+            crop_range=(r(self.crop_range[0]), r(self.crop_range[1])),
+        )
+
+
+def shortest_edge_shape(h: int, w: int, short: int, max_size: int) -> Tuple[int, int]:
+    """Output ``(h, w)`` when the shorter side becomes ``short`` and the longer at most ``max_size``
+    (detectron2 ``ResizeShortestEdge`` rounding)."""
+    scale = short / min(h, w)
+    new_h, new_w = h * scale, w * scale
+    if max(new_h, new_w) > max_size:
+        scale = max_size / max(new_h, new_w)
+        new_h, new_w = new_h * scale, new_w * scale
+    return int(new_h + 0.5), int(new_w + 0.5)
+
+
+def resize(image: Tensor, masks: Tensor, shape: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+    """Resize ``image (3,H,W) uint8`` and ``masks (N,H,W) bool`` to ``shape (h, w)``."""
+    if tuple(image.shape[-2:]) == tuple(shape):
+        return image, masks
+    img = F.interpolate(image[None].float(), size=shape, mode="bilinear", align_corners=False, antialias=True)
+    image = img[0].round().clamp(0, 255).to(torch.uint8)
+    if masks.shape[0]:
+        masks = F.interpolate(masks[None].to(torch.uint8), size=shape, mode="nearest")[0].bool()
+    else:
+        masks = torch.zeros(0, *shape, dtype=torch.bool)
+    return image, masks
+
+
+def crop_window(h: int, w: int, crop_range: Tuple[int, int], rng: np.random.Generator) -> Tuple[int, int, int, int]:
+    """A random ``(top, left, height, width)`` window; each side uniform in ``crop_range`` clipped to the image."""
+    lo, hi = crop_range
+    ch = int(rng.integers(min(h, lo), min(h, hi) + 1))
+    cw = int(rng.integers(min(w, lo), min(w, hi) + 1))
+    top = int(rng.integers(0, h - ch + 1))
+    left = int(rng.integers(0, w - cw + 1))
+    return top, left, ch, cw
+
+
+def resize_shortest(image: Tensor, masks: Tensor, sizes: Tuple[int, ...], max_size: int,
+                    rng: np.random.Generator) -> Tuple[Tensor, Tensor]:
+    """Resize so the shorter edge is a random choice of ``sizes`` (longer edge <= ``max_size``)."""
+    short = int(sizes[int(rng.integers(0, len(sizes)))])
+    h, w = image.shape[-2:]
+    return resize(image, masks, shortest_edge_shape(h, w, short, max_size))
+
+
+def augment(image: Tensor, masks: Tensor, config: AugmentConfig, rng: np.random.Generator) -> Tuple[Tensor, Tensor]:
+    """Apply the training augmentation: ``image (3,H,W) uint8``, ``masks (N,H,W) bool`` -> same, new size.
+
+    Masks that become empty (cropped away) are kept here; the dataset drops them with their labels.
+    """
+    if rng.random() < config.crop_prob:
+        image, masks = resize_shortest(image, masks, config.crop_resize_sizes, 10**9, rng)
+        top, left, ch, cw = crop_window(image.shape[-2], image.shape[-1], config.crop_range, rng)
+        image = image[:, top:top + ch, left:left + cw]
+        masks = masks[:, top:top + ch, left:left + cw]
+    image, masks = resize_shortest(image, masks, config.min_sizes, config.max_size, rng)
+    if rng.random() < config.flip_prob:
+        image, masks = image.flip(-1), masks.flip(-1)
+    return image.contiguous(), masks.contiguous()
