@@ -152,6 +152,10 @@ def load_backbone_pkl(model: nn.Module, path: str | Path) -> Tuple[List[str], Li
     return loaded, skipped
 
 
+class _RefusedGlobal(pickle.UnpicklingError):
+    """The pickle asks for a class or function outside the allow-list."""
+
+
 class _ArraysOnlyUnpickler(pickle.Unpickler):
     """Rebuilds numpy arrays and builtin containers; refuses every other global."""
 
@@ -164,13 +168,13 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
         if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        raise _RefusedGlobal(f"refusing to load {module}.{name}")
 
 
 def _restricted_pickle_load(raw: bytes, name: str) -> object:
     try:
         return _ArraysOnlyUnpickler(io.BytesIO(raw), encoding="latin1").load()
-    except pickle.UnpicklingError as exc:
+    except _RefusedGlobal as exc:
         raise CheckpointError(f"{name}: refused to load, the file is not a plain weights pickle ({exc})") from None
     except Exception as exc:
         raise CheckpointError(f"{name}: not a readable checkpoint, the file is truncated or corrupt "

@@ -1,0 +1,189 @@
+"""Command line: ``python -m fastinst predict|stats``.
+
+predict: images -> COCO results JSON + overlay PNGs, with a progress bar.
+stats:   parameters and GFLOPs of each preset (``torch.utils.flop_counter``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from .errors import FastInstError
+from .presets import PRESETS, build_model
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fastinst", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_predict(sub)
+    _add_stats(sub)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except FastInstError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="segment images; write COCO results JSON and overlay PNGs")
+    p.add_argument("images", nargs="+", help="image files or folders of images")
+    p.add_argument("--weights", required=True, help="a FastInst Studio .safetensors checkpoint, or an official "
+                   "detectron2 .pth/.pkl with --preset")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="architecture of an official checkpoint "
+                   "(e.g. D1-R50-576 for fastinst_R50_ppm-fpn_x1_576_*.pth)")
+    p.add_argument("--class-names", help="JSON file with the class names of an official checkpoint (default: COCO's 80)")
+    p.add_argument("--out", default="predictions", help="output folder (default: %(default)s)")
+    p.add_argument("--score-threshold", type=float, default=0.3,
+                   help="minimum score for overlays and results (default: %(default)s; 0 keeps all 100)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    p.add_argument("--no-overlays", action="store_true", help="write only the JSON")
+    p.set_defaults(func=_predict)
+
+
+def _add_stats(sub) -> None:
+    p = sub.add_parser("stats", help="parameters and GFLOPs per preset")
+    p.add_argument("--presets", nargs="*", default=[n for n in PRESETS], help="presets to measure (default: all)")
+    p.add_argument("--height", type=int, default=None, help="input height (default: the preset's test size)")
+    p.add_argument("--width", type=int, default=None, help="input width (default: 4:3 of the test size)")
+    p.set_defaults(func=_stats)
+
+
+def _load_predictor(args):
+    from .official import load_official
+    from .predictor import Predictor
+
+    path = Path(args.weights)
+    if path.suffix == ".safetensors":
+        return Predictor.from_checkpoint(path, device=args.device)
+    if not args.preset:
+        raise FastInstError("an official checkpoint needs --preset (the architecture it was trained with)")
+    model = build_model(args.preset)
+    load_official(model, path)
+    names = json.loads(Path(args.class_names).read_text()) if args.class_names else coco_class_names()
+    return Predictor(model, names, device=args.device)
+
+
+def _predict(args) -> int:
+    from .coco_results import to_coco_results
+    from .visualize import overlay_instances
+
+    files = expand_images(args.images)
+    if not files:
+        raise FastInstError("no images found in " + ", ".join(args.images))
+    predictor = _load_predictor(args)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results, catalogue = [], []
+    for image_id, path in enumerate(tqdm(files, desc="predict", unit="img"), start=1):
+        pred = predictor.predict(path).filter(args.score_threshold)
+        catalogue.append({"id": image_id, "file_name": str(path), "height": pred.image_size[0],
+                          "width": pred.image_size[1]})
+        results += to_coco_results(pred.masks, pred.scores, pred.classes, image_id,
+                                   list(range(1, len(predictor.class_names) + 1)))
+        if not args.no_overlays:
+            from .transforms import load_image
+
+            labels = [f"{predictor.class_names[c]} {s:.2f}" for c, s in zip(pred.classes, pred.scores)]
+            Image.fromarray(overlay_instances(load_image(path), pred.masks, labels=labels)).save(
+                out_dir / f"{path.stem}.overlay.png")
+    (out_dir / "results.json").write_text(json.dumps(results))
+    (out_dir / "images.json").write_text(json.dumps({
+        "images": catalogue,
+        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(predictor.class_names)]}))
+    print(f"{len(results)} instances on {len(files)} images -> {out_dir}/results.json")
+    return 0
+
+
+def expand_images(items: Sequence[str]) -> List[Path]:
+    """Files as given, folders expanded to their images (sorted)."""
+    files: List[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files.append(path)
+    return files
+
+
+def count_flops(model: torch.nn.Module, height: int, width: int) -> float:
+    """Multiply-adds of one forward pass on a ``height x width`` input, in G (the detectron2/fvcore
+    convention the paper's GFLOPs use: one multiply-add = one FLOP). Deformable convolutions are
+    counted as plain 3x3 convolutions of the same shape."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    images = [torch.zeros(3, height, width)]
+    with torch.no_grad():
+        batch, _ = model.preprocess(images)
+        with FlopCounterMode(display=False) as counter:
+            model(batch)
+        extra = _deform_conv_flops(model, batch)
+    return (counter.get_total_flops() / 2 + extra) / 1e9
+
+
+def _deform_conv_flops(model: torch.nn.Module, batch: torch.Tensor) -> float:
+    """Multiply-adds of the DCN layers (torchvision's op is invisible to the flop counter)."""
+    from .backbones.resnet_d import DeformConv2d
+
+    total = 0.0
+    hooks = []
+
+    def hook(module, inputs, output):
+        nonlocal total
+        _, cout, h, w = output.shape
+        total += cout * h * w * module.weight[0].numel()
+
+    for m in model.modules():
+        if isinstance(m, DeformConv2d):
+            hooks.append(m.register_forward_hook(hook))
+    try:
+        model(batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    return total
+
+
+def _stats(args) -> int:
+    print(f"{'preset':18s} {'params (M)':>11s} {'input':>10s} {'GFLOPs':>8s}")
+    for name in args.presets:
+        model = build_model(name)
+        spec = model.input_spec
+        height = args.height or spec.min_size
+        width = args.width or int(round(height * 4 / 3))
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        print(f"{name:18s} {params:11.2f} {f'{height}x{width}':>10s} {count_flops(model, height, width):8.1f}",
+              flush=True)
+    return 0
+
+
+def coco_class_names() -> List[str]:
+    """The 80 COCO thing classes in contiguous order (the official checkpoints' classes)."""
+    return COCO_CLASSES.split(",")
+
+
+COCO_CLASSES = (
+    "person,bicycle,car,motorcycle,airplane,bus,train,truck,boat,traffic light,fire hydrant,stop sign,"
+    "parking meter,bench,bird,cat,dog,horse,sheep,cow,elephant,bear,zebra,giraffe,backpack,umbrella,handbag,"
+    "tie,suitcase,frisbee,skis,snowboard,sports ball,kite,baseball bat,baseball glove,skateboard,surfboard,"
+    "tennis racket,bottle,wine glass,cup,fork,knife,spoon,bowl,banana,apple,sandwich,orange,broccoli,carrot,"
+    "hot dog,pizza,donut,cake,chair,couch,potted plant,bed,dining table,toilet,tv,laptop,mouse,remote,"
+    "keyboard,cell phone,microwave,oven,toaster,sink,refrigerator,book,clock,vase,scissors,teddy bear,"
+    "hair drier,toothbrush"
+)
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Predictor: images in, instance masks and their explanation out, from one forward pass.
+
+The explanation keeps the low-resolution tensors of the pass that made the prediction (the IA
+head's class probabilities, the selected query positions, every head's mask logits) and maps them
+to image coordinates on demand, with the same post-processing as the final masks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .checkpoint import load_checkpoint
+from .model import FastInst, upsample_masks
+from .postprocess import instance_inference
+from .transforms import ImageLike, load_image, resize_shortest_edge
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class Geometry:
+    """How model coordinates map to the original image.
+
+    padded: (Hp, Wp) model input size; resized: (h, w) the resized image inside it;
+    original: (H, W) the image as given.
+    """
+
+    padded: Tuple[int, int]
+    resized: Tuple[int, int]
+    original: Tuple[int, int]
+
+    def to_image(self, maps: torch.Tensor) -> torch.Tensor:
+        """``(N,h,w)`` maps over the padded input -> ``(N,H,W)`` at the original size (bilinear)."""
+        return upsample_masks(maps.float(), self.padded, self.resized, self.original)
+
+
+@dataclass
+class Explanation:
+    """Why the model predicted what it did, from the forward pass of the prediction.
+
+    class_probs: (K+1,h16,w16) softmax of the IA head (index K = background).
+    query_indices: (Q,) flat positions of the selected queries in the h16 x w16 map.
+    query_points: (Q,2) (x, y) centres of those positions in original-image pixels.
+    head_mask_logits: (L+1,Q,h8,w8) mask logits of every prediction head (0 = initial queries).
+    """
+
+    class_probs: torch.Tensor
+    query_indices: torch.Tensor
+    query_points: np.ndarray
+    head_mask_logits: torch.Tensor
+    geometry: Geometry
+
+    @property
+    def num_layers(self) -> int:
+        """Number of prediction heads (decoder layers + 1)."""
+        return int(self.head_mask_logits.shape[0])
+
+    def activation(self, class_id: Optional[int] = None) -> np.ndarray:
+        """``(H,W)`` float32 in [0,1]: foreground probability (1 - background), or one class's."""
+        probs = 1.0 - self.class_probs[-1] if class_id is None else self.class_probs[class_id]
+        return self.geometry.to_image(probs[None])[0].clamp_(0, 1).numpy()
+
+    def layer_mask(self, query: int, head: int) -> np.ndarray:
+        """``(H,W)`` bool: query ``query``'s mask predicted by head ``head``."""
+        logits = self.geometry.to_image(self.head_mask_logits[head, query][None])[0]
+        return (logits.sigmoid() > 0.5).numpy()
+
+    def layer_masks(self, query: int) -> np.ndarray:
+        """``(L+1,H,W)`` bool: the query's mask after every head."""
+        logits = self.geometry.to_image(self.head_mask_logits[:, query])
+        return (logits.sigmoid() > 0.5).numpy()
+
+
+@dataclass
+class Prediction:
+    """Instances of one image, sorted by score (descending), at the original image size."""
+
+    masks: np.ndarray          # (N,H,W) bool
+    scores: np.ndarray         # (N,) float32
+    classes: np.ndarray        # (N,) int64, index into class_names
+    query_indices: np.ndarray  # (N,) int64, the query that produced each instance
+    class_names: List[str]
+    explanation: Explanation
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    @property
+    def image_size(self) -> Tuple[int, int]:
+        return self.explanation.geometry.original
+
+    def filter(self, min_score: float) -> "Prediction":
+        """The instances scoring at least ``min_score`` (no model run)."""
+        keep = self.scores >= min_score
+        return replace(self, masks=self.masks[keep], scores=self.scores[keep], classes=self.classes[keep],
+                       query_indices=self.query_indices[keep])
+
+
+class Predictor:
+    """Runs a :class:`FastInst` on images with the official test-time pipeline.
+
+    Args:
+        model: the network (put in eval mode and moved to ``device``).
+        class_names: one name per class.
+        device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        topk: instances kept per image (official: 100).
+    """
+
+    def __init__(self, model: FastInst, class_names: Sequence[str], *, device: str | torch.device = "auto",
+                 topk: int = 100) -> None:
+        if len(class_names) != model.num_classes:
+            raise ValueError(f"{len(class_names)} class names for a model with {model.num_classes} classes")
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.class_names = list(class_names)
+        self.topk = topk
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "auto", topk: int = 100) -> "Predictor":
+        """Load one of our checkpoints (see :mod:`fastinst.checkpoint`)."""
+        model, info = load_checkpoint(path)
+        return cls(model, info.class_names, device=device, topk=topk)
+
+    @torch.inference_mode()
+    def predict(self, image: ImageLike) -> Prediction:
+        """One image (path, PIL image or ``(H,W,3)`` uint8 RGB array) -> :class:`Prediction`."""
+        rgb = load_image(image)
+        spec = self.model.input_spec
+        resized = resize_shortest_edge(rgb, spec.min_size, spec.max_size)
+        tensor = torch.from_numpy(resized if resized.flags.writeable else resized.copy()).permute(2, 0, 1)
+        batch, sizes = self.model.preprocess([tensor])
+        out = self.model(batch)
+        geometry = Geometry(tuple(batch.shape[-2:]), sizes[0], rgb.shape[:2])
+        return self._assemble(out, geometry)
+
+    def _assemble(self, out: dict, geometry: Geometry) -> Prediction:
+        mask_logits = geometry.to_image(out["pred_masks"][0])
+        inst = instance_inference(out["pred_logits"][0].float(), mask_logits, self.topk)
+        explanation = Explanation(
+            class_probs=out["proposal_logits"][0].float().softmax(0).cpu(),
+            query_indices=out["query_indices"][0].cpu(),
+            query_points=_query_points(out["query_indices"][0].cpu(), out["proposal_logits"].shape[-2:], geometry),
+            head_mask_logits=torch.stack([h["pred_masks"][0] for h in out["heads"]]).float().cpu(),
+            geometry=geometry,
+        )
+        return Prediction(
+            masks=inst.masks.cpu().numpy(), scores=inst.scores.float().cpu().numpy(),
+            classes=inst.classes.cpu().numpy(), query_indices=inst.query_indices.cpu().numpy(),
+            class_names=self.class_names, explanation=explanation,
+        )
+
+
+def _query_points(indices: torch.Tensor, map_size, geometry: Geometry) -> np.ndarray:
+    """Centres of flat positions in the (h16,w16) map, in original-image pixels ``(Q,2)`` (x, y)."""
+    height, width = int(map_size[0]), int(map_size[1])
+    ys = torch.div(indices, width, rounding_mode="floor").float()
+    xs = (indices % width).float()
+    stride_y = geometry.padded[0] / height
+    stride_x = geometry.padded[1] / width
+    scale_y = geometry.original[0] / geometry.resized[0]
+    scale_x = geometry.original[1] / geometry.resized[1]
+    points = torch.stack([(xs + 0.5) * stride_x * scale_x, (ys + 0.5) * stride_y * scale_y], dim=-1)
+    return points.numpy().astype(np.float32)

@@ -1,0 +1,269 @@
+"""Predictor, explanation, checkpoints and bad input, on the tiny preset (fast on a CPU)."""
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fastinst import CheckpointError, ImageError, Predictor, build_model, load_checkpoint, save_checkpoint
+from fastinst.official import convert_state_dict, load_backbone_pkl, load_official
+from fastinst.transforms import load_image, shortest_edge_size
+
+NAMES = ["circle", "square", "triangle"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return build_model("tiny", num_classes=3).eval()
+
+
+@pytest.fixture
+def image() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    img = np.full((240, 320, 3), 40, np.uint8)
+    img[60:160, 80:200] = (200, 50, 50)
+    return np.clip(img + rng.integers(0, 20, img.shape), 0, 255).astype(np.uint8)
+
+
+def test_shortest_edge_matches_detectron2_rule():
+    assert shortest_edge_size(480, 640, 576, 777) == (576, 768)
+    assert shortest_edge_size(640, 480, 576, 777) == (768, 576)
+    # the longest edge caps the scale: 300x1000 -> 1000 * 640/300 = 2133 > 853
+    assert shortest_edge_size(300, 1000, 640, 853) == (256, 853)
+
+
+def test_prediction_shapes_order_and_filter(tiny, image):
+    pred = Predictor(tiny, NAMES, device="cpu", topk=20).predict(image)
+    assert pred.masks.shape == (20, 240, 320) and pred.masks.dtype == bool
+    assert np.all(np.diff(pred.scores) <= 0)
+    kept = pred.filter(float(np.median(pred.scores)))
+    assert 0 < len(kept) < len(pred) and kept.scores.min() >= np.median(pred.scores)
+    assert kept.explanation is pred.explanation
+
+
+def test_explanation_comes_from_the_same_forward_pass(tiny, image):
+    pred = Predictor(tiny, NAMES, device="cpu", topk=20).predict(image)
+    exp = pred.explanation
+    assert exp.num_layers == len(tiny.decoder.layers) + 1
+    # the last head's mask of an instance's query is exactly that instance's mask
+    for i in range(3):
+        assert np.array_equal(exp.layer_mask(int(pred.query_indices[i]), exp.num_layers - 1), pred.masks[i])
+    masks = exp.layer_masks(int(pred.query_indices[0]))
+    assert masks.shape == (exp.num_layers, 240, 320)
+    act = exp.activation()
+    assert act.shape == (240, 320) and 0 <= act.min() and act.max() <= 1
+    np.testing.assert_allclose(exp.class_probs.sum(0).numpy(), 1.0, atol=1e-5)
+    # query points lie inside the image, at the centres of stride-16 cells of the resized image
+    pts = exp.query_points
+    assert pts.shape == (tiny.decoder.num_queries, 2)
+    assert (pts[:, 0] > 0).all() and (pts[:, 0] < 320).all() and (pts[:, 1] > 0).all() and (pts[:, 1] < 240).all()
+
+
+def test_predict_accepts_path_pil_and_array(tiny, image, tmp_path):
+    path = tmp_path / "a.png"
+    Image.fromarray(image).save(path)
+    predictor = Predictor(tiny, NAMES, device="cpu", topk=5)
+    a = predictor.predict(path)
+    b = predictor.predict(Image.open(path))
+    c = predictor.predict(image)
+    assert np.array_equal(a.masks, b.masks) and np.array_equal(a.masks, c.masks)
+
+
+def test_corrupt_image_is_named(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(ImageError, match="broken.jpg"):
+        load_image(bad)
+    with pytest.raises(ImageError, match="not found"):
+        load_image(tmp_path / "missing.png")
+
+
+def test_checkpoint_round_trip_keeps_outputs_and_metadata(tiny, image, tmp_path):
+    path = save_checkpoint(tmp_path / "m.safetensors", tiny, preset="tiny", class_names=NAMES,
+                           provenance={"seed": 3}, metrics={"segm_AP": 51.0})
+    model, info = load_checkpoint(path)
+    assert info.preset == "tiny" and info.class_names == NAMES and info.metrics["segm_AP"] == 51.0
+    a = Predictor(tiny, NAMES, device="cpu").predict(image)
+    b = Predictor(model, NAMES, device="cpu").predict(image)
+    assert np.array_equal(a.masks, b.masks) and np.allclose(a.scores, b.scores)
+
+
+def test_half_precision_checkpoint_is_small_and_loads(tiny, tmp_path):
+    full = save_checkpoint(tmp_path / "f.safetensors", tiny, preset="tiny", class_names=NAMES)
+    half = save_checkpoint(tmp_path / "h.safetensors", tiny, preset="tiny", class_names=NAMES, half=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    model, _ = load_checkpoint(half)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_truncated_checkpoint_gives_clear_error(tiny, tmp_path):
+    path = save_checkpoint(tmp_path / "m.safetensors", tiny, preset="tiny", class_names=NAMES)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="m.safetensors"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_of_another_model_names_the_keys(tiny, tmp_path):
+    other = build_model("tiny", num_classes=5)
+    path = save_checkpoint(tmp_path / "five.safetensors", other, preset="tiny", class_names=list("abcde"))
+    with pytest.raises(CheckpointError, match=r"shape mismatches: .*cls_head"):
+        load_official(tiny, _as_official_pth(other, tmp_path))
+    model, info = load_checkpoint(path)  # our own format rebuilds the right architecture
+    assert model.num_classes == 5
+
+
+def _as_official_pth(model, tmp_path: Path) -> Path:
+    """Write ``model`` in the official detectron2 key layout as a .pth with a 'model' dict."""
+    from fastinst.official import official_to_ours
+
+    path = tmp_path / "official.pth"
+    ours = model.state_dict()
+    inverse = {}
+    for key in _official_keys_for(model):
+        inverse[official_to_ours(key)] = key
+    torch.save({"model": {inverse[k]: v for k, v in ours.items()}, "iteration": 5}, path)
+    return path
+
+
+def _official_keys_for(model):
+    """Official names for every key of our tiny model (the renaming is a bijection on real keys)."""
+    out = []
+    for key in model.state_dict():
+        out.append(_to_official(key))
+    return out
+
+
+def _to_official(key: str) -> str:
+    import re
+
+    rules = [
+        (r"^pixel_decoder\.adapters\.(\d)\.", lambda m: f"sem_seg_head.pixel_decoder.adapter_{int(m[1]) + 1}."),
+        (r"^pixel_decoder\.layers\.(\d)\.", lambda m: f"sem_seg_head.pixel_decoder.layer_{int(m[1]) + 1}."),
+        (r"^pixel_decoder\.ppm\.", lambda m: "sem_seg_head.pixel_decoder.ppm."),
+        (r"^decoder\.pos_embed", lambda m: "sem_seg_head.predictor.meta_pos_embed"),
+        (r"^decoder\.aux_query_features\.", lambda m: "sem_seg_head.predictor.empty_query_features."),
+        (r"^decoder\.aux_query_pos\.", lambda m: "sem_seg_head.predictor.empty_query_pos_embed."),
+        (r"^decoder\.query_proposal\.cls_head\.", lambda m: "sem_seg_head.predictor.query_proposal.conv_proposal_cls_logits."),
+        (r"^decoder\.layers\.(\d+)\.pixel_cross_attn\.attn\.", lambda m: f"sem_seg_head.predictor.transformer_mask_cross_attention_layers.{m[1]}.multihead_attn."),
+        (r"^decoder\.layers\.(\d+)\.pixel_cross_attn\.", lambda m: f"sem_seg_head.predictor.transformer_mask_cross_attention_layers.{m[1]}."),
+        (r"^decoder\.layers\.(\d+)\.pixel_ffn\.", lambda m: f"sem_seg_head.predictor.transformer_mask_ffn_layers.{m[1]}."),
+        (r"^decoder\.layers\.(\d+)\.query_cross_attn\.attn\.", lambda m: f"sem_seg_head.predictor.transformer_query_cross_attention_layers.{m[1]}.multihead_attn."),
+        (r"^decoder\.layers\.(\d+)\.query_cross_attn\.", lambda m: f"sem_seg_head.predictor.transformer_query_cross_attention_layers.{m[1]}."),
+        (r"^decoder\.layers\.(\d+)\.query_self_attn\.attn\.", lambda m: f"sem_seg_head.predictor.transformer_query_self_attention_layers.{m[1]}.self_attn."),
+        (r"^decoder\.layers\.(\d+)\.query_self_attn\.", lambda m: f"sem_seg_head.predictor.transformer_query_self_attention_layers.{m[1]}."),
+        (r"^decoder\.layers\.(\d+)\.query_ffn\.", lambda m: f"sem_seg_head.predictor.transformer_query_ffn_layers.{m[1]}."),
+        (r"^decoder\.heads\.(\d+)\.query_norm\.", lambda m: f"sem_seg_head.predictor.decoder_query_norm_layers.{m[1]}."),
+        (r"^decoder\.heads\.(\d+)\.class_mlp\.", lambda m: f"sem_seg_head.predictor.class_embed_layers.{m[1]}."),
+        (r"^decoder\.heads\.(\d+)\.mask_mlp\.", lambda m: f"sem_seg_head.predictor.mask_embed_layers.{m[1]}."),
+        (r"^decoder\.heads\.(\d+)\.pixel_proj\.", lambda m: f"sem_seg_head.predictor.mask_features_layers.{m[1]}."),
+        (r"^backbone\.", lambda m: "backbone."),
+    ]
+    for pattern, fn in rules:
+        m = re.match(pattern, key)
+        if m:
+            return fn(m) + key[m.end():]
+    raise AssertionError(key)
+
+
+def test_official_pth_loads_strictly_and_reproduces_outputs(tiny, image, tmp_path):
+    path = _as_official_pth(tiny, tmp_path)
+    fresh = build_model("tiny", num_classes=3)
+    load_official(fresh, path)
+    a = Predictor(tiny, NAMES, device="cpu").predict(image)
+    b = Predictor(fresh, NAMES, device="cpu").predict(image)
+    assert np.array_equal(a.masks, b.masks)
+
+
+def test_official_checkpoint_missing_keys_are_named(tiny, tmp_path):
+    path = _as_official_pth(tiny, tmp_path)
+    blob = torch.load(path, weights_only=True)
+    del blob["model"]["sem_seg_head.predictor.meta_pos_embed"]
+    torch.save(blob, path)
+    with pytest.raises(CheckpointError, match=r"missing keys: decoder\.pos_embed"):
+        load_official(build_model("tiny", num_classes=3), path)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (Path("/tmp/fastinst_pwned").touch, ())
+
+
+def test_pickle_that_would_run_code_is_refused(tmp_path):
+    marker = Path("/tmp/fastinst_pwned")
+    marker.unlink(missing_ok=True)
+    pkl = tmp_path / "evil.pkl"
+    pkl.write_bytes(pickle.dumps({"model": {"backbone.stem.conv1.weight": _Exploit()}}))
+    with pytest.raises(CheckpointError, match="refused"):
+        load_backbone_pkl(build_model("tiny", num_classes=3), pkl)
+    pth = tmp_path / "evil.pth"
+    torch.save({"model": {"x": _Exploit()}}, pth)
+    with pytest.raises(CheckpointError, match="evil.pth"):
+        load_official(build_model("tiny", num_classes=3), pth)
+    assert not marker.exists()
+
+
+def test_truncated_official_files(tmp_path, tiny):
+    pth = _as_official_pth(tiny, tmp_path)
+    pth.write_bytes(pth.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="official.pth"):
+        load_official(build_model("tiny", num_classes=3), pth)
+    pkl = tmp_path / "R-50.pkl"
+    pkl.write_bytes(pickle.dumps({"model": {"stem.conv1.weight": np.zeros((32, 3, 7, 7), np.float32)}})[:40])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_backbone_pkl(build_model("tiny", num_classes=3), pkl)
+
+
+def test_model_zoo_backbone_pkl_loads_numpy_arrays(tmp_path):
+    model = build_model("tiny", num_classes=3)
+    weights = {k: np.full(tuple(v.shape), 0.5, np.float32) for k, v in model.backbone.state_dict().items()
+               if v.is_floating_point()}
+    weights["fc1000.weight"] = np.zeros((1000, 256), np.float32)  # classifier: not part of the backbone
+    pkl = tmp_path / "R-tiny.pkl"
+    pkl.write_bytes(pickle.dumps({"model": weights, "__author__": "test", "matching_heuristics": True}))
+    loaded, skipped = load_backbone_pkl(model, pkl)
+    assert skipped == ["fc1000.weight"] and len(loaded) == len(weights) - 1
+    assert torch.all(model.backbone.stem.conv1.weight == 0.5)
+
+
+def test_cli_predict_writes_coco_results_and_overlays(tiny, image, tmp_path):
+    from pycocotools import mask as mask_utils
+
+    ckpt = save_checkpoint(tmp_path / "m.safetensors", tiny, preset="tiny", class_names=NAMES)
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for i in range(2):
+        Image.fromarray(np.roll(image, 30 * i, axis=1)).save(images / f"im{i}.png")
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "fastinst", "predict", str(images), "--weights", str(ckpt),
+                          "--out", str(out), "--score-threshold", "0", "--device", "cpu"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert {r["image_id"] for r in results} == {1, 2}
+    expected = Predictor(tiny, NAMES, device="cpu").predict(images / "im0.png")
+    first = [r for r in results if r["image_id"] == 1]
+    assert len(first) == len(expected)
+    decoded = mask_utils.decode(first[0]["segmentation"]).astype(bool)
+    assert np.array_equal(decoded, expected.masks[0])
+    assert (out / "im0.overlay.png").is_file() and (out / "im1.overlay.png").is_file()
+
+
+def test_cli_reports_bad_weights_without_traceback(tmp_path):
+    bad = tmp_path / "x.safetensors"
+    bad.write_bytes(b"garbage")
+    img = tmp_path / "a.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(img)
+    run = subprocess.run([sys.executable, "-m", "fastinst", "predict", str(img), "--weights", str(bad)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "error: x.safetensors" in run.stderr and "Traceback" not in run.stderr
