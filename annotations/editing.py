@@ -1,0 +1,205 @@
+"""The machinery every edit of an image goes through: lock, check revision, record history.
+
+An edit runs in one write transaction that starts by moving the image to its next revision::
+
+    UPDATE images SET revision = revision + 1, ... WHERE id = :id [AND revision = :expected]
+
+That statement is the optimistic lock: when the caller passes the revision it based its edit on and
+someone else has moved the image on since, no row matches and the edit fails with a
+:class:`ConflictError` that says who changed what. It also serialises concurrent edits of one image
+(a row lock on PostgreSQL, the write lock on SQLite), so an edit without an expected revision is
+never lost either: it applies on top of the other one.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+from sqlalchemy import Engine, case, select, update
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from annotations import history, rle
+from annotations.database import write_session
+from annotations.errors import ConflictError, InvalidInputError, NotFoundError
+from annotations.history import ChangeLog
+from annotations.schema import Annotation, Category, Dataset, Image, utc_now
+
+
+@dataclass
+class ImageEdit:
+    """An edit in progress: the session, the locked image (already at its new revision), the log.
+
+    Set ``summary`` to describe the edit once it is known (it becomes the image's ``last_action``
+    and the history entry's summary).
+    """
+
+    session: Session
+    image: Image
+    log: ChangeLog
+    summary: str
+
+
+@contextmanager
+def edit_image(
+    engine: Engine,
+    image_id: int,
+    *,
+    action: str,
+    summary: str,
+    expected_revision: int | None,
+    user: str,
+) -> Iterator[ImageEdit]:
+    """Run an edit of one image in a transaction and record it in the image's history."""
+    with write_session(engine) as session:
+        image = lock_image(session, image_id, expected_revision, user, summary)
+        edit = ImageEdit(session, image, ChangeLog(), summary)
+        yield edit
+        image.last_action = edit.summary
+        history.record(session, image, user, action, edit.summary, edit.log)
+
+
+def image_of_annotation(session: Session, ann_id: int) -> int:
+    """The image an annotation belongs to (raises :class:`NotFoundError`)."""
+    image_id = session.scalar(select(Annotation.image_id).where(Annotation.id == ann_id))
+    if image_id is None:
+        raise NotFoundError(f"annotation {ann_id} does not exist")
+    return image_id
+
+
+def lock_image(
+    session: Session, image_id: int, expected_revision: int | None, user: str, attempted: str
+) -> Image:
+    """Move the image to its next revision (row lock), checking ``expected_revision`` if given.
+
+    Raises:
+        NotFoundError: no such image.
+        ConflictError: ``expected_revision`` is stale.
+    """
+    statement = (
+        update(Image)
+        .where(Image.id == image_id)
+        .values(revision=Image.revision + 1, updated_at=utc_now(), updated_by=user)
+        .execution_options(synchronize_session=False)
+    )
+    if expected_revision is not None:
+        statement = statement.where(Image.revision == expected_revision)
+    if session.execute(statement).rowcount != 1:
+        _raise_stale(session, image_id, expected_revision, attempted)
+    image = session.get(Image, image_id, populate_existing=True)
+    assert image is not None
+    return image
+
+
+def _raise_stale(
+    session: Session, image_id: int, expected_revision: int | None, attempted: str
+) -> None:
+    image = session.get(Image, image_id, populate_existing=True)
+    if image is None:
+        raise NotFoundError(f"image {image_id} does not exist")
+    raise ConflictError(
+        image_id=image_id,
+        file_name=image.file_name,
+        expected_revision=int(expected_revision or 0),
+        actual_revision=image.revision,
+        changed_by=image.updated_by,
+        last_action=image.last_action,
+        attempted=attempted,
+    )
+
+
+def locked_annotation(session: Session, ann_id: int) -> Annotation:
+    """Load an annotation after its image was locked (so it is current)."""
+    ann = session.get(Annotation, ann_id, populate_existing=True)
+    if ann is None:
+        raise NotFoundError(f"annotation {ann_id} does not exist")
+    return ann
+
+
+def require_category(session: Session, dataset_id: int, category_id: int) -> None:
+    """Raise :class:`NotFoundError` unless ``category_id`` (a COCO id) is in the dataset."""
+    found = session.scalar(
+        select(Category.id).where(
+            Category.dataset_id == dataset_id, Category.coco_id == int(category_id)
+        )
+    )
+    if found is None:
+        raise NotFoundError(f"category id {category_id} is not a category of dataset {dataset_id}")
+
+
+def require_choice(value: str, choices: tuple[str, ...], what: str) -> str:
+    """Raise :class:`InvalidInputError` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise InvalidInputError(f"{what} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def allocate_ids(
+    session: Session, dataset_id: int, counter: InstrumentedAttribute[int], count: int
+) -> int:
+    """Reserve ``count`` consecutive COCO ids from a dataset counter; returns the first."""
+    next_value = session.execute(
+        update(Dataset)
+        .where(Dataset.id == dataset_id)
+        .values({counter: counter + count})
+        .returning(counter)
+        .execution_options(synchronize_session=False)
+    ).scalar_one()
+    return next_value - count
+
+
+def reserve_id(
+    session: Session, dataset_id: int, counter: InstrumentedAttribute[int], used: int
+) -> None:
+    """Move a dataset counter past an explicitly chosen id."""
+    session.execute(
+        update(Dataset)
+        .where(Dataset.id == dataset_id)
+        .values({counter: case((counter > used, counter), else_=used + 1)})
+        .execution_options(synchronize_session=False)
+    )
+
+
+def new_annotation(
+    edit: ImageEdit,
+    counts: str,
+    category_id: int,
+    *,
+    coco_id: int,
+    source: str,
+    state: str,
+    score: float | None = None,
+    model_version: str | None = None,
+) -> Annotation:
+    """Insert an annotation on the edited image and log it; returns the flushed row."""
+    image = edit.image
+    area, (x, y, w, h) = rle.area_and_bbox(counts, image.height, image.width)
+    ann = Annotation(
+        dataset_id=image.dataset_id, image_id=image.id, coco_id=coco_id,
+        category_id=int(category_id), rle_counts=counts, area=area,
+        bbox_x=x, bbox_y=y, bbox_w=w, bbox_h=h, iscrowd=False, source=source, state=state,
+        score=None if score is None else float(score), model_version=model_version,
+        created_at=utc_now(),
+    )
+    edit.session.add(ann)
+    edit.session.flush()
+    edit.log.changed(ann.id, None, history.snapshot(ann))
+    return ann
+
+
+def set_mask(ann: Annotation, counts: str, height: int, width: int) -> None:
+    """Replace an annotation's mask and recompute its area and bbox."""
+    area, (x, y, w, h) = rle.area_and_bbox(counts, height, width)
+    ann.rle_counts, ann.area = counts, area
+    ann.bbox_x, ann.bbox_y, ann.bbox_w, ann.bbox_h = x, y, w, h
+
+
+def adopt(ann: Annotation) -> None:
+    """A person edited a still-proposed prediction: it becomes their (accepted) annotation.
+
+    This keeps the work from being replaced by the next prediction run; the score and model
+    version stay as a record of where it came from.
+    """
+    if ann.source == "predicted" and ann.state == "proposed":
+        ann.source, ann.state = "human", "accepted"

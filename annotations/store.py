@@ -1,0 +1,616 @@
+"""The annotation store: the one object the studio talks to.
+
+::
+
+    store = Store("sqlite:///studio.db")            # or "postgresql://user@host/db"
+    ds = store.create_dataset("shapes", "/data/shapes/images")
+    report = store.import_coco(ds, "/data/shapes/train.json")
+    for image in store.list_images(ds):
+        anns = store.annotations(image.id)          # AnnotationRecord: .mask (H, W) bool, .bbox ...
+    store.update_mask(anns[0].id, new_mask, expected_revision=image.revision)
+    store.undo(image.id)
+    store.export_coco(ds, "corrected.json")
+
+Ids: ``image_id`` and ``ann_id`` are the store's ids; ``category_id`` is always the category's COCO
+id within the dataset. Masks go in and come out as (H, W) bool arrays at the image's size.
+
+Every edit (``add_annotation``, ``update_mask``, ``set_category``, ``set_state``,
+``delete_annotation``, ``set_review_state``, ``replace_predictions``, ``undo``, ``redo``) runs in one
+transaction, moves the image to its next revision, is recorded in the image's history, and takes
+``expected_revision``: pass the ``revision`` you read and a concurrent change by someone else makes
+the call fail with :class:`~annotations.errors.ConflictError` instead of being silently overwritten.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ContextManager, Iterator, Sequence
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from annotations import coco_export, coco_import, database, editing, history, rle
+from annotations.coco_import import ImportReport
+from annotations.database import read_session, write_session
+from annotations.errors import InvalidInputError, NotFoundError
+from annotations.records import (
+    AnnotationRecord,
+    Category,
+    DatasetRecord,
+    EditRecord,
+    ImageRecord,
+    ModelVersionRecord,
+    TrainingRunRecord,
+)
+from annotations.schema import (
+    REVIEW_STATES,
+    SOURCES,
+    STATES,
+    Annotation,
+    Dataset,
+    Edit,
+    Image,
+    ModelVersion,
+    TrainingRun,
+)
+from annotations.schema import Category as CategoryRow
+
+
+def _default_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+class _NothingToDo(Exception):
+    """Raised inside an undo/redo transaction to roll it back when the history is exhausted."""
+
+
+class Store:
+    """Annotation database: datasets, images, categories, annotations, history, models.
+
+    Args:
+        url: SQLAlchemy URL; SQLite by default (a file next to the working directory),
+            ``postgresql://...`` for PostgreSQL (psycopg 3).
+        user: name recorded as the author of edits (default: the OS user); each edit call also
+            takes ``user=``.
+        migrate: bring the schema to the newest revision on open (default).
+    """
+
+    def __init__(
+        self, url: str = "sqlite:///studio.db", *, user: str | None = None, migrate: bool = True
+    ) -> None:
+        self.url = database.normalise_url(url)
+        self.user = user or _default_user()
+        self.engine = database.make_engine(self.url)
+        if migrate:
+            database.migrate(self.engine)
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    # ----------------------------------------------------------------------------- datasets
+
+    def create_dataset(self, name: str, image_root: str | os.PathLike[str]) -> int:
+        """Create an empty dataset whose image paths are relative to ``image_root``."""
+        if not name:
+            raise InvalidInputError("a dataset needs a name")
+        try:
+            with write_session(self.engine) as session:
+                dataset = Dataset(name=name, image_root=str(Path(image_root).resolve()))
+                session.add(dataset)
+                session.flush()
+                return dataset.id
+        except IntegrityError as error:
+            raise InvalidInputError(f"a dataset named '{name}' already exists") from error
+
+    def list_datasets(self) -> list[DatasetRecord]:
+        """All datasets, oldest first, with their image and (non-rejected) annotation counts."""
+        images = (
+            select(Image.dataset_id, func.count().label("n")).group_by(Image.dataset_id).subquery()
+        )
+        anns = (
+            select(Annotation.dataset_id, func.count().label("n"))
+            .where(Annotation.state != "rejected")
+            .group_by(Annotation.dataset_id)
+            .subquery()
+        )
+        query = (
+            select(Dataset, func.coalesce(images.c.n, 0), func.coalesce(anns.c.n, 0))
+            .outerjoin(images, images.c.dataset_id == Dataset.id)
+            .outerjoin(anns, anns.c.dataset_id == Dataset.id)
+            .order_by(Dataset.id)
+        )
+        with read_session(self.engine) as session:
+            return [
+                DatasetRecord(d.id, d.name, Path(d.image_root), n_img, n_ann, d.created_at)
+                for d, n_img, n_ann in session.execute(query)
+            ]
+
+    def dataset(self, dataset_id: int) -> DatasetRecord:
+        """One dataset (raises :class:`NotFoundError`)."""
+        for record in self.list_datasets():
+            if record.id == dataset_id:
+                return record
+        raise NotFoundError(f"dataset {dataset_id} does not exist")
+
+    # ------------------------------------------------------------------------ import / export
+
+    def import_coco(
+        self,
+        dataset_id: int,
+        json_path: str | os.PathLike[str],
+        image_root: str | os.PathLike[str] | None = None,
+        *,
+        source: str = "imported",
+        check_files: bool = True,
+    ) -> ImportReport:
+        """Import a COCO instances file in one transaction (see :mod:`annotations.coco_import`).
+
+        Raises:
+            CocoFormatError, MissingImageError: with the offending item named; nothing written.
+        """
+        return coco_import.import_coco(
+            self.engine, dataset_id, json_path, image_root,
+            source=source, check_files=check_files, user=self.user,
+        )
+
+    def export_coco(
+        self,
+        dataset_id: int,
+        out_path: str | os.PathLike[str],
+        *,
+        only_reviewed: bool = False,
+        include: str = "accepted",
+        polygons: bool = False,
+    ) -> Path:
+        """Write the dataset as COCO JSON, atomically (see :func:`coco_export.export_coco`)."""
+        return coco_export.export_coco(
+            self.engine, dataset_id, out_path,
+            only_reviewed=only_reviewed, include=include, polygons=polygons,
+        )
+
+    def export_results(
+        self, dataset_id: int, out_path: str | os.PathLike[str], *,
+        model_version: str | None = None,
+    ) -> Path:
+        """Write the dataset's predictions in the COCO results format, atomically."""
+        return coco_export.export_results(
+            self.engine, dataset_id, out_path, model_version=model_version
+        )
+
+    # -------------------------------------------------------------------------------- images
+
+    def add_image(
+        self, dataset_id: int, file_name: str, width: int, height: int, *,
+        coco_id: int | None = None,
+    ) -> int:
+        """Add an image (no annotations); returns its store id.
+
+        ``file_name`` is relative to the dataset's image root; when the file exists its SHA-256
+        is recorded. ``coco_id`` defaults to the next unused image id of the dataset.
+        """
+        if not file_name or width <= 0 or height <= 0:
+            raise InvalidInputError(f"image '{file_name}': needs a file name and a positive size")
+        root = self.dataset(dataset_id).image_root
+        path = root / file_name
+        content_hash = coco_import._sha256(path) if path.is_file() else None
+        with write_session(self.engine) as session:
+            taken = session.scalar(select(Image.id).where(
+                Image.dataset_id == dataset_id, Image.file_name == file_name))
+            if taken is not None:
+                raise InvalidInputError(f"image '{file_name}' is already in dataset {dataset_id}")
+            coco_id = self._claim_id(session, dataset_id, Dataset.next_image_id, Image, coco_id)
+            image = Image(
+                dataset_id=dataset_id, coco_id=coco_id, file_name=file_name, rel_path=file_name,
+                width=int(width), height=int(height), content_hash=content_hash,
+                review_state="unreviewed", revision=0,
+            )
+            session.add(image)
+            session.flush()
+            return image.id
+
+    @staticmethod
+    def _claim_id(
+        session: Any, dataset_id: int, counter: Any, table: type, coco_id: int | None
+    ) -> int:
+        """Next free COCO id from ``counter``, or check and reserve an explicit one."""
+        if coco_id is None:
+            return editing.allocate_ids(session, dataset_id, counter, 1)
+        used = session.scalar(
+            select(table.id).where(table.dataset_id == dataset_id, table.coco_id == coco_id)
+        )
+        if used is not None:
+            raise InvalidInputError(f"{table.__tablename__} id {coco_id} is already used in "
+                                    f"dataset {dataset_id}")
+        editing.reserve_id(session, dataset_id, counter, coco_id)
+        return int(coco_id)
+
+    def list_images(self, dataset_id: int) -> list[ImageRecord]:
+        """The dataset's images in COCO id order, with their non-rejected annotation counts."""
+        counts = (
+            select(Annotation.image_id, func.count().label("n"))
+            .where(Annotation.dataset_id == dataset_id, Annotation.state != "rejected")
+            .group_by(Annotation.image_id)
+            .subquery()
+        )
+        query = (
+            select(Image, func.coalesce(counts.c.n, 0))
+            .outerjoin(counts, counts.c.image_id == Image.id)
+            .where(Image.dataset_id == dataset_id)
+            .order_by(Image.coco_id)
+        )
+        with read_session(self.engine) as session:
+            if session.get(Dataset, dataset_id) is None:
+                raise NotFoundError(f"dataset {dataset_id} does not exist")
+            return [ImageRecord.from_row(image, n) for image, n in session.execute(query)]
+
+    def image(self, image_id: int) -> ImageRecord:
+        """One image, with its current revision."""
+        with read_session(self.engine) as session:
+            return ImageRecord.from_row(self._image_row(session, image_id))
+
+    def image_path(self, image_id: int) -> Path:
+        """Absolute path of the image file (dataset root / relative path)."""
+        with read_session(self.engine) as session:
+            image = self._image_row(session, image_id)
+            root = session.scalar(select(Dataset.image_root).where(Dataset.id == image.dataset_id))
+            return Path(root) / image.rel_path
+
+    @staticmethod
+    def _image_row(session: Any, image_id: int) -> Image:
+        image = session.get(Image, image_id)
+        if image is None:
+            raise NotFoundError(f"image {image_id} does not exist")
+        return image
+
+    # ---------------------------------------------------------------------------- categories
+
+    def categories(self, dataset_id: int) -> list[Category]:
+        """The dataset's categories in COCO id order (``Category.id`` is the COCO id)."""
+        with read_session(self.engine) as session:
+            rows = session.scalars(
+                select(CategoryRow)
+                .where(CategoryRow.dataset_id == dataset_id)
+                .order_by(CategoryRow.coco_id)
+            )
+            return [Category(row.coco_id, row.name, row.supercategory) for row in rows]
+
+    def add_category(
+        self, dataset_id: int, name: str, coco_id: int | None = None, *,
+        supercategory: str | None = None,
+    ) -> int:
+        """Add a category; returns its COCO id (default: the next unused one)."""
+        if not name:
+            raise InvalidInputError("a category needs a name")
+        with write_session(self.engine) as session:
+            if session.get(Dataset, dataset_id) is None:
+                raise NotFoundError(f"dataset {dataset_id} does not exist")
+            coco_id = self._claim_id(
+                session, dataset_id, Dataset.next_category_id, CategoryRow, coco_id
+            )
+            session.add(CategoryRow(dataset_id=dataset_id, coco_id=coco_id, name=name,
+                                    supercategory=supercategory))
+            return coco_id
+
+    # --------------------------------------------------------------------------- annotations
+
+    def annotations(self, image_id: int, include_rejected: bool = False) -> list[AnnotationRecord]:
+        """The image's annotations in creation order; masks decode lazily (``record.mask``)."""
+        with read_session(self.engine) as session:
+            image = self._image_row(session, image_id)
+            query = select(Annotation).where(Annotation.image_id == image_id)
+            if not include_rejected:
+                query = query.where(Annotation.state != "rejected")
+            rows = session.scalars(query.order_by(Annotation.id))
+            return [AnnotationRecord.from_row(a, image.height, image.width) for a in rows]
+
+    def annotation(self, ann_id: int) -> AnnotationRecord:
+        """One annotation (raises :class:`NotFoundError`)."""
+        with read_session(self.engine) as session:
+            ann = session.get(Annotation, ann_id)
+            if ann is None:
+                raise NotFoundError(f"annotation {ann_id} does not exist")
+            image = self._image_row(session, ann.image_id)
+            return AnnotationRecord.from_row(ann, image.height, image.width)
+
+    def add_annotation(
+        self,
+        image_id: int,
+        mask: np.ndarray,
+        category_id: int,
+        *,
+        source: str = "human",
+        state: str | None = None,
+        score: float | None = None,
+        model_version: str | None = None,
+        expected_revision: int | None = None,
+        user: str | None = None,
+    ) -> int:
+        """Add an instance to an image; returns its annotation id.
+
+        ``state`` defaults to ``"proposed"`` for ``source="predicted"``, else ``"accepted"``.
+        """
+        editing.require_choice(source, SOURCES, "source")
+        state = editing.require_choice(
+            state or ("proposed" if source == "predicted" else "accepted"), STATES, "state"
+        )
+        with self._edit(image_id, "add_annotation", f"add_annotation on image {image_id}",
+                        expected_revision, user) as edit:
+            image = edit.image
+            editing.require_category(edit.session, image.dataset_id, category_id)
+            mask = rle.check_mask(mask, image.height, image.width, f"image {image_id}")
+            coco_id = editing.allocate_ids(edit.session, image.dataset_id,
+                                           Dataset.next_annotation_id, 1)
+            ann = editing.new_annotation(
+                edit, rle.encode_mask(mask), category_id, coco_id=coco_id, source=source,
+                state=state, score=score, model_version=model_version,
+            )
+            edit.summary = f"add_annotation {ann.id} (category {category_id})"
+            return ann.id
+
+    def update_mask(
+        self, ann_id: int, mask: np.ndarray, expected_revision: int | None = None, *,
+        user: str | None = None,
+    ) -> None:
+        """Replace an annotation's mask (bbox and area follow).
+
+        A still-proposed prediction that a person edits becomes ``source="human"``,
+        ``state="accepted"``, so the next prediction run does not replace it.
+        """
+        with self._edit_annotation(ann_id, "update_mask", expected_revision, user) as (edit, ann):
+            image = edit.image
+            mask = rle.check_mask(mask, image.height, image.width, f"annotation {ann_id}")
+            before = history.snapshot(ann)
+            editing.set_mask(ann, rle.encode_mask(mask), image.height, image.width)
+            editing.adopt(ann)
+            edit.log.changed(ann.id, before, history.snapshot(ann))
+
+    def set_category(
+        self, ann_id: int, category_id: int, expected_revision: int | None = None, *,
+        user: str | None = None,
+    ) -> None:
+        """Relabel an annotation (``category_id`` is a COCO id of its dataset).
+
+        Like :meth:`update_mask`, this adopts a still-proposed prediction as a human annotation.
+        """
+        with self._edit_annotation(ann_id, "set_category", expected_revision, user) as (edit, ann):
+            editing.require_category(edit.session, ann.dataset_id, category_id)
+            before = history.snapshot(ann)
+            ann.category_id = int(category_id)
+            editing.adopt(ann)
+            edit.log.changed(ann.id, before, history.snapshot(ann))
+
+    def set_state(
+        self, ann_id: int, state: str, expected_revision: int | None = None, *,
+        user: str | None = None,
+    ) -> None:
+        """Set an annotation's state: ``"accepted"``, ``"rejected"`` or ``"proposed"``."""
+        editing.require_choice(state, STATES, "state")
+        with self._edit_annotation(ann_id, "set_state", expected_revision, user) as (edit, ann):
+            before = history.snapshot(ann)
+            ann.state = state
+            edit.log.changed(ann.id, before, history.snapshot(ann))
+            edit.summary = f"set_state {state} on annotation {ann_id}"
+
+    def delete_annotation(
+        self, ann_id: int, expected_revision: int | None = None, *, user: str | None = None
+    ) -> None:
+        """Delete an annotation (undo brings it back under the same id)."""
+        with self._edit_annotation(ann_id, "delete_annotation", expected_revision, user) as (
+            edit, ann,
+        ):
+            edit.log.changed(ann.id, history.snapshot(ann), None)
+            edit.session.delete(ann)
+
+    def set_review_state(
+        self, image_id: int, state: str, expected_revision: int | None = None, *,
+        user: str | None = None,
+    ) -> None:
+        """Set the image's review state: ``"unreviewed"``, ``"in_progress"`` or ``"reviewed"``."""
+        editing.require_choice(state, REVIEW_STATES, "review state")
+        with self._edit(image_id, "set_review_state", f"set_review_state {state}",
+                        expected_revision, user) as edit:
+            edit.log.review_state = (edit.image.review_state, state)
+            edit.image.review_state = state
+
+    def replace_predictions(
+        self,
+        image_id: int,
+        masks: np.ndarray | Sequence[np.ndarray],
+        category_ids: Sequence[int],
+        scores: Sequence[float],
+        model_version: str,
+        expected_revision: int | None = None,
+        *,
+        user: str | None = None,
+    ) -> list[int | None]:
+        """Replace the image's still-proposed predictions with new ones, as one edit.
+
+        Human, imported, accepted and rejected annotations stay. Returns the new annotation ids
+        aligned with ``masks``; an empty mask is not stored and gets ``None``.
+        """
+        stack = self._mask_stack(masks, len(category_ids), len(scores))
+        with self._edit(image_id, "replace_predictions",
+                        f"replace_predictions from {model_version}", expected_revision,
+                        user) as edit:
+            self._drop_proposals(edit)
+            return self._add_predictions(edit, stack, category_ids, scores, model_version)
+
+    @staticmethod
+    def _mask_stack(masks: Any, num_categories: int, num_scores: int) -> np.ndarray:
+        stack = np.asarray(masks, dtype=bool)
+        if len(stack) == 0:
+            return stack.reshape(0, 0, 0)
+        if stack.ndim != 3 or not len(stack) == num_categories == num_scores:
+            raise InvalidInputError(
+                f"replace_predictions: got masks of shape {stack.shape}, {num_categories} "
+                f"category ids and {num_scores} scores; need (N, H, W) masks and N of each"
+            )
+        return stack
+
+    @staticmethod
+    def _drop_proposals(edit: editing.ImageEdit) -> None:
+        proposals = edit.session.scalars(
+            select(Annotation).where(
+                Annotation.image_id == edit.image.id,
+                Annotation.source == "predicted",
+                Annotation.state == "proposed",
+            ).order_by(Annotation.id)
+        )
+        for ann in proposals:
+            edit.log.changed(ann.id, history.snapshot(ann), None)
+            edit.session.delete(ann)
+
+    @staticmethod
+    def _add_predictions(
+        edit: editing.ImageEdit, stack: np.ndarray, category_ids: Sequence[int],
+        scores: Sequence[float], model_version: str,
+    ) -> list[int | None]:
+        image = edit.image
+        if len(stack) and stack.shape[1:] != (image.height, image.width):
+            raise InvalidInputError(
+                f"replace_predictions on image {image.id}: masks are {stack.shape[1:]} but the "
+                f"image is {(image.height, image.width)} (HxW)"
+            )
+        for category_id in sorted(set(int(c) for c in category_ids)):
+            editing.require_category(edit.session, image.dataset_id, category_id)
+        keep = [i for i in range(len(stack)) if stack[i].any()]
+        counts = rle.encode_masks(stack[keep])
+        first = editing.allocate_ids(edit.session, image.dataset_id, Dataset.next_annotation_id,
+                                     len(keep))
+        ids: list[int | None] = [None] * len(stack)
+        for offset, (index, ann_counts) in enumerate(zip(keep, counts)):
+            ann = editing.new_annotation(
+                edit, ann_counts, category_ids[index], coco_id=first + offset,
+                source="predicted", state="proposed", score=scores[index],
+                model_version=model_version,
+            )
+            ids[index] = ann.id
+        return ids
+
+    # ------------------------------------------------------------------------------- history
+
+    def undo(self, image_id: int, expected_revision: int | None = None, *,
+             user: str | None = None) -> bool:
+        """Revert the image's newest applied edit; False when there is nothing to undo."""
+        return self._step(image_id, "undo", expected_revision, user)
+
+    def redo(self, image_id: int, expected_revision: int | None = None, *,
+             user: str | None = None) -> bool:
+        """Re-apply the most recently undone edit; False when there is nothing to redo."""
+        return self._step(image_id, "redo", expected_revision, user)
+
+    def history(self, image_id: int) -> list[EditRecord]:
+        """The image's edit history, oldest first."""
+        with read_session(self.engine) as session:
+            self._image_row(session, image_id)
+            edits = session.scalars(
+                select(Edit).where(Edit.image_id == image_id).order_by(Edit.id)
+            )
+            return [EditRecord.from_row(edit) for edit in edits]
+
+    def _step(self, image_id: int, direction: str, expected_revision: int | None,
+              user: str | None) -> bool:
+        who = user or self.user
+        try:
+            with write_session(self.engine) as session:
+                image = editing.lock_image(session, image_id, expected_revision, who, direction)
+                if direction == "undo":
+                    edit = history.last_applied(session, image_id)
+                    if edit is None:
+                        raise _NothingToDo
+                    history.revert(session, image, edit)
+                else:
+                    edit = history.first_undone(session, image_id)
+                    if edit is None:
+                        raise _NothingToDo
+                    history.reapply(session, image, edit)
+                image.last_action = f"{direction} of '{edit.summary}'"
+        except _NothingToDo:
+            return False
+        return True
+
+    # ---------------------------------------------------------------------- models and runs
+
+    def record_model_version(
+        self, name: str, path: str | os.PathLike[str] | None = None,
+        metrics: dict[str, Any] | None = None,
+    ) -> int:
+        """Register a model version (unique name); returns its id."""
+        try:
+            with write_session(self.engine) as session:
+                row = ModelVersion(name=name, path=None if path is None else str(path),
+                                   metrics=metrics)
+                session.add(row)
+                session.flush()
+                return row.id
+        except IntegrityError as error:
+            raise InvalidInputError(f"model version '{name}' is already recorded") from error
+
+    def list_model_versions(self) -> list[ModelVersionRecord]:
+        """Registered model versions, oldest first."""
+        with read_session(self.engine) as session:
+            rows = session.scalars(select(ModelVersion).order_by(ModelVersion.id))
+            return [ModelVersionRecord(r.id, r.name, r.path, r.metrics, r.created_at)
+                    for r in rows]
+
+    def record_training_run(
+        self, name: str, *, dataset_id: int | None = None, model_version: str | None = None,
+        path: str | os.PathLike[str] | None = None, config: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
+    ) -> int:
+        """Record a training run; returns its id."""
+        with write_session(self.engine) as session:
+            row = TrainingRun(name=name, dataset_id=dataset_id, model_version=model_version,
+                              path=None if path is None else str(path), config=config,
+                              metrics=metrics)
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def list_training_runs(self) -> list[TrainingRunRecord]:
+        """Recorded training runs, oldest first."""
+        with read_session(self.engine) as session:
+            rows = session.scalars(select(TrainingRun).order_by(TrainingRun.id))
+            return [TrainingRunRecord(r.id, r.name, r.dataset_id, r.model_version, r.path,
+                                      r.config, r.metrics, r.created_at) for r in rows]
+
+    # ------------------------------------------------------------------------------ helpers
+
+    def _edit(self, image_id: int, action: str, summary: str, expected_revision: int | None,
+              user: str | None) -> ContextManager[editing.ImageEdit]:
+        return editing.edit_image(
+            self.engine, image_id, action=action, summary=summary,
+            expected_revision=expected_revision, user=user or self.user,
+        )
+
+    @contextmanager
+    def _edit_annotation(
+        self, ann_id: int, action: str, expected_revision: int | None, user: str | None
+    ) -> Iterator[tuple[editing.ImageEdit, Annotation]]:
+        """An image edit of the image owning ``ann_id``; yields the edit and the locked row."""
+        with read_session(self.engine) as session:
+            image_id = editing.image_of_annotation(session, ann_id)
+        summary = f"{action} on annotation {ann_id}"
+        with self._edit(image_id, action, summary, expected_revision, user) as edit:
+            yield edit, editing.locked_annotation(edit.session, ann_id)
