@@ -1,0 +1,203 @@
+"""COCO import -> export -> import round trips, judged by pycocotools, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pycocotools import mask as coco_mask
+from pycocotools.coco import COCO
+from scipy import ndimage
+
+from annotations import Store
+
+pytest_plugins = ["conftest_pg"]
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+)
+
+
+def load_coco(path: Path) -> COCO:
+    """pycocotools' view of a file (silencing its prints)."""
+    coco = COCO()
+    coco.dataset = json.loads(Path(path).read_text())
+    coco.createIndex()
+    return coco
+
+
+def masks_by_id(coco: COCO) -> dict[int, np.ndarray]:
+    return {ann_id: coco.annToMask(ann) for ann_id, ann in coco.anns.items()}
+
+
+def assert_same_dataset(expected: COCO, actual: COCO) -> None:
+    """Same images, categories, annotation ids, crowd flags and masks pixel for pixel."""
+    assert {i: (im["file_name"], im["width"], im["height"]) for i, im in expected.imgs.items()} == {
+        i: (im["file_name"], im["width"], im["height"]) for i, im in actual.imgs.items()
+    }
+    assert {c: cat["name"] for c, cat in expected.cats.items()} == {
+        c: cat["name"] for c, cat in actual.cats.items()
+    }
+    assert set(expected.anns) == set(actual.anns)
+    for ann_id, ann in expected.anns.items():
+        other = actual.anns[ann_id]
+        assert (ann["image_id"], ann["category_id"], ann["iscrowd"]) == (
+            other["image_id"], other["category_id"], other["iscrowd"]), ann_id
+        assert np.array_equal(expected.annToMask(ann), actual.annToMask(other)), ann_id
+
+
+def test_round_trip_is_identical_for_pycocotools(store: Store, coco_file: Path, tmp_path: Path):
+    first = store.create_dataset("first", coco_file.parent / "images")
+    report = store.import_coco(first, coco_file)
+    assert (report.images_added, report.annotations_added, report.categories_added) == (5, 8, 4)
+    assert (report.polygons, report.rle_compressed, report.rle_uncompressed, report.crowd) == (
+        4, 2, 2, 1)
+    assert report.images_without_annotations == 2 and report.files_checked == 5
+    exported = store.export_coco(first, tmp_path / "out" / "export1.json")
+
+    second = store.create_dataset("second", coco_file.parent / "images")
+    store.import_coco(second, exported)
+    exported_again = store.export_coco(second, tmp_path / "out" / "export2.json")
+
+    original = load_coco(coco_file)
+    assert_same_dataset(original, load_coco(exported))
+    assert_same_dataset(original, load_coco(exported_again))
+    assert json.loads(exported.read_text()) == json.loads(exported_again.read_text())
+
+
+def test_export_keeps_holes_and_computes_bbox_area_with_pycocotools(
+    store: Store, coco_file: Path, tmp_path: Path
+):
+    dataset = store.create_dataset("d", coco_file.parent / "images")
+    store.import_coco(dataset, coco_file)
+    exported = load_coco(store.export_coco(dataset, tmp_path / "e.json"))
+    ring = exported.annToMask(exported.anns[102])
+    assert ring[30, 20] == 0 and ring[30, 30] == 1  # the hole survives
+    for ann in exported.anns.values():
+        rle = exported.annToRLE(ann)
+        assert ann["area"] == float(coco_mask.area(rle))
+        assert ann["bbox"] == coco_mask.toBbox(rle).tolist()
+        assert isinstance(ann["segmentation"], dict)  # RLE by default
+
+
+def test_export_keeps_extra_keys_info_and_licenses(
+    store: Store, coco_file: Path, tmp_path: Path, make_coco_document
+):
+    dataset = store.create_dataset("d", coco_file.parent / "images")
+    store.import_coco(dataset, coco_file)
+    data = json.loads(store.export_coco(dataset, tmp_path / "e.json").read_text())
+    original = make_coco_document()
+    assert data["info"] == original["info"] and data["licenses"] == original["licenses"]
+    images = {image["id"]: image for image in data["images"]}
+    assert images[3]["license"] == 1 and images[11]["date_captured"] == "2024-05-01"
+    anns = {ann["id"]: ann for ann in data["annotations"]}
+    assert anns[101]["attributes"] == {"occluded": True}
+    cats = {cat["id"]: cat for cat in data["categories"]}
+    assert cats[1]["supercategory"] == "animal" and cats[17]["keypoints"] == []
+    assert [image["id"] for image in data["images"]] == [3, 7, 10, 11, 42]
+
+
+def test_polygon_export_is_exact_without_holes_and_fills_holes(
+    store: Store, coco_file: Path, tmp_path: Path
+):
+    dataset = store.create_dataset("d", coco_file.parent / "images")
+    store.import_coco(dataset, coco_file)
+    original = load_coco(coco_file)
+    polygons = load_coco(store.export_coco(dataset, tmp_path / "p.json", polygons=True))
+    for ann_id, ann in polygons.anns.items():
+        expected = original.annToMask(original.anns[ann_id]).astype(bool)
+        if ann["iscrowd"]:
+            assert isinstance(ann["segmentation"], dict)  # crowd regions stay RLE
+        else:
+            assert isinstance(ann["segmentation"], list)
+            expected = ndimage.binary_fill_holes(expected)
+        assert np.array_equal(polygons.annToMask(ann).astype(bool), expected), ann_id
+
+
+def test_import_into_subfolder_root_and_image_path(store: Store, coco_file: Path):
+    root = coco_file.parent
+    dataset = store.create_dataset("d", root)
+    store.import_coco(dataset, coco_file, image_root=root / "images")
+    images = {image.file_name: image for image in store.list_images(dataset)}
+    assert store.image_path(images["a/img3.png"].id) == root / "images" / "a" / "img3.png"
+    assert images["a/img3.png"].content_hash is not None
+    exported = json.loads(store.export_coco(dataset, root / "e.json").read_text())
+    assert "a/img3.png" in {image["file_name"] for image in exported["images"]}
+
+
+def _review_fixture(store: Store, coco_file: Path) -> tuple[int, dict[str, int]]:
+    """Dataset with one reviewed image holding accepted, proposed and rejected annotations."""
+    dataset = store.create_dataset("d", coco_file.parent / "images")
+    store.import_coco(dataset, coco_file)
+    images = {image.coco_id: image for image in store.list_images(dataset)}
+    image = images[42]
+    mask = np.zeros((30, 40), bool)
+    mask[5:10, 5:20] = True
+    ids = store.replace_predictions(image.id, np.stack([mask, ~mask]), [1, 5], [0.9, 0.4], "m1")
+    store.set_state(ids[1], "rejected")
+    human = store.add_annotation(image.id, np.roll(mask, 12, axis=0), 90)
+    store.set_review_state(image.id, "reviewed")
+    return dataset, {"proposed": ids[0], "rejected": ids[1], "human": human}
+
+
+def test_export_filters_by_state_and_review(store: Store, coco_file: Path, tmp_path: Path):
+    dataset, ids = _review_fixture(store, coco_file)
+    accepted = load_coco(store.export_coco(dataset, tmp_path / "a.json"))
+    everything = load_coco(store.export_coco(dataset, tmp_path / "b.json", include="all"))
+    reviewed = load_coco(store.export_coco(dataset, tmp_path / "c.json", only_reviewed=True))
+    human = store.annotation(ids["human"]).coco_id
+    proposed = store.annotation(ids["proposed"]).coco_id
+    assert human in accepted.anns and proposed not in accepted.anns
+    assert proposed in everything.anns and everything.anns[proposed]["score"] == 0.9
+    assert store.annotation(ids["rejected"]).coco_id not in everything.anns
+    assert set(reviewed.imgs) == {42} and set(reviewed.anns) == {human}
+    assert len(accepted.anns) == 9 and len(accepted.imgs) == 5
+
+
+def test_results_export_loads_with_pycocotools(store: Store, coco_file: Path, tmp_path: Path):
+    dataset, ids = _review_fixture(store, coco_file)
+    gt = load_coco(store.export_coco(dataset, tmp_path / "gt.json"))
+    results_path = store.export_results(dataset, tmp_path / "results.json")
+    results = json.loads(results_path.read_text())
+    assert sorted(r["score"] for r in results) == [0.4, 0.9]  # rejected predictions included
+    detections = gt.loadRes(str(results_path))
+    by_score = {ann["score"]: ann for ann in detections.anns.values()}
+    expected = store.annotation(ids["proposed"]).mask
+    assert np.array_equal(detections.annToMask(by_score[0.9]).astype(bool), expected)
+    assert by_score[0.9]["image_id"] == 42 and by_score[0.9]["category_id"] == 1
+    assert json.loads(store.export_results(dataset, tmp_path / "r2.json",
+                                           model_version="other").read_text()) == []
+
+
+def test_import_predictions_keeps_scores_and_proposes(
+    store: Store, coco_file: Path, make_coco_document, write_coco_files
+):
+    document = make_coco_document()
+    for ann in document["annotations"]:
+        ann["score"] = ann["id"] / 1000
+    path = write_coco_files(coco_file.parent, document, "predictions.json")
+    dataset = store.create_dataset("d", coco_file.parent / "images")
+    store.import_coco(dataset, path, source="predicted")
+    image = next(image for image in store.list_images(dataset) if image.coco_id == 3)
+    anns = store.annotations(image.id)
+    assert {(a.source, a.state) for a in anns} == {("predicted", "proposed")}
+    assert sorted(a.score for a in anns) == [0.1, 0.101, 0.102]
+
+
+def test_import_merges_into_existing_images(
+    store: Store, coco_file: Path, make_coco_document, write_coco_files
+):
+    dataset = store.create_dataset("d", coco_file.parent / "images")
+    store.import_coco(dataset, coco_file)
+    image = next(image for image in store.list_images(dataset) if image.coco_id == 42)
+    document = make_coco_document()
+    document["annotations"] = [
+        {"id": 900, "image_id": 42, "category_id": 5, "segmentation": [[1, 1, 9, 1, 9, 9]]}
+    ]
+    report = store.import_coco(dataset, write_coco_files(coco_file.parent, document, "more.json"))
+    assert (report.images_added, report.images_existing, report.annotations_added) == (0, 5, 1)
+    assert report.categories_existing == 4
+    assert [a.coco_id for a in store.annotations(image.id)] == [900]
+    assert store.image(image.id).revision == image.revision + 1
+    assert "imported 0 new images" in report.summary()
