@@ -1,0 +1,172 @@
+"""Correct: accept, reject, relabel, delete, draw and edit instances, undo/redo, mark reviewed.
+
+Each action is one store edit, saved at once, made with the revision the session last saw (a
+concurrent change by someone else is reported, not overwritten). Functions return the message to
+show; they raise ``StudioError`` for things the person must fix (nothing selected, empty mask).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from app import render
+from app.project import Instance, Project, StudioError
+from app.session import SessionState
+
+SHORTCUTS = [
+    ("A", "accept the selected instance"), ("R", "reject it"), ("Delete", "delete it"),
+    ("L", "relabel it with the chosen class"), ("Shift+A", "accept every shown proposal"),
+    ("Ctrl+Z / Ctrl+Y", "undo / redo"), ("M", "mark the image reviewed"),
+    ("N / P", "next / previous image"), ("E", "edit the selected mask in the editor"),
+    ("Enter / Esc", "close / cancel the polygon"),
+]
+
+
+def _selected(project: Project, state: SessionState) -> Instance:
+    """The session's selected instance on its current image, or StudioError."""
+    if state.image_id is None or state.selected is None:
+        raise StudioError("select an instance first (click its mask or pick it in the list)")
+    for inst in project.instances(state.image_id):
+        if inst.id == state.selected:
+            return inst
+    state.selected = None
+    raise StudioError("the selected instance no longer exists (it was deleted or undone)")
+
+
+def set_state(project: Project, state: SessionState, new_state: str, revision: int | None) -> str:
+    """Accept or reject the selected instance."""
+    inst = _selected(project, state)
+    project.edit(state.image_id, revision,
+                 lambda rev: project.store.set_state(inst.id, new_state, expected_revision=rev))
+    return f"#{inst.id} {inst.class_name}: {new_state}"
+
+
+def accept_shown(project: Project, state: SessionState, shown: Sequence[Instance],
+                 revision: int | None) -> str:
+    """Accept every proposal currently shown (at or above the confidence threshold)."""
+    todo = [i for i in shown if i.state == "proposed"]
+    for inst in todo:
+        project.edit(state.image_id, revision,
+                     lambda rev, i=inst: project.store.set_state(i.id, "accepted", expected_revision=rev))
+        revision = project.image(state.image_id).revision
+    return f"accepted {len(todo)} proposals" if todo else "no proposals shown to accept"
+
+
+def delete(project: Project, state: SessionState, revision: int | None) -> str:
+    """Delete the selected instance (undo brings it back)."""
+    inst = _selected(project, state)
+    project.edit(state.image_id, revision,
+                 lambda rev: project.store.delete_annotation(inst.id, expected_revision=rev))
+    state.selected = None
+    return f"deleted #{inst.id} {inst.class_name}"
+
+
+def relabel(project: Project, state: SessionState, class_name: str, revision: int | None) -> str:
+    """Give the selected instance another class (a proposal becomes an accepted human label)."""
+    inst = _selected(project, state)
+    cid = project.category_id(class_name)
+    project.edit(state.image_id, revision,
+                 lambda rev: project.store.set_category(inst.id, cid, expected_revision=rev))
+    return f"#{inst.id}: {inst.class_name} → {class_name}"
+
+
+def undo(project: Project, state: SessionState, revision: int | None, redo: bool = False) -> str:
+    """Undo (or redo) the image's last edit, whoever made it."""
+    if state.image_id is None:
+        raise StudioError("open an image first")
+    step = project.store.redo if redo else project.store.undo
+    done = project.edit(state.image_id, revision, lambda rev: step(state.image_id, expected_revision=rev))
+    word = "redo" if redo else "undo"
+    return f"{word}: {project.store.history(state.image_id)[-1].summary}" if done else f"nothing to {word}"
+
+
+def mark_reviewed(project: Project, state: SessionState, revision: int | None, reviewed: bool = True) -> str:
+    """Mark the image reviewed (its accepted annotations are then exported) or reopen it."""
+    if state.image_id is None:
+        raise StudioError("open an image first")
+    target = "reviewed" if reviewed else "in_progress"
+    project.edit(state.image_id, revision,
+                 lambda rev: project.store.set_review_state(state.image_id, target, expected_revision=rev))
+    left = sum(i.state == "proposed" for i in project.instances(state.image_id))
+    note = f"; {left} undecided proposals are not exported" if reviewed and left else ""
+    return f"image marked {target}{note}"
+
+
+# ------------------------------------------------------------------------------ mask editor
+
+def editor_value(image: np.ndarray, mask: np.ndarray | None, colour: render.RGB) -> dict[str, Any]:
+    """ImageEditor value: the image as background and one layer holding the mask (or empty)."""
+    if mask is None:
+        mask = np.zeros(image.shape[:2], bool)
+    return {"background": render.as_rgb(image), "layers": [render.mask_layer_rgba(mask, colour)],
+            "composite": None}
+
+
+def mask_from_editor(value: dict[str, Any] | None, size: tuple[int, int]) -> np.ndarray:
+    """The edited mask: pixels painted (alpha > 0) on any layer. Never the composite, which
+    includes the background. ``size`` is the image's (H, W)."""
+    layers = (value or {}).get("layers") or []
+    mask = np.zeros(size, bool)
+    for layer in layers:
+        arr = np.asarray(layer)
+        if arr.ndim != 3 or arr.shape[2] != 4:
+            raise StudioError("the mask editor returned a layer without transparency")
+        if arr.shape[:2] != size:
+            raise StudioError(f"the edited layer is {arr.shape[1]}x{arr.shape[0]}, the image "
+                              f"{size[1]}x{size[0]}: reload the mask into the editor")
+        mask |= arr[:, :, 3] > 0
+    return mask
+
+
+def save_edited_mask(project: Project, state: SessionState, value: dict[str, Any] | None,
+                     revision: int | None) -> str:
+    """Replace the selected instance's mask with the edited one."""
+    inst = _selected(project, state)
+    mask = mask_from_editor(value, inst.mask.shape)
+    if not mask.any():
+        raise StudioError("the edited mask is empty: use Delete to remove the instance")
+    project.edit(state.image_id, revision,
+                 lambda rev: project.store.update_mask(inst.id, mask, expected_revision=rev))
+    changed = int((mask ^ inst.mask).sum())
+    return f"#{inst.id}: mask saved ({changed} pixels changed)"
+
+
+def add_from_editor(project: Project, state: SessionState, value: dict[str, Any] | None,
+                    class_name: str, revision: int | None) -> str:
+    """Add what was painted in the editor as a new instance of ``class_name``."""
+    if state.image_id is None:
+        raise StudioError("open an image first")
+    entry = project.image(state.image_id)
+    mask = mask_from_editor(value, (entry.height, entry.width))
+    ann_id = project.add_instance(state.image_id, mask, class_name, revision)
+    state.selected = ann_id
+    return f"added #{ann_id} {class_name} ({int(mask.sum())} px)"
+
+
+# ---------------------------------------------------------------------------------- polygon
+
+def polygon_click(state: SessionState, x: int, y: int) -> str:
+    """Add a vertex to the polygon being drawn."""
+    state.polygon.append((int(x), int(y)))
+    n = len(state.polygon)
+    return f"polygon: {n} point{'s' * (n != 1)}" + (" — Enter closes it" if n >= 3 else "")
+
+
+def polygon_close(project: Project, state: SessionState, class_name: str, revision: int | None) -> str:
+    """Close the polygon and store it as a new instance of ``class_name``."""
+    if state.image_id is None:
+        raise StudioError("open an image first")
+    if len(state.polygon) < 3:
+        raise StudioError("a polygon needs at least 3 points: click on the image with the polygon tool")
+    entry = project.image(state.image_id)
+    mask = render.polygon_mask(state.polygon, (entry.height, entry.width))
+    ann_id = project.add_instance(state.image_id, mask, class_name, revision)
+    state.polygon = []
+    state.selected = ann_id
+    return f"added #{ann_id} {class_name} from a polygon ({int(mask.sum())} px)"
+
+
+def shortcut_help() -> str:
+    """Markdown list of the keyboard shortcuts."""
+    return " · ".join(f"**{key}** {what}" for key, what in SHORTCUTS)

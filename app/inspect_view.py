@@ -1,0 +1,76 @@
+"""Inspect: what the model predicted on this image, filtered by confidence, and which instance is
+selected. Plain functions over ``Instance`` lists; ``app/ui.py`` wires them to components."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from app import render
+from app.project import Instance
+
+TABLE_HEADERS = ["id", "class", "score", "state", "source", "area"]
+
+STATE_MARKS = {"proposed": "?", "accepted": "✓", "rejected": "✗"}
+
+
+def visible_instances(instances: Sequence[Instance], min_score: float,
+                      show_rejected: bool = False) -> list[Instance]:
+    """The instances a person should see: every accepted one, proposals at or above ``min_score``,
+    rejected ones only on request. Ordered top-first: decided ones, then proposals by score."""
+    keep = []
+    for inst in instances:
+        if inst.state == "rejected" and not show_rejected:
+            continue
+        if inst.state == "proposed" and (inst.score or 0.0) < min_score:
+            continue
+        keep.append(inst)
+    return sorted(keep, key=lambda i: (i.state != "accepted", -(i.score if i.score is not None else 1.0), i.id))
+
+
+def instance_label(inst: Instance) -> str:
+    """Short tag drawn on the image: class, score (for predictions) and review mark."""
+    score = f" {inst.score:.2f}" if inst.score is not None and inst.source == "predicted" else ""
+    return f"#{inst.id} {inst.class_name}{score} {STATE_MARKS.get(inst.state, '')}".rstrip()
+
+
+def render_overlay(image: np.ndarray, instances: Sequence[Instance], selected: int | None,
+                   labels: bool = True) -> np.ndarray:
+    """The image with each instance's mask in its own colour, the selected one emphasised."""
+    if not instances:
+        return render.as_rgb(image)
+    masks = np.stack([i.mask for i in instances])
+    colours = [render.colour_for(i.id) for i in instances]
+    index = next((k for k, i in enumerate(instances) if i.id == selected), None)
+    tags = [instance_label(i) for i in instances] if labels else None
+    return render.overlay_instances(image, masks, colours, tags, selected=index)
+
+
+def pick_instance(instances: Sequence[Instance], x: int, y: int) -> int | None:
+    """The id of the top-most visible instance under pixel (x, y), or None."""
+    if not instances:
+        return None
+    index = render.instance_at(np.stack([i.mask for i in instances]), int(x), int(y))
+    return None if index is None else instances[index].id
+
+
+def instance_rows(instances: Sequence[Instance]) -> list[list]:
+    """Rows of the instance table, in the order drawn (top first)."""
+    return [[i.id, i.class_name, None if i.score is None else round(float(i.score), 3), i.state,
+             i.source, i.area] for i in instances]
+
+
+def instance_choices(instances: Sequence[Instance]) -> list[tuple[str, int]]:
+    """(label, id) pairs for the instance picker."""
+    return [(instance_label(i), i.id) for i in instances]
+
+
+def describe(inst: Instance | None) -> str:
+    """Markdown summary of the selected instance."""
+    if inst is None:
+        return "No instance selected: click a mask, a table row, or pick one from the list."
+    x, y, w, h = inst.bbox
+    score = "—" if inst.score is None else f"{inst.score:.3f}"
+    query = "—" if inst.query is None else str(inst.query)
+    return (f"**#{inst.id} {inst.class_name}** · score {score} · {inst.state} ({inst.source}) · "
+            f"area {inst.area} px · box {x},{y} {w}×{h} · query {query}")

@@ -1,0 +1,308 @@
+"""The studio's project: the annotation store, the images on disk and the one model, behind the
+few operations the views need. Every change a person makes goes through here to the store at once.
+
+Predictions live in the store as ``source="predicted", state="proposed"`` annotations (written by
+``Store.replace_predictions``), so accepting, rejecting, relabelling and undoing them are ordinary
+store edits. The ``fastinst.Prediction`` that made them (with its explanation) is kept in a
+process-wide LRU cache keyed by ``(model version, image id)``; which query produced which
+annotation is remembered per annotation id, and recovered from a fresh forward pass after a restart.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from PIL import Image as PILImage
+
+from annotations import ConflictError, Store
+from app.session import LRUCache, ModelSlot
+
+PROPOSAL_FLOOR = 0.05     # predictions below this score are not stored at all
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+class StudioError(Exception):
+    """A problem to show to the person using the studio (bad file, missing image, ...)."""
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One image of the project as the views see it."""
+
+    id: int
+    file_name: str
+    width: int
+    height: int
+    review_state: str
+    revision: int
+    num_annotations: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class Instance:
+    """One annotation of an image, decoded: mask (H,W) bool at image size."""
+
+    id: int
+    mask: np.ndarray
+    category_id: int
+    class_name: str
+    score: float | None
+    source: str            # imported | predicted | human
+    state: str             # proposed | accepted | rejected
+    query: int | None = None
+    model_version: str | None = None
+
+    @property
+    def area(self) -> int:
+        """Mask area in pixels."""
+        return int(self.mask.sum())
+
+    @property
+    def bbox(self) -> tuple[int, int, int, int]:
+        """Tight box (x, y, w, h) in pixels; zeros for an empty mask."""
+        ys, xs = np.nonzero(self.mask)
+        if not len(xs):
+            return (0, 0, 0, 0)
+        return (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
+
+
+def file_version(path: Path) -> str:
+    """A model version name for a weights file: its stem and the start of its SHA-256."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"{path.stem}@{digest.hexdigest()[:10]}"
+
+
+def read_pixels(path: Path) -> np.ndarray:
+    """An image file -> (H,W,3) uint8 RGB, or StudioError naming the file."""
+    from fastinst import ImageError
+    from fastinst.transforms import load_image
+    try:
+        return load_image(path)
+    except ImageError as e:
+        raise StudioError(str(e)) from None
+
+
+class Project:
+    """One dataset of the store, its images and the model, shared by every session of the process.
+
+    Args:
+        store: the annotation store.
+        dataset_id: the dataset this studio works on.
+        model: the process's one model.
+        cache_size: how many predictions (with explanations) and decoded images to keep.
+        work_dir: where exports and fine-tuning runs are written.
+    """
+
+    def __init__(self, store: Store, dataset_id: int, model: ModelSlot, *, cache_size: int = 32,
+                 work_dir: Path = Path("studio-data/project")) -> None:
+        self.store = store
+        self.dataset_id = dataset_id
+        self.model = model
+        self.work_dir = Path(work_dir)
+        self.predictions: LRUCache[Any] = LRUCache(cache_size)
+        self.pixels_cache: LRUCache[np.ndarray] = LRUCache(cache_size)
+        self.instances_cache: LRUCache[list[Instance]] = LRUCache(4 * cache_size)
+        self._queries: dict[int, int] = {}   # annotation id -> query index (current process)
+        self.sync_categories()
+
+    # ------------------------------------------------------------------ images and categories
+
+    def images(self) -> list[ImageEntry]:
+        """Every image of the dataset in COCO id order."""
+        return [ImageEntry(r.id, r.file_name, r.width, r.height, r.review_state, r.revision,
+                           r.num_annotations) for r in self.store.list_images(self.dataset_id)]
+
+    def image(self, image_id: int) -> ImageEntry:
+        """One image with its current revision and review state."""
+        r = self.store.image(image_id)
+        return ImageEntry(r.id, r.file_name, r.width, r.height, r.review_state, r.revision)
+
+    def pixels(self, image_id: int) -> np.ndarray:
+        """The image as (H,W,3) uint8 RGB (cached); StudioError when the file is unreadable."""
+        def load() -> np.ndarray:
+            rgb = read_pixels(self.store.image_path(image_id))
+            entry = self.image(image_id)
+            if rgb.shape[:2] != (entry.height, entry.width):
+                raise StudioError(f"image {entry.file_name} is {rgb.shape[1]}x{rgb.shape[0]} on disk but "
+                                  f"{entry.width}x{entry.height} in the annotations")
+            return rgb
+        return self.pixels_cache.get_or_create(image_id, load)
+
+    def neighbour(self, image_id: int | None, step: int) -> int | None:
+        """The id of the image ``step`` places after ``image_id`` (wrapping), or the first."""
+        ids = [e.id for e in self.images()]
+        if not ids:
+            return None
+        if image_id not in ids:
+            return ids[0]
+        return ids[(ids.index(image_id) + step) % len(ids)]
+
+    def categories(self) -> list[tuple[int, str]]:
+        """(COCO category id, name) pairs of the dataset."""
+        return [(c.id, c.name) for c in self.store.categories(self.dataset_id)]
+
+    def class_names(self) -> list[str]:
+        """Names of the dataset's categories, in id order."""
+        return [name for _, name in self.categories()]
+
+    def category_id(self, name: str) -> int:
+        """The COCO id of the category called ``name``."""
+        for cid, cname in self.categories():
+            if cname == name:
+                return cid
+        raise StudioError(f"no category called {name!r}")
+
+    def sync_categories(self) -> None:
+        """Make sure every class the model predicts exists as a category (matched by name)."""
+        have = set(self.class_names())
+        for name in self.model.predictor.class_names:
+            if name not in have:
+                self.store.add_category(self.dataset_id, name)
+
+    # ----------------------------------------------------------------------------- predictions
+
+    def prediction(self, image_id: int) -> Any:
+        """The current model's Prediction for the image (with explanation), from cache or a new
+        forward pass under the model lock."""
+        version = self.model.version
+        return self.predictions.get_or_create(
+            (version, image_id), lambda: self.model.run(lambda p: p.predict(self.pixels(image_id))))
+
+    def was_predicted(self, image_id: int) -> bool:
+        """True when the current model already wrote proposals for this image (even if all of them
+        were later rejected or deleted)."""
+        tag = f"replace_predictions from {self.model.version}"
+        return any(e.summary == tag for e in self.store.history(image_id))
+
+    def predict(self, image_id: int, expected_revision: int | None = None, force: bool = False) -> int:
+        """Write the current model's predictions as proposals (replacing undecided ones).
+
+        Skipped, returning -1, for reviewed images and images this model already predicted
+        unless ``force``. Returns the number of proposals stored.
+        """
+        entry = self.image(image_id)
+        if not force and (entry.review_state == "reviewed" or self.was_predicted(image_id)):
+            return -1
+        pred = self.prediction(image_id).filter(PROPOSAL_FLOOR)
+        names = pred.class_names
+        cats = [self.category_id(names[int(c)]) for c in pred.classes]
+        ids = self.store.replace_predictions(image_id, pred.masks, cats, [float(s) for s in pred.scores],
+                                             self.model.version, expected_revision)
+        for ann_id, query in zip(ids, pred.query_indices):
+            if ann_id is not None:
+                self._queries[ann_id] = int(query)
+        return sum(i is not None for i in ids)
+
+    def _query_of(self, record: Any, image_id: int) -> int | None:
+        """Which query of the current model produced a predicted annotation, if known or
+        recoverable (same model version: match class and score in a fresh forward pass)."""
+        if record.source != "predicted" or record.model_version != self.model.version:
+            return None
+        if record.id in self._queries:
+            return self._queries[record.id]
+        pred = self.prediction(image_id)
+        names = self.class_names_by_id()
+        for k in range(len(pred)):
+            if (names.get(record.category_id) == pred.class_names[int(pred.classes[k])]
+                    and record.score is not None and abs(float(pred.scores[k]) - record.score) < 1e-6):
+                self._queries[record.id] = int(pred.query_indices[k])
+                return self._queries[record.id]
+        return None
+
+    def class_names_by_id(self) -> dict[int, str]:
+        """COCO category id -> name."""
+        return dict(self.categories())
+
+    # ------------------------------------------------------------------------------- instances
+
+    def instances(self, image_id: int, revision: int | None = None) -> list[Instance]:
+        """Every annotation of the image (rejected ones included), decoded, cached per revision."""
+        revision = self.image(image_id).revision if revision is None else revision
+
+        def load() -> list[Instance]:
+            names = self.class_names_by_id()
+            return [Instance(id=r.id, mask=r.mask, category_id=r.category_id,
+                             class_name=names.get(r.category_id, str(r.category_id)), score=r.score,
+                             source=r.source, state=r.state, query=self._query_of(r, image_id),
+                             model_version=r.model_version)
+                    for r in self.store.annotations(image_id, include_rejected=True)]
+        return self.instances_cache.get_or_create((image_id, revision), load)
+
+    # ----------------------------------------------------------------------------------- edits
+
+    def edit(self, image_id: int, expected_revision: int | None, change: Callable[[int | None], Any]) -> Any:
+        """Run one store edit with the revision the session last saw; a concurrent change by
+        someone else becomes a StudioError telling the person to look again."""
+        try:
+            return change(expected_revision)
+        except ConflictError as e:
+            raise StudioError(str(e)) from None
+
+    def add_instance(self, image_id: int, mask: np.ndarray, class_name: str,
+                     expected_revision: int | None) -> int:
+        """Store a hand-drawn instance (accepted, source human); returns its id."""
+        if not mask.any():
+            raise StudioError("the new mask is empty: draw something first")
+        cid = self.category_id(class_name)
+        return self.edit(image_id, expected_revision,
+                         lambda rev: self.store.add_annotation(image_id, mask, cid, source="human",
+                                                               expected_revision=rev))
+
+    # ------------------------------------------------------------------------------------ COCO
+
+    def import_coco(self, json_path: Path, image_root: Path | None = None) -> str:
+        """Import a COCO file into this dataset; returns the store's one-line summary."""
+        report = self.store.import_coco(self.dataset_id, json_path, image_root)
+        self.instances_cache.discard(lambda key: True)
+        return report.summary()
+
+    def export_coco(self, only_reviewed: bool = True) -> Path:
+        """Write the accepted annotations (of reviewed images only, by default) as COCO JSON."""
+        out = self.work_dir / "exports" / ("reviewed.json" if only_reviewed else "all_images.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return self.store.export_coco(self.dataset_id, out, only_reviewed=only_reviewed)
+
+
+def find_or_create_dataset(store: Store, name: str, image_root: Path) -> tuple[int, bool]:
+    """The id of the dataset called ``name`` (created if missing) and whether it was created."""
+    for record in store.list_datasets():
+        if record.name == name:
+            return record.id, False
+    return store.create_dataset(name, image_root), True
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursively), sorted, as paths relative to it."""
+    return sorted(p.relative_to(folder) for p in folder.rglob("*")
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def add_folder_images(store: Store, dataset_id: int, folder: Path) -> tuple[int, list[str]]:
+    """Add the folder's images that the dataset does not have yet. Returns (added, skipped
+    messages) — unreadable files are skipped with the reason, never abort the import."""
+    known = {r.file_name for r in store.list_images(dataset_id)}
+    added, skipped = 0, []
+    for rel in image_files(folder):
+        name = rel.as_posix()
+        if name in known:
+            continue
+        try:
+            with PILImage.open(folder / rel) as im:
+                width, height = im.size
+        except Exception as e:  # noqa: BLE001 - any unreadable file is reported and skipped
+            skipped.append(f"{name}: {e}")
+            continue
+        store.add_image(dataset_id, name, width, height)
+        added += 1
+    return added, skipped
+
+
+def unique_names(names: Sequence[str]) -> list[str]:
+    """The names in order with duplicates removed."""
+    return list(dict.fromkeys(names))

@@ -1,0 +1,678 @@
+"""The Gradio wiring: builds the Blocks over the views' plain functions, and serves them.
+
+Layout: a header (image navigation, review state, instance picker, confidence slider, status
+line) above five tabs — Inspect, Explain, Correct, Fine-tune, COCO. Every event handler takes the
+session's ``SessionState``, does one thing through ``app.project.Project``, and returns a full
+refresh of the header and of the *visible* view (other views are skipped and redrawn when their
+tab is opened), so each event costs one render. Rendered pictures are written as fast PNGs
+straight into Gradio's cache (lossless, and cheaper than Gradio's own PNG encoder).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import gradio as gr
+import numpy as np
+
+from app import correct_view, explain_view, inspect_view, render, train_view
+from app.config import StudioConfig
+from app.project import Instance, Project, StudioError
+from app.session import TOOLS, SessionState
+
+MODEL_QUEUE = "model"          # concurrency group of every event that may run the network
+TABS = ("inspect", "explain", "correct", "train", "coco")
+
+CSS = """
+#status { min-height: 1.6em; }
+#status p { margin: 0; }
+.ft-progress { font-family: var(--font); }
+.ft-bar { height: 14px; border-radius: 7px; background: var(--neutral-200); overflow: hidden; }
+.ft-fill { height: 100%; background: var(--color-accent); transition: width .4s; }
+.ft-text { margin-top: 4px; font-size: 0.9em; }
+#layer-strip img, #compare-image img { object-fit: contain; }
+"""
+
+KEYS_JS = """
+() => {
+  const keys = {a: "btn-accept", r: "btn-reject", Delete: "btn-delete", Backspace: "btn-delete",
+                l: "btn-relabel", A: "btn-accept-all", m: "btn-reviewed", n: "btn-next", p: "btn-prev",
+                e: "btn-edit-load", Enter: "btn-polygon-close", Escape: "btn-polygon-cancel"};
+  document.addEventListener("keydown", (ev) => {
+    const t = ev.target;
+    if (t && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName))) return;
+    if (t && t.closest && t.closest("#mask-editor")) return;
+    let id = null;
+    const mod = ev.ctrlKey || ev.metaKey;
+    if (mod && ev.key.toLowerCase() === "z") id = ev.shiftKey ? "btn-redo" : "btn-undo";
+    else if (mod && ev.key.toLowerCase() === "y") id = "btn-redo";
+    else if (mod || ev.altKey) return;
+    else id = keys[ev.key];
+    if (!id) return;
+    const el = document.getElementById(id);
+    if (!el || el.offsetParent === null || el.disabled) return;
+    ev.preventDefault();
+    el.click();
+  });
+}
+"""
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+def png(image: np.ndarray) -> str:
+    """Write an RGB image as a quickly compressed, lossless PNG inside Gradio's cache folder and
+    return its path (Gradio serves it as is, without re-encoding)."""
+    folder = Path(gr.utils.get_upload_folder()) / "fastinst"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{uuid.uuid4().hex}.png"
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(render.as_rgb(image)[:, :, ::-1]),
+                            [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise StudioError("could not encode an image as PNG")
+    path.write_bytes(data.tobytes())
+    return str(path)
+
+
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (StudioError, OSError, ValueError, LookupError)
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's input or the world's state, shown as a message, not a crash."""
+    from annotations import AnnotationError
+    from fastinst import FastInstError
+    return (*EXPECTED_ERRORS, AnnotationError, FastInstError)
+
+
+def friendly(fn: Callable[..., str]) -> Callable[..., str]:
+    """Run an action; an expected error becomes a warning toast and a ⚠ status message."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> str:
+        try:
+            return fn(*args, **kwargs)
+        except _expected_errors() as e:
+            gr.Warning(str(e))
+            return f"⚠ {e}"
+    return wrapper
+
+
+# ------------------------------------------------------------------------------------ views
+
+class Studio:
+    """Per-process UI logic over one Project: computes the values every event returns."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.job = train_view.FineTuneJob()
+
+    # ------------------------------------------------------------------ shared pieces
+
+    def shown(self, state: SessionState) -> list[Instance]:
+        """The instances visible with this session's filters."""
+        if state.image_id is None:
+            return []
+        return inspect_view.visible_instances(self.project.instances(state.image_id), state.min_score,
+                                              state.show_rejected)
+
+    def selected(self, state: SessionState, shown: list[Instance]) -> Instance | None:
+        """The selected instance if it is among the shown ones (else the selection is cleared)."""
+        inst = next((i for i in shown if i.id == state.selected), None)
+        if inst is None:
+            state.selected = None
+        return inst
+
+    def image_choices(self) -> list[tuple[str, int]]:
+        """(label, id) of every image for the image picker."""
+        marks = {"reviewed": "✓", "in_progress": "…", "unreviewed": "·"}
+        return [(f"{marks.get(e.review_state, '?')} {e.file_name}", e.id) for e in self.project.images()]
+
+    def header_info(self) -> str:
+        """Project line: dataset, model, progress."""
+        images = self.project.images()
+        done = sum(e.review_state == "reviewed" for e in images)
+        name = self.project.store.dataset(self.project.dataset_id).name
+        return (f"**FastInst Studio** · project *{name}* · {len(images)} images, {done} reviewed · "
+                f"model `{self.project.model.version}` ({self.project.model.description})")
+
+    def review_text(self, state: SessionState) -> str:
+        """The image's review state and file name."""
+        if state.image_id is None:
+            return "no image"
+        e = self.project.image(state.image_id)
+        return f"`{e.file_name}` {e.width}×{e.height} · **{e.review_state.replace('_', ' ')}** · rev {e.revision}"
+
+    # ---------------------------------------------------------------------- renders
+
+    def render_inspect(self, state: SessionState, shown: list[Instance]) -> list[Any]:
+        """[overlay image]"""
+        image = self.project.pixels(state.image_id)
+        return [png(inspect_view.render_overlay(image, shown, state.selected))]
+
+    def render_explain(self, state: SessionState, shown: list[Instance], inst: Instance | None) -> list[Any]:
+        """[heatmap, explanation text, layer strip, chosen layer]"""
+        image = self.project.pixels(state.image_id)
+        pred = self.project.prediction(state.image_id)
+        exp = pred.explanation
+        names = pred.class_names
+        queries = explain_view.model_queries(shown, self.project.model.version)
+        if inst is not None and inst.model_version != self.project.model.version:
+            inst_for_query = None
+        else:
+            inst_for_query = inst
+        heat = explain_view.render_activation(image, exp, state.activation, names, queries, inst_for_query)
+        if inst_for_query is None or inst_for_query.query is None:
+            return [png(heat), explain_view.describe_query(exp, inst, names, None), None, None]
+        masks = exp.layer_masks(inst.query)
+        strip, large = explain_view.render_layers(image, masks, render.colour_for(inst.id), state.layer)
+        text = explain_view.describe_query(exp, inst, names, masks)
+        return [png(heat), text, png(strip), png(large)]
+
+    def render_correct(self, state: SessionState, shown: list[Instance]) -> list[Any]:
+        """[correct image]"""
+        image = self.project.pixels(state.image_id)
+        out = inspect_view.render_overlay(image, shown, state.selected)
+        if state.polygon:
+            out = render.polygon_preview(out, state.polygon, (255, 255, 255))
+        return [png(out)]
+
+    def refresh(self, state: SessionState, message: str = "") -> list[Any]:
+        """Values for OUTPUTS: the header, the instance list, and the visible tab's pictures."""
+        skip = gr.skip()
+        views: dict[str, list[Any]] = {"inspect": [skip] * 3, "explain": [skip] * 4, "correct": [skip]}
+        if state.image_id is None:
+            return [state, gr.update(choices=self.image_choices(), value=None), "no image",
+                    gr.update(choices=[], value=None), message, self.header_info(),
+                    *views["inspect"], *views["explain"], *views["correct"]]
+        state.revision = self.project.image(state.image_id).revision
+        shown = self.shown(state)
+        inst = self.selected(state, shown)
+        try:
+            if state.tab == "inspect":
+                views["inspect"] = [*self.render_inspect(state, shown), inspect_view.instance_rows(shown),
+                                    inspect_view.describe(inst)]
+            elif state.tab == "explain":
+                views["explain"] = self.render_explain(state, shown, inst)
+            elif state.tab == "correct":
+                views["correct"] = self.render_correct(state, shown)
+        except StudioError as e:
+            message = f"⚠ {e}"
+            views[state.tab] = [None] * len(views[state.tab])
+        return [state, gr.update(choices=self.image_choices(), value=state.image_id),
+                self.review_text(state),
+                gr.update(choices=inspect_view.instance_choices(shown), value=state.selected),
+                message, self.header_info(),
+                *views["inspect"], *views["explain"], *views["correct"]]
+
+    # --------------------------------------------------------------------- actions
+
+    def open_image(self, state: SessionState, image_id: int | None) -> str:
+        """Switch the session to another image (its picture is checked right away)."""
+        if image_id is None:
+            return ""
+        entry = self.project.image(int(image_id))
+        state.select_image(entry.id)
+        self.project.pixels(entry.id)
+        return f"opened {entry.file_name}"
+
+    def predict(self, state: SessionState, force: bool = False) -> str:
+        """Run the model on the session's image when it has not predicted it yet (or ``force``)."""
+        if state.image_id is None:
+            return ""
+        n = self.project.predict(state.image_id, state.revision, force=force)
+        return "" if n < 0 else f"{n} proposals from {self.project.model.version}"
+
+    def pick_at(self, state: SessionState, x: int, y: int) -> str:
+        """Select the instance under a clicked pixel (or clear the selection)."""
+        state.selected = inspect_view.pick_instance(self.shown(state), x, y)
+        return "" if state.selected is not None else "no instance there"
+
+
+OUTPUT_NAMES = ["state", "image_picker", "review_state", "instance_picker", "status", "project_info",
+                "inspect_image", "instance_table", "instance_info",
+                "explain_heatmap", "explain_info", "layer_strip", "layer_view", "correct_image"]
+
+
+def build_app(project: Project) -> gr.Blocks:
+    """The studio's Blocks for ``project`` (launch with ``launch_kwargs()``)."""
+    studio = Studio(project)
+    names = project.class_names()
+    num_heads = len(project.model.predictor.model.decoder.heads)
+    with gr.Blocks(title="FastInst Studio", delete_cache=(900, 3600)) as demo:
+        state = gr.State(SessionState())
+        c: dict[str, Any] = {"state": state}
+        with gr.Row(equal_height=True):
+            c["project_info"] = gr.Markdown(elem_id="project-info")
+        with gr.Row(equal_height=True):
+            btn_prev = gr.Button("◀ Prev (P)", elem_id="btn-prev", scale=0, min_width=90)
+            c["image_picker"] = gr.Dropdown(label="Image", elem_id="image-picker", scale=3,
+                                            allow_custom_value=True, filterable=True)
+            btn_next = gr.Button("Next (N) ▶", elem_id="btn-next", scale=0, min_width=90)
+            btn_predict = gr.Button("Predict again", elem_id="btn-predict", scale=0, min_width=110)
+            btn_reviewed = gr.Button("Mark reviewed (M)", elem_id="btn-reviewed", variant="primary",
+                                     scale=0, min_width=150)
+            btn_reopen = gr.Button("Reopen", elem_id="btn-reopen", scale=0, min_width=80)
+        with gr.Row(equal_height=True):
+            c["review_state"] = gr.Markdown(elem_id="review-state")
+            c["instance_picker"] = gr.Dropdown(label="Selected instance", elem_id="instance-picker",
+                                               allow_custom_value=True, scale=2)
+            min_score = gr.Slider(inspect_view_floor(), 1.0, value=0.5, step=0.01, label="Confidence ≥",
+                                  elem_id="min-score", scale=2)
+            show_rejected = gr.Checkbox(False, label="show rejected", elem_id="show-rejected", scale=0,
+                                        min_width=130)
+        c["status"] = gr.Markdown(elem_id="status")
+        with gr.Tabs(elem_id="views") as tabs:
+            with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect") as tab_inspect:
+                with gr.Row():
+                    c["inspect_image"] = gr.Image(label="Predictions (click a mask to select it)",
+                                                  elem_id="inspect-image", format="png", interactive=False,
+                                                  buttons=["fullscreen"], scale=3)
+                    with gr.Column(scale=2):
+                        c["instance_table"] = gr.Dataframe(headers=inspect_view.TABLE_HEADERS,
+                                                           elem_id="instance-table", interactive=False,
+                                                           label="Instances (click a row to select)")
+                        c["instance_info"] = gr.Markdown(elem_id="instance-info")
+                with gr.Accordion("All images", open=False, elem_id="gallery-box"):
+                    gallery = gr.Gallery(elem_id="gallery", columns=8, height=260, allow_preview=False,
+                                         format="png", label="Images (click to open)")
+            with gr.Tab("Explain", id="explain", elem_id="tab-explain") as tab_explain:
+                with gr.Row():
+                    c["explain_heatmap"] = gr.Image(label="Instance activation (IA) map and query positions",
+                                                    elem_id="explain-heatmap", format="png",
+                                                    interactive=False, scale=3)
+                    with gr.Column(scale=2):
+                        activation = gr.Radio(explain_view.activation_choices(names), value="foreground",
+                                              label="Heatmap shows", elem_id="activation-choice")
+                        c["explain_info"] = gr.Markdown(elem_id="explain-info")
+                c["layer_strip"] = gr.Image(label="Selected query's mask after every decoder head "
+                                            "(green: added by that layer, red: removed)",
+                                            elem_id="layer-strip", format="png", interactive=False)
+                layer = gr.Slider(0, num_heads - 1, value=num_heads - 1, step=1, label="Head shown large",
+                                  elem_id="layer-slider")
+                c["layer_view"] = gr.Image(label="Chosen head", elem_id="layer-view", format="png",
+                                           interactive=False)
+            with gr.Tab("Correct", id="correct", elem_id="tab-correct") as tab_correct:
+                with gr.Row():
+                    c["correct_image"] = gr.Image(label="Click: select, or add a polygon point",
+                                                  elem_id="correct-image", format="png", interactive=False,
+                                                  scale=3)
+                    with gr.Column(scale=2):
+                        tool = gr.Radio(list(TOOLS), value="select", label="Click tool", elem_id="tool")
+                        with gr.Row():
+                            btn_accept = gr.Button("Accept (A)", elem_id="btn-accept", variant="primary")
+                            btn_reject = gr.Button("Reject (R)", elem_id="btn-reject", variant="stop")
+                            btn_delete = gr.Button("Delete (Del)", elem_id="btn-delete")
+                        btn_accept_all = gr.Button("Accept every shown proposal (Shift+A)",
+                                                   elem_id="btn-accept-all")
+                        with gr.Row(equal_height=True):
+                            class_picker = gr.Dropdown(names, value=names[0] if names else None, label="Class",
+                                                       elem_id="class-picker", scale=2)
+                            btn_relabel = gr.Button("Relabel (L)", elem_id="btn-relabel", scale=1)
+                        with gr.Row():
+                            btn_undo = gr.Button("↶ Undo (Ctrl+Z)", elem_id="btn-undo")
+                            btn_redo = gr.Button("↷ Redo (Ctrl+Y)", elem_id="btn-redo")
+                        with gr.Row():
+                            btn_poly_close = gr.Button("Close polygon (Enter)", elem_id="btn-polygon-close")
+                            btn_poly_cancel = gr.Button("Cancel polygon (Esc)", elem_id="btn-polygon-cancel")
+                        gr.Markdown(correct_view.shortcut_help(), elem_id="shortcuts")
+                with gr.Group():
+                    editor = gr.ImageEditor(label="Mask editor: paint with the brush, remove with the eraser",
+                                            elem_id="mask-editor", format="png", type="numpy",
+                                            image_mode="RGBA", sources=(), transforms=(),
+                                            layers=gr.LayerOptions(allow_additional_layers=False),
+                                            brush=gr.Brush(colors=["#ff3b30"], color_mode="fixed"),
+                                            eraser=gr.Eraser(), canvas_size=(640, 480))
+                    with gr.Row():
+                        btn_edit_load = gr.Button("Edit selected mask (E)", elem_id="btn-edit-load")
+                        btn_edit_new = gr.Button("Start a new mask", elem_id="btn-edit-new")
+                        btn_edit_save = gr.Button("Save mask to selected", elem_id="btn-edit-save",
+                                                  variant="primary")
+                        btn_edit_add = gr.Button("Add as new instance", elem_id="btn-edit-add")
+            with gr.Tab("Fine-tune", id="train", elem_id="tab-train") as tab_train:
+                train_ui = build_train_tab(studio, c)
+            with gr.Tab("COCO", id="coco", elem_id="tab-coco") as tab_coco:
+                coco_ui = build_coco_tab()
+
+        outputs = [c[n] for n in OUTPUT_NAMES]
+        refresh = studio.refresh
+
+        def act(fn: Callable[..., str]) -> Callable[..., list[Any]]:
+            """Wrap an action ``fn(state, *args) -> message`` into a handler returning OUTPUTS."""
+            safe = friendly(fn)
+
+            def handler(st: SessionState, *args: Any) -> list[Any]:
+                return refresh(st, safe(st, *args))
+            return handler
+
+        def act_select(fn: Callable[[SessionState, gr.SelectData], str]) -> Callable[..., list[Any]]:
+            """Like ``act`` for select events: Gradio passes the event data to a parameter
+            annotated ``gr.SelectData``, so the handler declares one."""
+            safe = friendly(fn)
+
+            def handler(st: SessionState, evt: gr.SelectData) -> list[Any]:
+                return refresh(st, safe(st, evt))
+            return handler
+
+        def model_step(st: SessionState) -> list[Any]:
+            """Second step after opening an image: predict if needed; skip everything if not."""
+            message = friendly(studio.predict)(st)
+            return refresh(st, message) if message else [gr.skip()] * len(outputs)
+
+        # navigation: open first, then (maybe) predict in the model queue
+        nav = [
+            (demo.load, lambda st: studio.open_image(st, st.image_id or project.neighbour(None, 0)), [state], "load"),
+            (c["image_picker"].input, studio.open_image, [state, c["image_picker"]], "open_image"),
+            (btn_next.click, lambda st: studio.open_image(st, project.neighbour(st.image_id, 1)), [state], "next_image"),
+            (btn_prev.click, lambda st: studio.open_image(st, project.neighbour(st.image_id, -1)), [state], "previous_image"),
+        ]
+        for trigger, fn, inputs, api in nav:
+            trigger(act(fn), inputs, outputs, api_name=api).then(
+                model_step, [state], outputs, concurrency_id=MODEL_QUEUE, api_visibility="private")
+        gallery.select(act_select(on_gallery(studio)), [state], outputs, api_visibility="private").then(
+            model_step, [state], outputs, concurrency_id=MODEL_QUEUE, api_visibility="private")
+        demo.load(lambda: gallery_items(studio), None, gallery, api_visibility="private")
+        btn_predict.click(act(lambda st: studio.predict(st, force=True)), [state], outputs,
+                          concurrency_id=MODEL_QUEUE, api_name="predict")
+
+        # selection and filters
+        c["instance_picker"].input(act(select_instance), [state, c["instance_picker"]], outputs,
+                                   api_name="select_instance")
+        c["inspect_image"].select(act_select(lambda st, evt: studio.pick_at(st, *evt.index)), [state],
+                                  outputs, api_visibility="private")
+        c["instance_table"].select(act_select(select_row), [state], outputs, api_visibility="private")
+        min_score.release(act(set_attr("min_score", float)), [state, min_score], outputs,
+                          api_name="set_min_score", trigger_mode="always_last")
+        show_rejected.input(act(set_attr("show_rejected", bool)), [state, show_rejected], outputs,
+                            api_name="set_show_rejected")
+        for tab, key in ((tab_inspect, "inspect"), (tab_explain, "explain"), (tab_correct, "correct"),
+                         (tab_train, "train"), (tab_coco, "coco")):
+            tab.select(act(set_attr("tab", str, key)), [state], outputs, api_visibility="private")
+
+        # explain
+        activation.input(act(set_attr("activation", str)), [state, activation], outputs,
+                         api_name="set_activation")
+        layer.release(act(set_attr("layer", int)), [state, layer], outputs, api_name="set_layer",
+                      trigger_mode="always_last")
+
+        # correct
+        rev = lambda st: st.revision  # noqa: E731
+        c["correct_image"].select(act_select(on_correct_click(studio)), [state], outputs,
+                                  api_visibility="private")
+        tool.input(act(set_tool), [state, tool], outputs, api_name="set_tool")
+        btn_accept.click(act(lambda st: correct_view.set_state(project, st, "accepted", rev(st))), [state],
+                         outputs, api_name="accept")
+        btn_reject.click(act(lambda st: correct_view.set_state(project, st, "rejected", rev(st))), [state],
+                         outputs, api_name="reject")
+        btn_delete.click(act(lambda st: correct_view.delete(project, st, rev(st))), [state], outputs,
+                         api_name="delete")
+        btn_accept_all.click(act(lambda st: correct_view.accept_shown(project, st, studio.shown(st), rev(st))),
+                             [state], outputs, api_name="accept_shown")
+        btn_relabel.click(act(lambda st, name: correct_view.relabel(project, st, name, rev(st))),
+                          [state, class_picker], outputs, api_name="relabel")
+        btn_undo.click(act(lambda st: correct_view.undo(project, st, rev(st))), [state], outputs, api_name="undo")
+        btn_redo.click(act(lambda st: correct_view.undo(project, st, rev(st), redo=True)), [state], outputs,
+                       api_name="redo")
+        btn_reviewed.click(act(lambda st: correct_view.mark_reviewed(project, st, rev(st))), [state], outputs,
+                           api_name="mark_reviewed")
+        btn_reopen.click(act(lambda st: correct_view.mark_reviewed(project, st, rev(st), reviewed=False)),
+                         [state], outputs, api_name="reopen")
+        btn_poly_close.click(act(lambda st, name: correct_view.polygon_close(project, st, name, rev(st))),
+                             [state, class_picker], outputs, api_name="close_polygon")
+        btn_poly_cancel.click(act(cancel_polygon), [state], outputs, api_name="cancel_polygon")
+        btn_edit_load.click(editor_loader(studio, selected=True), [state], [editor, c["status"]],
+                            api_name="edit_selected")
+        btn_edit_new.click(editor_loader(studio, selected=False), [state], [editor, c["status"]],
+                           api_name="edit_new")
+        btn_edit_save.click(act(lambda st, v: correct_view.save_edited_mask(project, st, v, rev(st))),
+                            [state, editor], outputs, api_name="save_mask")
+        btn_edit_add.click(act(lambda st, v, name: correct_view.add_from_editor(project, st, v, name, rev(st))),
+                           [state, editor, class_picker], outputs, api_name="add_mask")
+
+        wire_train_tab(studio, train_ui, state)
+        wire_coco_tab(studio, coco_ui, state, outputs, act, gallery)
+    return demo
+
+
+def inspect_view_floor() -> float:
+    """Lowest confidence the slider offers: predictions below it are not stored at all."""
+    from app.project import PROPOSAL_FLOOR
+    return PROPOSAL_FLOOR
+
+
+def set_attr(name: str, cast: Callable[[Any], Any], fixed: Any = None) -> Callable[..., str]:
+    """An action that sets one SessionState field from the event's value (or a fixed value)."""
+    def action(st: SessionState, value: Any = None) -> str:
+        setattr(st, name, cast(fixed if fixed is not None else value))
+        return ""
+    return action
+
+
+def select_instance(st: SessionState, value: Any) -> str:
+    """Select by instance id (from the picker or the API); empty clears the selection."""
+    st.selected = None if value in (None, "") else int(value)
+    return ""
+
+
+def select_row(st: SessionState, evt: gr.SelectData) -> str:
+    """Select the instance of a clicked table row (its first cell is the id)."""
+    row = evt.row_value or []
+    st.selected = int(row[0]) if row else None
+    return ""
+
+
+def set_tool(st: SessionState, value: str) -> str:
+    """Switch what clicks on the Correct image do; leaving the polygon tool drops the points."""
+    st.tool = value if value in TOOLS else "select"
+    if st.tool != "polygon":
+        st.polygon = []
+    return "polygon: click the corners, Enter closes" if st.tool == "polygon" else ""
+
+
+def cancel_polygon(st: SessionState) -> str:
+    """Forget the polygon being drawn."""
+    st.polygon = []
+    return "polygon cancelled"
+
+
+def on_correct_click(studio: Studio) -> Callable[..., str]:
+    """Click on the Correct image: select (select tool) or add a vertex (polygon tool)."""
+    def action(st: SessionState, evt: gr.SelectData) -> str:
+        x, y = (int(v) for v in evt.index)
+        if st.tool == "polygon":
+            return correct_view.polygon_click(st, x, y)
+        return studio.pick_at(st, x, y)
+    return action
+
+
+def on_gallery(studio: Studio) -> Callable[[SessionState, gr.SelectData], str]:
+    """Open the image clicked in the gallery (gallery order = image order)."""
+    def action(st: SessionState, evt: gr.SelectData) -> str:
+        ids = [e.id for e in studio.project.images()]
+        return studio.open_image(st, ids[int(evt.index)])
+    return action
+
+
+def gallery_items(studio: Studio, size: int = 160) -> list[tuple[str, str]]:
+    """Thumbnails with file name and review state, in image order (unreadable files are skipped)."""
+    items = []
+    for e in studio.project.images()[:240]:
+        try:
+            img = studio.project.pixels(e.id)
+        except StudioError:
+            continue
+        scale = size / max(img.shape[:2])
+        thumb = cv2.resize(img, (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale))),
+                           interpolation=cv2.INTER_AREA)
+        items.append((png(thumb), f"{e.file_name} · {e.review_state.replace('_', ' ')}"))
+    return items
+
+
+def editor_loader(studio: Studio, selected: bool) -> Callable[..., tuple[Any, str]]:
+    """Load the mask editor with the selected instance's mask, or with an empty layer."""
+    def handler(st: SessionState) -> tuple[Any, str]:
+        try:
+            if st.image_id is None:
+                raise StudioError("open an image first")
+            image = studio.project.pixels(st.image_id)
+            mask = None
+            if selected:
+                inst = next((i for i in studio.shown(st) if i.id == st.selected), None)
+                if inst is None:
+                    raise StudioError("select an instance to edit its mask")
+                mask = inst.mask
+            value = correct_view.editor_value(image, mask, (255, 59, 48))
+            return value, ("editing the mask of the selected instance" if selected else
+                           "paint the new instance, then 'Add as new instance'")
+        except StudioError as e:
+            gr.Warning(str(e))
+            return gr.skip(), f"⚠ {e}"
+    return handler
+
+
+# ------------------------------------------------------------------------------ fine-tune tab
+
+def build_train_tab(studio: Studio, c: dict[str, Any]) -> dict[str, Any]:
+    """Components of the Fine-tune tab."""
+    t: dict[str, Any] = {}
+    gr.Markdown("Fine-tune the current model on the **reviewed** images (their accepted annotations), "
+                "starting from its weights. Then compare before and after, and keep the better one.")
+    with gr.Row():
+        t["iterations"] = gr.Slider(10, 2000, value=100, step=10, label="Iterations", elem_id="ft-iterations")
+        t["lr"] = gr.Number(1e-4, label="Learning rate", elem_id="ft-lr")
+        t["batch"] = gr.Slider(1, 8, value=2, step=1, label="Batch size", elem_id="ft-batch")
+    with gr.Row():
+        t["start"] = gr.Button("Fine-tune on the corrections", elem_id="btn-train-start", variant="primary")
+        t["stop"] = gr.Button("Stop", elem_id="btn-train-stop", variant="stop")
+        t["use"] = gr.Button("Use the fine-tuned model", elem_id="btn-train-use")
+    t["progress"] = gr.HTML(train_view.progress_html(train_view.JobSnapshot()), elem_id="train-progress")
+    t["metrics"] = gr.Markdown(elem_id="train-metrics")
+    t["compare_pick"] = gr.Dropdown(label="Compare on", elem_id="compare-picker", allow_custom_value=True)
+    t["compare"] = gr.Image(label="Before (left) and after (right)", elem_id="compare-image", format="png",
+                            interactive=False)
+    t["message"] = gr.Markdown(elem_id="train-message")
+    t["timer"] = gr.Timer(1.0, active=False)
+    return t
+
+
+def wire_train_tab(studio: Studio, t: dict[str, Any], state: gr.State) -> None:
+    """Events of the Fine-tune tab: start/stop the worker, poll it, compare, swap models."""
+    job = studio.job
+    project = studio.project
+
+    def start(iterations: float, lr: float, batch: float) -> tuple[str, Any]:
+        settings = train_view.FineTuneSettings(int(iterations), float(lr), int(batch))
+        message = friendly(lambda: job.start(project, settings))()
+        return message, gr.Timer(active=job.snapshot().running)
+
+    def poll(st: SessionState) -> tuple[Any, ...]:
+        snap = job.snapshot()
+        choices = [(project.image(i).file_name, i) for i in snap.compare_ids]
+        compare = gr.skip()
+        if snap.compare_ids and job.after:
+            compare = compare_image(studio, st, snap.compare_ids[0])
+        return (train_view.progress_html(snap), train_view.metrics_markdown(snap),
+                gr.update(choices=choices, value=snap.compare_ids[0] if choices else None), compare,
+                gr.Timer(active=snap.running))
+
+    def pick(st: SessionState, image_id: Any) -> Any:
+        return compare_image(studio, st, int(image_id)) if image_id not in (None, "") else gr.skip()
+
+    def use() -> str:
+        snap = job.snapshot()
+        if snap.running or snap.checkpoint is None:
+            return "⚠ no finished fine-tuning run to use"
+        return friendly(lambda: train_view.use_checkpoint(project, Path(snap.checkpoint)))()
+
+    t["start"].click(start, [t["iterations"], t["lr"], t["batch"]], [t["message"], t["timer"]],
+                     api_name="finetune_start")
+    t["stop"].click(lambda: job.stop(), None, t["message"], api_name="finetune_stop")
+    t["timer"].tick(poll, [state], [t["progress"], t["metrics"], t["compare_pick"], t["compare"], t["timer"]],
+                    api_visibility="private")
+    t["compare_pick"].input(pick, [state, t["compare_pick"]], t["compare"], api_name="compare_on")
+    t["use"].click(use, None, t["message"], concurrency_id=MODEL_QUEUE, api_name="finetune_use")
+
+
+def compare_image(studio: Studio, st: SessionState, image_id: int) -> Any:
+    """The before/after picture for one of the compared images."""
+    after = studio.job.after.get(image_id)
+    if after is None:
+        return gr.skip()
+    before = studio.project.prediction(image_id)
+    return png(train_view.render_comparison(studio.project.pixels(image_id), before, after, st.min_score))
+
+
+# ----------------------------------------------------------------------------------- COCO tab
+
+def build_coco_tab() -> dict[str, Any]:
+    """Components of the COCO tab."""
+    k: dict[str, Any] = {}
+    gr.Markdown("Import a COCO instances file (its images must be in the project's image folder), "
+                "or export the accepted annotations as COCO JSON (masks as lossless RLE).")
+    with gr.Row():
+        with gr.Column():
+            k["file"] = gr.File(label="COCO JSON to import", file_types=[".json"], elem_id="coco-import-file")
+            k["import"] = gr.Button("Import", elem_id="btn-import")
+        with gr.Column():
+            k["only_reviewed"] = gr.Checkbox(True, label="only reviewed images", elem_id="export-reviewed-only")
+            k["export"] = gr.Button("Export COCO JSON", elem_id="btn-export", variant="primary")
+            k["download"] = gr.File(label="Exported COCO JSON", elem_id="coco-export-file", interactive=False)
+    k["message"] = gr.Markdown(elem_id="coco-message")
+    return k
+
+
+def wire_coco_tab(studio: Studio, k: dict[str, Any], state: gr.State, outputs: list[Any],
+                  act: Callable, gallery: gr.Gallery) -> None:
+    """Events of the COCO tab."""
+    project = studio.project
+
+    def do_import(st: SessionState, path: str | None) -> str:
+        if not path:
+            raise StudioError("choose a COCO JSON file first")
+        return "imported: " + project.import_coco(Path(path))
+
+    def do_export(only_reviewed: bool) -> tuple[Any, str]:
+        try:
+            out = project.export_coco(bool(only_reviewed))
+        except _expected_errors() as e:
+            gr.Warning(str(e))
+            return None, f"⚠ {e}"
+        return str(out), f"exported to `{out}`"
+
+    k["import"].click(act(do_import), [state, k["file"]], outputs, api_name="import_coco").then(
+        lambda: gallery_items(studio), None, gallery, api_visibility="private")
+    k["export"].click(do_export, [k["only_reviewed"]], [k["download"], k["message"]], api_name="export_coco")
+
+
+# ------------------------------------------------------------------------------------ serving
+
+def launch_kwargs() -> dict[str, Any]:
+    """Look-and-feel arguments of ``Blocks.launch`` (Gradio 6 takes them there)."""
+    return {"css": CSS, "js": KEYS_JS, "theme": gr.themes.Soft()}
+
+
+def start(project: Project, *, host: str = "127.0.0.1", port: int | None = None,
+          auth: tuple[tuple[str, str], ...] = (), block: bool = True) -> gr.Blocks:
+    """Build the UI for ``project`` and serve it; with ``block=False`` return once it listens
+    (tests, benchmarks). Exports are served from the project folder."""
+    demo = build_app(project)
+    demo.queue(default_concurrency_limit=4)
+    demo.launch(server_name=host, server_port=port, auth=list(auth) or None, show_error=True,
+                prevent_thread_lock=not block, quiet=not block,
+                allowed_paths=[str((project.work_dir / "exports").resolve())], **launch_kwargs())
+    return demo
+
+
+def serve(config: StudioConfig) -> int:
+    """Open the project described by ``config`` and serve it until interrupted."""
+    from app.startup import open_project
+    try:
+        project = open_project(config)
+    except Exception as e:  # noqa: BLE001 - startup problems are reported, not dumped
+        print(f"launch.py: cannot open the project: {e}", file=sys.stderr)
+        return 2
+    start(project, host=config.host, port=config.port, auth=config.auth, block=True)
+    return 0
