@@ -131,9 +131,12 @@ def load_official(model: nn.Module, path: str | Path) -> None:
 
 
 def load_backbone_pkl(model: nn.Module, path: str | Path) -> Tuple[List[str], List[str]]:
-    """Load ImageNet backbone weights (detectron2 model-zoo ``.pkl``, e.g. ``R-50.pkl``) into
-    ``model.backbone``. Returns ``(loaded keys, skipped file keys)``; shape mismatches raise."""
+    """Load ImageNet backbone weights into ``model.backbone``: a detectron2 model-zoo ``.pkl``
+    (e.g. ``R-50.pkl``, or the timm-converted R50-vd file), or a torchvision ResNet ``.pth``. Returns ``(loaded keys, skipped file keys)``; shape mismatches raise."""
     state = read_official_file(path)
+    if any(k.startswith("layer1.") for k in state) and not any(k.startswith("layer1.0.conv2_offset") for k in state) \
+            and any(k.startswith("bn1.") for k in state) and "conv1.weight" in state:
+        state = torchvision_resnet_to_detectron2(state)  # a torchvision checkpoint saved as-is
     target = model.backbone.state_dict()
     loaded, skipped = [], []
     for key, value in state.items():
@@ -150,6 +153,23 @@ def load_backbone_pkl(model: nn.Module, path: str | Path) -> Tuple[List[str], Li
         raise CheckpointError(f"{Path(path).name}: no key matches this backbone")
     model.backbone.load_state_dict(target)
     return loaded, skipped
+
+
+def torchvision_resnet_to_detectron2(state: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+    """Rename a torchvision ImageNet ResNet state dict (``resnet50(weights=...).state_dict()``) to
+    detectron2's layout, as the official ``tools/convert-torchvision-to-d2.py`` does; drops ``fc``
+    and ``num_batches_tracked``."""
+    out: Dict[str, Tensor] = {}
+    for key, value in state.items():
+        if key.startswith("fc.") or key.endswith("num_batches_tracked"):
+            continue
+        name = re.sub(r"^layer(\d)", lambda m: f"res{int(m[1]) + 1}", key)
+        name = re.sub(r"^conv1\.", "stem.conv1.", name)
+        name = re.sub(r"^bn1\.", "stem.conv1.norm.", name)
+        name = re.sub(r"\.bn(\d)\.", r".conv\1.norm.", name)
+        name = name.replace(".downsample.0.", ".shortcut.").replace(".downsample.1.", ".shortcut.norm.")
+        out[name] = value
+    return out
 
 
 class _RefusedGlobal(pickle.UnpicklingError):

@@ -15,7 +15,7 @@ import torch
 
 from .checkpoint import load_checkpoint
 from .model import FastInst, upsample_masks
-from .postprocess import instance_inference
+from .postprocess import instance_inference, panoptic_inference, semantic_inference
 from .transforms import ImageLike, load_image, resize_shortest_edge
 
 
@@ -51,12 +51,14 @@ class Explanation:
     query_indices: (Q,) flat positions of the selected queries in the h16 x w16 map.
     query_points: (Q,2) (x, y) centres of those positions in original-image pixels.
     head_mask_logits: (L+1,Q,h8,w8) mask logits of every prediction head (0 = initial queries).
+    class_logits: (Q,K+1) the final head's class logits.
     """
 
     class_probs: torch.Tensor
     query_indices: torch.Tensor
     query_points: np.ndarray
     head_mask_logits: torch.Tensor
+    class_logits: torch.Tensor
     geometry: Geometry
 
     @property
@@ -97,6 +99,20 @@ class Prediction:
     @property
     def image_size(self) -> Tuple[int, int]:
         return self.explanation.geometry.original
+
+    def semantic(self) -> np.ndarray:
+        """``(H,W)`` int64 class map from the same pass (official semantic inference, then arg-max)."""
+        exp = self.explanation
+        scores = semantic_inference(exp.class_logits, exp.geometry.to_image(exp.head_mask_logits[-1]))
+        return scores.argmax(0).numpy()
+
+    def panoptic(self, thing_classes: Sequence[int], object_mask_threshold: float = 0.8,
+                 overlap_threshold: float = 0.8) -> Tuple[np.ndarray, List[dict]]:
+        """``((H,W) int32 segment ids, segments_info)`` from the same pass (official panoptic rules)."""
+        exp = self.explanation
+        seg, info = panoptic_inference(exp.class_logits, exp.geometry.to_image(exp.head_mask_logits[-1]),
+                                       thing_classes, object_mask_threshold, overlap_threshold)
+        return seg.numpy(), info
 
     def filter(self, min_score: float) -> "Prediction":
         """The instances scoring at least ``min_score`` (no model run)."""
@@ -150,6 +166,7 @@ class Predictor:
             query_indices=out["query_indices"][0].cpu(),
             query_points=_query_points(out["query_indices"][0].cpu(), out["proposal_logits"].shape[-2:], geometry),
             head_mask_logits=torch.stack([h["pred_masks"][0] for h in out["heads"]]).float().cpu(),
+            class_logits=out["pred_logits"][0].float().cpu(),
             geometry=geometry,
         )
         return Prediction(

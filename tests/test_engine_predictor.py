@@ -267,3 +267,34 @@ def test_cli_reports_bad_weights_without_traceback(tmp_path):
     run = subprocess.run([sys.executable, "-m", "fastinst", "predict", str(img), "--weights", str(bad)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "error: x.safetensors" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_torchvision_resnet50_weights_map_onto_the_r50_backbone(tmp_path):
+    import torchvision
+
+    from fastinst.official import torchvision_resnet_to_detectron2
+
+    tv = torchvision.models.resnet50()
+    torch.nn.init.normal_(tv.layer3[2].conv2.weight)
+    model = build_model("D1-R50-576")
+    path = tmp_path / "resnet50.pth"
+    torch.save(tv.state_dict(), path)
+    loaded, skipped = load_backbone_pkl(model, path)
+    assert skipped == [] and sorted(loaded) == sorted(model.backbone.state_dict())  # fc, num_batches_tracked dropped
+    assert torch.equal(model.backbone.res4[2].conv2.weight, tv.layer3[2].conv2.weight)
+    assert set(torchvision_resnet_to_detectron2(tv.state_dict())) == set(model.backbone.state_dict())
+    # with the same weights and eval-mode BN, both networks give the same res5 features
+    tv.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = tv.layer4(tv.layer3(tv.layer2(tv.layer1(tv.maxpool(tv.relu(tv.bn1(tv.conv1(x))))))))
+        ours = model.backbone(x)["res5"]
+    assert torch.allclose(ours, ref, atol=1e-4)
+
+
+def test_semantic_and_panoptic_views_of_the_same_pass(tiny, image):
+    pred = Predictor(tiny, NAMES, device="cpu").predict(image)
+    sem = pred.semantic()
+    assert sem.shape == (240, 320) and sem.max() < 3
+    seg, info = pred.panoptic(thing_classes=[0, 1, 2], object_mask_threshold=0.0, overlap_threshold=0.0)
+    assert seg.shape == (240, 320) and {s["id"] for s in info} == set(np.unique(seg)) - {0}
