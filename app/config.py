@@ -32,7 +32,7 @@ class StudioConfig:
     auth: tuple[tuple[str, str], ...] = ()   # (user, password) pairs; required beyond loopback
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     data_dir: Path = Path("studio-data")
-    cache_size: int = 32                # predictions kept in memory (each holds its explanation)
+    cache_size: int = 16                # predictions kept in memory (each holds its explanation)
 
     @property
     def is_demo(self) -> bool:

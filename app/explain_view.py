@@ -37,15 +37,15 @@ def model_queries(instances: Sequence[Instance], version: str | None) -> list[In
     return [i for i in instances if i.query is not None and i.model_version == version]
 
 
-def render_activation(image: np.ndarray, explanation: Any, choice: str, class_names: Sequence[str],
-                      instances: Sequence[Instance], selected: Instance | None) -> np.ndarray:
-    """Heatmap over the image; every query position as a dot, the visible instances' queries as
-    rings in their colours, and the selected instance's query as a large ring with a cross."""
-    heat = render.heatmap_overlay(image, activation_map(explanation, choice, class_names))
-    points = np.asarray(explanation.query_points, np.float32)
+def render_heatmap(image: np.ndarray, activation: np.ndarray, query_points: np.ndarray,
+                   instances: Sequence[Instance], selected: Instance | None) -> np.ndarray:
+    """Activation heatmap over the image; every query position as a dot, the shown instances'
+    queries as rings in their colours, the selected instance's query as a large ring with a cross."""
+    heat = render.heatmap_overlay(image, activation)
+    points = np.asarray(query_points, np.float32)
     ringed = [i.query for i in instances]
     colours = [render.colour_for(i.id) for i in instances]
-    emphasis = selected.query if selected is not None and selected.query is not None else None
+    emphasis = selected.query if selected is not None else None
     return render.mark_points(heat, points, ringed, colours, emphasis)
 
 

@@ -43,7 +43,8 @@ def render_overlay(image: np.ndarray, instances: Sequence[Instance], selected: i
     colours = [render.colour_for(i.id) for i in instances]
     index = next((k for k, i in enumerate(instances) if i.id == selected), None)
     tags = [instance_label(i) for i in instances] if labels else None
-    return render.overlay_instances(image, masks, colours, tags, selected=index)
+    anchors = [(i.bbox[0], i.bbox[1]) for i in instances]
+    return render.overlay_instances(image, masks, colours, tags, selected=index, anchors=anchors)
 
 
 def pick_instance(instances: Sequence[Instance], x: int, y: int) -> int | None:

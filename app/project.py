@@ -54,19 +54,8 @@ class Instance:
     state: str             # proposed | accepted | rejected
     query: int | None = None
     model_version: str | None = None
-
-    @property
-    def area(self) -> int:
-        """Mask area in pixels."""
-        return int(self.mask.sum())
-
-    @property
-    def bbox(self) -> tuple[int, int, int, int]:
-        """Tight box (x, y, w, h) in pixels; zeros for an empty mask."""
-        ys, xs = np.nonzero(self.mask)
-        if not len(xs):
-            return (0, 0, 0, 0)
-        return (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
+    bbox: tuple[int, int, int, int] = (0, 0, 0, 0)   # (x, y, w, h) pixels, from the store
+    area: int = 0                                    # mask pixels, from the store
 
 
 def file_version(path: Path) -> str:
@@ -169,10 +158,11 @@ class Project:
 
     def prediction(self, image_id: int) -> Any:
         """The current model's Prediction for the image (with explanation), from cache or a new
-        forward pass under the model lock."""
+        forward pass under the model lock; instances scoring below PROPOSAL_FLOOR are dropped."""
         version = self.model.version
         return self.predictions.get_or_create(
-            (version, image_id), lambda: self.model.run(lambda p: p.predict(self.pixels(image_id))))
+            (version, image_id),
+            lambda: self.model.run(lambda p: p.predict(self.pixels(image_id))).filter(PROPOSAL_FLOOR))
 
     def was_predicted(self, image_id: int) -> bool:
         """True when the current model already wrote proposals for this image (even if all of them
@@ -189,7 +179,7 @@ class Project:
         entry = self.image(image_id)
         if not force and (entry.review_state == "reviewed" or self.was_predicted(image_id)):
             return -1
-        pred = self.prediction(image_id).filter(PROPOSAL_FLOOR)
+        pred = self.prediction(image_id)
         names = pred.class_names
         cats = [self.category_id(names[int(c)]) for c in pred.classes]
         ids = self.store.replace_predictions(image_id, pred.masks, cats, [float(s) for s in pred.scores],
@@ -230,7 +220,8 @@ class Project:
             return [Instance(id=r.id, mask=r.mask, category_id=r.category_id,
                              class_name=names.get(r.category_id, str(r.category_id)), score=r.score,
                              source=r.source, state=r.state, query=self._query_of(r, image_id),
-                             model_version=r.model_version)
+                             model_version=r.model_version, bbox=tuple(int(round(v)) for v in r.bbox),
+                             area=int(r.area))
                     for r in self.store.annotations(image_id, include_rejected=True)]
         return self.instances_cache.get_or_create((image_id, revision), load)
 

@@ -83,34 +83,48 @@ def _draw_label(canvas: np.ndarray, text: str, x: int, y: int, colour: RGB) -> N
                 (0, 0, 0) if dark else (255, 255, 255), 1, cv2.LINE_AA)
 
 
+def blend(base: np.ndarray, colour: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Per-pixel ``base * (1 - w) + colour * w`` for uint8 RGB images, ``weight`` (H,W) float32
+    in [0,1] (OpenCV's blendLinear: an order of magnitude faster than numpy for full images)."""
+    weight = np.ascontiguousarray(weight, np.float32)
+    return cv2.blendLinear(base, np.ascontiguousarray(colour), 1.0 - weight, weight)
+
+
 def overlay_instances(image: np.ndarray, masks: np.ndarray, colours: Sequence[RGB],
                       labels: Sequence[str] | None = None, selected: int | None = None,
-                      alpha: float = 0.45) -> np.ndarray:
+                      alpha: float = 0.45, anchors: Sequence[tuple[int, int]] | None = None) -> np.ndarray:
     """Blend each instance's colour over the image, outline it, and tag it with its label.
 
     masks: (N,H,W) bool, best first; colours: N RGB tuples; labels: N strings or None;
-    selected: index drawn opaque-ish with a thick white outline while the others are dimmed.
+    selected: index drawn opaque-ish with a thick white outline while the others are dimmed;
+    anchors: N (x, y) label positions (default: each mask's top-left corner).
     """
-    out = as_rgb(image).copy()
+    base = as_rgb(image)
     if len(masks) == 0:
-        return out
+        return base.copy()
     ids = instance_id_map(masks)
-    lut = np.asarray(list(colours) + [(0, 0, 0)], np.float32)  # index -1 -> last row
+    lut = np.asarray(list(colours) + [(0, 0, 0)], np.uint8)  # index -1 -> last row
     weights = np.full(len(masks) + 1, alpha, np.float32)
     weights[-1] = 0.0
     if selected is not None:
         weights[:-1] = alpha * 0.5
         weights[selected] = min(0.75, alpha + 0.25)
-    w = weights[ids][:, :, None]
-    out = (out * (1.0 - w) + lut[ids] * w).astype(np.uint8)
+    out = blend(base, np.take(lut, ids, axis=0), np.take(weights, ids))
     for i, mask in enumerate(masks):
-        thick = 3 if i == selected else 1
-        _draw_outline(out, mask, (255, 255, 255) if i == selected else colours[i], thick)
+        if i != selected:
+            _draw_outline(out, mask, colours[i], 1)
+    if selected is not None:
+        _draw_outline(out, masks[selected], (255, 255, 255), 3)
     if labels is not None:
         for i, mask in enumerate(masks):
-            ys, xs = np.nonzero(mask)
-            if len(xs):
-                _draw_label(out, labels[i], int(xs.min()), int(ys.min()), colours[i])
+            if anchors is not None:
+                x, y = anchors[i]
+            else:
+                ys, xs = np.nonzero(mask)
+                if not len(xs):
+                    continue
+                x, y = int(xs.min()), int(ys.min())
+            _draw_label(out, labels[i], x, y, colours[i])
     return out
 
 
@@ -155,13 +169,16 @@ def mask_diff_overlay(image: np.ndarray, mask: np.ndarray, previous: np.ndarray 
                       colour: RGB, alpha: float = 0.5) -> np.ndarray:
     """One layer's mask over the image; with ``previous``, pixels it added are green and pixels it
     removed are red, so the refinement a decoder layer made is visible at a glance."""
-    out = as_rgb(image).astype(np.float32)
-    paint = [(mask, colour)]
+    base = as_rgb(image)
+    paint = np.zeros_like(base)
+    paint[mask] = colour
+    touched = mask
     if previous is not None:
-        paint = [(mask & previous, colour), (mask & ~previous, ADDED_RGB), (previous & ~mask, REMOVED_RGB)]
-    for region, rgb in paint:
-        out[region] = out[region] * (1.0 - alpha) + np.asarray(rgb, np.float32) * alpha
-    out = out.astype(np.uint8)
+        paint[mask & ~previous] = ADDED_RGB
+        removed = previous & ~mask
+        paint[removed] = REMOVED_RGB
+        touched = mask | removed
+    out = blend(base, paint, touched.astype(np.float32) * alpha)
     _draw_outline(out, mask, colour, 2)
     return out
 

@@ -22,8 +22,8 @@ import numpy as np
 
 from app import correct_view, explain_view, inspect_view, render, train_view
 from app.config import StudioConfig
-from app.project import Instance, Project, StudioError
-from app.session import TOOLS, SessionState
+from app.project import ImageEntry, Instance, Project, StudioError
+from app.session import TOOLS, LRUCache, SessionState
 
 MODEL_QUEUE = "model"          # concurrency group of every event that may run the network
 TABS = ("inspect", "explain", "correct", "train", "coco")
@@ -109,6 +109,7 @@ class Studio:
     def __init__(self, project: Project) -> None:
         self.project = project
         self.job = train_view.FineTuneJob()
+        self.maps: LRUCache[np.ndarray] = LRUCache(64)   # activation maps and layer masks
 
     # ------------------------------------------------------------------ shared pieces
 
@@ -139,11 +140,8 @@ class Studio:
         return (f"**FastInst Studio** · project *{name}* · {len(images)} images, {done} reviewed · "
                 f"model `{self.project.model.version}` ({self.project.model.description})")
 
-    def review_text(self, state: SessionState) -> str:
+    def review_text(self, e: ImageEntry) -> str:
         """The image's review state and file name."""
-        if state.image_id is None:
-            return "no image"
-        e = self.project.image(state.image_id)
         return f"`{e.file_name}` {e.width}×{e.height} · **{e.review_state.replace('_', ' ')}** · rev {e.revision}"
 
     # ---------------------------------------------------------------------- renders
@@ -153,24 +151,42 @@ class Studio:
         image = self.project.pixels(state.image_id)
         return [png(inspect_view.render_overlay(image, shown, state.selected))]
 
-    def render_explain(self, state: SessionState, shown: list[Instance], inst: Instance | None) -> list[Any]:
-        """[heatmap, explanation text, layer strip, chosen layer]"""
-        image = self.project.pixels(state.image_id)
-        pred = self.project.prediction(state.image_id)
+    def explain_maps(self, state: SessionState, inst: Instance | None) -> tuple[Any, Any, Any]:
+        """(Explanation, activation map, layer masks or None) for the session's image, cached
+        per model version so that moving between instances, heads and maps re-renders only."""
+        version, image_id = self.project.model.version, state.image_id
+        pred = self.project.prediction(image_id)
         exp = pred.explanation
-        names = pred.class_names
-        queries = explain_view.model_queries(shown, self.project.model.version)
-        if inst is not None and inst.model_version != self.project.model.version:
-            inst_for_query = None
-        else:
-            inst_for_query = inst
-        heat = explain_view.render_activation(image, exp, state.activation, names, queries, inst_for_query)
-        if inst_for_query is None or inst_for_query.query is None:
-            return [png(heat), explain_view.describe_query(exp, inst, names, None), None, None]
-        masks = exp.layer_masks(inst.query)
-        strip, large = explain_view.render_layers(image, masks, render.colour_for(inst.id), state.layer)
-        text = explain_view.describe_query(exp, inst, names, masks)
-        return [png(heat), text, png(strip), png(large)]
+        heat = self.maps.get_or_create(("act", version, image_id, state.activation),
+                                       lambda: explain_view.activation_map(exp, state.activation, pred.class_names))
+        masks = None
+        if inst is not None and inst.query is not None and inst.model_version == version:
+            masks = self.maps.get_or_create(("layers", version, image_id, inst.query),
+                                            lambda: exp.layer_masks(inst.query))
+        return exp, heat, masks
+
+    def render_explain(self, state: SessionState, shown: list[Instance], inst: Instance | None,
+                       parts: str) -> list[Any]:
+        """[heatmap, explanation text, layer strip, chosen layer]; ``parts`` "layer" redraws only
+        the layer pictures, "activation" only the heatmap."""
+        image = self.project.pixels(state.image_id)
+        exp, heat_map, masks = self.explain_maps(state, inst)
+        names = self.project.prediction(state.image_id).class_names
+        out: list[Any] = [gr.skip()] * 4
+        if parts != "layer":
+            queries = explain_view.model_queries(shown, self.project.model.version)
+            emphasis = inst if masks is not None else None
+            heat = explain_view.render_heatmap(image, heat_map, exp.query_points, queries, emphasis)
+            out[0] = png(heat)
+        if parts not in ("layer", "activation"):
+            out[1] = explain_view.describe_query(exp, inst, names, masks)
+        if parts != "activation":
+            if masks is None:
+                out[2:] = [None, None]
+            else:
+                strip, large = explain_view.render_layers(image, masks, render.colour_for(inst.id), state.layer)
+                out[2:] = [png(strip), png(large)]
+        return out
 
     def render_correct(self, state: SessionState, shown: list[Instance]) -> list[Any]:
         """[correct image]"""
@@ -180,32 +196,43 @@ class Studio:
             out = render.polygon_preview(out, state.polygon, (255, 255, 255))
         return [png(out)]
 
-    def refresh(self, state: SessionState, message: str = "") -> list[Any]:
-        """Values for OUTPUTS: the header, the instance list, and the visible tab's pictures."""
+    def render_view(self, state: SessionState, shown: list[Instance], inst: Instance | None,
+                    parts: str) -> dict[str, list[Any]]:
+        """The visible tab's outputs; the other tabs' are skipped."""
         skip = gr.skip()
         views: dict[str, list[Any]] = {"inspect": [skip] * 3, "explain": [skip] * 4, "correct": [skip]}
-        if state.image_id is None:
-            return [state, gr.update(choices=self.image_choices(), value=None), "no image",
-                    gr.update(choices=[], value=None), message, self.header_info(),
-                    *views["inspect"], *views["explain"], *views["correct"]]
-        state.revision = self.project.image(state.image_id).revision
-        shown = self.shown(state)
-        inst = self.selected(state, shown)
         try:
             if state.tab == "inspect":
-                views["inspect"] = [*self.render_inspect(state, shown), inspect_view.instance_rows(shown),
-                                    inspect_view.describe(inst)]
+                rows = inspect_view.instance_rows(shown) if parts != "select" else skip
+                views["inspect"] = [*self.render_inspect(state, shown), rows, inspect_view.describe(inst)]
             elif state.tab == "explain":
-                views["explain"] = self.render_explain(state, shown, inst)
+                views["explain"] = self.render_explain(state, shown, inst, parts)
             elif state.tab == "correct":
                 views["correct"] = self.render_correct(state, shown)
         except StudioError as e:
-            message = f"⚠ {e}"
+            gr.Warning(str(e))
             views[state.tab] = [None] * len(views[state.tab])
-        return [state, gr.update(choices=self.image_choices(), value=state.image_id),
-                self.review_text(state),
+        return views
+
+    def refresh(self, state: SessionState, message: str = "", parts: str = "all") -> list[Any]:
+        """Values for OUTPUT_NAMES. ``parts``: "all" after anything that may change the image list
+        or review state; "filter", "select", "layer" or "activation" after events that change only
+        what is drawn (the header's image list is then left as it is)."""
+        skip = gr.skip()
+        if state.image_id is None:
+            return [state, gr.update(choices=self.image_choices(), value=None), "no image",
+                    gr.update(choices=[], value=None), message, self.header_info(), *[skip] * 8]
+        entry = self.project.image(state.image_id)
+        state.revision = entry.revision
+        shown = self.shown(state)
+        inst = self.selected(state, shown)
+        views = self.render_view(state, shown, inst, parts)
+        full = parts == "all"
+        return [state,
+                gr.update(choices=self.image_choices(), value=state.image_id) if full else skip,
+                self.review_text(entry),
                 gr.update(choices=inspect_view.instance_choices(shown), value=state.selected),
-                message, self.header_info(),
+                message, self.header_info() if full else skip,
                 *views["inspect"], *views["explain"], *views["correct"]]
 
     # --------------------------------------------------------------------- actions
@@ -340,21 +367,22 @@ def build_app(project: Project) -> gr.Blocks:
         outputs = [c[n] for n in OUTPUT_NAMES]
         refresh = studio.refresh
 
-        def act(fn: Callable[..., str]) -> Callable[..., list[Any]]:
-            """Wrap an action ``fn(state, *args) -> message`` into a handler returning OUTPUTS."""
+        def act(fn: Callable[..., str], parts: str = "all") -> Callable[..., list[Any]]:
+            """Wrap an action ``fn(state, *args) -> message`` into a handler returning OUTPUTS
+            (``parts``: what the action can have changed, see ``Studio.refresh``)."""
             safe = friendly(fn)
 
             def handler(st: SessionState, *args: Any) -> list[Any]:
-                return refresh(st, safe(st, *args))
+                return refresh(st, safe(st, *args), parts)
             return handler
 
-        def act_select(fn: Callable[[SessionState, gr.SelectData], str]) -> Callable[..., list[Any]]:
+        def act_select(fn: Callable[[SessionState, gr.SelectData], str], parts: str = "select") -> Callable[..., list[Any]]:
             """Like ``act`` for select events: Gradio passes the event data to a parameter
             annotated ``gr.SelectData``, so the handler declares one."""
             safe = friendly(fn)
 
             def handler(st: SessionState, evt: gr.SelectData) -> list[Any]:
-                return refresh(st, safe(st, evt))
+                return refresh(st, safe(st, evt), parts)
             return handler
 
         def model_step(st: SessionState) -> list[Any]:
@@ -372,37 +400,37 @@ def build_app(project: Project) -> gr.Blocks:
         for trigger, fn, inputs, api in nav:
             trigger(act(fn), inputs, outputs, api_name=api).then(
                 model_step, [state], outputs, concurrency_id=MODEL_QUEUE, api_visibility="private")
-        gallery.select(act_select(on_gallery(studio)), [state], outputs, api_visibility="private").then(
+        gallery.select(act_select(on_gallery(studio), "all"), [state], outputs, api_visibility="private").then(
             model_step, [state], outputs, concurrency_id=MODEL_QUEUE, api_visibility="private")
         demo.load(lambda: gallery_items(studio), None, gallery, api_visibility="private")
         btn_predict.click(act(lambda st: studio.predict(st, force=True)), [state], outputs,
                           concurrency_id=MODEL_QUEUE, api_name="predict")
 
         # selection and filters
-        c["instance_picker"].input(act(select_instance), [state, c["instance_picker"]], outputs,
+        c["instance_picker"].input(act(select_instance, "select"), [state, c["instance_picker"]], outputs,
                                    api_name="select_instance")
         c["inspect_image"].select(act_select(lambda st, evt: studio.pick_at(st, *evt.index)), [state],
                                   outputs, api_visibility="private")
         c["instance_table"].select(act_select(select_row), [state], outputs, api_visibility="private")
-        min_score.release(act(set_attr("min_score", float)), [state, min_score], outputs,
+        min_score.release(act(set_attr("min_score", float), "filter"), [state, min_score], outputs,
                           api_name="set_min_score", trigger_mode="always_last")
-        show_rejected.input(act(set_attr("show_rejected", bool)), [state, show_rejected], outputs,
+        show_rejected.input(act(set_attr("show_rejected", bool), "filter"), [state, show_rejected], outputs,
                             api_name="set_show_rejected")
         for tab, key in ((tab_inspect, "inspect"), (tab_explain, "explain"), (tab_correct, "correct"),
                          (tab_train, "train"), (tab_coco, "coco")):
-            tab.select(act(set_attr("tab", str, key)), [state], outputs, api_visibility="private")
+            tab.select(act(set_attr("tab", str, key), "filter"), [state], outputs, api_visibility="private")
 
         # explain
-        activation.input(act(set_attr("activation", str)), [state, activation], outputs,
+        activation.input(act(set_attr("activation", str), "activation"), [state, activation], outputs,
                          api_name="set_activation")
-        layer.release(act(set_attr("layer", int)), [state, layer], outputs, api_name="set_layer",
+        layer.release(act(set_attr("layer", int), "layer"), [state, layer], outputs, api_name="set_layer",
                       trigger_mode="always_last")
 
         # correct
         rev = lambda st: st.revision  # noqa: E731
-        c["correct_image"].select(act_select(on_correct_click(studio)), [state], outputs,
+        c["correct_image"].select(act_select(on_correct_click(studio), "filter"), [state], outputs,
                                   api_visibility="private")
-        tool.input(act(set_tool), [state, tool], outputs, api_name="set_tool")
+        tool.input(act(set_tool, "filter"), [state, tool], outputs, api_name="set_tool")
         btn_accept.click(act(lambda st: correct_view.set_state(project, st, "accepted", rev(st))), [state],
                          outputs, api_name="accept")
         btn_reject.click(act(lambda st: correct_view.set_state(project, st, "rejected", rev(st))), [state],
@@ -422,7 +450,7 @@ def build_app(project: Project) -> gr.Blocks:
                          [state], outputs, api_name="reopen")
         btn_poly_close.click(act(lambda st, name: correct_view.polygon_close(project, st, name, rev(st))),
                              [state, class_picker], outputs, api_name="close_polygon")
-        btn_poly_cancel.click(act(cancel_polygon), [state], outputs, api_name="cancel_polygon")
+        btn_poly_cancel.click(act(cancel_polygon, "filter"), [state], outputs, api_name="cancel_polygon")
         btn_edit_load.click(editor_loader(studio, selected=True), [state], [editor, c["status"]],
                             api_name="edit_selected")
         btn_edit_new.click(editor_loader(studio, selected=False), [state], [editor, c["status"]],

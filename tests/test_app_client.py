@@ -1,0 +1,145 @@
+"""The studio driven through its HTTP API with gradio_client: a real launched app, a real SQLite
+store, a real model. Exported COCO JSON is judged with pycocotools."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from fastinst import Predictor
+from test_app_support import as_dict, make_project, read_rgba, served
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory: pytest.TempPathFactory):
+    """(project, client) for a served 3-image project."""
+    folder = tmp_path_factory.mktemp("studio")
+    project = make_project(folder)
+    with served(project) as url:
+        yield project, Client(url, verbose=False)
+
+
+def decode(ann: dict, height: int, width: int) -> np.ndarray:
+    """An exported annotation's mask via pycocotools."""
+    seg = ann["segmentation"]
+    rle = mask_utils.frPyObjects(seg, height, width) if isinstance(seg, list) else seg
+    if isinstance(rle, list):
+        rle = mask_utils.merge(rle)
+    return mask_utils.decode(rle).astype(bool)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+def editor_payload(folder: Path, background: str, layer: np.ndarray) -> dict:
+    """What the browser's mask editor sends: background and one RGBA layer, as uploaded files."""
+    path = folder / f"layer{len(list(folder.glob('layer*.png')))}.png"
+    Image.fromarray(layer, "RGBA").save(path)
+    return {"background": handle_file(background), "layers": [handle_file(str(path))], "composite": None}
+
+
+def test_predict_correct_export(studio, tmp_path: Path) -> None:
+    project, client = studio
+    image_id = project.images()[0].id
+    entry = project.image(image_id)
+    r = as_dict(client.predict(image_id, api_name="/open_image"))
+    assert "unreviewed" in r["review_state"] and Path(r["inspect_image"]).is_file()
+    r = as_dict(client.predict(api_name="/predict"))
+    assert "proposals" in r["status"], r["status"]
+    r = as_dict(client.predict(0.05, api_name="/set_min_score"))
+    rows = r["instance_table"]["data"]
+    assert len(rows) >= 5, "the model should propose at least 5 instances at score >= 0.05"
+    a, b, c, d, e = (row[0] for row in rows[:5])
+    oracle = Predictor.from_checkpoint(project.model.weights, device="cpu").predict(project.pixels(image_id))
+
+    # accept a: what the editor shows for it is its stored mask; it matches an independent run
+    client.predict(a, api_name="/select_instance")
+    shown_a = read_rgba(client.predict(api_name="/edit_selected")[0]["layers"][0])[:, :, 3] > 0
+    assert max(iou(shown_a, m) for m in oracle.masks) > 0.99
+    assert "accepted" in as_dict(client.predict(api_name="/accept"))["status"]
+    # delete b, reject e
+    client.predict(b, api_name="/select_instance")
+    assert "deleted" in as_dict(client.predict(api_name="/delete"))["status"]
+    client.predict(e, api_name="/select_instance")
+    assert "rejected" in as_dict(client.predict(api_name="/reject"))["status"]
+    # relabel c to a class it does not have
+    row_c = next(row for row in rows if row[0] == c)
+    new_class = next(n for n in project.class_names() if n != row_c[1])
+    client.predict(c, api_name="/select_instance")
+    shown_c = read_rgba(client.predict(api_name="/edit_selected")[0]["layers"][0])[:, :, 3] > 0
+    r = as_dict(client.predict(new_class, api_name="/relabel"))
+    assert new_class in r["status"]
+    # edit d's mask with the brush (add a square) and the eraser (clear a band)
+    client.predict(d, api_name="/select_instance")
+    value = client.predict(api_name="/edit_selected")[0]
+    layer = read_rgba(value["layers"][0]).copy()
+    assert layer.shape[:2] == (entry.height, entry.width)
+    layer[5:25, 5:25] = (255, 59, 48, 255)
+    layer[:, 150:160, 3] = 0
+    edited_d = layer[:, :, 3] > 0
+    r = as_dict(client.predict(editor_payload(tmp_path, value["background"], layer), api_name="/save_mask"))
+    assert "mask saved" in r["status"], r["status"]
+    # draw a new instance in an empty layer, undo it, redo it
+    value = client.predict(api_name="/edit_new")[0]
+    layer = read_rgba(value["layers"][0]).copy()
+    assert not layer[:, :, 3].any()
+    layer[100:140, 200:260] = (255, 59, 48, 255)
+    drawn = layer[:, :, 3] > 0
+    r = as_dict(client.predict(editor_payload(tmp_path, value["background"], layer), "square", api_name="/add_mask"))
+    assert "added" in r["status"], r["status"]
+    n_rows = len(r["instance_table"]["data"])
+    r = as_dict(client.predict(api_name="/undo"))
+    assert len(r["instance_table"]["data"]) == n_rows - 1
+    r = as_dict(client.predict(api_name="/redo"))
+    assert len(r["instance_table"]["data"]) == n_rows
+    r = as_dict(client.predict(api_name="/mark_reviewed"))
+    assert "reviewed" in r["review_state"]
+
+    path, message = client.predict(True, api_name="/export_coco")
+    coco = json.loads(Path(path).read_text())
+    assert [im["file_name"] for im in coco["images"]] == [entry.file_name]
+    names = {cat["id"]: cat["name"] for cat in coco["categories"]}
+    got = [(decode(ann, entry.height, entry.width), names[ann["category_id"]]) for ann in coco["annotations"]]
+    assert len(got) == 4, "a (accepted), c (relabelled), d (edited) and the drawn one; no proposals"
+    expected = [(shown_a, rows[0][1]), (shown_c, new_class), (edited_d, None), (drawn, "square")]
+    for mask, name in expected:
+        match = [g for g in got if np.array_equal(g[0], mask)]
+        assert match, "an exported mask differs from what was accepted/edited/drawn"
+        assert name is None or match[0][1] == name
+
+
+def test_corrupt_image_is_reported_and_nothing_is_lost(studio) -> None:
+    project, client = studio
+    images = project.images()
+    broken = images[-1]
+    path = project.store.image_path(broken.id)
+    original = path.read_bytes()
+    path.write_bytes(b"this is not a png")
+    project.pixels_cache.discard(lambda key: key == broken.id)
+    try:
+        r = as_dict(client.predict(broken.id, api_name="/open_image"))
+        assert "cannot read image" in r["status"]
+        r = as_dict(client.predict(images[0].id, api_name="/open_image"))
+        assert r["status"].startswith("opened") and Path(r["inspect_image"]).is_file()
+        assert len(project.images()) == len(images)
+    finally:
+        path.write_bytes(original)
+        project.pixels_cache.discard(lambda key: key == broken.id)
+
+
+def test_malformed_coco_import_changes_nothing(studio, tmp_path: Path) -> None:
+    project, client = studio
+    before = [(e.id, e.revision) for e in project.images()]
+    anns = sum(len(project.store.annotations(e.id, include_rejected=True)) for e in project.images())
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"images": [{"id": 1, "file_name": "nope.png", "width": 3}], "annotations": [')
+    r = as_dict(client.predict(handle_file(str(bad)), api_name="/import_coco"))
+    assert r["status"].startswith("⚠")
+    assert [(e.id, e.revision) for e in project.images()] == before
+    assert sum(len(project.store.annotations(e.id, include_rejected=True)) for e in project.images()) == anns

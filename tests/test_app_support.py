@@ -1,0 +1,75 @@
+"""Helpers for the studio's tests (no tests here): a real project on a temporary SQLite store with
+real synthetic images and a real model, served by a real Gradio server on a free port."""
+from __future__ import annotations
+
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from app.config import StudioConfig
+from app.demo import DEMO_WEIGHTS
+from app.project import Project
+from app.startup import open_project
+
+CLASSES = ["circle", "square", "triangle"]
+
+# Outputs of every studio event as the gradio_client sees them (the State is not sent).
+CLIENT_OUTPUTS = ["image_picker", "review_state", "instance_picker", "status", "project_info",
+                  "inspect_image", "instance_table", "instance_info", "explain_heatmap", "explain_info",
+                  "layer_strip", "layer_view", "correct_image"]
+
+
+def model_weights(folder: Path) -> Path:
+    """The shipped demo checkpoint when this checkout has it, else a freshly initialised tiny
+    FastInst saved with the real checkpoint code (predictions are then arbitrary but real)."""
+    if DEMO_WEIGHTS.is_file():
+        return DEMO_WEIGHTS
+    import torch
+    from fastinst import build_model, save_checkpoint
+    path = folder / "tiny_init.safetensors"
+    if not path.is_file():
+        torch.manual_seed(0)
+        save_checkpoint(path, build_model("tiny", num_classes=len(CLASSES)), preset="tiny", class_names=CLASSES)
+    return path
+
+
+def make_project(folder: Path, num_images: int = 3, size: tuple[int, int] = (240, 320), seed: int = 7) -> Project:
+    """A studio project over ``num_images`` synthetic shape images in ``folder``."""
+    from training.synthetic import make_shapes_dataset
+    make_shapes_dataset(folder / "shapes", num_images, seed, size=size)
+    config = StudioConfig(images=folder / "shapes" / "images", weights=model_weights(folder),
+                          data_dir=folder / "studio-data", device="cpu", cache_size=8)
+    return open_project(config, log=lambda message: None)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def served(project: Project) -> Iterator[str]:
+    """Serve the studio for ``project`` on 127.0.0.1; yields its URL, closes it afterwards."""
+    from app.ui import start
+    demo = start(project, host="127.0.0.1", port=free_port(), block=False)
+    try:
+        yield demo.local_url
+    finally:
+        demo.close()
+
+
+def as_dict(result: tuple) -> dict:
+    """A client result tuple keyed by output name."""
+    return dict(zip(CLIENT_OUTPUTS, result))
+
+
+def read_rgba(path: str) -> np.ndarray:
+    """An image file as (H,W,4) uint8 RGBA."""
+    from PIL import Image
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGBA"))
