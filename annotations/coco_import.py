@@ -248,7 +248,7 @@ def _insert_images(
             extra=image.extra,
         ))
     for start in range(0, len(rows), _CHUNK):
-        session.execute(insert(Image), rows[start:start + _CHUNK])
+        session.execute(insert(Image.__table__), rows[start:start + _CHUNK])
     report.images_added, report.images_existing = len(rows), len(existing)
     return existing
 
@@ -281,7 +281,7 @@ def _insert_annotations(
         for ann in parsed.annotations
     ]
     for start in range(0, len(rows), _CHUNK):
-        session.execute(insert(Annotation), rows[start:start + _CHUNK])
+        session.execute(insert(Annotation.__table__), rows[start:start + _CHUNK])
 
 
 def _check_new_annotation_ids(session: Session, dataset: Dataset, parsed: ParsedCoco) -> None:

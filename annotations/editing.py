@@ -161,31 +161,40 @@ def reserve_id(
     )
 
 
-def new_annotation(
-    edit: ImageEdit,
-    counts: str,
-    category_id: int,
-    *,
-    coco_id: int,
-    source: str,
-    state: str,
-    score: float | None = None,
-    model_version: str | None = None,
-) -> Annotation:
-    """Insert an annotation on the edited image and log it; returns the flushed row."""
+@dataclass
+class NewAnnotation:
+    """An annotation to insert on the edited image (``category_id`` is a COCO id)."""
+
+    counts: str
+    category_id: int
+    source: str
+    state: str
+    score: float | None = None
+    model_version: str | None = None
+
+
+def insert_annotations(edit: ImageEdit, new: list[NewAnnotation]) -> list[Annotation]:
+    """Insert annotations on the edited image with fresh COCO ids, in one flush, and log them."""
+    if not new:
+        return []
     image = edit.image
-    area, (x, y, w, h) = rle.area_and_bbox(counts, image.height, image.width)
-    ann = Annotation(
-        dataset_id=image.dataset_id, image_id=image.id, coco_id=coco_id,
-        category_id=int(category_id), rle_counts=counts, area=area,
-        bbox_x=x, bbox_y=y, bbox_w=w, bbox_h=h, iscrowd=False, source=source, state=state,
-        score=None if score is None else float(score), model_version=model_version,
-        created_at=utc_now(),
-    )
-    edit.session.add(ann)
+    first = allocate_ids(edit.session, image.dataset_id, Dataset.next_annotation_id, len(new))
+    now = utc_now()
+    rows = []
+    for offset, item in enumerate(new):
+        area, (x, y, w, h) = rle.area_and_bbox(item.counts, image.height, image.width)
+        rows.append(Annotation(
+            dataset_id=image.dataset_id, image_id=image.id, coco_id=first + offset,
+            category_id=int(item.category_id), rle_counts=item.counts, area=area,
+            bbox_x=x, bbox_y=y, bbox_w=w, bbox_h=h, iscrowd=False, source=item.source,
+            state=item.state, score=None if item.score is None else float(item.score),
+            model_version=item.model_version, created_at=now,
+        ))
+    edit.session.add_all(rows)
     edit.session.flush()
-    edit.log.changed(ann.id, None, history.snapshot(ann))
-    return ann
+    for ann in rows:
+        edit.log.changed(ann.id, None, history.snapshot(ann))
+    return rows
 
 
 def set_mask(ann: Annotation, counts: str, height: int, width: int) -> None:

@@ -21,15 +21,20 @@ def mask_to_polygons(mask: np.ndarray) -> list[list[float]]:
     One polygon per 4-connected part (parts touching only at a corner are separate polygons).
     Holes are filled. An empty mask gives ``[]``.
     """
-    filled = ndimage.binary_fill_holes(np.asarray(mask, dtype=bool))
-    outgoing = _boundary_edges(filled)
+    mask = np.asarray(mask, dtype=bool)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return []
+    top, left = int(rows[0]), int(cols[0])
+    crop = mask[top:int(rows[-1]) + 1, left:int(cols[-1]) + 1]
+    outgoing = _boundary_edges(ndimage.binary_fill_holes(crop))
     used: set[Edge] = set()
     polygons = []
     for vertex, ends in outgoing.items():
         for end in ends:
             if (vertex, end) not in used:
                 loop = _trace_loop((vertex, end), outgoing, used)
-                polygons.append(_flatten(_drop_collinear(loop)))
+                polygons.append(_flatten(_drop_collinear(loop), left, top))
     return polygons
 
 
@@ -91,5 +96,6 @@ def _drop_collinear(loop: list[Vertex]) -> list[Vertex]:
     return corners
 
 
-def _flatten(loop: list[Vertex]) -> list[float]:
-    return [float(v) for vertex in loop for v in vertex]
+def _flatten(loop: list[Vertex], dx: int, dy: int) -> list[float]:
+    """``[x0, y0, x1, y1, ...]`` shifted by the crop offset."""
+    return [float(v) for x, y in loop for v in (x + dx, y + dy)]

@@ -359,12 +359,8 @@ class Store:
             image = edit.image
             editing.require_category(edit.session, image.dataset_id, category_id)
             mask = rle.check_mask(mask, image.height, image.width, f"image {image_id}")
-            coco_id = editing.allocate_ids(edit.session, image.dataset_id,
-                                           Dataset.next_annotation_id, 1)
-            ann = editing.new_annotation(
-                edit, rle.encode_mask(mask), category_id, coco_id=coco_id, source=source,
-                state=state, score=score, model_version=model_version,
-            )
+            [ann] = editing.insert_annotations(edit, [editing.NewAnnotation(
+                rle.encode_mask(mask), category_id, source, state, score, model_version)])
             edit.summary = f"add_annotation {ann.id} (category {category_id})"
             return ann.id
 
@@ -495,16 +491,13 @@ class Store:
         for category_id in sorted(set(int(c) for c in category_ids)):
             editing.require_category(edit.session, image.dataset_id, category_id)
         keep = [i for i in range(len(stack)) if stack[i].any()]
-        counts = rle.encode_masks(stack[keep])
-        first = editing.allocate_ids(edit.session, image.dataset_id, Dataset.next_annotation_id,
-                                     len(keep))
+        new = [
+            editing.NewAnnotation(counts, category_ids[index], "predicted", "proposed",
+                                  scores[index], model_version)
+            for index, counts in zip(keep, rle.encode_masks(stack[i] for i in keep))
+        ]
         ids: list[int | None] = [None] * len(stack)
-        for offset, (index, ann_counts) in enumerate(zip(keep, counts)):
-            ann = editing.new_annotation(
-                edit, ann_counts, category_ids[index], coco_id=first + offset,
-                source="predicted", state="proposed", score=scores[index],
-                model_version=model_version,
-            )
+        for index, ann in zip(keep, editing.insert_annotations(edit, new)):
             ids[index] = ann.id
         return ids
 

@@ -43,7 +43,7 @@ def test_counts_string_decoder_matches_pycocotools():
     for mask in random_masks(200):
         height, width = mask.shape
         counts = rle.encode_mask(mask)
-        runs = rle.string_to_runs(counts)
+        runs = rle.string_to_runs(counts).tolist()
         assert sum(runs) == height * width
         again = coco_mask.frPyObjects({"size": [height, width], "counts": runs}, height, width)
         assert again["counts"].decode() == counts
@@ -51,7 +51,9 @@ def test_counts_string_decoder_matches_pycocotools():
 
 @pytest.mark.parametrize("counts, message", [
     ("0~", "character '~' is not valid"),
+    ("0\u20ac", "character '\u20ac' is not valid"),
     ("0h", "ends in the middle of a number"),
+    ("0" + "h" * 12 + "0", "implausibly large"),
 ])
 def test_counts_string_decoder_rejects_garbage(counts: str, message: str):
     with pytest.raises(ValueError, match=message):
