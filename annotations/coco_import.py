@@ -16,6 +16,7 @@ import os
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
@@ -61,10 +62,10 @@ class ImportReport:
             f"from {self.json_path.name} in {self.seconds:.2f} s"
         )
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self) -> dict[str, Any]:
         """The report as a plain dict (paths as strings)."""
-        return {f.name: str(v) if isinstance(v, Path) else v
-                for f in fields(self) for v in [getattr(self, f.name)]}
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {key: str(v) if isinstance(v, Path) else v for key, v in values.items()}
 
 
 def import_coco(
@@ -253,7 +254,8 @@ def _insert_images(
     return existing
 
 
-def _check_same_image(image: ParsedImage, known: object, dataset: Dataset) -> None:
+def _check_same_image(image: ParsedImage, known: Any, dataset: Dataset) -> None:
+    """An image already in the dataset under the same file name must be the same image."""
     same = (known.coco_id, known.width, known.height) == (image.coco_id, image.width, image.height)
     if not same:
         raise CocoFormatError(

@@ -11,8 +11,14 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-Vertex = tuple[int, int]
-Edge = tuple[Vertex, Vertex]
+# Per side of a pixel: (offset to the neighbour as (row, col), start corner as (dx, dy),
+# direction of travel as (dx, dy)). Travelling in that direction keeps the pixel on the right.
+_SIDES = (
+    ((-1, 0), (0, 0), (1, 0)),   # top edge, rightwards
+    ((0, 1), (1, 0), (0, 1)),    # right edge, downwards
+    ((1, 0), (1, 1), (-1, 0)),   # bottom edge, leftwards
+    ((0, -1), (0, 1), (0, -1)),  # left edge, upwards
+)
 
 
 def mask_to_polygons(mask: np.ndarray) -> list[list[float]]:
@@ -26,76 +32,81 @@ def mask_to_polygons(mask: np.ndarray) -> list[list[float]]:
     if rows.size == 0:
         return []
     top, left = int(rows[0]), int(cols[0])
-    crop = mask[top:int(rows[-1]) + 1, left:int(cols[-1]) + 1]
-    outgoing = _boundary_edges(ndimage.binary_fill_holes(crop))
-    used: set[Edge] = set()
-    polygons = []
-    for vertex, ends in outgoing.items():
-        for end in ends:
-            if (vertex, end) not in used:
-                loop = _trace_loop((vertex, end), outgoing, used)
-                polygons.append(_flatten(_drop_collinear(loop), left, top))
-    return polygons
+    crop = _fill_holes(mask[top:int(rows[-1]) + 1, left:int(cols[-1]) + 1])
+    x, y, dx, dy = _boundary_edges(crop)
+    successor = _successors(x, y, dx, dy, stride=crop.shape[1] + 1)
+    return [_corners(loop, x + left, y + top, dx, dy) for loop in _loops(successor)]
 
 
-def _boundary_edges(mask: np.ndarray) -> dict[Vertex, list[Vertex]]:
-    """Directed pixel edges between foreground and background, foreground on the right-hand side.
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Set every background pixel not 4-connected to the border (one labelling pass)."""
+    labels, _count = ndimage.label(~np.pad(mask, 1))
+    return labels[1:-1, 1:-1] != labels[0, 0]
 
-    Coordinates are (x, y) pixel corners with y pointing down; pixel (row r, column c) spans
-    x in [c, c+1], y in [r, r+1].
+
+def _boundary_edges(mask: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Start corner (x, y) and direction (dx, dy) of every pixel edge between fg and bg.
+
+    Coordinates are pixel corners with y pointing down: pixel (row r, column c) spans
+    x in [c, c+1], y in [r, r+1]. Each edge has the foreground on its right-hand side.
     """
+    height, width = mask.shape
     padded = np.pad(mask, 1)
-    inner = padded[1:-1, 1:-1]
-    sides = {
-        # name: (neighbour is background, start corner offset, end corner offset) as (dx, dy)
-        "top": (~padded[:-2, 1:-1], (0, 0), (1, 0)),
-        "right": (~padded[1:-1, 2:], (1, 0), (1, 1)),
-        "bottom": (~padded[2:, 1:-1], (1, 1), (0, 1)),
-        "left": (~padded[1:-1, :-2], (0, 1), (0, 0)),
-    }
-    outgoing: dict[Vertex, list[Vertex]] = {}
-    for exposed, (sx, sy), (ex, ey) in sides.values():
-        rows, cols = np.nonzero(inner & exposed)
-        for r, c in zip(rows.tolist(), cols.tolist()):
-            outgoing.setdefault((c + sx, r + sy), []).append((c + ex, r + ey))
-    return outgoing
+    parts: list[list[np.ndarray]] = [[], [], [], []]
+    for (row_step, col_step), (start_x, start_y), (step_x, step_y) in _SIDES:
+        neighbour = padded[1 + row_step:1 + row_step + height, 1 + col_step:1 + col_step + width]
+        rows, cols = np.nonzero(mask & ~neighbour)
+        for part, values in zip(parts, (cols + start_x, rows + start_y,
+                                        np.full(rows.size, step_x), np.full(rows.size, step_y))):
+            part.append(values)
+    return tuple(np.concatenate(part) for part in parts)
 
 
-def _next_edge(edge: Edge, outgoing: dict[Vertex, list[Vertex]]) -> Edge:
-    """The edge that continues ``edge``; at a corner shared by two diagonal pixels turn right."""
-    (x0, y0), (x1, y1) = edge
-    ends = outgoing[(x1, y1)]
-    if len(ends) == 1:
-        return (x1, y1), ends[0]
-    dx, dy = x1 - x0, y1 - y0
-    right_turn = (x1 - dy, y1 + dx)
-    return (x1, y1), right_turn if right_turn in ends else ends[0]
+def _successors(
+    x: np.ndarray, y: np.ndarray, dx: np.ndarray, dy: np.ndarray, stride: int
+) -> np.ndarray:
+    """Index of the edge that follows each edge along its boundary.
+
+    Every edge's end corner starts one or two edges; two happen where two pixels touch only at
+    that corner, and then we turn right, which keeps 4-connected parts apart.
+    """
+    start = y * stride + x
+    end = (y + dy) * stride + (x + dx)
+    order = np.argsort(start, kind="stable")
+    first = np.searchsorted(start[order], end, side="left")
+    count = np.searchsorted(start[order], end, side="right") - first
+    successor = order[first]
+    saddle = np.flatnonzero(count == 2)
+    if saddle.size:
+        candidate, other = order[first[saddle]], order[first[saddle] + 1]
+        turns_right = (dx[candidate] == -dy[saddle]) & (dy[candidate] == dx[saddle])
+        successor[saddle] = np.where(turns_right, candidate, other)
+    return successor
 
 
-def _trace_loop(first: Edge, outgoing: dict[Vertex, list[Vertex]], used: set[Edge]) -> list[Vertex]:
-    """Follow edges from ``first`` until the loop closes; returns its vertices in order."""
-    loop = []
-    edge = first
-    while True:
-        used.add(edge)
-        loop.append(edge[0])
-        edge = _next_edge(edge, outgoing)
-        if edge == first:
-            return loop
+def _loops(successor: np.ndarray) -> list[list[int]]:
+    """The cycles of the successor permutation, each as a list of edge indices in order."""
+    following = successor.tolist()
+    seen = bytearray(len(following))
+    loops = []
+    for first in range(len(following)):
+        if seen[first]:
+            continue
+        loop, edge = [], first
+        while not seen[edge]:
+            seen[edge] = 1
+            loop.append(edge)
+            edge = following[edge]
+        loops.append(loop)
+    return loops
 
 
-def _drop_collinear(loop: list[Vertex]) -> list[Vertex]:
-    """Keep only the corners of a closed axis-parallel loop."""
-    count = len(loop)
-    corners = []
-    for i, (x, y) in enumerate(loop):
-        px, py = loop[i - 1]
-        nx, ny = loop[(i + 1) % count]
-        if (x - px, y - py) != (nx - x, ny - y):
-            corners.append((x, y))
-    return corners
-
-
-def _flatten(loop: list[Vertex], dx: int, dy: int) -> list[float]:
-    """``[x0, y0, x1, y1, ...]`` shifted by the crop offset."""
-    return [float(v) for x, y in loop for v in (x + dx, y + dy)]
+def _corners(
+    loop: list[int], x: np.ndarray, y: np.ndarray, dx: np.ndarray, dy: np.ndarray
+) -> list[float]:
+    """Flattened ``[x0, y0, ...]`` of the loop's corners (where the direction changes)."""
+    edges = np.asarray(loop)
+    previous = np.roll(edges, 1)
+    turn = (dx[edges] != dx[previous]) | (dy[edges] != dy[previous])
+    corners = edges[turn]
+    return np.stack([x[corners], y[corners]], axis=1).astype(float).ravel().tolist()

@@ -113,3 +113,10 @@ def test_two_stores_opening_a_fresh_database_at_once(store_url: str):
         thread.join()
     assert errors == []
     assert _version(store_url) == head_revision()
+
+
+def test_plain_postgresql_url_uses_psycopg(postgres_server):
+    url = postgres_server.create_database().replace("postgresql+psycopg://", "postgresql://")
+    with Store(url) as store:
+        assert store.engine.dialect.driver == "psycopg"
+        assert store.list_datasets() == []
