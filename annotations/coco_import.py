@@ -148,10 +148,11 @@ def _check_files(images: list[ParsedImage], root: Path) -> None:
                 f"{image.where}: the JSON says {image.width}x{image.height} but the file "
                 f"{path} is {width}x{height}"
             )
-        image.content_hash = _sha256(path)
+        image.content_hash = file_sha256(path)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 from sqlalchemy import Engine, case, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
@@ -212,3 +212,47 @@ def adopt(ann: Annotation) -> None:
     """
     if ann.source == "predicted" and ann.state == "proposed":
         ann.source, ann.state = "human", "accepted"
+
+
+def claim_id(
+    session: Session, dataset_id: int, counter: InstrumentedAttribute[int], table: Any,
+    coco_id: int | None,
+) -> int:
+    """Next free COCO id from ``counter``, or check an explicit one and move the counter past it."""
+    if coco_id is None:
+        return allocate_ids(session, dataset_id, counter, 1)
+    used = session.scalar(
+        select(table.id).where(table.dataset_id == dataset_id, table.coco_id == coco_id)
+    )
+    if used is not None:
+        raise InvalidInputError(
+            f"{table.__tablename__} id {coco_id} is already used in dataset {dataset_id}"
+        )
+    reserve_id(session, dataset_id, counter, coco_id)
+    return int(coco_id)
+
+
+class _NothingToDo(Exception):
+    """Rolls back an undo/redo transaction when the history has nothing to step to."""
+
+
+def step_history(
+    engine: Engine, image_id: int, direction: str, expected_revision: int | None, user: str
+) -> bool:
+    """Undo (``direction="undo"``) or redo one edit of the image; False if there is none."""
+    try:
+        with write_session(engine) as session:
+            image = lock_image(session, image_id, expected_revision, user, direction)
+            if direction == "undo":
+                edit = history.last_applied(session, image_id)
+                step = history.revert
+            else:
+                edit = history.first_undone(session, image_id)
+                step = history.reapply
+            if edit is None:
+                raise _NothingToDo
+            step(session, image, edit)
+            image.last_action = f"{direction} of '{edit.summary}'"
+    except _NothingToDo:
+        return False
+    return True

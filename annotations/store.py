@@ -34,7 +34,16 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from annotations import coco_export, coco_import, database, editing, history, rle
+from annotations import (
+    coco_export,
+    coco_import,
+    database,
+    editing,
+    history,
+    predictions,
+    registry,
+    rle,
+)
 from annotations.coco_import import ImportReport
 from annotations.database import read_session, write_session
 from annotations.errors import InvalidInputError, NotFoundError
@@ -55,8 +64,6 @@ from annotations.schema import (
     Dataset,
     Edit,
     Image,
-    ModelVersion,
-    TrainingRun,
 )
 from annotations.schema import Category as CategoryRow
 
@@ -66,10 +73,6 @@ def _default_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
-
-
-class _NothingToDo(Exception):
-    """Raised inside an undo/redo transaction to roll it back when the history is exhausted."""
 
 
 class Store:
@@ -213,13 +216,13 @@ class Store:
             raise InvalidInputError(f"image '{file_name}': needs a file name and a positive size")
         root = self.dataset(dataset_id).image_root
         path = root / file_name
-        content_hash = coco_import._sha256(path) if path.is_file() else None
+        content_hash = coco_import.file_sha256(path) if path.is_file() else None
         with write_session(self.engine) as session:
             taken = session.scalar(select(Image.id).where(
                 Image.dataset_id == dataset_id, Image.file_name == file_name))
             if taken is not None:
                 raise InvalidInputError(f"image '{file_name}' is already in dataset {dataset_id}")
-            coco_id = self._claim_id(session, dataset_id, Dataset.next_image_id, Image, coco_id)
+            coco_id = editing.claim_id(session, dataset_id, Dataset.next_image_id, Image, coco_id)
             image = Image(
                 dataset_id=dataset_id, coco_id=coco_id, file_name=file_name, rel_path=file_name,
                 width=int(width), height=int(height), content_hash=content_hash,
@@ -228,22 +231,6 @@ class Store:
             session.add(image)
             session.flush()
             return image.id
-
-    @staticmethod
-    def _claim_id(
-        session: Any, dataset_id: int, counter: Any, table: type, coco_id: int | None
-    ) -> int:
-        """Next free COCO id from ``counter``, or check and reserve an explicit one."""
-        if coco_id is None:
-            return editing.allocate_ids(session, dataset_id, counter, 1)
-        used = session.scalar(
-            select(table.id).where(table.dataset_id == dataset_id, table.coco_id == coco_id)
-        )
-        if used is not None:
-            raise InvalidInputError(f"{table.__tablename__} id {coco_id} is already used in "
-                                    f"dataset {dataset_id}")
-        editing.reserve_id(session, dataset_id, counter, coco_id)
-        return int(coco_id)
 
     def list_images(self, dataset_id: int) -> list[ImageRecord]:
         """The dataset's images in COCO id order, with their non-rejected annotation counts."""
@@ -305,7 +292,7 @@ class Store:
         with write_session(self.engine) as session:
             if session.get(Dataset, dataset_id) is None:
                 raise NotFoundError(f"dataset {dataset_id} does not exist")
-            coco_id = self._claim_id(
+            coco_id = editing.claim_id(
                 session, dataset_id, Dataset.next_category_id, CategoryRow, coco_id
             )
             session.add(CategoryRow(dataset_id=dataset_id, coco_id=coco_id, name=name,
@@ -445,73 +432,26 @@ class Store:
         Human, imported, accepted and rejected annotations stay. Returns the new annotation ids
         aligned with ``masks``; an empty mask is not stored and gets ``None``.
         """
-        stack = self._mask_stack(masks, len(category_ids), len(scores))
+        stack = predictions.mask_stack(masks, len(category_ids), len(scores))
         with self._edit(image_id, "replace_predictions",
                         f"replace_predictions from {model_version}", expected_revision,
                         user) as edit:
-            self._drop_proposals(edit)
-            return self._add_predictions(edit, stack, category_ids, scores, model_version)
-
-    @staticmethod
-    def _mask_stack(masks: Any, num_categories: int, num_scores: int) -> np.ndarray:
-        stack = np.asarray(masks, dtype=bool)
-        if len(stack) == 0:
-            return stack.reshape(0, 0, 0)
-        if stack.ndim != 3 or not len(stack) == num_categories == num_scores:
-            raise InvalidInputError(
-                f"replace_predictions: got masks of shape {stack.shape}, {num_categories} "
-                f"category ids and {num_scores} scores; need (N, H, W) masks and N of each"
-            )
-        return stack
-
-    @staticmethod
-    def _drop_proposals(edit: editing.ImageEdit) -> None:
-        proposals = edit.session.scalars(
-            select(Annotation).where(
-                Annotation.image_id == edit.image.id,
-                Annotation.source == "predicted",
-                Annotation.state == "proposed",
-            ).order_by(Annotation.id)
-        )
-        for ann in proposals:
-            edit.log.changed(ann.id, history.snapshot(ann), None)
-            edit.session.delete(ann)
-
-    @staticmethod
-    def _add_predictions(
-        edit: editing.ImageEdit, stack: np.ndarray, category_ids: Sequence[int],
-        scores: Sequence[float], model_version: str,
-    ) -> list[int | None]:
-        image = edit.image
-        if len(stack) and stack.shape[1:] != (image.height, image.width):
-            raise InvalidInputError(
-                f"replace_predictions on image {image.id}: masks are {stack.shape[1:]} but the "
-                f"image is {(image.height, image.width)} (HxW)"
-            )
-        for category_id in sorted(set(int(c) for c in category_ids)):
-            editing.require_category(edit.session, image.dataset_id, category_id)
-        keep = [i for i in range(len(stack)) if stack[i].any()]
-        new = [
-            editing.NewAnnotation(counts, category_ids[index], "predicted", "proposed",
-                                  scores[index], model_version)
-            for index, counts in zip(keep, rle.encode_masks(stack[i] for i in keep))
-        ]
-        ids: list[int | None] = [None] * len(stack)
-        for index, ann in zip(keep, editing.insert_annotations(edit, new)):
-            ids[index] = ann.id
-        return ids
+            predictions.drop_proposals(edit)
+            return predictions.add_predictions(edit, stack, category_ids, scores, model_version)
 
     # ------------------------------------------------------------------------------- history
 
     def undo(self, image_id: int, expected_revision: int | None = None, *,
              user: str | None = None) -> bool:
         """Revert the image's newest applied edit; False when there is nothing to undo."""
-        return self._step(image_id, "undo", expected_revision, user)
+        return editing.step_history(self.engine, image_id, "undo", expected_revision,
+                                    user or self.user)
 
     def redo(self, image_id: int, expected_revision: int | None = None, *,
              user: str | None = None) -> bool:
         """Re-apply the most recently undone edit; False when there is nothing to redo."""
-        return self._step(image_id, "redo", expected_revision, user)
+        return editing.step_history(self.engine, image_id, "redo", expected_revision,
+                                    user or self.user)
 
     def history(self, image_id: int) -> list[EditRecord]:
         """The image's edit history, oldest first."""
@@ -522,71 +462,33 @@ class Store:
             )
             return [EditRecord.from_row(edit) for edit in edits]
 
-    def _step(self, image_id: int, direction: str, expected_revision: int | None,
-              user: str | None) -> bool:
-        who = user or self.user
-        try:
-            with write_session(self.engine) as session:
-                image = editing.lock_image(session, image_id, expected_revision, who, direction)
-                if direction == "undo":
-                    edit = history.last_applied(session, image_id)
-                    if edit is None:
-                        raise _NothingToDo
-                    history.revert(session, image, edit)
-                else:
-                    edit = history.first_undone(session, image_id)
-                    if edit is None:
-                        raise _NothingToDo
-                    history.reapply(session, image, edit)
-                image.last_action = f"{direction} of '{edit.summary}'"
-        except _NothingToDo:
-            return False
-        return True
-
     # ---------------------------------------------------------------------- models and runs
 
     def record_model_version(
         self, name: str, path: str | os.PathLike[str] | None = None,
         metrics: dict[str, Any] | None = None,
     ) -> int:
-        """Register a model version (unique name); returns its id."""
-        try:
-            with write_session(self.engine) as session:
-                row = ModelVersion(name=name, path=None if path is None else str(path),
-                                   metrics=metrics)
-                session.add(row)
-                session.flush()
-                return row.id
-        except IntegrityError as error:
-            raise InvalidInputError(f"model version '{name}' is already recorded") from error
+        """Register a model version (unique name, optional checkpoint path and metrics)."""
+        return registry.record_model_version(self.engine, name, path, metrics)
 
     def list_model_versions(self) -> list[ModelVersionRecord]:
         """Registered model versions, oldest first."""
-        with read_session(self.engine) as session:
-            rows = session.scalars(select(ModelVersion).order_by(ModelVersion.id))
-            return [ModelVersionRecord(r.id, r.name, r.path, r.metrics, r.created_at)
-                    for r in rows]
+        return registry.list_model_versions(self.engine)
 
     def record_training_run(
         self, name: str, *, dataset_id: int | None = None, model_version: str | None = None,
         path: str | os.PathLike[str] | None = None, config: dict[str, Any] | None = None,
         metrics: dict[str, Any] | None = None,
     ) -> int:
-        """Record a training run; returns its id."""
-        with write_session(self.engine) as session:
-            row = TrainingRun(name=name, dataset_id=dataset_id, model_version=model_version,
-                              path=None if path is None else str(path), config=config,
-                              metrics=metrics)
-            session.add(row)
-            session.flush()
-            return row.id
+        """Record a training run (what it trained on, what it produced, its metrics)."""
+        return registry.record_training_run(
+            self.engine, name, dataset_id=dataset_id, model_version=model_version, path=path,
+            config=config, metrics=metrics,
+        )
 
     def list_training_runs(self) -> list[TrainingRunRecord]:
         """Recorded training runs, oldest first."""
-        with read_session(self.engine) as session:
-            rows = session.scalars(select(TrainingRun).order_by(TrainingRun.id))
-            return [TrainingRunRecord(r.id, r.name, r.dataset_id, r.model_version, r.path,
-                                      r.config, r.metrics, r.created_at) for r in rows]
+        return registry.list_training_runs(self.engine)
 
     # ------------------------------------------------------------------------------ helpers
 
