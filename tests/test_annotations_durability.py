@@ -116,3 +116,27 @@ def test_export_to_a_new_folder_and_over_an_old_export(tmp_path: Path):
         assert store.export_coco(dataset, out) == out
         assert len(json.loads(out.read_text())["annotations"]) == 1
         assert [p.name for p in out.parent.iterdir()] == ["coco.json"]
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys_and_full_sync(tmp_path: Path):
+    with Store(f"sqlite:///{tmp_path / 'new' / 'folder' / 'studio.db'}") as store:
+        with store.engine.connect() as connection:
+            pragmas = {name: connection.exec_driver_sql(f"PRAGMA {name}").scalar_one()
+                       for name in ("journal_mode", "foreign_keys", "synchronous")}
+        assert pragmas == {"journal_mode": "wal", "foreign_keys": 1, "synchronous": 2}  # 2 = FULL
+        dataset = store.create_dataset("d", tmp_path)
+        with pytest.raises(Exception, match="FOREIGN KEY"):
+            with store.engine.begin() as connection:
+                connection.execute(text(
+                    "INSERT INTO images (dataset_id, coco_id, file_name, rel_path, width, height, "
+                    "review_state, revision) VALUES (:d, 1, 'a', 'a', 1, 1, 'unreviewed', 0)"),
+                    {"d": dataset + 100})
+
+
+def test_in_memory_sqlite_store_works_in_one_thread():
+    with Store("sqlite://") as store:
+        dataset = store.create_dataset("m", "/tmp")
+        store.add_category(dataset, "thing")
+        image = store.add_image(dataset, "a.png", 4, 4)
+        store.add_annotation(image, np.eye(4, dtype=bool), 1)
+        assert store.undo(image) and store.annotations(image) == []
