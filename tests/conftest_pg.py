@@ -22,6 +22,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -31,6 +32,21 @@ import pytest
 from annotations import Store
 
 _counter = itertools.count()
+
+# Stops the server if the test process dies without tearing down (killed, timed out): waits for
+# the parent pid to go away, then runs the stop command and removes the folder.
+_WATCHDOG = """
+import os, shutil, subprocess, sys, time
+parent, folder, stop = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+while True:
+    try:
+        os.kill(parent, 0)
+    except ProcessLookupError:
+        break
+    time.sleep(1)
+subprocess.run(stop, capture_output=True)
+shutil.rmtree(folder, ignore_errors=True)
+"""
 
 
 def find_pg_bindir() -> Path | None:
@@ -65,15 +81,22 @@ class PostgresServer:
         self.port = 0
         self.user = "studio"
         self._as_postgres = os.geteuid() == 0
+        self._watchdog: subprocess.Popen[bytes] | None = None
         if self._as_postgres:
             owner = pwd.getpwnam("postgres")
             os.chown(self.folder, owner.pw_uid, owner.pw_gid)
 
-    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def _command(self, *args: str) -> list[str]:
         command = [str(self.bindir / args[0]), *args[1:]]
         if self._as_postgres:
             command = ["runuser", "-u", "postgres", "--", *command]
-        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+        return command
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self._command(*args), capture_output=True, text=True, timeout=120)
+
+    def _stop_command(self) -> list[str]:
+        return self._command("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
 
     def start(self) -> None:
         """initdb and start on a free port; retries with another port if it was taken."""
@@ -88,13 +111,22 @@ class PostgresServer:
             done = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w",
                              "-t", "60", "-o", options, "start")
             if done.returncode == 0:
+                self._watchdog = subprocess.Popen(
+                    [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(self.folder),
+                     *self._stop_command()],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, start_new_session=True,
+                )
                 return
         log = self.log.read_text() if self.log.exists() else ""
         raise RuntimeError(f"pg_ctl start failed:\n{done.stdout}\n{done.stderr}\n{log}")
 
     def stop(self) -> None:
-        """Stop the server and delete its folder."""
-        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        """Stop the server (and its watchdog) and delete its folder."""
+        if self._watchdog is not None:
+            self._watchdog.terminate()
+            self._watchdog.wait(timeout=30)
+        subprocess.run(self._stop_command(), capture_output=True, timeout=120)
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def url(self, database: str) -> str:
