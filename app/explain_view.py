@@ -61,16 +61,20 @@ def clamp_layer(layer: int, num_heads: int) -> int:
     return num_heads - 1 if layer < 0 or layer >= num_heads else layer
 
 
+def render_layer(image: np.ndarray, layer_masks: np.ndarray, colour: render.RGB, layer: int) -> np.ndarray:
+    """One head's mask at image size, with its change from the previous head."""
+    layer = clamp_layer(layer, len(layer_masks))
+    previous = layer_masks[layer - 1] if layer > 0 else None
+    return render.mask_diff_overlay(image, layer_masks[layer], previous, colour)
+
+
 def render_layers(image: np.ndarray, layer_masks: np.ndarray, colour: render.RGB,
                   layer: int) -> tuple[np.ndarray, np.ndarray]:
     """(strip of every head's mask, the chosen head's mask large with its change from the previous
     head) for one query; ``layer_masks`` is (L+1,H,W) bool."""
     n = len(layer_masks)
-    layer = clamp_layer(layer, n)
-    strip = render.layer_strip(image, layer_masks, colour, titles=layer_titles(n), selected=layer)
-    previous = layer_masks[layer - 1] if layer > 0 else None
-    large = render.mask_diff_overlay(image, layer_masks[layer], previous, colour)
-    return strip, large
+    strip = render.layer_strip(image, layer_masks, colour, titles=layer_titles(n))
+    return strip, render_layer(image, layer_masks, colour, layer)
 
 
 def layer_changes(layer_masks: np.ndarray) -> list[float]:

@@ -20,6 +20,7 @@ PALETTE: tuple[RGB, ...] = (
     (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128), (255, 99, 71),
 )
 
+KEPT_RGB: RGB = (30, 144, 255)     # layer diff: pixels the previous head already had
 ADDED_RGB: RGB = (40, 220, 90)     # layer diff: pixels a layer added to the mask
 REMOVED_RGB: RGB = (235, 50, 50)   # layer diff: pixels a layer removed from the mask
 

@@ -36,6 +36,9 @@ class SessionState:
     tab: str = "inspect"                 # the visible view; only it is re-rendered
     show_rejected: bool = False
     revision: int | None = None          # the image revision last shown (edits are made against it)
+    sent: dict[str, Any] = field(default_factory=dict)  # last value sent to each view output (paths, text)
+    picker_choices: list[tuple[str, int]] = field(default_factory=list)  # instance picker's choices
+    layers_for: tuple | None = None      # (image, model, instance, head) the layer pictures show
 
     def select_image(self, image_id: int) -> None:
         """Move to another image: forget the per-image selection and the open polygon."""

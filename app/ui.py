@@ -21,11 +21,19 @@ import gradio as gr
 import numpy as np
 
 from app import correct_view, explain_view, inspect_view, render, train_view
-from app.config import StudioConfig
+from app.config import StudioConfig, is_loopback
 from app.project import ImageEntry, Instance, Project, StudioError
 from app.session import TOOLS, LRUCache, SessionState
 
 MODEL_QUEUE = "model"          # concurrency group of every event that may run the network
+KEEP = object()                # a view output that did not change: re-send what the session has
+
+VIEW_OUTPUTS = {"inspect": ("inspect_image", "instance_table", "instance_info"),
+                "explain": ("explain_heatmap", "explain_info", "layer_strip", "layer_view"),
+                "correct": ("correct_image",)}
+VIEW_OUTPUT_NAMES = [name for names in VIEW_OUTPUTS.values() for name in names]
+OUTPUT_NAMES = ["state", "image_picker", "review_state", "instance_picker", "status", "project_info",
+                *VIEW_OUTPUT_NAMES]
 TABS = ("inspect", "explain", "correct", "train", "coco")
 
 CSS = """
@@ -65,14 +73,15 @@ KEYS_JS = """
 
 # ----------------------------------------------------------------------------------- helpers
 
-def png(image: np.ndarray) -> str:
-    """Write an RGB image as a quickly compressed, lossless PNG inside Gradio's cache folder and
-    return its path (Gradio serves it as is, without re-encoding)."""
+def png(image: np.ndarray, level: int = 1) -> str:
+    """Write an RGB image as a lossless PNG inside Gradio's cache folder and return its path
+    (Gradio serves it as is, without re-encoding). ``level`` is the zlib level: 0 stores (fastest,
+    for a browser on this machine), 1 compresses quickly (for a remote browser)."""
     folder = Path(gr.utils.get_upload_folder()) / "fastinst"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{uuid.uuid4().hex}.png"
     ok, data = cv2.imencode(".png", np.ascontiguousarray(render.as_rgb(image)[:, :, ::-1]),
-                            [cv2.IMWRITE_PNG_COMPRESSION, 1])
+                            [cv2.IMWRITE_PNG_COMPRESSION, int(level)])
     if not ok:
         raise StudioError("could not encode an image as PNG")
     path.write_bytes(data.tobytes())
@@ -106,19 +115,25 @@ def friendly(fn: Callable[..., str]) -> Callable[..., str]:
 class Studio:
     """Per-process UI logic over one Project: computes the values every event returns."""
 
-    def __init__(self, project: Project) -> None:
+    def __init__(self, project: Project, png_level: int = 1) -> None:
         self.project = project
+        self.png_level = png_level
         self.job = train_view.FineTuneJob()
         self.maps: LRUCache[np.ndarray] = LRUCache(64)   # activation maps and layer masks
+        self._header = ""                                 # project line, rebuilt on "all" refreshes
 
     # ------------------------------------------------------------------ shared pieces
 
-    def shown(self, state: SessionState) -> list[Instance]:
-        """The instances visible with this session's filters."""
+    def png(self, image: np.ndarray) -> str:
+        """A rendered picture as a PNG file for an Image output."""
+        return png(image, self.png_level)
+
+    def shown(self, state: SessionState, revision: int | None = None) -> list[Instance]:
+        """The instances visible with this session's filters (``revision``: the image's, if known)."""
         if state.image_id is None:
             return []
-        return inspect_view.visible_instances(self.project.instances(state.image_id), state.min_score,
-                                              state.show_rejected)
+        return inspect_view.visible_instances(self.project.instances(state.image_id, revision),
+                                              state.min_score, state.show_rejected)
 
     def selected(self, state: SessionState, shown: list[Instance]) -> Instance | None:
         """The selected instance if it is among the shown ones (else the selection is cleared)."""
@@ -146,10 +161,14 @@ class Studio:
 
     # ---------------------------------------------------------------------- renders
 
-    def render_inspect(self, state: SessionState, shown: list[Instance]) -> list[Any]:
-        """[overlay image]"""
+    def render_inspect(self, state: SessionState, shown: list[Instance], inst: Instance | None,
+                       parts: str) -> dict[str, Any]:
+        """Inspect's outputs: the overlay, the table (unchanged by a selection) and the details."""
         image = self.project.pixels(state.image_id)
-        return [png(inspect_view.render_overlay(image, shown, state.selected))]
+        out = {"inspect_image": self.png(inspect_view.render_overlay(image, shown, state.selected)),
+               "instance_table": KEEP if parts == "select" else inspect_view.instance_rows(shown),
+               "instance_info": inspect_view.describe(inst)}
+        return out
 
     def explain_maps(self, state: SessionState, inst: Instance | None) -> tuple[Any, Any, Any]:
         """(Explanation, activation map, layer masks or None) for the session's image, cached
@@ -166,74 +185,92 @@ class Studio:
         return exp, heat, masks
 
     def render_explain(self, state: SessionState, shown: list[Instance], inst: Instance | None,
-                       parts: str) -> list[Any]:
-        """[heatmap, explanation text, layer strip, chosen layer]; ``parts`` "layer" redraws only
-        the layer pictures, "activation" only the heatmap."""
+                       parts: str) -> dict[str, Any]:
+        """Explain's outputs; ``parts`` "layer" redraws only the head shown large, "activation"
+        only the heatmap; the rest is kept."""
         image = self.project.pixels(state.image_id)
         exp, heat_map, masks = self.explain_maps(state, inst)
         names = self.project.prediction(state.image_id).class_names
-        out: list[Any] = [gr.skip()] * 4
+        out = dict.fromkeys(("explain_heatmap", "explain_info", "layer_strip", "layer_view"), KEEP)
         if parts != "layer":
             queries = explain_view.model_queries(shown, self.project.model.version)
             emphasis = inst if masks is not None else None
-            heat = explain_view.render_heatmap(image, heat_map, exp.query_points, queries, emphasis)
-            out[0] = png(heat)
+            out["explain_heatmap"] = self.png(
+                explain_view.render_heatmap(image, heat_map, exp.query_points, queries, emphasis))
         if parts not in ("layer", "activation"):
-            out[1] = explain_view.describe_query(exp, inst, names, masks)
+            out["explain_info"] = explain_view.describe_query(exp, inst, names, masks)
+        layers_key = (state.image_id, self.project.model.version, inst.id if inst else None, state.layer)
+        if parts == "filter" and masks is not None and state.layers_for == layers_key:
+            return out   # same query and head as already shown: the layer pictures stay
+        state.layers_for = layers_key
         if parts != "activation":
             if masks is None:
-                out[2:] = [None, None]
+                out["layer_strip"] = out["layer_view"] = None
+            elif parts == "layer":   # the strip stays; only the head shown large changes
+                out["layer_view"] = self.png(explain_view.render_layer(image, masks, render.KEPT_RGB, state.layer))
             else:
-                strip, large = explain_view.render_layers(image, masks, render.colour_for(inst.id), state.layer)
-                out[2:] = [png(strip), png(large)]
+                strip, large = explain_view.render_layers(image, masks, render.KEPT_RGB, state.layer)
+                out["layer_strip"], out["layer_view"] = self.png(strip), self.png(large)
         return out
 
-    def render_correct(self, state: SessionState, shown: list[Instance]) -> list[Any]:
-        """[correct image]"""
+    def render_correct(self, state: SessionState, shown: list[Instance], inst: Instance | None,
+                       parts: str) -> dict[str, Any]:
+        """Correct's output: the overlay with the polygon being drawn."""
         image = self.project.pixels(state.image_id)
         out = inspect_view.render_overlay(image, shown, state.selected)
         if state.polygon:
             out = render.polygon_preview(out, state.polygon, (255, 255, 255))
-        return [png(out)]
+        return {"correct_image": self.png(out)}
 
     def render_view(self, state: SessionState, shown: list[Instance], inst: Instance | None,
-                    parts: str) -> dict[str, list[Any]]:
-        """The visible tab's outputs; the other tabs' are skipped."""
-        skip = gr.skip()
-        views: dict[str, list[Any]] = {"inspect": [skip] * 3, "explain": [skip] * 4, "correct": [skip]}
+                    parts: str) -> dict[str, Any]:
+        """The visible tab's outputs (name -> value or KEEP); an unreadable image becomes a
+        warning and empty pictures."""
+        renderers = {"inspect": self.render_inspect, "explain": self.render_explain,
+                     "correct": self.render_correct}
+        if state.tab not in renderers:
+            return {}
         try:
-            if state.tab == "inspect":
-                rows = inspect_view.instance_rows(shown) if parts != "select" else skip
-                views["inspect"] = [*self.render_inspect(state, shown), rows, inspect_view.describe(inst)]
-            elif state.tab == "explain":
-                views["explain"] = self.render_explain(state, shown, inst, parts)
-            elif state.tab == "correct":
-                views["correct"] = self.render_correct(state, shown)
+            return renderers[state.tab](state, shown, inst, parts)
         except StudioError as e:
             gr.Warning(str(e))
-            views[state.tab] = [None] * len(views[state.tab])
-        return views
+            return dict.fromkeys(VIEW_OUTPUTS[state.tab])
 
     def refresh(self, state: SessionState, message: str = "", parts: str = "all") -> list[Any]:
         """Values for OUTPUT_NAMES. ``parts``: "all" after anything that may change the image list
         or review state; "filter", "select", "layer" or "activation" after events that change only
-        what is drawn (the header's image list is then left as it is)."""
-        skip = gr.skip()
+        what is drawn (the image list is then re-sent as is).
+
+        Outputs of hidden tabs are sent empty (their tab redraws them when opened) and unchanged
+        visible ones are re-sent from ``state.sent``: both are cheap for Gradio, unlike
+        ``gr.skip()``, which makes it rebuild the component's configuration."""
+        values: dict[str, Any] = dict.fromkeys(OUTPUT_NAMES)
+        values.update(state=state, status=message)
+        full = parts == "all" or not self._header
+        if full:
+            self._header = self.header_info()
+        values["project_info"] = self._header
         if state.image_id is None:
-            return [state, gr.update(choices=self.image_choices(), value=None), "no image",
-                    gr.update(choices=[], value=None), message, self.header_info(), *[skip] * 8]
+            values["image_picker"] = gr.update(choices=self.image_choices(), value=None)
+            values["review_state"] = "no image"
+            return [values[name] for name in OUTPUT_NAMES]
         entry = self.project.image(state.image_id)
         state.revision = entry.revision
-        shown = self.shown(state)
+        shown = self.shown(state, entry.revision)
         inst = self.selected(state, shown)
-        views = self.render_view(state, shown, inst, parts)
-        full = parts == "all"
-        return [state,
-                gr.update(choices=self.image_choices(), value=state.image_id) if full else skip,
-                self.review_text(entry),
-                gr.update(choices=inspect_view.instance_choices(shown), value=state.selected),
-                message, self.header_info() if full else skip,
-                *views["inspect"], *views["explain"], *views["correct"]]
+        for name, value in self.render_view(state, shown, inst, parts).items():
+            values[name] = state.sent.get(name) if value is KEEP else value
+        state.sent = {name: values[name] for name in VIEW_OUTPUT_NAMES}
+        values["image_picker"] = (gr.update(choices=self.image_choices(), value=state.image_id) if full
+                                  else state.image_id)
+        values["review_state"] = self.review_text(entry)
+        # new choices cost Gradio a configuration rebuild: only when the list can have changed
+        choices = inspect_view.instance_choices(shown)
+        same_list = parts in ("select", "layer", "activation") or choices == state.picker_choices
+        state.picker_choices = choices
+        values["instance_picker"] = state.selected if same_list else gr.update(choices=choices,
+                                                                               value=state.selected)
+        return [values[name] for name in OUTPUT_NAMES]
 
     # --------------------------------------------------------------------- actions
 
@@ -259,14 +296,12 @@ class Studio:
         return "" if state.selected is not None else "no instance there"
 
 
-OUTPUT_NAMES = ["state", "image_picker", "review_state", "instance_picker", "status", "project_info",
-                "inspect_image", "instance_table", "instance_info",
-                "explain_heatmap", "explain_info", "layer_strip", "layer_view", "correct_image"]
 
 
-def build_app(project: Project) -> gr.Blocks:
-    """The studio's Blocks for ``project`` (launch with ``launch_kwargs()``)."""
-    studio = Studio(project)
+def build_app(project: Project, png_level: int = 1) -> gr.Blocks:
+    """The studio's Blocks for ``project`` (launch with ``launch_kwargs()``); ``png_level``: see
+    ``png``."""
+    studio = Studio(project, png_level)
     names = project.class_names()
     num_heads = len(project.model.predictor.model.decoder.heads)
     with gr.Blocks(title="FastInst Studio", delete_cache=(900, 3600)) as demo:
@@ -275,14 +310,14 @@ def build_app(project: Project) -> gr.Blocks:
         with gr.Row(equal_height=True):
             c["project_info"] = gr.Markdown(elem_id="project-info")
         with gr.Row(equal_height=True):
-            btn_prev = gr.Button("◀ Prev (P)", elem_id="btn-prev", scale=0, min_width=90)
+            btn_prev = gr.Button("◀ Prev (P)", elem_id="btn-prev", scale=0, min_width=90, size="sm")
             c["image_picker"] = gr.Dropdown(label="Image", elem_id="image-picker", scale=3,
                                             allow_custom_value=True, filterable=True)
-            btn_next = gr.Button("Next (N) ▶", elem_id="btn-next", scale=0, min_width=90)
-            btn_predict = gr.Button("Predict again", elem_id="btn-predict", scale=0, min_width=110)
+            btn_next = gr.Button("Next (N) ▶", elem_id="btn-next", scale=0, min_width=90, size="sm")
+            btn_predict = gr.Button("Predict again", elem_id="btn-predict", scale=0, min_width=110, size="sm")
             btn_reviewed = gr.Button("Mark reviewed (M)", elem_id="btn-reviewed", variant="primary",
-                                     scale=0, min_width=150)
-            btn_reopen = gr.Button("Reopen", elem_id="btn-reopen", scale=0, min_width=80)
+                                     scale=0, min_width=150, size="sm")
+            btn_reopen = gr.Button("Reopen", elem_id="btn-reopen", scale=0, min_width=80, size="sm")
         with gr.Row(equal_height=True):
             c["review_state"] = gr.Markdown(elem_id="review-state")
             c["instance_picker"] = gr.Dropdown(label="Selected instance", elem_id="instance-picker",
@@ -315,13 +350,16 @@ def build_app(project: Project) -> gr.Blocks:
                         activation = gr.Radio(explain_view.activation_choices(names), value="foreground",
                                               label="Heatmap shows", elem_id="activation-choice")
                         c["explain_info"] = gr.Markdown(elem_id="explain-info")
-                c["layer_strip"] = gr.Image(label="Selected query's mask after every decoder head "
-                                            "(green: added by that layer, red: removed)",
-                                            elem_id="layer-strip", format="png", interactive=False)
-                layer = gr.Slider(0, num_heads - 1, value=num_heads - 1, step=1, label="Head shown large",
-                                  elem_id="layer-slider")
-                c["layer_view"] = gr.Image(label="Chosen head", elem_id="layer-view", format="png",
-                                           interactive=False)
+                gr.Markdown("**The selected query's mask after every decoder head** — blue: kept from "
+                            "the previous head, green: added by this layer, red: removed by it.")
+                c["layer_strip"] = gr.Image(show_label=False, elem_id="layer-strip", format="png",
+                                            interactive=False, buttons=["fullscreen"])
+                with gr.Row():
+                    layer = gr.Slider(0, num_heads - 1, value=num_heads - 1, step=1,
+                                      label="Head shown large (0 = the query before any layer)",
+                                      elem_id="layer-slider", scale=1)
+                    c["layer_view"] = gr.Image(show_label=False, elem_id="layer-view", format="png",
+                                               interactive=False, buttons=["fullscreen"], scale=3)
             with gr.Tab("Correct", id="correct", elem_id="tab-correct") as tab_correct:
                 with gr.Row():
                     c["correct_image"] = gr.Image(label="Click: select, or add a polygon point",
@@ -352,7 +390,7 @@ def build_app(project: Project) -> gr.Blocks:
                                             image_mode="RGBA", sources=(), transforms=(),
                                             layers=gr.LayerOptions(allow_additional_layers=False),
                                             brush=gr.Brush(colors=["#ff3b30"], color_mode="fixed"),
-                                            eraser=gr.Eraser(), canvas_size=(640, 480))
+                                            eraser=gr.Eraser(), canvas_size=(640, 480), height=560)
                     with gr.Row():
                         btn_edit_load = gr.Button("Edit selected mask (E)", elem_id="btn-edit-load")
                         btn_edit_new = gr.Button("Start a new mask", elem_id="btn-edit-new")
@@ -388,7 +426,7 @@ def build_app(project: Project) -> gr.Blocks:
         def model_step(st: SessionState) -> list[Any]:
             """Second step after opening an image: predict if needed; skip everything if not."""
             message = friendly(studio.predict)(st)
-            return refresh(st, message) if message else [gr.skip()] * len(outputs)
+            return refresh(st, message) if message else gr.skip()
 
         # navigation: open first, then (maybe) predict in the model queue
         nav = [
@@ -535,7 +573,7 @@ def gallery_items(studio: Studio, size: int = 160) -> list[tuple[str, str]]:
         scale = size / max(img.shape[:2])
         thumb = cv2.resize(img, (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale))),
                            interpolation=cv2.INTER_AREA)
-        items.append((png(thumb), f"{e.file_name} · {e.review_state.replace('_', ' ')}"))
+        items.append((studio.png(thumb), f"{e.file_name} · {e.review_state.replace('_', ' ')}"))
     return items
 
 
@@ -630,7 +668,7 @@ def compare_image(studio: Studio, st: SessionState, image_id: int) -> Any:
     if after is None:
         return gr.skip()
     before = studio.project.prediction(image_id)
-    return png(train_view.render_comparison(studio.project.pixels(image_id), before, after, st.min_score))
+    return studio.png(train_view.render_comparison(studio.project.pixels(image_id), before, after, st.min_score))
 
 
 # ----------------------------------------------------------------------------------- COCO tab
@@ -686,7 +724,7 @@ def start(project: Project, *, host: str = "127.0.0.1", port: int | None = None,
           auth: tuple[tuple[str, str], ...] = (), block: bool = True) -> gr.Blocks:
     """Build the UI for ``project`` and serve it; with ``block=False`` return once it listens
     (tests, benchmarks). Exports are served from the project folder."""
-    demo = build_app(project)
+    demo = build_app(project, png_level=0 if is_loopback(host) else 1)
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=host, server_port=port, auth=list(auth) or None, show_error=True,
                 prevent_thread_lock=not block, quiet=not block,

@@ -1,0 +1,215 @@
+"""End-to-end: headless Chromium (Debian ``chromium``) driven by Playwright clicks through the
+Inspect, Explain and Correct views of a launched studio, checks what the page shows and what the
+store holds, and saves screenshots under ``test-artifacts/``."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from annotations import NotFoundError
+from app import render
+from app.inspect_view import visible_instances
+from test_app_support import make_project, served
+
+pw = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
+expect = pw.expect
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run", "--disable-dev-shm-usage"]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+TIMEOUT = 30_000  # ms; the CPU is shared
+expect.set_options(timeout=TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory: pytest.TempPathFactory):
+    """(project, url) of a served project whose first image is already predicted."""
+    project = make_project(tmp_path_factory.mktemp("browser"), num_images=2, size=(240, 320))
+    project.predict(project.images()[0].id)
+    with served(project) as url:
+        yield project, url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).is_file():
+        pytest.fail("Chromium is missing: install it with `bash scripts/setup.sh --dev` (Debian chromium)")
+    with pw.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, studio):
+    """A fresh session on the studio, loaded and showing the first image."""
+    _, url = studio
+    context = browser.new_context(viewport={"width": 1400, "height": 1200})
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT)
+    pg.goto(url)
+    expect(pg.locator("#review-state")).to_contain_text("rev", timeout=TIMEOUT)
+    expect(pg.locator("#inspect-image img")).to_be_visible()
+    yield pg
+    context.close()
+
+
+def shot(pg, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def set_number(pg, elem_id: str, value: float) -> None:
+    """Type into a slider's number box and leave it (Gradio then fires the release event)."""
+    box = pg.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def click_pixel(pg, elem_id: str, x: int, y: int) -> None:
+    """Click image pixel (x, y) of an image component, where it is drawn on screen."""
+    img = pg.locator(f"#{elem_id} img").first
+    box = img.bounding_box()
+    nw, nh = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
+    scale = min(box["width"] / nw, box["height"] / nh)
+    left = box["x"] + (box["width"] - nw * scale) / 2
+    top = box["y"] + (box["height"] - nh * scale) / 2
+    pg.mouse.click(left + (x + 0.5) * scale, top + (y + 0.5) * scale)
+
+
+def inner_pixel(masks: np.ndarray, index: int) -> tuple[int, int]:
+    """A pixel where instance ``index`` is on top, far from its edges (x, y)."""
+    import cv2
+    own = (render.instance_id_map(masks) == index).astype(np.uint8)
+    dist = cv2.distanceTransform(own, cv2.DIST_L2, 3)
+    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    assert dist[y, x] >= 2, "no clickable pixel for this instance"
+    return int(x), int(y)
+
+
+def expect_rows(pg, n: int) -> None:
+    """The instance table holds ``n`` rows (the grid counts its header row too; rows beyond the
+    viewport are virtualised, so count them by the grid's aria-rowcount)."""
+    expect(pg.locator("#instance-table [role=grid]")).to_have_attribute("aria-rowcount", str(n + 1))
+
+
+def shown_now(project, image_id: int, min_score: float = 0.05) -> list:
+    return visible_instances(project.instances(image_id), min_score)
+
+
+def select_by_click(pg, project, image_id: int, elem_id: str, index: int = 0) -> int:
+    """Click the ``index``-th shown instance on an image component; returns its id."""
+    shown = shown_now(project, image_id)
+    x, y = inner_pixel(np.stack([i.mask for i in shown]), index)
+    click_pixel(pg, elem_id, x, y)
+    expect(pg.locator("#instance-picker input")).to_have_value(
+        __import__("re").compile(f"#{shown[index].id} "), timeout=TIMEOUT)
+    return shown[index].id
+
+
+def test_inspect_filters_and_selects_by_click(page, studio) -> None:
+    project, _ = studio
+    image_id = project.images()[0].id
+    set_number(page, "min-score", 0.05)
+    shown = shown_now(project, image_id)
+    expect_rows(page, len(shown))
+    img = page.locator("#inspect-image img")
+    assert img.evaluate("e => [e.naturalWidth, e.naturalHeight]") == [320, 240]
+    chosen = select_by_click(page, project, image_id, "inspect-image", index=1)
+    expect(page.locator("#instance-info")).to_contain_text(f"#{chosen} ")
+    set_number(page, "min-score", 1.0)
+    expect_rows(page, len(visible_instances(project.instances(image_id), 1.0)))
+    set_number(page, "min-score", 0.05)
+    expect_rows(page, len(shown))
+    shot(page, "inspect")
+
+
+def test_explain_shows_activation_queries_and_layers(page, studio) -> None:
+    project, _ = studio
+    image_id = project.images()[0].id
+    set_number(page, "min-score", 0.05)
+    expect_rows(page, len(shown_now(project, image_id)))
+    chosen = select_by_click(page, project, image_id, "inspect-image", index=0)
+    page.click("#tab-explain-button")
+    expect(page.locator("#explain-heatmap img")).to_be_visible()
+    expect(page.locator("#explain-info")).to_contain_text("query")
+    heads = len(project.model.predictor.model.decoder.heads)
+    strip = page.locator("#layer-strip img")
+    expect(strip).to_be_visible()
+    assert strip.evaluate("e => e.naturalWidth") == heads * (220 + 6) - 6
+    before = page.locator("#layer-view img").get_attribute("src")
+    set_number(page, "layer-slider", 0)
+    expect(page.locator("#layer-view img")).not_to_have_attribute("src", before)
+    page.locator("#activation-choice label").nth(1).click()   # first class instead of foreground
+    expect(page.locator("#explain-heatmap img")).to_be_visible()
+    assert f"#{chosen}" in page.inner_text("#explain-info")
+    shot(page, "explain")
+
+
+def test_correct_with_keys_polygon_and_mask_editor(page, studio) -> None:
+    project, _ = studio
+    image_id = project.images()[0].id
+    set_number(page, "min-score", 0.05)
+    page.click("#tab-correct-button")
+    expect(page.locator("#correct-image img")).to_be_visible()
+    status = page.locator("#status")
+
+    # accept with the A key
+    accepted = select_by_click(page, project, image_id, "correct-image", index=0)
+    page.keyboard.press("a")
+    expect(status).to_contain_text("accepted")
+    assert project.store.annotation(accepted).state == "accepted"
+    # delete with the Delete key, then undo with Ctrl+Z
+    doomed = select_by_click(page, project, image_id, "correct-image", index=1)
+    page.keyboard.press("Delete")
+    expect(status).to_contain_text("deleted")
+    with pytest.raises(NotFoundError):
+        project.store.annotation(doomed)
+    page.keyboard.press("Control+z")
+    expect(status).to_contain_text("undo")
+    assert project.store.annotation(doomed).id == doomed
+
+    # a polygon clicked out on the image, closed with Enter
+    page.locator("#tool label", has_text="polygon").click()
+    corners = [(20, 20), (90, 20), (90, 70), (20, 70)]
+    for k, (x, y) in enumerate(corners):
+        click_pixel(page, "correct-image", x, y)
+        expect(status).to_contain_text(f"polygon: {k + 1} point")
+    page.keyboard.press("Enter")
+    expect(status).to_contain_text("from a polygon")
+    new_id = max(a.id for a in project.store.annotations(image_id))
+    drawn = project.store.annotation(new_id).mask
+    target = render.polygon_mask(corners, drawn.shape)
+    assert (drawn & target).sum() / (drawn | target).sum() > 0.9
+
+    # the polygon instance through the mask editor and back, unchanged: lossless and aligned
+    page.keyboard.press("e")
+    expect(status).to_contain_text("editing the mask")
+    page.click("#btn-edit-save")
+    expect(status).to_contain_text("(0 pixels changed)")
+
+    # paint a new instance with the brush across the middle of the canvas
+    page.click("#btn-edit-new")
+    expect(status).to_contain_text("paint the new instance")
+    page.click("#mask-editor button[aria-label='Brush']")
+    canvas = page.locator("#mask-editor canvas").last.bounding_box()
+    cx, cy = canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2
+    page.mouse.move(cx - 30, cy)
+    page.mouse.down()
+    page.mouse.move(cx + 30, cy, steps=12)
+    page.mouse.up()
+    page.click("#btn-edit-add")
+    expect(status).to_contain_text("added #")
+    painted = project.store.annotation(max(a.id for a in project.store.annotations(image_id))).mask
+    ys, xs = np.nonzero(painted)
+    assert abs(xs.mean() - 160) < 20 and abs(ys.mean() - 120) < 20, "stroke landed off-centre"
+    assert np.ptp(xs) > np.ptp(ys), "a horizontal stroke is wider than tall"
+
+    page.keyboard.press("m")
+    expect(page.locator("#review-state")).to_contain_text("reviewed")
+    assert project.image(image_id).review_state == "reviewed"
+    shot(page, "correct")

@@ -1,0 +1,161 @@
+"""The studio's plain functions on numpy data: rendering, filtering, picking, the mask editor's
+value, options and caches. No Gradio, no model."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app import correct_view, explain_view, inspect_view, render
+from app.config import ConfigError, StudioConfig, parse_auth
+from app.project import Instance, StudioError
+from app.session import LRUCache, SessionState
+from launch import config_from_args
+
+
+def box_mask(h: int, w: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    m = np.zeros((h, w), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def inst(id: int, mask: np.ndarray, state: str = "proposed", score: float | None = 0.9,
+         source: str = "predicted", query: int | None = None) -> Instance:
+    ys, xs = np.nonzero(mask)
+    bbox = (int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1) if len(xs) else (0, 0, 0, 0)
+    return Instance(id=id, mask=mask, category_id=1, class_name="circle", score=score, source=source,
+                    state=state, query=query, model_version="v1", bbox=bbox, area=int(mask.sum()))
+
+
+def test_instance_at_prefers_the_first_instance_where_masks_overlap() -> None:
+    masks = np.stack([box_mask(40, 60, 10, 30, 10, 30), box_mask(40, 60, 0, 40, 0, 60)])
+    assert render.instance_at(masks, 15, 15) == 0
+    assert render.instance_at(masks, 50, 5) == 1
+    assert render.instance_at(masks, 200, 5) is None
+    ids = render.instance_id_map(masks)
+    assert ids[15, 15] == 0 and ids[5, 50] == 1
+    assert render.instance_at(np.zeros((0, 4, 4), bool), 1, 1) is None
+
+
+def test_overlay_tints_inside_masks_only() -> None:
+    image = np.full((60, 80, 3), 100, np.uint8)
+    masks = np.stack([box_mask(60, 80, 10, 50, 10, 40)])
+    out = render.overlay_instances(image, masks, [(255, 0, 0)], selected=None)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert out[30, 25, 0] > 150 and out[30, 25, 1] < 100       # inside: towards red
+    assert (out[30, 70] == 100).all() and (out[55, 5] == 100).all()  # outside: untouched
+    sel = render.overlay_instances(image, masks, [(255, 0, 0)], selected=0)
+    assert (sel[10, 25] == 255).all()                           # white outline of the selection
+
+
+def test_mask_diff_overlay_marks_added_and_removed_pixels() -> None:
+    image = np.zeros((40, 40, 3), np.uint8)
+    prev = box_mask(40, 40, 5, 20, 5, 20)
+    cur = box_mask(40, 40, 15, 35, 15, 35)
+    out = render.mask_diff_overlay(image, cur, prev, (0, 0, 255))
+    added, removed, kept = out[30, 30], out[8, 8], out[17, 17]
+    assert added[1] > added[0] and added[1] > added[2]          # green
+    assert removed[0] > removed[1] and removed[0] > removed[2]  # red
+    assert kept[2] > kept[0]                                    # the mask's own colour
+
+
+def test_layer_strip_has_one_tile_per_head() -> None:
+    image = np.zeros((48, 64, 3), np.uint8)
+    masks = np.stack([box_mask(48, 64, 0, 10 * k + 10, 0, 20) for k in range(3)])
+    strip = render.layer_strip(image, masks, (255, 0, 0), tile_width=100, titles=explain_view.layer_titles(3))
+    assert strip.shape == (75 + 22, 3 * 100 + 2 * 6, 3)
+
+
+def test_heatmap_uses_a_colormap_from_blue_to_red() -> None:
+    low, high = render.colormap(np.array([[0.0, 1.0]]))[0]
+    assert low[2] > low[0] and high[0] > high[2]
+
+
+def test_polygon_mask_fills_the_polygon() -> None:
+    mask = render.polygon_mask([(10, 10), (50, 10), (50, 30), (10, 30)], (40, 60))
+    assert mask[20, 30] and not mask[35, 30] and 800 <= mask.sum() <= 900
+    assert not render.polygon_mask([(1, 1), (5, 5)], (10, 10)).any()
+
+
+def test_visible_instances_filters_by_score_and_state() -> None:
+    m = box_mask(10, 10, 0, 5, 0, 5)
+    items = [inst(1, m, score=0.3), inst(2, m, score=0.8), inst(3, m, "accepted", score=0.2),
+             inst(4, m, "rejected"), inst(5, m, "accepted", None, "human")]
+    shown = inspect_view.visible_instances(items, 0.5)
+    assert [i.id for i in shown] == [5, 3, 2]
+    assert 4 in [i.id for i in inspect_view.visible_instances(items, 0.5, show_rejected=True)]
+
+
+def test_pick_instance_and_table_rows() -> None:
+    a, b = inst(7, box_mask(30, 30, 0, 10, 0, 10)), inst(9, box_mask(30, 30, 0, 30, 0, 30), score=0.5)
+    assert inspect_view.pick_instance([a, b], 5, 5) == 7
+    assert inspect_view.pick_instance([a, b], 20, 20) == 9
+    assert inspect_view.instance_rows([a])[0] == [7, "circle", 0.9, "proposed", "predicted", 100]
+
+
+def test_editor_value_round_trips_a_mask_and_reads_only_layers() -> None:
+    image = np.full((30, 40, 3), 200, np.uint8)
+    mask = box_mask(30, 40, 3, 17, 5, 33)
+    mask[8:10, 10:12] = False  # a hole survives
+    value = correct_view.editor_value(image, mask, (255, 0, 0))
+    value["composite"] = np.full((30, 40, 4), 255, np.uint8)   # never read
+    assert np.array_equal(correct_view.mask_from_editor(value, (30, 40)), mask)
+    value["layers"].append(render.mask_layer_rgba(box_mask(30, 40, 25, 30, 0, 5), (0, 255, 0)))
+    assert correct_view.mask_from_editor(value, (30, 40)).sum() == mask.sum() + 25
+    with pytest.raises(StudioError):
+        correct_view.mask_from_editor(value, (31, 40))
+
+
+def test_polygon_click_collects_vertices() -> None:
+    state = SessionState(image_id=1)
+    for x, y in [(1, 1), (9, 1), (9, 9)]:
+        message = correct_view.polygon_click(state, x, y)
+    assert state.polygon == [(1, 1), (9, 1), (9, 9)] and "Enter" in message
+    state.select_image(2)
+    assert state.polygon == [] and state.selected is None
+
+
+def test_layer_helpers() -> None:
+    assert explain_view.clamp_layer(-1, 3) == 2 and explain_view.clamp_layer(1, 3) == 1
+    masks = np.stack([box_mask(10, 10, 0, 5, 0, 10), box_mask(10, 10, 0, 5, 0, 10), box_mask(10, 10, 0, 10, 0, 10)])
+    assert explain_view.layer_changes(masks) == [1.0, 0.5]
+    assert explain_view.layer_titles(3)[-1].endswith("final")
+
+
+def test_auth_is_required_beyond_loopback(tmp_path: Path) -> None:
+    StudioConfig(host="127.0.0.1").validate()
+    with pytest.raises(ConfigError, match="--auth"):
+        StudioConfig(host="0.0.0.0").validate()
+    StudioConfig(host="0.0.0.0", auth=(("ann", "pw"),)).validate()
+    secrets = tmp_path / "users"
+    secrets.write_text("# users\nann:pw1\nbob:pw:2\n")
+    assert parse_auth(f"@{secrets}") == (("ann", "pw1"), ("bob", "pw:2"))
+    with pytest.raises(ConfigError):
+        parse_auth("nopassword")
+
+
+def test_command_line_to_config(tmp_path: Path) -> None:
+    config = config_from_args(["--images", str(tmp_path), "--port", "9000", "--device", "cpu"])
+    assert config.images == tmp_path and config.port == 9000 and not config.is_demo
+    assert config.db_url.startswith("sqlite:///") and config.db_url.endswith("studio.db")
+    assert config_from_args([]).is_demo
+    with pytest.raises(ConfigError, match="not a folder"):
+        config_from_args(["--images", str(tmp_path / "missing")])
+
+
+def test_lru_cache_evicts_and_creates_each_key_once() -> None:
+    cache: LRUCache[int] = LRUCache(2)
+    cache.put("a", 1), cache.put("b", 2), cache.get("a"), cache.put("c", 3)
+    assert cache.get("b") is None and cache.get("a") == 1 and len(cache) == 2
+    calls = []
+
+    def slow() -> int:
+        calls.append(1)
+        time.sleep(0.05)
+        return 42
+    threads = [threading.Thread(target=lambda: cache.get_or_create("k", slow)) for _ in range(4)]
+    [t.start() for t in threads], [t.join() for t in threads]
+    assert calls == [1] and cache.get("k") == 42
