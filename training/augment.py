@@ -4,7 +4,7 @@ With probability ``1 - crop_prob``: resize the shortest edge to a size drawn fro
 (longest edge capped at ``max_size``), then flip. Otherwise: resize the shortest edge to one of
 ``crop_resize_sizes``, crop a random window whose height and width are each drawn uniformly from
 ``crop_range`` (clipped to the image: detectron2's "absolute_range"), then the same resize and flip.
-Masks are resized with nearest neighbour; images with bilinear (antialiased) interpolation.
+Masks are resized with nearest neighbour; images with PIL bilinear, as detectron2 does.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 
@@ -55,8 +56,8 @@ def resize(image: Tensor, masks: Tensor, shape: Tuple[int, int]) -> Tuple[Tensor
     """Resize ``image (3,H,W) uint8`` and ``masks (N,H,W) bool`` to ``shape (h, w)``."""
     if tuple(image.shape[-2:]) == tuple(shape):
         return image, masks
-    img = F.interpolate(image[None].float(), size=shape, mode="bilinear", align_corners=False, antialias=True)
-    image = img[0].round().clamp(0, 255).to(torch.uint8)
+    pil = Image.fromarray(image.permute(1, 2, 0).numpy()).resize((shape[1], shape[0]), Image.BILINEAR)
+    image = torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1).contiguous()
     if masks.shape[0]:
         masks = F.interpolate(masks[None].to(torch.uint8), size=shape, mode="nearest")[0].bool()
     else:

@@ -90,7 +90,8 @@ class HungarianMatcher:
         labels = target["labels"]
         if labels.numel() == 0:
             return empty_match()
-        return solve(self.cost_matrix(logits, masks, locations, target))
+        with torch.autocast(device_type=masks.device.type, enabled=False):  # costs in fp32 under AMP
+            return solve(self.cost_matrix(logits, masks, locations, target))
 
     def cost_matrix(self, logits: Tensor, masks: Tensor, locations: Tensor, target: Target) -> Tensor:
         """The ``(Q, N)`` matching cost of one image (see the module docstring)."""

@@ -1,0 +1,201 @@
+"""COCO mask AP of a FastInst model with pycocotools, and the ``python -m training.evaluate`` CLI.
+
+Inference follows the official test pipeline (as :class:`fastinst.Predictor`): shortest-edge
+resize to the model's ``input_spec`` with PIL bilinear, normalise + pad, forward, masks upsampled to
+the original size, top-100 (query, class) pairs. Under ``torchrun`` every process predicts its
+share of the images and rank 0 scores the gathered results.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from tqdm import tqdm
+
+from fastinst import FastInst, load_checkpoint
+from fastinst.coco_results import to_coco_results
+from fastinst.model import upsample_masks
+from fastinst.postprocess import instance_inference
+from fastinst.transforms import resize_shortest_edge
+
+from . import distributed
+from .data import CocoInstances, segmentation_to_rle
+
+METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+@torch.inference_mode()
+def predict_batch(model: FastInst, images: Sequence[torch.Tensor], topk: int = 100) -> List[Dict[str, np.ndarray]]:
+    """Official test-time inference on ``(3,H,W)`` uint8 images -> per image ``{"masks" (N,H,W)
+    bool, "scores" (N,), "classes" (N,)}`` at each image's original size."""
+    spec = model.input_spec
+    resized, originals = [], []
+    for image in images:
+        rgb = image.permute(1, 2, 0).numpy()
+        originals.append(rgb.shape[:2])
+        resized.append(torch.from_numpy(resize_shortest_edge(rgb, spec.min_size, spec.max_size).copy()).permute(2, 0, 1))
+    batch, sizes = model.preprocess(resized)
+    out = model(batch)
+    results = []
+    for i, (size, original) in enumerate(zip(sizes, originals)):
+        logits = upsample_masks(out["pred_masks"][i].float(), tuple(batch.shape[-2:]), size, original)
+        inst = instance_inference(out["pred_logits"][i].float(), logits, topk)
+        results.append({"masks": inst.masks.cpu().numpy(), "scores": inst.scores.float().cpu().numpy(),
+                        "classes": inst.classes.cpu().numpy()})
+    return results
+
+
+def category_ids_for(class_names: Sequence[str], dataset: CocoInstances) -> List[int]:
+    """COCO category id of each model class: by name when every name is a dataset category, else
+    by position (the dataset's categories sorted by id)."""
+    by_name = {dataset.coco.cats[c]["name"]: c for c in dataset.category_ids}
+    if all(n in by_name for n in class_names):
+        return [by_name[n] for n in class_names]
+    if len(class_names) != len(dataset.category_ids):
+        raise ValueError(f"the model has {len(class_names)} classes {list(class_names)} but the dataset has "
+                         f"{len(dataset.category_ids)} categories {dataset.class_names}")
+    return list(dataset.category_ids)
+
+
+def collect_results(model: FastInst, dataset: CocoInstances, category_ids: Sequence[int], *, batch_size: int = 4,
+                    max_images: Optional[int] = None, rank: int = 0, world_size: int = 1,
+                    progress: bool = True) -> List[Dict[str, object]]:
+    """COCO result dicts for this process's share (every ``world_size``-th image) of the dataset."""
+    count = len(dataset) if max_images is None else min(max_images, len(dataset))
+    mine = list(range(rank, count, world_size))
+    results: List[Dict[str, object]] = []
+    bar = tqdm(total=len(mine), desc="evaluate", disable=not progress or rank != 0, leave=False)
+    for start in range(0, len(mine), batch_size):
+        chunk = mine[start:start + batch_size]
+        images = [dataset.load_image(i) for i in chunk]
+        for index, pred in zip(chunk, predict_batch(model, images)):
+            results += to_coco_results(pred["masks"], pred["scores"], pred["classes"], dataset.image_ids[index], category_ids)
+        bar.update(len(chunk))
+    bar.close()
+    return results
+
+
+def ground_truth_for_eval(coco: COCO) -> COCO:
+    """A copy of the ground truth with the fields COCOeval needs filled in (``area``, ``iscrowd``)."""
+    data = json.loads(json.dumps(coco.dataset))
+    for ann in data.get("annotations", []):
+        ann.setdefault("iscrowd", 0)
+        if "area" not in ann:
+            img = coco.imgs[ann["image_id"]]
+            ann["area"] = float(mask_utils.area(segmentation_to_rle(ann["segmentation"], img["height"], img["width"])))
+    gt = COCO()
+    gt.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    return gt
+
+
+def coco_mask_metrics(coco: COCO, results: List[Dict[str, object]], image_ids: Sequence[int],
+                      verbose: bool = False) -> Dict[str, Optional[float]]:
+    """pycocotools ``segm`` evaluation on ``image_ids`` -> ``{"segm/AP": 0..100, "segm/AP50", ...,
+    "segm/AP-<category name>"}`` (detectron2's naming and scale; None where undefined).
+    No results -> all zeros."""
+    gt = ground_truth_for_eval(coco)
+    if not results:
+        return {f"segm/{n}": 0.0 for n in METRIC_NAMES}
+    sink = sys.stdout if verbose else io.StringIO()
+    with contextlib.redirect_stdout(sink):
+        dt = gt.loadRes([dict(r) for r in results])
+        ev = COCOeval(gt, dt, iouType="segm")
+        ev.params.imgIds = sorted(int(i) for i in image_ids)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    # pycocotools reports -1 where a metric is undefined (e.g. no large objects): None here
+    metrics = {f"segm/{n}": float(100.0 * ev.stats[i]) if ev.stats[i] >= 0 else None for i, n in enumerate(METRIC_NAMES)}
+    precision = ev.eval["precision"]  # (iou, recall, class, area, maxdets)
+    for k, cat_id in enumerate(ev.params.catIds):
+        p = precision[:, :, k, 0, -1]
+        name = gt.cats[cat_id]["name"]
+        metrics[f"segm/AP-{name}"] = float(100.0 * p[p > -1].mean()) if (p > -1).any() else None
+    return metrics
+
+
+def evaluate_model(model: FastInst, class_names: Sequence[str], json_path: str | Path, image_root: str | Path, *,
+                   batch_size: int = 4, max_images: Optional[int] = None, progress: bool = True,
+                   verbose: bool = False) -> Dict[str, Optional[float]]:
+    """Mask AP of ``model`` on a COCO dataset. Call on every process under torchrun; every process
+    gets the metrics (computed on rank 0)."""
+    dataset = CocoInstances(json_path, image_root, keep_empty=True)
+    was_training = model.training
+    model.eval()
+    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if torch.distributed.is_initialized() else (0, 1)
+    mine = collect_results(model, dataset, category_ids_for(class_names, dataset), batch_size=batch_size,
+                           max_images=max_images, rank=rank, world_size=world, progress=progress)
+    model.train(was_training)
+    gathered = distributed.gather_objects(mine)
+    metrics: Dict[str, Optional[float]] = {}
+    if rank == 0:
+        count = len(dataset) if max_images is None else min(max_images, len(dataset))
+        results = [r for part in gathered for r in part]
+        metrics = coco_mask_metrics(dataset.coco, results, dataset.image_ids[:count], verbose)
+    return distributed.broadcast_object(metrics)
+
+
+def evaluate(checkpoint: str | Path | FastInst, json_path: str | Path, image_root: str | Path, *,
+             class_names: Optional[Sequence[str]] = None, device: str = "auto", batch_size: int = 4,
+             max_images: Optional[int] = None, progress: bool = True, verbose: bool = False) -> Dict[str, Optional[float]]:
+    """Mask AP of a checkpoint (our ``.safetensors``) or a model (then pass ``class_names``)."""
+    dev = distributed.resolve_device(device)
+    if isinstance(checkpoint, (str, Path)):
+        model, info = load_checkpoint(checkpoint, device=dev)
+        class_names = info.class_names
+    else:
+        model = checkpoint.to(dev)
+        if class_names is None:
+            raise ValueError("class_names are required when evaluating a model object")
+    return evaluate_model(model, class_names, json_path, image_root, batch_size=batch_size, max_images=max_images,
+                          progress=progress, verbose=verbose)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m training.evaluate",
+        description="COCO mask AP (pycocotools) of a FastInst Studio checkpoint on a COCO-format dataset. "
+                    "Runs on one process, or on several under torchrun (each predicts a share of the images).")
+    p.add_argument("--checkpoint", required=True, help="our checkpoint (.safetensors, from training.train or the studio)")
+    p.add_argument("--json", required=True, help="COCO annotation file of the evaluation set")
+    p.add_argument("--image-root", required=True, help="folder the file_name entries of --json are relative to")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
+    p.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images (default: all)")
+    p.add_argument("--output", default=None, help="also write the metrics to this JSON file")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's choice)")
+    p.add_argument("--verbose", action="store_true", help="print pycocotools' full summary table")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    info = distributed.setup(args.device)
+    try:
+        metrics = evaluate(args.checkpoint, args.json, args.image_root, device=str(info.device),
+                           batch_size=args.batch_size, max_images=args.max_images, verbose=args.verbose)
+    finally:
+        distributed.cleanup()
+    if info.is_main:
+        print(json.dumps(metrics, indent=2))
+        if args.output:
+            Path(args.output).write_text(json.dumps(metrics, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
