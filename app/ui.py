@@ -607,7 +607,7 @@ def build_train_tab(studio: Studio, c: dict[str, Any]) -> dict[str, Any]:
     gr.Markdown("Fine-tune the current model on the **reviewed** images (their accepted annotations), "
                 "starting from its weights. Then compare before and after, and keep the better one.")
     with gr.Row():
-        t["iterations"] = gr.Slider(10, 2000, value=100, step=10, label="Iterations", elem_id="ft-iterations")
+        t["iterations"] = gr.Slider(1, 2000, value=100, step=1, label="Iterations", elem_id="ft-iterations")
         t["lr"] = gr.Number(1e-4, label="Learning rate", elem_id="ft-lr")
         t["batch"] = gr.Slider(1, 8, value=2, step=1, label="Batch size", elem_id="ft-batch")
     with gr.Row():
@@ -657,7 +657,7 @@ def wire_train_tab(studio: Studio, t: dict[str, Any], state: gr.State) -> None:
                      api_name="finetune_start")
     t["stop"].click(lambda: job.stop(), None, t["message"], api_name="finetune_stop")
     t["timer"].tick(poll, [state], [t["progress"], t["metrics"], t["compare_pick"], t["compare"], t["timer"]],
-                    api_visibility="private")
+                    api_name="finetune_poll")
     t["compare_pick"].input(pick, [state, t["compare_pick"]], t["compare"], api_name="compare_on")
     t["use"].click(use, None, t["message"], concurrency_id=MODEL_QUEUE, api_name="finetune_use")
 
