@@ -1,9 +1,11 @@
-"""The demo project: synthetic shapes the demo model has never seen, and the shipped demo model.
+"""The demo project: the held-out split of the demo model's synthetic shapes, and the shipped
+demo model (made by ``python -m training.make_demo_model``).
 
-The images are regenerated on first start with ``training.synthetic`` (every image is a pure
-function of seed and index, so nothing but the code needs to ship). Their ground truth is written
-next to them (``annotations.json``) but not imported: the studio shows the model's predictions for
-a person to review; the ground truth is what the demo's accuracy is measured against.
+The images are regenerated on first start with ``training.synthetic`` exactly as the demo model's
+evaluation split was (same generator, seed and size, so the same bytes): the mask AP recorded in
+the checkpoint's metrics is the AP on these very images. Their ground truth is written next to
+them (``annotations.json``) but not imported: the studio shows the model's predictions for a
+person to review.
 """
 from __future__ import annotations
 
@@ -11,11 +13,14 @@ from pathlib import Path
 from typing import Callable
 
 DEMO_WEIGHTS = Path(__file__).resolve().parent / "assets" / "demo_model.safetensors"
-DEMO_SEED = 20230           # held out: the demo model is trained on other seeds
-DEMO_NUM_IMAGES = 24
-DEMO_SIZE = (480, 640)      # (H, W)
 
 Log = Callable[[str], None]
+
+
+def demo_split() -> tuple[int, int, tuple[int, int]]:
+    """(number of images, seed, (H, W)) of the demo model's held-out split."""
+    from training.make_demo_model import DEMO_DATA
+    return DEMO_DATA.val_images, DEMO_DATA.val_seed, DEMO_DATA.size
 
 
 def demo_dataset(project_dir: Path, log: Log = print) -> tuple[Path, Path]:
@@ -26,9 +31,9 @@ def demo_dataset(project_dir: Path, log: Log = print) -> tuple[Path, Path]:
     out = Path(project_dir) / "dataset"
     gt = out / "annotations.json"
     if not gt.is_file():
-        log(f"generating {DEMO_NUM_IMAGES} demo images ({DEMO_SIZE[1]}x{DEMO_SIZE[0]}, seed {DEMO_SEED}) "
-            f"in {out} ...")
-        gt = make_shapes_dataset(out, DEMO_NUM_IMAGES, DEMO_SEED, size=DEMO_SIZE)
+        count, seed, size = demo_split()
+        log(f"generating the {count} held-out demo images ({size[1]}x{size[0]}, seed {seed}) in {out} ...")
+        gt = make_shapes_dataset(out, count, seed, size=size)
     return out / "images", gt
 
 

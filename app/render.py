@@ -246,3 +246,23 @@ def title_bar(canvas: np.ndarray, text: str) -> None:
     canvas[:band] = (canvas[:band] * 0.35).astype(np.uint8)
     cv2.putText(canvas, text, (6, band - 5), cv2.FONT_HERSHEY_SIMPLEX, band / 30, (255, 255, 255), 1,
                 cv2.LINE_AA)
+
+
+def display_factor(height: int, width: int, min_side: int = 400) -> int:
+    """Integer zoom that makes a small image at least ``min_side`` pixels on its short side on
+    screen (1 for ordinary photos), so masks and labels stay legible."""
+    return max(1, -(-min_side // max(1, min(height, width))))
+
+
+def enlarge(image: np.ndarray, k: int) -> np.ndarray:
+    """An image zoomed by the integer ``k`` (bilinear); the same array when k == 1."""
+    if k == 1:
+        return image
+    return cv2.resize(image, (image.shape[1] * k, image.shape[0] * k), interpolation=cv2.INTER_LINEAR)
+
+
+def enlarge_masks(masks: np.ndarray, k: int) -> np.ndarray:
+    """(..., H, W) bool masks zoomed by the integer ``k`` (each pixel becomes a k x k block)."""
+    if k == 1:
+        return masks
+    return masks.repeat(k, axis=-2).repeat(k, axis=-1)

@@ -9,6 +9,7 @@ straight into Gradio's cache (lossless, and cheaper than Gradio's own PNG encode
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
@@ -161,11 +162,26 @@ class Studio:
 
     # ---------------------------------------------------------------------- renders
 
+    def zoom(self, image_id: int) -> int:
+        """Screen zoom of an image (small images are drawn enlarged; clicks are divided by it)."""
+        entry = self.project.image(image_id)
+        return render.display_factor(entry.height, entry.width)
+
+    def on_screen(self, state: SessionState, shown: list[Instance]) -> tuple[np.ndarray, list[Instance], int]:
+        """The image and the shown instances at screen scale, and the zoom factor."""
+        image = self.project.pixels(state.image_id)
+        k = render.display_factor(*image.shape[:2])
+        if k == 1:
+            return image, shown, 1
+        big = [dataclasses.replace(i, mask=render.enlarge_masks(i.mask, k), bbox=tuple(v * k for v in i.bbox))
+               for i in shown]
+        return render.enlarge(image, k), big, k
+
     def render_inspect(self, state: SessionState, shown: list[Instance], inst: Instance | None,
                        parts: str) -> dict[str, Any]:
         """Inspect's outputs: the overlay, the table (unchanged by a selection) and the details."""
-        image = self.project.pixels(state.image_id)
-        out = {"inspect_image": self.png(inspect_view.render_overlay(image, shown, state.selected)),
+        image, big, _ = self.on_screen(state, shown)
+        out = {"inspect_image": self.png(inspect_view.render_overlay(image, big, state.selected)),
                "instance_table": KEEP if parts == "select" else inspect_view.instance_rows(shown),
                "instance_info": inspect_view.describe(inst)}
         return out
@@ -188,15 +204,18 @@ class Studio:
                        parts: str) -> dict[str, Any]:
         """Explain's outputs; ``parts`` "layer" redraws only the head shown large, "activation"
         only the heatmap; the rest is kept."""
-        image = self.project.pixels(state.image_id)
+        small = self.project.pixels(state.image_id)
+        k = render.display_factor(*small.shape[:2])
+        image = render.enlarge(small, k)
         exp, heat_map, masks = self.explain_maps(state, inst)
         names = self.project.prediction(state.image_id).class_names
         out = dict.fromkeys(("explain_heatmap", "explain_info", "layer_strip", "layer_view"), KEEP)
         if parts != "layer":
             queries = explain_view.model_queries(shown, self.project.model.version)
             emphasis = inst if masks is not None else None
+            points = (np.asarray(exp.query_points, np.float32) + 0.5) * k - 0.5
             out["explain_heatmap"] = self.png(
-                explain_view.render_heatmap(image, heat_map, exp.query_points, queries, emphasis))
+                explain_view.render_heatmap(image, heat_map, points, queries, emphasis))
         if parts not in ("layer", "activation"):
             out["explain_info"] = explain_view.describe_query(exp, inst, names, masks)
         layers_key = (state.image_id, self.project.model.version, inst.id if inst else None, state.layer)
@@ -207,19 +226,22 @@ class Studio:
             if masks is None:
                 out["layer_strip"] = out["layer_view"] = None
             elif parts == "layer":   # the strip stays; only the head shown large changes
-                out["layer_view"] = self.png(explain_view.render_layer(image, masks, render.KEPT_RGB, state.layer))
+                out["layer_view"] = self.png(explain_view.render_layer(
+                    image, render.enlarge_masks(masks, k), render.KEPT_RGB, state.layer))
             else:
-                strip, large = explain_view.render_layers(image, masks, render.KEPT_RGB, state.layer)
+                strip, large = explain_view.render_layers(image, render.enlarge_masks(masks, k),
+                                                          render.KEPT_RGB, state.layer)
                 out["layer_strip"], out["layer_view"] = self.png(strip), self.png(large)
         return out
 
     def render_correct(self, state: SessionState, shown: list[Instance], inst: Instance | None,
                        parts: str) -> dict[str, Any]:
         """Correct's output: the overlay with the polygon being drawn."""
-        image = self.project.pixels(state.image_id)
-        out = inspect_view.render_overlay(image, shown, state.selected)
+        image, big, k = self.on_screen(state, shown)
+        out = inspect_view.render_overlay(image, big, state.selected)
         if state.polygon:
-            out = render.polygon_preview(out, state.polygon, (255, 255, 255))
+            out = render.polygon_preview(out, [(x * k + k // 2, y * k + k // 2) for x, y in state.polygon],
+                                         (255, 255, 255))
         return {"correct_image": self.png(out)}
 
     def render_view(self, state: SessionState, shown: list[Instance], inst: Instance | None,
@@ -230,6 +252,8 @@ class Studio:
                      "correct": self.render_correct}
         if state.tab not in renderers:
             return {}
+        if parts == "none":
+            return dict.fromkeys(VIEW_OUTPUTS[state.tab], KEEP)
         try:
             return renderers[state.tab](state, shown, inst, parts)
         except StudioError as e:
@@ -239,7 +263,7 @@ class Studio:
     def refresh(self, state: SessionState, message: str = "", parts: str = "all") -> list[Any]:
         """Values for OUTPUT_NAMES. ``parts``: "all" after anything that may change the image list
         or review state; "filter", "select", "layer" or "activation" after events that change only
-        what is drawn (the image list is then re-sent as is).
+        what is drawn (the image list is then re-sent as is); "none" when no picture changes.
 
         Outputs of hidden tabs are sent empty (their tab redraws them when opened) and unchanged
         visible ones are re-sent from ``state.sent``: both are cheap for Gradio, unlike
@@ -291,8 +315,9 @@ class Studio:
         return "" if n < 0 else f"{n} proposals from {self.project.model.version}"
 
     def pick_at(self, state: SessionState, x: int, y: int) -> str:
-        """Select the instance under a clicked pixel (or clear the selection)."""
-        state.selected = inspect_view.pick_instance(self.shown(state), x, y)
+        """Select the instance under a clicked screen pixel (or clear the selection)."""
+        k = self.zoom(state.image_id)
+        state.selected = inspect_view.pick_instance(self.shown(state), x // k, y // k)
         return "" if state.selected is not None else "no instance there"
 
 
@@ -330,9 +355,10 @@ def build_app(project: Project, png_level: int = 1) -> gr.Blocks:
         with gr.Tabs(elem_id="views") as tabs:
             with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect") as tab_inspect:
                 with gr.Row():
-                    c["inspect_image"] = gr.Image(label="Predictions (click a mask to select it)",
-                                                  elem_id="inspect-image", format="png", interactive=False,
-                                                  buttons=["fullscreen"], scale=3)
+                    with gr.Column(scale=3):
+                        gr.Markdown("Predictions and annotations — **click a mask to select it**")
+                        c["inspect_image"] = gr.Image(show_label=False, elem_id="inspect-image", format="png",
+                                                      interactive=False, buttons=["fullscreen"])
                     with gr.Column(scale=2):
                         c["instance_table"] = gr.Dataframe(headers=inspect_view.TABLE_HEADERS,
                                                            elem_id="instance-table", interactive=False,
@@ -343,9 +369,11 @@ def build_app(project: Project, png_level: int = 1) -> gr.Blocks:
                                          format="png", label="Images (click to open)")
             with gr.Tab("Explain", id="explain", elem_id="tab-explain") as tab_explain:
                 with gr.Row():
-                    c["explain_heatmap"] = gr.Image(label="Instance activation (IA) map and query positions",
-                                                    elem_id="explain-heatmap", format="png",
-                                                    interactive=False, scale=3)
+                    with gr.Column(scale=3):
+                        gr.Markdown("**Instance activation (IA) map** — dots: the positions picked as "
+                                    "queries; rings: the shown instances' queries; cross: the selected one")
+                        c["explain_heatmap"] = gr.Image(show_label=False, elem_id="explain-heatmap",
+                                                        format="png", interactive=False, buttons=["fullscreen"])
                     with gr.Column(scale=2):
                         activation = gr.Radio(explain_view.activation_choices(names), value="foreground",
                                               label="Heatmap shows", elem_id="activation-choice")
@@ -362,9 +390,10 @@ def build_app(project: Project, png_level: int = 1) -> gr.Blocks:
                                                interactive=False, buttons=["fullscreen"], scale=3)
             with gr.Tab("Correct", id="correct", elem_id="tab-correct") as tab_correct:
                 with gr.Row():
-                    c["correct_image"] = gr.Image(label="Click: select, or add a polygon point",
-                                                  elem_id="correct-image", format="png", interactive=False,
-                                                  scale=3)
+                    with gr.Column(scale=3):
+                        gr.Markdown("**Click** to select an instance, or to add a corner with the polygon tool")
+                        c["correct_image"] = gr.Image(show_label=False, elem_id="correct-image", format="png",
+                                                      interactive=False, buttons=["fullscreen"])
                     with gr.Column(scale=2):
                         tool = gr.Radio(list(TOOLS), value="select", label="Click tool", elem_id="tool")
                         with gr.Row():
@@ -468,7 +497,7 @@ def build_app(project: Project, png_level: int = 1) -> gr.Blocks:
         rev = lambda st: st.revision  # noqa: E731
         c["correct_image"].select(act_select(on_correct_click(studio), "filter"), [state], outputs,
                                   api_visibility="private")
-        tool.input(act(set_tool, "filter"), [state, tool], outputs, api_name="set_tool")
+        tool.input(set_tool_handler(studio), [state, tool], outputs, api_name="set_tool")
         btn_accept.click(act(lambda st: correct_view.set_state(project, st, "accepted", rev(st))), [state],
                          outputs, api_name="accept")
         btn_reject.click(act(lambda st: correct_view.set_state(project, st, "rejected", rev(st))), [state],
@@ -530,6 +559,15 @@ def select_row(st: SessionState, evt: gr.SelectData) -> str:
     return ""
 
 
+def set_tool_handler(studio: Studio) -> Callable[[SessionState, str], list[Any]]:
+    """Switch the click tool; the picture is redrawn only if an open polygon is dropped."""
+    def handler(st: SessionState, value: str) -> list[Any]:
+        had_points = bool(st.polygon)
+        message = set_tool(st, value)
+        return studio.refresh(st, message, "filter" if had_points and not st.polygon else "none")
+    return handler
+
+
 def set_tool(st: SessionState, value: str) -> str:
     """Switch what clicks on the Correct image do; leaving the polygon tool drops the points."""
     st.tool = value if value in TOOLS else "select"
@@ -549,7 +587,8 @@ def on_correct_click(studio: Studio) -> Callable[..., str]:
     def action(st: SessionState, evt: gr.SelectData) -> str:
         x, y = (int(v) for v in evt.index)
         if st.tool == "polygon":
-            return correct_view.polygon_click(st, x, y)
+            k = studio.zoom(st.image_id)
+            return correct_view.polygon_click(st, x // k, y // k)
         return studio.pick_at(st, x, y)
     return action
 

@@ -28,7 +28,7 @@ import gradio as gr  # noqa: E402
 from gradio.state_holder import SessionState as GradioSession  # noqa: E402
 
 from app.config import StudioConfig  # noqa: E402
-from app.demo import DEMO_SEED, DEMO_WEIGHTS  # noqa: E402
+from app.demo import DEMO_WEIGHTS, demo_split  # noqa: E402
 from app.inspect_view import visible_instances  # noqa: E402
 from app.session import SessionState  # noqa: E402
 from app.startup import open_project  # noqa: E402
@@ -40,7 +40,7 @@ TARGET_MS = 150.0
 def make_project(folder: Path, weights: Path) -> Any:
     """A one-image 640x480 synthetic-shapes project, predicted once."""
     from training.synthetic import make_shapes_dataset
-    make_shapes_dataset(folder / "shapes", 1, DEMO_SEED, size=(480, 640))
+    make_shapes_dataset(folder / "shapes", 1, demo_split()[1], size=(480, 640))
     config = StudioConfig(images=folder / "shapes" / "images", weights=weights, data_dir=folder / "data",
                           device="cpu")
     project = open_project(config, log=lambda m: None)

@@ -4,6 +4,7 @@ store holds, and saves screenshots under ``test-artifacts/``."""
 from __future__ import annotations
 
 import shutil
+import re
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,11 @@ def page(browser, studio):
     pg = context.new_page()
     pg.set_default_timeout(TIMEOUT)
     pg.goto(url)
-    expect(pg.locator("#review-state")).to_contain_text("rev", timeout=TIMEOUT)
+    try:
+        expect(pg.locator("#review-state")).to_contain_text("rev", timeout=2 * TIMEOUT)
+    except AssertionError:
+        shot(pg, "failed-load")
+        raise
     expect(pg.locator("#inspect-image img")).to_be_visible()
     yield pg
     context.close()
@@ -70,15 +75,19 @@ def set_number(pg, elem_id: str, value: float) -> None:
     box.press("Tab")
 
 
-def click_pixel(pg, elem_id: str, x: int, y: int) -> None:
-    """Click image pixel (x, y) of an image component, where it is drawn on screen."""
+def click_pixel(pg, elem_id: str, x: int, y: int, width: int) -> None:
+    """Click pixel (x, y) of the project's image (``width`` pixels wide) where an image component
+    draws it (the studio may draw small images enlarged; the browser may scale the picture)."""
     img = pg.locator(f"#{elem_id} img").first
+    img.scroll_into_view_if_needed()
+    pg.wait_for_function("e => e.complete && e.naturalWidth > 0", arg=img.element_handle())
     box = img.bounding_box()
     nw, nh = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
     scale = min(box["width"] / nw, box["height"] / nh)
     left = box["x"] + (box["width"] - nw * scale) / 2
     top = box["y"] + (box["height"] - nh * scale) / 2
-    pg.mouse.click(left + (x + 0.5) * scale, top + (y + 0.5) * scale)
+    zoom = nw / width
+    pg.mouse.click(left + (x + 0.5) * zoom * scale, top + (y + 0.5) * zoom * scale)
 
 
 def inner_pixel(masks: np.ndarray, index: int) -> tuple[int, int]:
@@ -105,9 +114,9 @@ def select_by_click(pg, project, image_id: int, elem_id: str, index: int = 0) ->
     """Click the ``index``-th shown instance on an image component; returns its id."""
     shown = shown_now(project, image_id)
     x, y = inner_pixel(np.stack([i.mask for i in shown]), index)
-    click_pixel(pg, elem_id, x, y)
+    click_pixel(pg, elem_id, x, y, project.image(image_id).width)
     expect(pg.locator("#instance-picker input")).to_have_value(
-        __import__("re").compile(f"#{shown[index].id} "), timeout=TIMEOUT)
+        re.compile(f"#{shown[index].id} "), timeout=TIMEOUT)
     return shown[index].id
 
 
@@ -118,7 +127,7 @@ def test_inspect_filters_and_selects_by_click(page, studio) -> None:
     shown = shown_now(project, image_id)
     expect_rows(page, len(shown))
     img = page.locator("#inspect-image img")
-    assert img.evaluate("e => [e.naturalWidth, e.naturalHeight]") == [320, 240]
+    assert img.evaluate("e => [e.naturalWidth, e.naturalHeight]") == [640, 480]   # drawn 2x: small image
     chosen = select_by_click(page, project, image_id, "inspect-image", index=1)
     expect(page.locator("#instance-info")).to_contain_text(f"#{chosen} ")
     set_number(page, "min-score", 1.0)
@@ -177,7 +186,7 @@ def test_correct_with_keys_polygon_and_mask_editor(page, studio) -> None:
     page.locator("#tool label", has_text="polygon").click()
     corners = [(20, 20), (90, 20), (90, 70), (20, 70)]
     for k, (x, y) in enumerate(corners):
-        click_pixel(page, "correct-image", x, y)
+        click_pixel(page, "correct-image", x, y, 320)
         expect(status).to_contain_text(f"polygon: {k + 1} point")
     page.keyboard.press("Enter")
     expect(status).to_contain_text("from a polygon")
@@ -196,12 +205,15 @@ def test_correct_with_keys_polygon_and_mask_editor(page, studio) -> None:
     page.click("#btn-edit-new")
     expect(status).to_contain_text("paint the new instance")
     page.click("#mask-editor button[aria-label='Brush']")
-    canvas = page.locator("#mask-editor canvas").last.bounding_box()
-    cx, cy = canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2
+    canvas = page.locator("#mask-editor canvas").last
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(cx - 30, cy)
     page.mouse.down()
     page.mouse.move(cx + 30, cy, steps=12)
     page.mouse.up()
+    expect(page.locator("#mask-editor button[aria-label='Undo']")).to_be_enabled()  # the stroke is in
     page.click("#btn-edit-add")
     expect(status).to_contain_text("added #")
     painted = project.store.annotation(max(a.id for a in project.store.annotations(image_id))).mask
@@ -210,6 +222,6 @@ def test_correct_with_keys_polygon_and_mask_editor(page, studio) -> None:
     assert np.ptp(xs) > np.ptp(ys), "a horizontal stroke is wider than tall"
 
     page.keyboard.press("m")
-    expect(page.locator("#review-state")).to_contain_text("reviewed")
+    expect(page.locator("#review-state")).to_contain_text(re.compile(r"(?<!un)reviewed"))
     assert project.image(image_id).review_state == "reviewed"
     shot(page, "correct")
