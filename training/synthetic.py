@@ -28,7 +28,10 @@ class SceneConfig:
     max_objects: int = 4
     min_radius: float = 0.12
     max_radius: float = 0.28
-    min_visible: float = 0.35  # drop objects less visible than this fraction of their full area
+    min_visible: float = 0.5  # annotate objects at least this visible (fraction of their full area)
+    flat_object_prob: float = 0.4  # share of objects filled with one colour; the rest get a texture
+    texture_strength: Tuple[float, float] = (0.1, 0.35)  # how strongly a texture's second colour shows
+    max_noise: float = 5.0  # std of the per-pixel Gaussian noise, drawn per image in [0, max_noise]
     classes: Tuple[str, ...] = SHAPE_CLASSES
 
 
@@ -59,12 +62,14 @@ def random_colour(rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(20, 235, size=3).astype(np.float32)
 
 
-def texture(rng: np.random.Generator, size: Tuple[int, int]) -> np.ndarray:
-    """A random texture ``(H,W,3)`` float32: flat, stripes, checker, gradient or noise."""
+def texture(rng: np.random.Generator, size: Tuple[int, int], strength: Tuple[float, float],
+            flat_prob: float = 0.0) -> np.ndarray:
+    """A random texture ``(H,W,3)`` float32: flat, stripes, checker, gradient or noise, the second
+    colour mixed in with a weight drawn from ``strength``."""
     h, w = size
     c1, c2 = random_colour(rng), random_colour(rng)
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    kind = rng.integers(0, 5)
+    kind = 0 if rng.random() < flat_prob else int(rng.integers(1, 5))
     if kind == 0:
         t = np.zeros((h, w), np.float32)
     elif kind == 1:
@@ -79,7 +84,7 @@ def texture(rng: np.random.Generator, size: Tuple[int, int]) -> np.ndarray:
         t = (t - t.min()) / max(float(np.ptp(t)), 1e-6)
     else:
         t = rng.uniform(0, 1, size=(h, w)).astype(np.float32)
-    mix = rng.uniform(0.15, 0.6) if kind != 0 else 0.0
+    mix = rng.uniform(*strength) if kind != 0 else 0.0
     return c1 * (1 - mix * t[..., None]) + c2 * (mix * t[..., None])
 
 
@@ -91,7 +96,7 @@ def make_scene(seed: int, index: int, size: Tuple[int, int], config: SceneConfig
     """
     rng = np.random.default_rng([seed, index])
     h, w = size
-    image = texture(rng, size)
+    image = texture(rng, size, (0.15, 0.5), flat_prob=0.2)
     short = min(h, w)
     drawn: List[Tuple[int, np.ndarray, int]] = []  # (class, visible mask, full area)
     for _ in range(int(rng.integers(config.min_objects, config.max_objects + 1))):
@@ -99,13 +104,13 @@ def make_scene(seed: int, index: int, size: Tuple[int, int], config: SceneConfig
         radius = rng.uniform(config.min_radius, config.max_radius) * short
         centre = (rng.uniform(0.1, 0.9) * w, rng.uniform(0.1, 0.9) * h)
         mask = shape_mask(config.classes[cls], size, centre, radius, rng.uniform(0, 2 * np.pi), rng.uniform(0.7, 1.0))
-        fill = texture(rng, size)
+        fill = texture(rng, size, config.texture_strength, config.flat_object_prob)
         if mask.sum() < 16:
             continue
         image[mask] = fill[mask]
         drawn = [(c, m & ~mask, a) for c, m, a in drawn]  # earlier shapes lose what this one covers
         drawn.append((cls, mask, int(mask.sum())))
-    noise = rng.normal(0, rng.uniform(0, 8), size=image.shape).astype(np.float32)
+    noise = rng.normal(0, rng.uniform(0, config.max_noise), size=image.shape).astype(np.float32)
     objects = [(c, m) for c, m, a in drawn if m.sum() >= max(config.min_visible * a, 16)]
     return np.clip(image + noise, 0, 255).astype(np.uint8), objects
 

@@ -1,0 +1,55 @@
+"""The Python API the studio calls: progress callback, stop flag, negatives, checkpoint metadata;
+and the CLIs' help."""
+import json
+import subprocess
+import sys
+
+import torch
+
+from fastinst import load_checkpoint
+from training import TrainConfig, train
+from training.augment import AugmentConfig
+from training.losses import LossConfig
+from test_training_helpers import REPO, tiny_dataset
+
+
+def config(json_path, out, **kw):
+    base = dict(train_json=str(json_path), image_root=str(json_path.parent / "images"), output_dir=str(out),
+                preset="tiny", device="cpu", max_iters=4, batch_size=2, num_workers=0, log_period=1,
+                augment=AugmentConfig(min_sizes=(96,), max_size=128, crop_prob=0.0), loss=LossConfig(num_points=128),
+                progress_bar=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_progress_and_stop_flag_and_negatives(tmp_path):
+    json_path = tiny_dataset(tmp_path / "data", num_images=4)
+    data = json.loads(json_path.read_text())
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] != 1]  # image 1: all objects deleted
+    json_path.write_text(json.dumps(data))
+    calls = []
+    path = train(config(json_path, tmp_path / "run"), progress=lambda it, total, m: calls.append((it, total, m)),
+                 should_stop=lambda: len(calls) >= 2)
+    assert [(it, total) for it, total, _ in calls] == [(1, 4), (2, 4)]
+    assert all(torch.isfinite(torch.tensor(m["loss"])) and "lr" in m for _, _, m in calls)
+    model, info = load_checkpoint(path)
+    assert info.preset == "tiny" and info.class_names == ["circle", "square", "triangle"]
+    assert info.provenance["stopped_early"] is True and info.provenance["iterations"] == 2
+    assert info.provenance["train_images"] == 4  # the emptied image is kept as a negative
+    assert info.provenance["training_config"]["loss"]["num_points"] == 128
+    state = torch.load(tmp_path / "run" / "last_checkpoint.pt", weights_only=True)
+    assert state["iteration"] == 2 and set(state) >= {"model", "optimizer", "scheduler", "rng"}
+    dropped = config(json_path, tmp_path / "run2", keep_empty_images=False, max_iters=1)
+    assert load_checkpoint(train(dropped))[1].provenance["train_images"] == 3
+
+
+def test_cli_help_explains_every_option():
+    import importlib
+    for module in ("training.train", "training.evaluate", "training.make_demo_model"):
+        parser = importlib.import_module(module).build_parser()
+        actions = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+        assert actions and all(a.help and len(a.help) > 10 for a in actions), module
+        text = parser.format_help()
+        assert all(a.option_strings[0] in text for a in actions)
+    out = subprocess.run([sys.executable, "-m", "training.train", "--help"], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0 and "--train-json" in out.stdout and "torchrun" in out.stdout, out.stderr
