@@ -248,8 +248,11 @@ class Project:
     # ------------------------------------------------------------------------------------ COCO
 
     def import_coco(self, json_path: Path, image_root: Path | None = None) -> str:
-        """Import a COCO file into this dataset; returns the store's one-line summary."""
-        report = self.store.import_coco(self.dataset_id, json_path, image_root)
+        """Import a COCO file into this dataset (ids made to agree with it first, see
+        ``app.coco_merge``); returns the store's one-line summary. All or nothing."""
+        from app.coco_merge import prepare_import
+        path = prepare_import(self.store, self.dataset_id, json_path, self.work_dir / "imports")
+        report = self.store.import_coco(self.dataset_id, path, image_root)
         self.instances_cache.discard(lambda key: True)
         return report.summary()
 

@@ -332,25 +332,29 @@ def build_app(project: Project, png_level: int = 1) -> gr.Blocks:
     with gr.Blocks(title="FastInst Studio", delete_cache=(900, 3600)) as demo:
         state = gr.State(SessionState())
         c: dict[str, Any] = {"state": state}
-        with gr.Row(equal_height=True):
-            c["project_info"] = gr.Markdown(elem_id="project-info")
-        with gr.Row(equal_height=True):
-            btn_prev = gr.Button("◀ Prev (P)", elem_id="btn-prev", scale=0, min_width=90, size="sm")
-            c["image_picker"] = gr.Dropdown(label="Image", elem_id="image-picker", scale=3,
-                                            allow_custom_value=True, filterable=True)
-            btn_next = gr.Button("Next (N) ▶", elem_id="btn-next", scale=0, min_width=90, size="sm")
-            btn_predict = gr.Button("Predict again", elem_id="btn-predict", scale=0, min_width=110, size="sm")
-            btn_reviewed = gr.Button("Mark reviewed (M)", elem_id="btn-reviewed", variant="primary",
-                                     scale=0, min_width=150, size="sm")
-            btn_reopen = gr.Button("Reopen", elem_id="btn-reopen", scale=0, min_width=80, size="sm")
-        with gr.Row(equal_height=True):
-            c["review_state"] = gr.Markdown(elem_id="review-state")
-            c["instance_picker"] = gr.Dropdown(label="Selected instance", elem_id="instance-picker",
-                                               allow_custom_value=True, scale=2)
-            min_score = gr.Slider(inspect_view_floor(), 1.0, value=0.5, step=0.01, label="Confidence ≥",
-                                  elem_id="min-score", scale=2)
-            show_rejected = gr.Checkbox(False, label="show rejected", elem_id="show-rejected", scale=0,
-                                        min_width=130)
+        c["project_info"] = gr.Markdown(elem_id="project-info")
+        with gr.Row(elem_id="nav-row"):
+            with gr.Column(scale=3, min_width=320):
+                c["image_picker"] = gr.Dropdown(label="Image", elem_id="image-picker", allow_custom_value=True,
+                                                filterable=True)
+                c["review_state"] = gr.Markdown(elem_id="review-state")
+            with gr.Column(scale=2, min_width=300):
+                with gr.Row():
+                    btn_prev = gr.Button("◀ Prev (P)", elem_id="btn-prev", size="sm", min_width=70)
+                    btn_next = gr.Button("Next (N) ▶", elem_id="btn-next", size="sm", min_width=70)
+                    btn_predict = gr.Button("Predict again", elem_id="btn-predict", size="sm", min_width=70)
+                with gr.Row():
+                    btn_reviewed = gr.Button("Mark reviewed (M)", elem_id="btn-reviewed", variant="primary",
+                                             size="sm", min_width=70)
+                    btn_reopen = gr.Button("Reopen", elem_id="btn-reopen", size="sm", min_width=70)
+            with gr.Column(scale=3, min_width=320):
+                c["instance_picker"] = gr.Dropdown(label="Selected instance", elem_id="instance-picker",
+                                                   allow_custom_value=True)
+                with gr.Row():
+                    min_score = gr.Slider(inspect_view_floor(), 1.0, value=0.5, step=0.01, label="Confidence ≥",
+                                          elem_id="min-score", scale=3)
+                    show_rejected = gr.Checkbox(False, label="show rejected", elem_id="show-rejected", scale=1,
+                                                min_width=100)
         c["status"] = gr.Markdown(elem_id="status")
         with gr.Tabs(elem_id="views") as tabs:
             with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect") as tab_inspect:

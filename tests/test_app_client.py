@@ -143,3 +143,21 @@ def test_malformed_coco_import_changes_nothing(studio, tmp_path: Path) -> None:
     assert r["status"].startswith("⚠")
     assert [(e.id, e.revision) for e in project.images()] == before
     assert sum(len(project.store.annotations(e.id, include_rejected=True)) for e in project.images()) == anns
+
+
+def test_coco_import_adds_ground_truth_losslessly(studio) -> None:
+    project, client = studio
+    gt_path = project.store.dataset(project.dataset_id).image_root.parent / "annotations.json"
+    gt = json.loads(gt_path.read_text())
+    r = as_dict(client.predict(handle_file(str(gt_path)), api_name="/import_coco"))
+    assert r["status"].startswith("imported:"), r["status"]
+    by_name = {e.file_name: e for e in project.images()}
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    for image in gt["images"]:
+        entry = by_name[image["file_name"]]
+        imported = [i for i in project.instances(entry.id) if i.source == "imported"]
+        expected = [(decode(a, entry.height, entry.width), names[a["category_id"]])
+                    for a in gt["annotations"] if a["image_id"] == image["id"]]
+        assert len(imported) == len(expected)
+        for mask, name in expected:
+            assert any(np.array_equal(i.mask, mask) and i.class_name == name for i in imported)

@@ -1,0 +1,85 @@
+"""``python launch.py`` as a person runs it: a real process serving HTTP, options honoured, unsafe
+combinations refused, login enforced when asked for."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+
+from test_app_support import free_port, model_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_launch(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def wait_for_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> str:
+    """The page body once the server answers (fails early if the process dies)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"launch.py exited with {proc.returncode}: {proc.stdout.read()}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.read().decode()
+        except OSError:
+            time.sleep(1)
+    raise AssertionError("the studio did not start in time")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.synthetic import make_shapes_dataset
+    folder = tmp_path_factory.mktemp("launch")
+    make_shapes_dataset(folder / "shapes", 2, 3, size=(96, 128))
+    (folder / "shapes" / "images" / "broken.png").write_bytes(b"not an image")
+    return folder
+
+
+def test_exposing_beyond_loopback_needs_a_login() -> None:
+    result = run_launch("--host", "0.0.0.0")
+    assert result.returncode == 2 and "--auth" in result.stderr
+    result = run_launch("--images", "/nonexistent/folder")
+    assert result.returncode == 2 and "not a folder" in result.stderr
+
+
+def test_launch_serves_an_image_folder_behind_a_login(dataset: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "FASTINST_STUDIO_AUTH": "alice:s3cret"}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "launch.py"), "--images", str(dataset / "shapes" / "images"),
+         "--weights", str(model_weights(dataset)), "--port", str(port), "--device", "cpu",
+         "--data-dir", str(dataset / "studio-data")],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_for_http(url, proc)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url + "config", timeout=10)
+        assert refused.value.code == 401, "the app's configuration is served without a login"
+        with pytest.raises(Exception):
+            Client(url, verbose=False).predict(1, api_name="/open_image")
+        client = Client(url, auth=("alice", "s3cret"), verbose=False)
+        result = client.predict(1, api_name="/open_image")
+        assert "000000.png" in result[1]
+        assert (dataset / "studio-data" / "project" / "studio.db").is_file()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            output = proc.communicate(timeout=30)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output = proc.communicate()[0]
+    assert "added 2 images" in output
+    assert "skipped unreadable image broken.png" in output
