@@ -470,12 +470,12 @@ def build_app(project: Project, png_level: int = 1) -> gr.Blocks:
         ]
         for trigger, fn, inputs, api in nav:
             trigger(act(fn), inputs, outputs, api_name=api).then(
-                model_step, [state], outputs, concurrency_id=MODEL_QUEUE, api_visibility="private")
+                model_step, [state], outputs, concurrency_id=MODEL_QUEUE, concurrency_limit=1, api_visibility="private")
         gallery.select(act_select(on_gallery(studio), "all"), [state], outputs, api_visibility="private").then(
-            model_step, [state], outputs, concurrency_id=MODEL_QUEUE, api_visibility="private")
+            model_step, [state], outputs, concurrency_id=MODEL_QUEUE, concurrency_limit=1, api_visibility="private")
         demo.load(lambda: gallery_items(studio), None, gallery, api_visibility="private")
         btn_predict.click(act(lambda st: studio.predict(st, force=True)), [state], outputs,
-                          concurrency_id=MODEL_QUEUE, api_name="predict")
+                          concurrency_id=MODEL_QUEUE, concurrency_limit=1, api_name="predict")
 
         # selection and filters
         c["instance_picker"].input(act(select_instance, "select"), [state, c["instance_picker"]], outputs,
@@ -702,7 +702,7 @@ def wire_train_tab(studio: Studio, t: dict[str, Any], state: gr.State) -> None:
     t["timer"].tick(poll, [state], [t["progress"], t["metrics"], t["compare_pick"], t["compare"], t["timer"]],
                     api_name="finetune_poll")
     t["compare_pick"].input(pick, [state, t["compare_pick"]], t["compare"], api_name="compare_on")
-    t["use"].click(use, None, t["message"], concurrency_id=MODEL_QUEUE, api_name="finetune_use")
+    t["use"].click(use, None, t["message"], concurrency_id=MODEL_QUEUE, concurrency_limit=1, api_name="finetune_use")
 
 
 def compare_image(studio: Studio, st: SessionState, image_id: int) -> Any:

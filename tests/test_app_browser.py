@@ -135,6 +135,13 @@ def test_inspect_filters_and_selects_by_click(page, studio) -> None:
     set_number(page, "min-score", 0.05)
     expect_rows(page, len(shown))
     shot(page, "inspect")
+    # next image with the N key, back through the gallery
+    page.locator("#inspect-image img").click()   # focus off the number box
+    page.keyboard.press("n")
+    expect(page.locator("#review-state")).to_contain_text("000001.png")
+    page.locator("#gallery-box").get_by_text("All images").click()
+    page.locator("#gallery button.thumbnail-item").first.click()
+    expect(page.locator("#review-state")).to_contain_text("000000.png")
 
 
 def test_explain_shows_activation_queries_and_layers(page, studio) -> None:

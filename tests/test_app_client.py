@@ -161,3 +161,20 @@ def test_coco_import_adds_ground_truth_losslessly(studio) -> None:
         assert len(imported) == len(expected)
         for mask, name in expected:
             assert any(np.array_equal(i.mask, mask) and i.class_name == name for i in imported)
+
+
+def test_sessions_keep_their_own_selection_and_filters(studio) -> None:
+    project, client = studio
+    other = Client(client.src, verbose=False)
+    image_id = project.images()[0].id
+    for c in (client, other):
+        c.predict(image_id, api_name="/open_image")
+    first = as_dict(client.predict(0.05, api_name="/set_min_score"))
+    chosen = first["instance_table"]["data"][0][0]
+    mine = as_dict(client.predict(chosen, api_name="/select_instance"))
+    assert f"#{chosen} " in mine["instance_info"]
+    theirs = as_dict(other.predict(0.99, api_name="/set_min_score"))
+    assert "No instance selected" in theirs["instance_info"]
+    assert len(theirs["instance_table"]["data"]) < len(first["instance_table"]["data"])
+    again = as_dict(client.predict(chosen, api_name="/select_instance"))
+    assert len(again["instance_table"]["data"]) == len(first["instance_table"]["data"])
