@@ -6,11 +6,11 @@ show; they raise ``StudioError`` for things the person must fix (nothing selecte
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from app import render
+from app import painter, render
 from app.project import Instance, Project, StudioError
 from app.session import SessionState
 
@@ -18,7 +18,7 @@ SHORTCUTS = [
     ("A", "accept the selected instance"), ("R", "reject it"), ("Delete", "delete it"),
     ("L", "relabel it with the chosen class"), ("Shift+A", "accept every shown proposal"),
     ("Ctrl+Z / Ctrl+Y", "undo / redo"), ("M", "mark the image reviewed"),
-    ("N / P", "next / previous image"), ("E", "edit the selected mask in the editor"),
+    ("N / P", "next / previous image"), ("E", "open the selected mask in the painter"),
     ("Enter / Esc", "close / cancel the polygon"),
 ]
 
@@ -93,52 +93,29 @@ def mark_reviewed(project: Project, state: SessionState, revision: int | None, r
     return f"image marked {target}{note}"
 
 
-# ------------------------------------------------------------------------------ mask editor
+# ------------------------------------------------------------------------------ mask painter
+# (see app/painter.py: the painter holds the mask being edited at the image's resolution)
 
-def editor_value(image: np.ndarray, mask: np.ndarray | None, colour: render.RGB) -> dict[str, Any]:
-    """ImageEditor value: the image as background and one layer holding the mask (or empty)."""
-    if mask is None:
-        mask = np.zeros(image.shape[:2], bool)
-    return {"background": render.as_rgb(image), "layers": [render.mask_layer_rgba(mask, colour)],
-            "composite": None}
-
-
-def mask_from_editor(value: dict[str, Any] | None, size: tuple[int, int]) -> np.ndarray:
-    """The edited mask: pixels painted (alpha > 0) on any layer. Never the composite, which
-    includes the background. ``size`` is the image's (H, W)."""
-    layers = (value or {}).get("layers") or []
-    mask = np.zeros(size, bool)
-    for layer in layers:
-        arr = np.asarray(layer)
-        if arr.ndim != 3 or arr.shape[2] != 4:
-            raise StudioError("the mask editor returned a layer without transparency")
-        if arr.shape[:2] != size:
-            raise StudioError(f"the edited layer is {arr.shape[1]}x{arr.shape[0]}, the image "
-                              f"{size[1]}x{size[0]}: reload the mask into the editor")
-        mask |= arr[:, :, 3] > 0
-    return mask
-
-
-def save_edited_mask(project: Project, state: SessionState, value: dict[str, Any] | None,
-                     revision: int | None) -> str:
-    """Replace the selected instance's mask with the edited one."""
+def save_painted(project: Project, state: SessionState, value: str | None, revision: int | None) -> str:
+    """Replace the selected instance's mask with what the painter holds (its mask, brushed and
+    erased)."""
     inst = _selected(project, state)
-    mask = mask_from_editor(value, inst.mask.shape)
+    mask = painter.decode(value, inst.mask.shape)
     if not mask.any():
-        raise StudioError("the edited mask is empty: use Delete to remove the instance")
+        raise StudioError("the painted mask is empty: use Delete to remove the instance")
     project.edit(state.image_id, revision,
                  lambda rev: project.store.update_mask(inst.id, mask, expected_revision=rev))
     changed = int((mask ^ inst.mask).sum())
     return f"#{inst.id}: mask saved ({changed} pixels changed)"
 
 
-def add_from_editor(project: Project, state: SessionState, value: dict[str, Any] | None,
-                    class_name: str, revision: int | None) -> str:
-    """Add what was painted in the editor as a new instance of ``class_name``."""
+def add_painted(project: Project, state: SessionState, value: str | None, class_name: str,
+                revision: int | None) -> str:
+    """Add what the painter holds as a new instance of ``class_name``."""
     if state.image_id is None:
         raise StudioError("open an image first")
     entry = project.image(state.image_id)
-    mask = mask_from_editor(value, (entry.height, entry.width))
+    mask = painter.decode(value, (entry.height, entry.width))
     ann_id = project.add_instance(state.image_id, mask, class_name, revision)
     state.selected = ann_id
     return f"added #{ann_id} {class_name} ({int(mask.sum())} px)"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import os
 import sys
 import uuid
@@ -21,7 +22,7 @@ import cv2
 import gradio as gr
 import numpy as np
 
-from app import correct_view, explain_view, inspect_view, render, train_view
+from app import correct_view, explain_view, inspect_view, painter, render, train_view
 from app.config import StudioConfig, is_loopback
 from app.project import ImageEntry, Instance, Project, StudioError
 from app.session import TOOLS, LRUCache, SessionState
@@ -55,7 +56,7 @@ KEYS_JS = """
   document.addEventListener("keydown", (ev) => {
     const t = ev.target;
     if (t && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName))) return;
-    if (t && t.closest && t.closest("#mask-editor")) return;
+    if (t && t.closest && t.closest("#mask-painter")) return;
     let id = null;
     const mod = ev.ctrlKey || ev.metaKey;
     if (mod && ev.key.toLowerCase() === "z") id = ev.shiftKey ? "btn-redo" : "btn-undo";
@@ -74,13 +75,30 @@ KEYS_JS = """
 
 # ----------------------------------------------------------------------------------- helpers
 
+def cache_folder() -> Path:
+    """Where the studio writes the pictures it serves (inside Gradio's cache, so that Gradio
+    serves them and cleans them up)."""
+    folder = Path(gr.utils.get_upload_folder()) / "fastinst"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def png_rgba(image: np.ndarray) -> str:
+    """Write an (H,W,4) RGBA image as a PNG in the cache folder; returns its path."""
+    path = cache_folder() / f"{uuid.uuid4().hex}.png"
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(image[:, :, [2, 1, 0, 3]]),
+                            [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise StudioError("could not encode a mask as PNG")
+    path.write_bytes(data.tobytes())
+    return str(path)
+
+
 def png(image: np.ndarray, level: int = 1) -> str:
     """Write an RGB image as a lossless PNG inside Gradio's cache folder and return its path
     (Gradio serves it as is, without re-encoding). ``level`` is the zlib level: 0 stores (fastest,
     for a browser on this machine), 1 compresses quickly (for a remote browser)."""
-    folder = Path(gr.utils.get_upload_folder()) / "fastinst"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{uuid.uuid4().hex}.png"
+    path = cache_folder() / f"{uuid.uuid4().hex}.png"
     ok, data = cv2.imencode(".png", np.ascontiguousarray(render.as_rgb(image)[:, :, ::-1]),
                             [cv2.IMWRITE_PNG_COMPRESSION, int(level)])
     if not ok:
@@ -122,6 +140,7 @@ class Studio:
         self.job = train_view.FineTuneJob()
         self.maps: LRUCache[np.ndarray] = LRUCache(64)   # activation maps and layer masks
         self._header = ""                                 # project line, rebuilt on "all" refreshes
+        self.tokens = itertools.count(1)                  # painter sessions
 
     # ------------------------------------------------------------------ shared pieces
 
@@ -274,6 +293,10 @@ class Studio:
         if full:
             self._header = self.header_info()
         values["project_info"] = self._header
+        if state.image_id is None:     # a new session, or a race with another event: open the first
+            first = self.project.neighbour(None, 0)
+            if first is not None:
+                state.select_image(first)
         if state.image_id is None:
             values["image_picker"] = gr.update(choices=self.image_choices(), value=None)
             values["review_state"] = "no image"
@@ -417,19 +440,17 @@ def build_app(project: Project, png_level: int = 1) -> gr.Blocks:
                             btn_poly_close = gr.Button("Close polygon (Enter)", elem_id="btn-polygon-close")
                             btn_poly_cancel = gr.Button("Cancel polygon (Esc)", elem_id="btn-polygon-cancel")
                         gr.Markdown(correct_view.shortcut_help(), elem_id="shortcuts")
-                with gr.Group():
-                    editor = gr.ImageEditor(label="Mask editor: paint with the brush, remove with the eraser",
-                                            elem_id="mask-editor", format="png", type="numpy",
-                                            image_mode="RGBA", sources=(), transforms=(),
-                                            layers=gr.LayerOptions(allow_additional_layers=False),
-                                            brush=gr.Brush(colors=["#ff3b30"], color_mode="fixed"),
-                                            eraser=gr.Eraser(), canvas_size=(640, 480), height=560)
-                    with gr.Row():
-                        btn_edit_load = gr.Button("Edit selected mask (E)", elem_id="btn-edit-load")
-                        btn_edit_new = gr.Button("Start a new mask", elem_id="btn-edit-new")
-                        btn_edit_save = gr.Button("Save mask to selected", elem_id="btn-edit-save",
-                                                  variant="primary")
-                        btn_edit_add = gr.Button("Add as new instance", elem_id="btn-edit-add")
+                gr.Markdown("**Mask painter** — load the selected mask (E) or start a new one, paint with the "
+                            "brush, remove with the eraser, then save it to the selected instance or add it "
+                            "as a new instance of the chosen class.")
+                editor = gr.HTML("", html_template=painter.TEMPLATE, css_template=painter.CSS,
+                                 js_on_load=painter.JS, elem_id="mask-painter", container=True)
+                with gr.Row():
+                    btn_edit_load = gr.Button("Paint selected mask (E)", elem_id="btn-edit-load")
+                    btn_edit_new = gr.Button("Start a new mask", elem_id="btn-edit-new")
+                    btn_edit_save = gr.Button("Save painted mask to selected", elem_id="btn-edit-save",
+                                              variant="primary")
+                    btn_edit_add = gr.Button("Add painted mask as new instance", elem_id="btn-edit-add")
             with gr.Tab("Fine-tune", id="train", elem_id="tab-train") as tab_train:
                 train_ui = build_train_tab(studio, c)
             with gr.Tab("COCO", id="coco", elem_id="tab-coco") as tab_coco:
@@ -522,13 +543,13 @@ def build_app(project: Project, png_level: int = 1) -> gr.Blocks:
         btn_poly_close.click(act(lambda st, name: correct_view.polygon_close(project, st, name, rev(st))),
                              [state, class_picker], outputs, api_name="close_polygon")
         btn_poly_cancel.click(act(cancel_polygon, "filter"), [state], outputs, api_name="cancel_polygon")
-        btn_edit_load.click(editor_loader(studio, selected=True), [state], [editor, c["status"]],
+        btn_edit_load.click(painter_loader(studio, selected=True), [state], [editor, c["status"]],
                             api_name="edit_selected")
-        btn_edit_new.click(editor_loader(studio, selected=False), [state], [editor, c["status"]],
+        btn_edit_new.click(painter_loader(studio, selected=False), [state], [editor, c["status"]],
                            api_name="edit_new")
-        btn_edit_save.click(act(lambda st, v: correct_view.save_edited_mask(project, st, v, rev(st))),
+        btn_edit_save.click(act(lambda st, v: correct_view.save_painted(project, st, v, rev(st))),
                             [state, editor], outputs, api_name="save_mask")
-        btn_edit_add.click(act(lambda st, v, name: correct_view.add_from_editor(project, st, v, name, rev(st))),
+        btn_edit_add.click(act(lambda st, v, name: correct_view.add_painted(project, st, v, name, rev(st))),
                            [state, editor, class_picker], outputs, api_name="add_mask")
 
         wire_train_tab(studio, train_ui, state)
@@ -620,22 +641,23 @@ def gallery_items(studio: Studio, size: int = 160) -> list[tuple[str, str]]:
     return items
 
 
-def editor_loader(studio: Studio, selected: bool) -> Callable[..., tuple[Any, str]]:
-    """Load the mask editor with the selected instance's mask, or with an empty layer."""
+def painter_loader(studio: Studio, selected: bool) -> Callable[[SessionState], tuple[Any, str]]:
+    """Load the painter with the image and the selected instance's mask, or with no mask."""
     def handler(st: SessionState) -> tuple[Any, str]:
         try:
             if st.image_id is None:
                 raise StudioError("open an image first")
             image = studio.project.pixels(st.image_id)
-            mask = None
+            mask_path = None
             if selected:
                 inst = next((i for i in studio.shown(st) if i.id == st.selected), None)
                 if inst is None:
-                    raise StudioError("select an instance to edit its mask")
-                mask = inst.mask
-            value = correct_view.editor_value(image, mask, (255, 59, 48))
-            return value, ("editing the mask of the selected instance" if selected else
-                           "paint the new instance, then 'Add as new instance'")
+                    raise StudioError("select an instance to paint its mask")
+                mask_path = png_rgba(painter.mask_rgba(inst.mask))
+            height, width = image.shape[:2]
+            value = painter.value(next(studio.tokens), png(image, studio.png_level), mask_path, width, height)
+            return value, ("painting the selected mask: brush adds, eraser removes, then save" if selected
+                           else "paint the new instance, then add it")
         except StudioError as e:
             gr.Warning(str(e))
             return gr.skip(), f"⚠ {e}"
@@ -771,7 +793,8 @@ def start(project: Project, *, host: str = "127.0.0.1", port: int | None = None,
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=host, server_port=port, auth=list(auth) or None, show_error=True,
                 prevent_thread_lock=not block, quiet=not block,
-                allowed_paths=[str((project.work_dir / "exports").resolve())], **launch_kwargs())
+                allowed_paths=[str((project.work_dir / "exports").resolve()), str(cache_folder())],
+                **launch_kwargs())
     return demo
 
 

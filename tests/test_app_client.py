@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
-from PIL import Image
 from pycocotools import mask as mask_utils
 
+from app import painter
 from fastinst import Predictor
-from test_app_support import as_dict, make_project, read_rgba, served
+from test_app_support import as_dict, make_project, served
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +37,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max(1, (a | b).sum()))
 
 
-def editor_payload(folder: Path, background: str, layer: np.ndarray) -> dict:
-    """What the browser's mask editor sends: background and one RGBA layer, as uploaded files."""
-    path = folder / f"layer{len(list(folder.glob('layer*.png')))}.png"
-    Image.fromarray(layer, "RGBA").save(path)
-    return {"background": handle_file(background), "layers": [handle_file(str(path))], "composite": None}
-
-
-def test_predict_correct_export(studio, tmp_path: Path) -> None:
+def test_predict_correct_export(studio) -> None:
     project, client = studio
     image_id = project.images()[0].id
     entry = project.image(image_id)
@@ -58,9 +51,9 @@ def test_predict_correct_export(studio, tmp_path: Path) -> None:
     a, b, c, d, e = (row[0] for row in rows[:5])
     oracle = Predictor.from_checkpoint(project.model.weights, device="cpu").predict(project.pixels(image_id))
 
-    # accept a: what the editor shows for it is its stored mask; it matches an independent run
+    # accept a: its stored mask matches an independent run of the model
     client.predict(a, api_name="/select_instance")
-    shown_a = read_rgba(client.predict(api_name="/edit_selected")[0]["layers"][0])[:, :, 3] > 0
+    shown_a = project.store.annotation(a).mask
     assert max(iou(shown_a, m) for m in oracle.masks) > 0.99
     assert "accepted" in as_dict(client.predict(api_name="/accept"))["status"]
     # delete b, reject e
@@ -72,26 +65,25 @@ def test_predict_correct_export(studio, tmp_path: Path) -> None:
     row_c = next(row for row in rows if row[0] == c)
     new_class = next(n for n in project.class_names() if n != row_c[1])
     client.predict(c, api_name="/select_instance")
-    shown_c = read_rgba(client.predict(api_name="/edit_selected")[0]["layers"][0])[:, :, 3] > 0
+    shown_c = project.store.annotation(c).mask
     r = as_dict(client.predict(new_class, api_name="/relabel"))
     assert new_class in r["status"]
-    # edit d's mask with the brush (add a square) and the eraser (clear a band)
+    # edit d's mask in the painter: brush a square on, erase a band off, save
     client.predict(d, api_name="/select_instance")
-    value = client.predict(api_name="/edit_selected")[0]
-    layer = read_rgba(value["layers"][0]).copy()
-    assert layer.shape[:2] == (entry.height, entry.width)
-    layer[5:25, 5:25] = (255, 59, 48, 255)
-    layer[:, 150:160, 3] = 0
-    edited_d = layer[:, :, 3] > 0
-    r = as_dict(client.predict(editor_payload(tmp_path, value["background"], layer), api_name="/save_mask"))
+    before_d = project.store.annotation(d).mask
+    loaded = json.loads(client.predict(api_name="/edit_selected")[0])
+    assert (loaded["width"], loaded["height"]) == (entry.width, entry.height) and loaded["mask"]
+    edited_d = before_d.copy()
+    edited_d[5:25, 5:25] = True
+    edited_d[:, 150:160] = False
+    r = as_dict(client.predict(painter.encode_paint(edited_d, loaded), api_name="/save_mask"))
     assert "mask saved" in r["status"], r["status"]
-    # draw a new instance in an empty layer, undo it, redo it
-    value = client.predict(api_name="/edit_new")[0]
-    layer = read_rgba(value["layers"][0]).copy()
-    assert not layer[:, :, 3].any()
-    layer[100:140, 200:260] = (255, 59, 48, 255)
-    drawn = layer[:, :, 3] > 0
-    r = as_dict(client.predict(editor_payload(tmp_path, value["background"], layer), "square", api_name="/add_mask"))
+    # paint a new instance from scratch
+    loaded = json.loads(client.predict(api_name="/edit_new")[0])
+    assert loaded["mask"] is None
+    drawn = np.zeros((entry.height, entry.width), bool)
+    drawn[100:140, 200:260] = True
+    r = as_dict(client.predict(painter.encode_paint(drawn, loaded), "square", api_name="/add_mask"))
     assert "added" in r["status"], r["status"]
     n_rows = len(r["instance_table"]["data"])
     r = as_dict(client.predict(api_name="/undo"))

@@ -96,17 +96,21 @@ def test_pick_instance_and_table_rows() -> None:
     assert inspect_view.instance_rows([a])[0] == [7, "circle", 0.9, "proposed", "predicted", 100]
 
 
-def test_editor_value_round_trips_a_mask_and_reads_only_layers() -> None:
-    image = np.full((30, 40, 3), 200, np.uint8)
+def test_painter_value_round_trips_a_mask_losslessly() -> None:
+    import json
+    from app import painter
     mask = box_mask(30, 40, 3, 17, 5, 33)
-    mask[8:10, 10:12] = False  # a hole survives
-    value = correct_view.editor_value(image, mask, (255, 0, 0))
-    value["composite"] = np.full((30, 40, 4), 255, np.uint8)   # never read
-    assert np.array_equal(correct_view.mask_from_editor(value, (30, 40)), mask)
-    value["layers"].append(render.mask_layer_rgba(box_mask(30, 40, 25, 30, 0, 5), (0, 255, 0)))
-    assert correct_view.mask_from_editor(value, (30, 40)).sum() == mask.sum() + 25
+    mask[8:10, 10:12] = False   # a hole survives
+    sent = json.loads(painter.value(7, "/tmp/bg.png", "/tmp/m.png", 40, 30))
+    assert sent["token"] == 7 and sent["background"].endswith("/tmp/bg.png") and sent["width"] == 40
+    back = painter.encode_paint(mask, sent)
+    assert np.array_equal(painter.decode(back, (30, 40)), mask)
     with pytest.raises(StudioError):
-        correct_view.mask_from_editor(value, (31, 40))
+        painter.decode(back, (31, 40))
+    with pytest.raises(StudioError):
+        painter.decode(json.dumps(sent), (30, 40))          # nothing painted yet
+    with pytest.raises(StudioError):
+        painter.decode(json.dumps({"paint": "data:image/jpeg;base64,AAAA"}), (30, 40))
 
 
 def test_polygon_click_collects_vertices() -> None:
