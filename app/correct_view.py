@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 
 from app import painter, render
 from app.project import Instance, Project, StudioError

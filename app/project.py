@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image as PILImage
@@ -295,8 +295,3 @@ def add_folder_images(store: Store, dataset_id: int, folder: Path) -> tuple[int,
         store.add_image(dataset_id, name, width, height)
         added += 1
     return added, skipped
-
-
-def unique_names(names: Sequence[str]) -> list[str]:
-    """The names in order with duplicates removed."""
-    return list(dict.fromkeys(names))

@@ -232,14 +232,6 @@ def polygon_mask(points: Sequence[tuple[int, int]], size: tuple[int, int]) -> np
     return mask.astype(bool)
 
 
-def mask_layer_rgba(mask: np.ndarray, colour: RGB, opacity: int = 150) -> np.ndarray:
-    """(H,W) bool -> (H,W,4) uint8 RGBA layer for the mask editor: colour where the mask is,
-    fully transparent elsewhere (the editor's result is read back from this alpha)."""
-    layer = np.zeros((*mask.shape, 4), np.uint8)
-    layer[mask] = (*colour, opacity)
-    return layer
-
-
 def title_bar(canvas: np.ndarray, text: str) -> None:
     """Write ``text`` on a dark band across the top of ``canvas`` (in place)."""
     band = max(18, canvas.shape[0] // 22)

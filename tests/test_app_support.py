@@ -7,8 +7,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-
 from app.config import StudioConfig
 from app.demo import DEMO_WEIGHTS
 from app.project import Project
@@ -66,10 +64,3 @@ def served(project: Project) -> Iterator[str]:
 def as_dict(result: tuple) -> dict:
     """A client result tuple keyed by output name."""
     return dict(zip(CLIENT_OUTPUTS, result))
-
-
-def read_rgba(path: str) -> np.ndarray:
-    """An image file as (H,W,4) uint8 RGBA."""
-    from PIL import Image
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGBA"))

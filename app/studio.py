@@ -1,0 +1,301 @@
+"""The per-process logic behind the UI: what every event returns.
+
+``Studio.refresh`` computes the header and the *visible* view for a session (other views are sent
+empty and redrawn when their tab opens), so each event costs one render. Rendered pictures are
+written as fast PNGs straight into Gradio's cache (lossless, and cheaper than Gradio's own PNG
+encoder).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import gradio as gr
+import numpy as np
+
+from app import explain_view, inspect_view, render, train_view
+from app.project import ImageEntry, Instance, Project, StudioError
+from app.session import LRUCache, SessionState
+
+MODEL_QUEUE = "model"          # concurrency group of every event that may run the network
+KEEP = object()                # a view output that did not change: re-send what the session has
+
+VIEW_OUTPUTS = {"inspect": ("inspect_image", "instance_table", "instance_info"),
+                "explain": ("explain_heatmap", "explain_info", "layer_strip", "layer_view"),
+                "correct": ("correct_image",)}
+VIEW_OUTPUT_NAMES = [name for names in VIEW_OUTPUTS.values() for name in names]
+OUTPUT_NAMES = ["state", "image_picker", "review_state", "instance_picker", "status", "project_info",
+                *VIEW_OUTPUT_NAMES]
+
+
+def cache_folder() -> Path:
+    """Where the studio writes the pictures it serves (inside Gradio's cache, so that Gradio
+    serves them and cleans them up)."""
+    folder = Path(gr.utils.get_upload_folder()) / "fastinst"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def png_rgba(image: np.ndarray) -> str:
+    """Write an (H,W,4) RGBA image as a PNG in the cache folder; returns its path."""
+    path = cache_folder() / f"{uuid.uuid4().hex}.png"
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(image[:, :, [2, 1, 0, 3]]),
+                            [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise StudioError("could not encode a mask as PNG")
+    path.write_bytes(data.tobytes())
+    return str(path)
+
+
+def png(image: np.ndarray, level: int = 1) -> str:
+    """Write an RGB image as a lossless PNG inside Gradio's cache folder and return its path
+    (Gradio serves it as is, without re-encoding). ``level`` is the zlib level: 0 stores (fastest,
+    for a browser on this machine), 1 compresses quickly (for a remote browser)."""
+    path = cache_folder() / f"{uuid.uuid4().hex}.png"
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(render.as_rgb(image)[:, :, ::-1]),
+                            [cv2.IMWRITE_PNG_COMPRESSION, int(level)])
+    if not ok:
+        raise StudioError("could not encode an image as PNG")
+    path.write_bytes(data.tobytes())
+    return str(path)
+
+
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (StudioError, OSError, ValueError, LookupError)
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's input or the world's state, shown as a message, not a crash."""
+    from annotations import AnnotationError
+    from fastinst import FastInstError
+    return (*EXPECTED_ERRORS, AnnotationError, FastInstError)
+
+
+def friendly(fn: Callable[..., str]) -> Callable[..., str]:
+    """Run an action; an expected error becomes a warning toast and a ⚠ status message."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> str:
+        try:
+            return fn(*args, **kwargs)
+        except _expected_errors() as e:
+            gr.Warning(str(e))
+            return f"⚠ {e}"
+    return wrapper
+
+
+class Studio:
+    """Per-process UI logic over one Project: computes the values every event returns."""
+
+    def __init__(self, project: Project, png_level: int = 1) -> None:
+        self.project = project
+        self.png_level = png_level
+        self.job = train_view.FineTuneJob()
+        self.maps: LRUCache[np.ndarray] = LRUCache(64)   # activation maps and layer masks
+        self._header = ""                                 # project line, rebuilt on "all" refreshes
+        self.tokens = itertools.count(1)                  # painter sessions
+        self.thumbs: LRUCache[str] = LRUCache(4096)       # gallery thumbnail files by image id
+
+    # ------------------------------------------------------------------ shared pieces
+
+    def png(self, image: np.ndarray) -> str:
+        """A rendered picture as a PNG file for an Image output."""
+        return png(image, self.png_level)
+
+    def shown(self, state: SessionState, revision: int | None = None) -> list[Instance]:
+        """The instances visible with this session's filters (``revision``: the image's, if known)."""
+        if state.image_id is None:
+            return []
+        return inspect_view.visible_instances(self.project.instances(state.image_id, revision),
+                                              state.min_score, state.show_rejected)
+
+    def selected(self, state: SessionState, shown: list[Instance]) -> Instance | None:
+        """The selected instance if it is among the shown ones (else the selection is cleared)."""
+        inst = next((i for i in shown if i.id == state.selected), None)
+        if inst is None:
+            state.selected = None
+        return inst
+
+    def image_choices(self) -> list[tuple[str, int]]:
+        """(label, id) of every image for the image picker."""
+        marks = {"reviewed": "✓", "in_progress": "…", "unreviewed": "·"}
+        return [(f"{marks.get(e.review_state, '?')} {e.file_name}", e.id) for e in self.project.images()]
+
+    def header_info(self) -> str:
+        """Project line: dataset, model, progress."""
+        images = self.project.images()
+        done = sum(e.review_state == "reviewed" for e in images)
+        name = self.project.store.dataset(self.project.dataset_id).name
+        return (f"**FastInst Studio** · project *{name}* · {len(images)} images, {done} reviewed · "
+                f"model `{self.project.model.version}` ({self.project.model.description})")
+
+    def review_text(self, e: ImageEntry) -> str:
+        """The image's review state and file name."""
+        return f"`{e.file_name}` {e.width}×{e.height} · **{e.review_state.replace('_', ' ')}** · rev {e.revision}"
+
+    # ---------------------------------------------------------------------- renders
+
+    def zoom(self, image_id: int) -> int:
+        """Screen zoom of an image (small images are drawn enlarged; clicks are divided by it)."""
+        entry = self.project.image(image_id)
+        return render.display_factor(entry.height, entry.width)
+
+    def on_screen(self, state: SessionState, shown: list[Instance]) -> tuple[np.ndarray, list[Instance], int]:
+        """The image and the shown instances at screen scale, and the zoom factor."""
+        image = self.project.pixels(state.image_id)
+        k = render.display_factor(*image.shape[:2])
+        if k == 1:
+            return image, shown, 1
+        big = [dataclasses.replace(i, mask=render.enlarge_masks(i.mask, k), bbox=tuple(v * k for v in i.bbox))
+               for i in shown]
+        return render.enlarge(image, k), big, k
+
+    def render_inspect(self, state: SessionState, shown: list[Instance], inst: Instance | None,
+                       parts: str) -> dict[str, Any]:
+        """Inspect's outputs: the overlay, the table (unchanged by a selection) and the details."""
+        image, big, _ = self.on_screen(state, shown)
+        out = {"inspect_image": self.png(inspect_view.render_overlay(image, big, state.selected)),
+               "instance_table": KEEP if parts == "select" else inspect_view.instance_rows(shown),
+               "instance_info": inspect_view.describe(inst)}
+        return out
+
+    def explain_maps(self, state: SessionState, inst: Instance | None) -> tuple[Any, Any, Any]:
+        """(Explanation, activation map, layer masks or None) for the session's image, cached
+        per model version so that moving between instances, heads and maps re-renders only."""
+        version, image_id = self.project.model.version, state.image_id
+        pred = self.project.prediction(image_id)
+        exp = pred.explanation
+        heat = self.maps.get_or_create(("act", version, image_id, state.activation),
+                                       lambda: explain_view.activation_map(exp, state.activation, pred.class_names))
+        masks = None
+        if inst is not None and inst.query is not None and inst.model_version == version:
+            masks = self.maps.get_or_create(("layers", version, image_id, inst.query),
+                                            lambda: exp.layer_masks(inst.query))
+        return exp, heat, masks
+
+    def render_explain(self, state: SessionState, shown: list[Instance], inst: Instance | None,
+                       parts: str) -> dict[str, Any]:
+        """Explain's outputs; ``parts`` "layer" redraws only the head shown large, "activation"
+        only the heatmap; the rest is kept."""
+        small = self.project.pixels(state.image_id)
+        k = render.display_factor(*small.shape[:2])
+        image = render.enlarge(small, k)
+        exp, heat_map, masks = self.explain_maps(state, inst)
+        names = self.project.prediction(state.image_id).class_names
+        out = dict.fromkeys(("explain_heatmap", "explain_info", "layer_strip", "layer_view"), KEEP)
+        if parts != "layer":
+            queries = explain_view.model_queries(shown, self.project.model.version)
+            emphasis = inst if masks is not None else None
+            points = (np.asarray(exp.query_points, np.float32) + 0.5) * k - 0.5
+            out["explain_heatmap"] = self.png(
+                explain_view.render_heatmap(image, heat_map, points, queries, emphasis))
+        if parts not in ("layer", "activation"):
+            out["explain_info"] = explain_view.describe_query(exp, inst, names, masks)
+        layers_key = (state.image_id, self.project.model.version, inst.id if inst else None, state.layer)
+        if parts == "filter" and masks is not None and state.layers_for == layers_key:
+            return out   # same query and head as already shown: the layer pictures stay
+        state.layers_for = layers_key
+        if parts != "activation":
+            if masks is None:
+                out["layer_strip"] = out["layer_view"] = None
+            elif parts == "layer":   # the strip stays; only the head shown large changes
+                out["layer_view"] = self.png(explain_view.render_layer(
+                    image, render.enlarge_masks(masks, k), render.KEPT_RGB, state.layer))
+            else:
+                strip, large = explain_view.render_layers(image, render.enlarge_masks(masks, k),
+                                                          render.KEPT_RGB, state.layer)
+                out["layer_strip"], out["layer_view"] = self.png(strip), self.png(large)
+        return out
+
+    def render_correct(self, state: SessionState, shown: list[Instance], inst: Instance | None,
+                       parts: str) -> dict[str, Any]:
+        """Correct's output: the overlay with the polygon being drawn."""
+        image, big, k = self.on_screen(state, shown)
+        out = inspect_view.render_overlay(image, big, state.selected)
+        if state.polygon:
+            out = render.polygon_preview(out, [(x * k + k // 2, y * k + k // 2) for x, y in state.polygon],
+                                         (255, 255, 255))
+        return {"correct_image": self.png(out)}
+
+    def render_view(self, state: SessionState, shown: list[Instance], inst: Instance | None,
+                    parts: str) -> dict[str, Any]:
+        """The visible tab's outputs (name -> value or KEEP); an unreadable image becomes a
+        warning and empty pictures."""
+        renderers = {"inspect": self.render_inspect, "explain": self.render_explain,
+                     "correct": self.render_correct}
+        if state.tab not in renderers:
+            return {}
+        if parts == "none":
+            return dict.fromkeys(VIEW_OUTPUTS[state.tab], KEEP)
+        try:
+            return renderers[state.tab](state, shown, inst, parts)
+        except StudioError as e:
+            gr.Warning(str(e))
+            return dict.fromkeys(VIEW_OUTPUTS[state.tab])
+
+    def refresh(self, state: SessionState, message: str = "", parts: str = "all") -> list[Any]:
+        """Values for OUTPUT_NAMES. ``parts``: "all" after anything that may change the image list
+        or review state; "filter", "select", "layer" or "activation" after events that change only
+        what is drawn (the image list is then re-sent as is); "none" when no picture changes.
+
+        Outputs of hidden tabs are sent empty (their tab redraws them when opened) and unchanged
+        visible ones are re-sent from ``state.sent``: both are cheap for Gradio, unlike
+        ``gr.skip()``, which makes it rebuild the component's configuration."""
+        values: dict[str, Any] = dict.fromkeys(OUTPUT_NAMES)
+        values.update(state=state, status=message)
+        full = parts == "all" or not self._header
+        if full:
+            self._header = self.header_info()
+        values["project_info"] = self._header
+        if state.image_id is None:     # a new session, or a race with another event: open the first
+            first = self.project.neighbour(None, 0)
+            if first is not None:
+                state.select_image(first)
+        if state.image_id is None:
+            values["image_picker"] = gr.update(choices=self.image_choices(), value=None)
+            values["review_state"] = "no image"
+            return [values[name] for name in OUTPUT_NAMES]
+        entry = self.project.image(state.image_id)
+        state.revision = entry.revision
+        shown = self.shown(state, entry.revision)
+        inst = self.selected(state, shown)
+        for name, value in self.render_view(state, shown, inst, parts).items():
+            values[name] = state.sent.get(name) if value is KEEP else value
+        state.sent = {name: values[name] for name in VIEW_OUTPUT_NAMES}
+        values["image_picker"] = (gr.update(choices=self.image_choices(), value=state.image_id) if full
+                                  else state.image_id)
+        values["review_state"] = self.review_text(entry)
+        # new choices cost Gradio a configuration rebuild: only when the list can have changed
+        choices = inspect_view.instance_choices(shown)
+        same_list = parts in ("select", "layer", "activation") or choices == state.picker_choices
+        state.picker_choices = choices
+        values["instance_picker"] = state.selected if same_list else gr.update(choices=choices,
+                                                                               value=state.selected)
+        return [values[name] for name in OUTPUT_NAMES]
+
+    # --------------------------------------------------------------------- actions
+
+    def open_image(self, state: SessionState, image_id: int | None) -> str:
+        """Switch the session to another image (its picture is checked right away)."""
+        if image_id is None:
+            return ""
+        entry = self.project.image(int(image_id))
+        state.select_image(entry.id)
+        self.project.pixels(entry.id)
+        return f"opened {entry.file_name}"
+
+    def predict(self, state: SessionState, force: bool = False) -> str:
+        """Run the model on the session's image when it has not predicted it yet (or ``force``)."""
+        if state.image_id is None:
+            return ""
+        n = self.project.predict(state.image_id, state.revision, force=force)
+        return "" if n < 0 else f"{n} proposals from {self.project.model.version}"
+
+    def pick_at(self, state: SessionState, x: int, y: int) -> str:
+        """Select the instance under a clicked screen pixel (or clear the selection)."""
+        k = self.zoom(state.image_id)
+        state.selected = inspect_view.pick_instance(self.shown(state), x // k, y // k)
+        return "" if state.selected is not None else "no instance there"
