@@ -9,8 +9,9 @@ person to review.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 DEMO_WEIGHTS = Path(__file__).resolve().parent / "assets" / "demo_model.safetensors"
 
@@ -23,18 +24,29 @@ def demo_split() -> tuple[int, int, tuple[int, int]]:
     return DEMO_DATA.val_images, DEMO_DATA.val_seed, DEMO_DATA.size
 
 
-def demo_dataset(project_dir: Path, log: Log = print) -> tuple[Path, Path]:
-    """Generate the demo images (once) under ``project_dir/dataset``; returns (image folder,
-    ground-truth COCO JSON)."""
-    from training.synthetic import make_shapes_dataset
+def demo_dataset(project_dir: Path, log: Log = print) -> tuple[Path, Path, bool]:
+    """Generate the demo images under ``project_dir/dataset`` unless the ones there were made by
+    the same generator settings; returns (image folder, ground-truth COCO JSON, regenerated)."""
+    from training import synthetic
 
     out = Path(project_dir) / "dataset"
     gt = out / "annotations.json"
-    if not gt.is_file():
-        count, seed, size = demo_split()
-        log(f"generating the {count} held-out demo images ({size[1]}x{size[0]}, seed {seed}) in {out} ...")
-        gt = make_shapes_dataset(out, count, seed, size=size)
-    return out / "images", gt
+    count, seed, size = demo_split()
+    if gt.is_file() and _generated_with(gt, synthetic, count, seed, size):
+        return out / "images", gt, False
+    log(f"generating the {count} held-out demo images ({size[1]}x{size[0]}, seed {seed}) in {out} ...")
+    gt = synthetic.make_shapes_dataset(out, count, seed, size=size)
+    return out / "images", gt, True
+
+
+def _generated_with(gt: Path, synthetic: Any, count: int, seed: int, size: tuple[int, int]) -> bool:
+    """True when the COCO file's ``info`` records the settings the demo needs (all of them, when
+    the generator can describe them: its scene settings too)."""
+    info = json.loads(gt.read_text()).get("info", {})
+    describe = getattr(synthetic, "dataset_info", None)
+    if describe is not None:
+        return info == describe(count, seed, size, synthetic.SceneConfig())
+    return (info.get("seed"), info.get("num_images"), info.get("size")) == (seed, count, list(size))
 
 
 def demo_weights() -> Path:

@@ -48,7 +48,9 @@ def open_project(config: StudioConfig, log: Log = print) -> Project:
     from annotations import Store
     config.project_dir.mkdir(parents=True, exist_ok=True)
     if config.is_demo:
-        images, _ = demo.demo_dataset(config.project_dir, log)
+        images, _, regenerated = demo.demo_dataset(config.project_dir, log)
+        if regenerated:
+            retire_demo_store(config, log)
         weights = config.weights or demo.demo_weights()
     else:
         images = config.images or config.coco.resolve().parent
@@ -71,3 +73,19 @@ def open_project(config: StudioConfig, log: Log = print) -> Project:
     if slot.version not in {m.name for m in store.list_model_versions()}:
         store.record_model_version(slot.version, str(weights))
     return Project(store, dataset_id, slot, cache_size=config.cache_size, work_dir=config.project_dir)
+
+
+def retire_demo_store(config: StudioConfig, log: Log) -> None:
+    """The demo images were (re)generated: set aside the demo's own SQLite store, whose
+    annotations belong to the previous images (kept as ``studio.db.old-N``, never deleted)."""
+    db = config.project_dir / "studio.db"
+    if config.db is not None or not db.is_file():
+        return
+    n = 1
+    while db.with_name(f"studio.db.old-{n}").exists():
+        n += 1
+    for suffix in ("", "-wal", "-shm"):
+        part = db.with_name(db.name + suffix)
+        if part.exists():
+            part.rename(db.with_name(f"studio.db.old-{n}{suffix}"))
+    log(f"the demo images changed: their previous annotations are kept in {db.name}.old-{n}")

@@ -175,3 +175,22 @@ def test_coco_remap_matches_files_and_names_and_renumbers_annotations() -> None:
     assert [c["id"] for c in out["categories"]] == [2, 3]        # matched by name; a new one gets a free id
     assert [(a["id"], a["image_id"], a["category_id"]) for a in out["annotations"]] == [(41, 3, 2), (42, 5, 3)]
     assert coco["images"][0]["id"] == 7                          # the input is not modified
+
+
+def test_demo_images_are_regenerated_when_the_generator_changes(tmp_path: Path, monkeypatch) -> None:
+    import json
+    from app import demo
+    from app.startup import retire_demo_store
+    monkeypatch.setattr(demo, "demo_split", lambda: (2, 5, (32, 48)))
+    images, gt, fresh = demo.demo_dataset(tmp_path / "demo", log=lambda m: None)
+    assert fresh and len(list(images.glob("*.png"))) == 2
+    assert not demo.demo_dataset(tmp_path / "demo", log=lambda m: None)[2]
+    coco = json.loads(gt.read_text())
+    coco["info"]["seed"] = 6                         # made by other settings: not the demo's images
+    gt.write_text(json.dumps(coco))
+    assert demo.demo_dataset(tmp_path / "demo", log=lambda m: None)[2]
+    config = StudioConfig(data_dir=tmp_path)
+    (config.project_dir / "studio.db").write_text("old annotations")
+    retire_demo_store(config, log=lambda m: None)
+    assert not (config.project_dir / "studio.db").exists()
+    assert (config.project_dir / "studio.db.old-1").read_text() == "old annotations"
