@@ -7,10 +7,11 @@ back to front, so later shapes occlude earlier ones; each annotation is the *vis
 """
 from __future__ import annotations
 
+import colorsys
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
@@ -26,13 +27,22 @@ class SceneConfig:
 
     min_objects: int = 1
     max_objects: int = 4
-    min_radius: float = 0.12
-    max_radius: float = 0.28
+    min_radius: float = 0.16
+    max_radius: float = 0.32
     min_visible: float = 0.5  # annotate objects at least this visible (fraction of their full area)
+    flat_background_prob: float = 0.2  # share of images with a one-colour background
+    background_strength: Tuple[float, float] = (0.15, 0.5)
     flat_object_prob: float = 0.4  # share of objects filled with one colour; the rest get a texture
     texture_strength: Tuple[float, float] = (0.1, 0.35)  # how strongly a texture's second colour shows
     max_noise: float = 5.0  # std of the per-pixel Gaussian noise, drawn per image in [0, max_noise]
+    max_rotation: float = 15.0  # shapes are tilted by a uniform angle in +-max_rotation degrees
+    min_aspect: float = 0.7  # circles become ellipses and squares rectangles down to this aspect ratio
     classes: Tuple[str, ...] = SHAPE_CLASSES
+    # Object colours come from one hue family per class (hue ranges in [0,1], cycled when there are
+    # more classes) and backgrounds are desaturated, so colour is a cue besides the shape; None
+    # draws every colour uniformly. A from-scratch CPU model learns shape alone too slowly for
+    # the demo (measured: 14 mask AP after 500 iterations vs 53 with the hue families).
+    class_hues: Optional[Tuple[Tuple[float, float], ...]] = ((0.0, 0.11), (0.25, 0.45), (0.55, 0.78))
 
 
 def shape_mask(kind: str, size: Tuple[int, int], centre: Tuple[float, float], radius: float, angle: float,
@@ -57,17 +67,23 @@ def shape_mask(kind: str, size: Tuple[int, int], centre: Tuple[float, float], ra
     raise ValueError(f"unknown shape {kind!r}")
 
 
-def random_colour(rng: np.random.Generator) -> np.ndarray:
-    """A saturated-ish RGB colour as float32 ``(3,)`` in 0..255."""
+def random_colour(rng: np.random.Generator, hues: Optional[Tuple[float, float]] = None,
+                  saturation: Tuple[float, float] = (0.55, 1.0), value: Tuple[float, float] = (0.55, 1.0)) -> np.ndarray:
+    """An RGB colour as float32 ``(3,)`` in 0..255: uniform over the RGB cube when ``hues`` is
+    None, else HSV with hue in ``hues``, saturation in ``saturation`` and value in ``value``."""
+    if hues is not None:
+        hsv = (rng.uniform(*hues), rng.uniform(*saturation), rng.uniform(*value))
+        return np.asarray(colorsys.hsv_to_rgb(*hsv), np.float32) * 255.0
     return rng.uniform(20, 235, size=3).astype(np.float32)
 
 
 def texture(rng: np.random.Generator, size: Tuple[int, int], strength: Tuple[float, float],
-            flat_prob: float = 0.0) -> np.ndarray:
+            flat_prob: float = 0.0, hues: Optional[Tuple[float, float]] = None,
+            saturation: Tuple[float, float] = (0.55, 1.0), value: Tuple[float, float] = (0.55, 1.0)) -> np.ndarray:
     """A random texture ``(H,W,3)`` float32: flat, stripes, checker, gradient or noise, the second
     colour mixed in with a weight drawn from ``strength``."""
     h, w = size
-    c1, c2 = random_colour(rng), random_colour(rng)
+    c1, c2 = random_colour(rng, hues, saturation, value), random_colour(rng, hues, saturation, value)
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     kind = 0 if rng.random() < flat_prob else int(rng.integers(1, 5))
     if kind == 0:
@@ -96,15 +112,20 @@ def make_scene(seed: int, index: int, size: Tuple[int, int], config: SceneConfig
     """
     rng = np.random.default_rng([seed, index])
     h, w = size
-    image = texture(rng, size, (0.15, 0.5), flat_prob=0.2)
+    grey = ((0.0, 1.0), (0.0, 0.3), (0.3, 0.9)) if config.class_hues else ()
+    image = texture(rng, size, config.background_strength, config.flat_background_prob, *grey)
     short = min(h, w)
     drawn: List[Tuple[int, np.ndarray, int]] = []  # (class, visible mask, full area)
     for _ in range(int(rng.integers(config.min_objects, config.max_objects + 1))):
         cls = int(rng.integers(0, len(config.classes)))
         radius = rng.uniform(config.min_radius, config.max_radius) * short
         centre = (rng.uniform(0.1, 0.9) * w, rng.uniform(0.1, 0.9) * h)
-        mask = shape_mask(config.classes[cls], size, centre, radius, rng.uniform(0, 2 * np.pi), rng.uniform(0.7, 1.0))
-        fill = texture(rng, size, config.texture_strength, config.flat_object_prob)
+        angle = np.deg2rad(rng.uniform(-config.max_rotation, config.max_rotation))
+        if config.classes[cls] == "triangle":
+            angle += np.pi / 2  # upright at angle 0: one edge normal points down (+y), the apex up
+        mask = shape_mask(config.classes[cls], size, centre, radius, angle, rng.uniform(config.min_aspect, 1.0))
+        hues = config.class_hues[cls % len(config.class_hues)] if config.class_hues else None
+        fill = texture(rng, size, config.texture_strength, config.flat_object_prob, hues)
         if mask.sum() < 16:
             continue
         image[mask] = fill[mask]
@@ -125,6 +146,13 @@ def encode_annotation(mask: np.ndarray, ann_id: int, image_id: int, category_id:
     }
 
 
+def dataset_info(num_images: int, seed: int, size: Tuple[int, int], config: SceneConfig) -> Dict[str, object]:
+    """The ``info`` block of a generated file: everything that determines its content."""
+    return {"description": "FastInst Studio synthetic shapes", "generator": "training.synthetic",
+            "seed": seed, "num_images": num_images, "size": list(size),
+            "scene": json.loads(json.dumps(asdict(config)))}
+
+
 def make_shapes_dataset(out_dir: str | Path, num_images: int, seed: int, size: Tuple[int, int] = (128, 128),
                         config: SceneConfig = SceneConfig()) -> Path:
     """Write ``num_images`` scenes to ``out_dir/images/*.png`` and ``out_dir/annotations.json``.
@@ -134,7 +162,7 @@ def make_shapes_dataset(out_dir: str | Path, num_images: int, seed: int, size: T
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
-    for index in tqdm(range(num_images), desc=f"shapes seed={seed}", leave=False, disable=num_images < 200):
+    for index in tqdm(range(num_images), desc=f"shapes seed={seed}", leave=False, disable=True if num_images < 200 else None):
         image, objects = make_scene(seed, index, size, config)
         name = f"{index:06d}.png"
         Image.fromarray(image).save(out / "images" / name)
@@ -143,8 +171,7 @@ def make_shapes_dataset(out_dir: str | Path, num_images: int, seed: int, size: T
         for cls, mask in objects:
             annotations.append(encode_annotation(mask, len(annotations) + 1, image_id, cls + 1))
     coco = {
-        "info": {"description": "FastInst Studio synthetic shapes", "generator": "training.synthetic",
-                 "seed": seed, "num_images": num_images, "size": list(size)},
+        "info": dataset_info(num_images, seed, size, config),
         "images": images,
         "annotations": annotations,
         "categories": [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(config.classes)],
