@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, help="folder of images to annotate (default: the demo project)")
     p.add_argument("--coco", type=Path, help="COCO JSON to import (file names relative to --images)")
     p.add_argument("--weights", type=Path, help="model checkpoint: ours (.safetensors) or official (.pth/.pkl)")
-    p.add_argument("--preset", help="model preset for official checkpoints (e.g. R50_3x)")
+    p.add_argument("--preset", help="architecture of an official checkpoint (e.g. D1-R50-576); see python -m fastinst stats")
     p.add_argument("--db", help="annotation store URL (default: sqlite file in the project folder)")
     p.add_argument("--data-dir", type=Path, default=Path("studio-data"),
                    help="where projects, exports and fine-tuned models are kept (default: studio-data)")
