@@ -45,7 +45,7 @@ def test_progress_and_stop_flag_and_negatives(tmp_path):
 
 def test_cli_help_explains_every_option():
     import importlib
-    for module in ("training.train", "training.evaluate", "training.make_demo_model"):
+    for module in ("training.cli", "training.evaluate", "training.make_demo_model"):
         parser = importlib.import_module(module).build_parser()
         actions = [a for a in parser._actions if a.option_strings and a.dest != "help"]
         assert actions and all(a.help and len(a.help) > 10 for a in actions), module
@@ -53,3 +53,11 @@ def test_cli_help_explains_every_option():
         assert all(a.option_strings[0] in text for a in actions)
     out = subprocess.run([sys.executable, "-m", "training.train", "--help"], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0 and "--train-json" in out.stdout and "torchrun" in out.stdout, out.stderr
+
+
+def test_mixed_precision_step_runs_on_cpu(tmp_path):
+    """The AMP path (bf16 autocast; matching kept in fp32) trains with finite losses."""
+    json_path = tiny_dataset(tmp_path / "data", num_images=2)
+    losses = []
+    train(config(json_path, tmp_path / "amp", amp="bf16", max_iters=2), progress=lambda it, t, m: losses.append(m["loss"]))
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(v)) for v in losses)

@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from training.augment import AugmentConfig, augment, crop_window, shortest_edge_shape
+from training.augment import AugmentConfig, augment, augment_for, crop_window, shortest_edge_shape
 
 
 def test_shortest_edge_shape_matches_detectron2_rounding():
@@ -62,3 +62,10 @@ def test_crop_branch_can_remove_objects():
         _, out_masks = augment(image, masks, config, np.random.default_rng(seed))
         emptied += int((~out_masks.flatten(1).any(1)).sum())
     assert emptied > 0
+
+
+def test_augment_for_keeps_official_sizes_for_released_presets_and_scales_small_ones():
+    assert augment_for(640) == AugmentConfig() and augment_for(576) == AugmentConfig()
+    small = augment_for(128)
+    assert small.min_sizes == (83, 90, 96, 102, 109, 115, 122, 128) and small.max_size == 171
+    assert small.crop_range == (77, 120) and small.crop_resize_sizes == (80, 100, 120)

@@ -75,3 +75,54 @@ def test_straight_run_differs_from_initial_weights(uninterrupted):
     torch.manual_seed(42)
     init = build_model("tiny", num_classes=3).state_dict()
     assert any(not torch.equal(init[k], reference[k]) for k in reference if reference[k].is_floating_point())
+
+
+def test_evaluate_cli_scores_the_trained_checkpoint(uninterrupted, tmp_path):
+    import subprocess
+    import sys
+
+    from test_training_helpers import REPO, env
+    json_path, _, root = uninterrupted
+    out = tmp_path / "metrics.json"
+    cmd = [sys.executable, "-m", "training.evaluate", "--checkpoint", str(root / "straight" / "model_final.safetensors"),
+           "--json", str(json_path), "--image-root", str(json_path.parent / "images"), "--device", "cpu",
+           "--max-images", "4", "--output", str(out), "--threads", "1"]
+    result = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(out.read_text())
+    assert 0.0 <= metrics["segm/AP"] <= 100.0 and "segm/AP-circle" in metrics
+    assert json.loads(result.stdout) == metrics
+
+
+def test_failed_iteration_is_saved_as_not_begun_and_resume_is_exact(tmp_path):
+    """A run that crashes inside an iteration (its batch has a missing image) resumes, once the file
+    is back, exactly as if it had never failed."""
+    import shutil
+
+    from training import TrainConfig, train
+    from training.augment import AugmentConfig
+    from training.data import IterationBatchSampler
+    from training.losses import LossConfig
+
+    json_path = tiny_dataset(tmp_path / "data", num_images=6)
+    threads = torch.get_num_threads()
+
+    def config(out):
+        return TrainConfig(train_json=str(json_path), image_root=str(json_path.parent / "images"), output_dir=str(out),
+                           device="cpu", max_iters=6, batch_size=2, num_workers=0, num_threads=1, progress_bar=False,
+                           augment=AugmentConfig(min_sizes=(96,), max_size=128, crop_prob=0.0),
+                           loss=LossConfig(num_points=128), checkpoint_period=0, seed=3)
+    try:
+        reference = weights(train(config(tmp_path / "ref")))
+        sampler = IterationBatchSampler(6, 2, seed=3, start_iter=0, max_iters=6)
+        seen = {i for it in range(2) for i, _ in sampler.keys(it)}
+        fail_it, victim = next((it, i) for it in range(2, 6) for i, _ in sampler.keys(it) if i not in seen)
+        image = json_path.parent / "images" / f"{victim:06d}.png"
+        shutil.move(image, tmp_path / "kept.png")
+        with pytest.raises(FileNotFoundError, match=image.name):
+            train(config(tmp_path / "crash"))
+        assert load_resume(tmp_path / "crash" / "last_checkpoint.pt")["iteration"] == fail_it
+        shutil.move(tmp_path / "kept.png", image)
+        assert_same(weights(train(config(tmp_path / "crash"))), reference)
+    finally:
+        torch.set_num_threads(threads)

@@ -41,6 +41,14 @@ class AugmentConfig:
         )
 
 
+def augment_for(min_test_size: int) -> AugmentConfig:
+    """The official recipe for a model tested at shortest edge ``min_test_size``: unchanged for the
+    released presets (576 and 640 both train with 416..640), scaled by ``min_test_size / 640``
+    for smaller models (e.g. the tiny preset on small images), so train and test scales agree."""
+    official = AugmentConfig()
+    return official if min_test_size >= 576 else official.scaled(min_test_size / 640)
+
+
 def shortest_edge_shape(h: int, w: int, short: int, max_size: int) -> Tuple[int, int]:
     """Output ``(h, w)`` when the shorter side becomes ``short`` and the longer at most ``max_size``
     (detectron2 ``ResizeShortestEdge`` rounding)."""

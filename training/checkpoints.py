@@ -62,15 +62,16 @@ def atomic_torch_save(obj: object, path: Path) -> Path:
 
 def save_resume(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: Optional[torch.amp.GradScaler],
-                iteration: int, config_json: str, class_names: list) -> Path:
-    """Write the full training state after ``iteration`` completed iterations."""
+                iteration: int, config_json: str, class_names: list, rng: Optional[Dict[str, object]] = None) -> Path:
+    """Write the full training state after ``iteration`` completed iterations (``rng``: the RNG
+    state to resume with, default the current one)."""
     state = {
         "iteration": int(iteration),
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else {},
-        "rng": rng_state(),
+        "rng": rng if rng is not None else rng_state(),
         "config": config_json,
         "class_names": list(class_names),
     }

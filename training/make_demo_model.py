@@ -26,7 +26,7 @@ from fastinst import load_checkpoint, save_checkpoint
 from .augment import AugmentConfig
 from .evaluate import evaluate
 from .losses import LossConfig
-from .synthetic import make_shapes_dataset
+from .synthetic import SceneConfig, dataset_info, make_shapes_dataset
 from .trainer import TrainConfig, train
 
 
@@ -46,19 +46,20 @@ DEMO_DATA = DemoData()
 
 def make_demo_dataset(root: str | Path, data: DemoData = DEMO_DATA) -> Tuple[Path, Path]:
     """Write ``root/train`` and ``root/val`` (COCO JSON + PNGs); returns the two JSON paths.
-    Existing splits are kept (they are deterministic)."""
+    A split already there is reused when its recorded generator settings are the current ones."""
     root = Path(root)
     paths = []
     for split, count, seed in (("train", data.train_images, data.train_seed), ("val", data.val_images, data.val_seed)):
         json_path = root / split / "annotations.json"
-        if not json_path.is_file():
+        wanted = dataset_info(count, seed, data.size, SceneConfig())
+        if not (json_path.is_file() and json.loads(json_path.read_text()).get("info") == wanted):
             json_path = make_shapes_dataset(root / split, count, seed=seed, size=data.size)
         paths.append(json_path)
     return paths[0], paths[1]
 
 
-def demo_config(train_json: Path, val_json: Optional[Path], output_dir: Path, *, max_iters: int = 2000,
-                threads: Optional[int] = 1, size: int = DEMO_DATA.size[0]) -> TrainConfig:
+def demo_config(train_json: Path, val_json: Optional[Path], output_dir: Path, *, max_iters: int = 5000,
+                threads: Optional[int] = 1, size: int = DEMO_DATA.size[0], eval_period: int = 0) -> TrainConfig:
     """The from-scratch recipe for the tiny preset on small synthetic images.
 
     Differences from the official COCO recipe, all because the model starts from random weights
@@ -71,7 +72,7 @@ def demo_config(train_json: Path, val_json: Optional[Path], output_dir: Path, *,
         val_json=str(val_json) if val_json else None, val_image_root=str(val_json.parent / "images") if val_json else None,
         preset="tiny", output_dir=str(output_dir), max_iters=max_iters, batch_size=8, lr=5e-4,
         backbone_lr_multiplier=1.0, augment=AugmentConfig().scaled(size / 640), loss=LossConfig(num_points=1024),
-        num_workers=0, num_threads=threads, log_period=50, checkpoint_period=250, eval_period=0,
+        num_workers=0, num_threads=threads, log_period=50, checkpoint_period=250, eval_period=eval_period,
         eval_batch_size=8, seed=0, keep_empty_images=True,
     )
 
@@ -82,10 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="app/assets/demo_model.safetensors", help="where to write the fp16 checkpoint")
     p.add_argument("--data-dir", default="data/demo-shapes", help="where the synthetic dataset is generated")
     p.add_argument("--work-dir", default="runs/demo-model", help="training output (resume checkpoint, metrics)")
-    p.add_argument("--iters", type=int, default=2000, help="training iterations (default 2000)")
+    p.add_argument("--iters", type=int, default=5000, help="training iterations (default 5000)")
     p.add_argument("--threads", type=int, default=1,
                    help="PyTorch CPU threads (default 1: on a shared 2-core machine more threads run slower)")
     p.add_argument("--device", default="cpu", help="cpu (default, reproducible) or auto/cuda")
+    p.add_argument("--eval-period", type=int, default=1000, help="held-out mask AP every N iterations (0: only at the end)")
     return p
 
 
@@ -93,7 +95,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     start = time.perf_counter()
     train_json, val_json = make_demo_dataset(args.data_dir)
-    config = demo_config(train_json, val_json, Path(args.work_dir), max_iters=args.iters, threads=args.threads)
+    config = demo_config(train_json, val_json, Path(args.work_dir), max_iters=args.iters, threads=args.threads,
+                         eval_period=args.eval_period)
     config.device = args.device
     final = train(config)
     metrics = evaluate(final, val_json, val_json.parent / "images", device=args.device, progress=False)

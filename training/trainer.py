@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -32,8 +32,8 @@ from tqdm import tqdm
 from fastinst import FastInst, build_model, save_checkpoint
 
 from . import distributed
-from .augment import AugmentConfig
-from .checkpoints import RESUME_NAME, load_resume, save_resume, set_rng_state
+from .augment import AugmentConfig, augment_for
+from .checkpoints import RESUME_NAME, load_resume, rng_state, save_resume, set_rng_state
 from .data import CocoInstances, IterationBatchSampler, collate, pad_targets
 from .evaluate import evaluate_model
 from .init_weights import load_initial_weights
@@ -54,7 +54,8 @@ class TrainConfig:
     ``max_iters=None`` trains ``epochs`` passes over the training images. ``lr_steps`` are
     fractions of ``max_iters`` where the rate is multiplied by ``lr_gamma`` (official: iterations
     327,778 and 355,092 of 368,750). ``amp``: ``auto`` (bf16 on GPUs that support it, else fp16;
-    off on CPU), ``off``, ``bf16`` or ``fp16``.
+    off on CPU), ``off``, ``bf16`` or ``fp16``. ``augment=None`` uses the official augmentation
+    scaled to the preset's test size (:func:`training.augment.augment_for`).
     """
 
     train_json: str
@@ -79,7 +80,7 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 42
     keep_empty_images: bool = True
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: Optional[AugmentConfig] = None  # None: official sizes, scaled to the preset (augment_for)
     loss: LossConfig = field(default_factory=LossConfig)
     checkpoint_period: int = 1000
     eval_period: int = 0
@@ -98,7 +99,8 @@ class TrainConfig:
     def from_dict(cls, data: Dict[str, object]) -> "TrainConfig":
         """Inverse of :meth:`to_dict`."""
         data = dict(data)
-        data["augment"] = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.get("augment", {}).items()})
+        aug = data.get("augment")
+        data["augment"] = None if aug is None else AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in aug.items()})
         data["loss"] = LossConfig(**data.get("loss", {}))
         data["lr_steps"] = tuple(data.get("lr_steps", ()))
         return cls(**data)
@@ -166,11 +168,12 @@ class Trainer:
             raise ValueError(f"batch_size {config.batch_size} is not divisible by {info.world_size} processes")
         self.local_batch = config.batch_size // info.world_size
         self.dataset = CocoInstances(config.train_json, config.image_root, keep_empty=config.keep_empty_images,
-                                     augment_config=config.augment, seed=config.seed)
+                                     seed=config.seed)
         self.class_names = self.dataset.class_names
         self.max_iters = config.max_iters or math.ceil(config.epochs * len(self.dataset) / config.batch_size)
         torch.manual_seed(config.seed)  # identical initial weights on every process
         self.model = self._build_model().to(info.device).train()
+        self.dataset.augment_config = config.augment or augment_for(self.model.input_spec.min_size)
         self.criterion = FastInstCriterion(len(self.class_names), config.loss)
         self.optimizer = build_optimizer(self.model, config.lr, config.weight_decay, config.backbone_lr_multiplier)
         steps = [round(f * self.max_iters) for f in config.lr_steps]
@@ -214,13 +217,15 @@ class Trainer:
         set_rng_state(state["rng"])
         self.iteration = int(state["iteration"])
 
-    def save_resume(self) -> None:
-        """Write ``last_checkpoint.pt`` (rank 0) for the iterations completed so far."""
+    def save_resume(self, rng: Optional[Dict[str, object]] = None, sync: bool = True) -> None:
+        """Write ``last_checkpoint.pt`` (rank 0) for the iterations completed so far; ``rng`` is the
+        RNG state to store (default: the current one)."""
         if self.info.is_main:
             save_resume(self.resume_path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
                         scaler=self.scaler, iteration=self.iteration, config_json=json.dumps(self.config.to_dict()),
-                        class_names=self.class_names)
-        distributed.barrier()
+                        class_names=self.class_names, rng=rng)
+        if sync:
+            distributed.barrier()
 
     def loader(self) -> Iterator[list]:
         sampler = IterationBatchSampler(len(self.dataset), self.local_batch, seed=self.config.seed,
@@ -266,13 +271,16 @@ class Trainer:
         stopped = False
         with StopSignals() as signals:
             batches = self.loader()
+            rng_resume: Optional[Dict[str, object]] = None
             try:
                 while self.iteration < self.max_iters:
+                    rng_resume = rng_state()  # if this iteration fails, it is saved as not yet begun
                     t0 = time.perf_counter()
                     samples = next(batches)
                     t1 = time.perf_counter()
                     values = self.step(samples)
                     self.iteration += 1
+                    rng_resume = None
                     window.add(values, t1 - t0, time.perf_counter() - t1)
                     self._after_step(values, window, bar)
                     local_stop = signals.requested or bool(self.info.is_main and self.should_stop and self.should_stop())
@@ -280,7 +288,9 @@ class Trainer:
                         stopped = True
                         break
             except BaseException:
-                self.save_resume()  # the weights are those of the last completed iteration or earlier
+                # weights and optimiser are those of the last completed iteration (unless the failure
+                # hit the parameter update itself); no barrier: other processes may be gone
+                self.save_resume(rng=rng_resume, sync=False)
                 raise
             finally:
                 bar.close()
@@ -306,6 +316,9 @@ class Trainer:
     def run_eval(self) -> Dict[str, float]:
         """COCO mask AP on the validation set (every process takes part); logged on rank 0."""
         cfg = self.config
+        if self.info.distributed:  # evaluate every shard with rank 0's BatchNorm statistics
+            for buffer in self.model.buffers():
+                torch.distributed.broadcast(buffer, 0)
         self.last_eval = evaluate_model(self.model, self.class_names, cfg.val_json, cfg.val_image_root or cfg.image_root,
                                         batch_size=cfg.eval_batch_size, progress=cfg.progress_bar)
         self.log({"iteration": self.iteration, "eval": self.last_eval})
@@ -327,7 +340,8 @@ class Trainer:
         if self.info.is_main:
             provenance = {"training_config": cfg.to_dict(), "iterations": self.iteration, "max_iters": self.max_iters,
                           "stopped_early": stopped, "world_size": self.info.world_size, "device": str(self.info.device),
-                          "train_images": len(self.dataset), "torch": torch.__version__}
+                          "train_images": len(self.dataset), "torch": torch.__version__,
+                          "augment": dataclasses.asdict(self.dataset.augment_config)}
             save_checkpoint(path, self.model, preset=cfg.preset, class_names=self.class_names,
                             provenance=provenance, metrics=self.last_eval)
         distributed.barrier()
