@@ -11,6 +11,7 @@ from gradio_client import Client, handle_file
 from pycocotools import mask as mask_utils
 
 from app import painter
+from app.inspect_view import visible_instances
 from fastinst import Predictor
 from test_app_support import as_dict, make_project, served
 
@@ -158,15 +159,18 @@ def test_coco_import_adds_ground_truth_losslessly(studio) -> None:
 def test_sessions_keep_their_own_selection_and_filters(studio) -> None:
     project, client = studio
     other = Client(client.src, verbose=False)
-    image_id = project.images()[0].id
+    image_id = project.images()[1].id
     for c in (client, other):
         c.predict(image_id, api_name="/open_image")
+    client.predict(api_name="/predict")
     first = as_dict(client.predict(0.05, api_name="/set_min_score"))
+    assert len(first["instance_table"]["data"]) == len(visible_instances(project.instances(image_id), 0.05))
     chosen = first["instance_table"]["data"][0][0]
     mine = as_dict(client.predict(chosen, api_name="/select_instance"))
     assert f"#{chosen} " in mine["instance_info"]
     theirs = as_dict(other.predict(0.99, api_name="/set_min_score"))
     assert "No instance selected" in theirs["instance_info"]
-    assert len(theirs["instance_table"]["data"]) < len(first["instance_table"]["data"])
+    assert len(theirs["instance_table"]["data"]) == len(visible_instances(project.instances(image_id), 0.99))
     again = as_dict(client.predict(chosen, api_name="/select_instance"))
-    assert len(again["instance_table"]["data"]) == len(first["instance_table"]["data"])
+    assert again["instance_table"]["data"] == first["instance_table"]["data"]
+    assert f"#{chosen} " in again["instance_info"]

@@ -78,7 +78,7 @@ def main() -> int:
             open_image(pg, project, image_id)
             set_number(pg, "min-score", min_score)
             pg.wait_for_timeout(1500)
-            x, y = inner_pixel(np.stack([i.mask for i in shown]), 0)
+            x, y = inner_pixel(np.stack([i.mask for i in shown]), 0) or (0, 0)
             click_pixel(pg, "inspect-image", x, y, width)
             expect(pg.locator("#instance-info")).to_contain_text(f"#{shown[0].id} ")
             pg.wait_for_timeout(800)
