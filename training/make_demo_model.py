@@ -58,7 +58,7 @@ def make_demo_dataset(root: str | Path, data: DemoData = DEMO_DATA) -> Tuple[Pat
     return paths[0], paths[1]
 
 
-def demo_config(train_json: Path, val_json: Optional[Path], output_dir: Path, *, max_iters: int = 5000,
+def demo_config(train_json: Path, val_json: Optional[Path], output_dir: Path, *, max_iters: int = 2000,
                 threads: Optional[int] = 1, size: int = DEMO_DATA.size[0], eval_period: int = 0) -> TrainConfig:
     """The from-scratch recipe for the tiny preset on small synthetic images.
 
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="app/assets/demo_model.safetensors", help="where to write the fp16 checkpoint")
     p.add_argument("--data-dir", default="data/demo-shapes", help="where the synthetic dataset is generated")
     p.add_argument("--work-dir", default="runs/demo-model", help="training output (resume checkpoint, metrics)")
-    p.add_argument("--iters", type=int, default=5000, help="training iterations (default 5000)")
+    p.add_argument("--iters", type=int, default=2000, help="training iterations (default 2000)")
     p.add_argument("--threads", type=int, default=1,
                    help="PyTorch CPU threads (default 1: on a shared 2-core machine more threads run slower)")
     p.add_argument("--device", default="cpu", help="cpu (default, reproducible) or auto/cuda")
@@ -99,9 +99,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          eval_period=args.eval_period)
     config.device = args.device
     final = train(config)
-    metrics = evaluate(final, val_json, val_json.parent / "images", device=args.device, progress=False)
     model, info = load_checkpoint(final)
-    provenance = {**info.provenance, "dataset": {"generator": "training.synthetic.make_shapes_dataset", **asdict(DEMO_DATA)},
+    metrics = info.metrics or evaluate(final, val_json, val_json.parent / "images", device=args.device, progress=False)
+    dataset = {"generator": "training.synthetic.make_shapes_dataset", **asdict(DEMO_DATA), "scene": asdict(SceneConfig())}
+    provenance = {**info.provenance, "dataset": dataset,
                   "command": "python -m training.make_demo_model " + " ".join(argv if argv is not None else sys.argv[1:]),
                   "minutes": round((time.perf_counter() - start) / 60, 2)}
     out = save_checkpoint(args.out, model, preset=info.preset, class_names=info.class_names, provenance=provenance,

@@ -257,8 +257,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        values = {k: float(v.detach()) for k, v in losses.items()}
-        values["loss"] = float(total.detach())
+        numbers = torch.stack([v.detach().float() for v in losses.values()] + [total.detach().float()]).tolist()
+        values = dict(zip(list(losses) + ["loss"], numbers))  # one device sync for all the numbers
         return values
 
     def run(self) -> Path:
