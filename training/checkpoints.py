@@ -6,14 +6,14 @@ so a crash while saving never leaves a truncated checkpoint behind.
 """
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Dict, Optional
 
 import numpy as np
 import torch
+
+from fastinst.checkpoint import atomic_write
 
 RESUME_NAME = "last_checkpoint.pt"
 
@@ -46,18 +46,7 @@ def set_rng_state(state: Dict[str, object]) -> None:
 
 def atomic_torch_save(obj: object, path: Path) -> Path:
     """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_resume(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
