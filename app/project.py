@@ -70,7 +70,7 @@ def file_version(path: Path) -> str:
 def read_pixels(path: Path) -> np.ndarray:
     """An image file -> (H,W,3) uint8 RGB, or StudioError naming the file."""
     from fastinst import ImageError
-    from fastinst.transforms import load_image
+    from fastinst.images import load_image
     try:
         return load_image(path)
     except ImageError as e:

@@ -11,3 +11,7 @@ class CheckpointError(FastInstError):
 
 class ImageError(FastInstError):
     """An image cannot be read or decoded."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image has more pixels than the configured limit (see :func:`fastinst.images.max_pixels`)."""

@@ -16,7 +16,8 @@ import torch
 from .checkpoint import load_checkpoint
 from .model import FastInst, upsample_masks
 from .postprocess import instance_inference, panoptic_inference, semantic_inference
-from .transforms import ImageLike, load_image, resize_shortest_edge
+from .images import ImageLike, load_image
+from .transforms import resize_shortest_edge
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -16,7 +16,8 @@ from PIL import Image
 
 from fastinst import CheckpointError, ImageError, Predictor, build_model, load_checkpoint, save_checkpoint
 from fastinst.official import convert_state_dict, load_backbone_pkl, load_official
-from fastinst.transforms import load_image, shortest_edge_size
+from fastinst.images import load_image
+from fastinst.transforms import shortest_edge_size
 
 NAMES = ["circle", "square", "triangle"]
 

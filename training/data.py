@@ -19,11 +19,12 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
+
+from fastinst.images import load_image
 
 from .augment import AugmentConfig, augment
 
@@ -59,10 +60,9 @@ def decode_segmentation(segm: object, height: int, width: int) -> np.ndarray:
 
 
 def read_image(path: Path) -> Tensor:
-    """Read an image file as ``(3,H,W)`` uint8 RGB, EXIF orientation applied."""
-    with Image.open(path) as im:
-        rgb = ImageOps.exif_transpose(im).convert("RGB")
-        return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).contiguous()
+    """Read an image file as ``(3,H,W)`` uint8 RGB through :func:`fastinst.images.load_image`
+    (EXIF orientation, every mode to 8-bit RGB, the pixel limit)."""
+    return torch.from_numpy(load_image(path).copy()).permute(2, 0, 1).contiguous()
 
 
 class CocoInstances(Dataset):
