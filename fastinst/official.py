@@ -13,6 +13,7 @@ import io
 import pickle
 import re
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Tuple
 
@@ -128,6 +129,59 @@ def load_official(model: nn.Module, path: str | Path) -> None:
     state = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()}
     check_compatible(model, state, Path(path).name)
     model.load_state_dict(state, strict=True)
+
+
+@dataclass
+class PartialLoadReport:
+    """What :func:`load_official_partial` did. Shapes are ``(checkpoint, model)`` tuples."""
+
+    loaded: List[str] = field(default_factory=list)
+    skipped: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)
+
+    def lines(self) -> List[str]:
+        """The report for a person: one line per skipped tensor, then the counts."""
+        out = [f"skipped {name}: checkpoint {tuple(a)} vs model {tuple(b)}" for name, a, b in self.skipped]
+        out.append(f"loaded {len(self.loaded)} tensors, skipped {len(self.skipped)} (shape differs), "
+                   f"{len(self.missing)} missing from the file (kept as initialised), "
+                   f"{len(self.unexpected)} in the file but not in the model (ignored)")
+        return out
+
+
+def load_official_partial(model: nn.Module, path: str | Path) -> PartialLoadReport:
+    """Load every tensor of a released checkpoint whose name and shape fit ``model``; the rest of the
+    model keeps its initialisation. The usual case: fine-tuning a COCO model (80 classes) on a
+    project with other classes, where the class-dependent tensors (the IA head's and every
+    prediction head's last classification layer, first dim K+1) are skipped.
+
+    Raises:
+        CheckpointError: unreadable file, a file of another model (a key we cannot map), or no
+            tensor that fits.
+    """
+    raw = read_official_file(path)
+    state = convert_state_dict(raw)
+    expected = model.state_dict()
+    report = PartialLoadReport()
+    num_classes = getattr(model, "num_classes", None)
+    for key, value in raw.items():  # criterion buffers are not model weights; the criterion rebuilds them
+        if official_to_ours(key) is None and num_classes is not None and value.shape[:1] != (num_classes + 1,):
+            report.skipped.append((key, tuple(value.shape), (num_classes + 1,)))
+    fitting: Dict[str, Tensor] = {}
+    for key, value in state.items():
+        if key not in expected:
+            report.unexpected.append(key)
+        elif tuple(value.shape) != tuple(expected[key].shape):
+            report.skipped.append((key, tuple(value.shape), tuple(expected[key].shape)))
+        else:
+            fitting[key] = value.to(expected[key].dtype)
+            report.loaded.append(key)
+    report.missing = [k for k in expected if k not in state]
+    if not fitting:
+        raise CheckpointError(f"{Path(path).name}: no tensor fits this model ({len(report.skipped)} differ in shape, "
+                              f"{len(report.unexpected)} unknown)")
+    model.load_state_dict(fitting, strict=False)
+    return report
 
 
 def load_backbone_pkl(model: nn.Module, path: str | Path) -> Tuple[List[str], List[str]]:

@@ -1,4 +1,4 @@
-"""Starting a training run from one of our checkpoints, possibly with other classes.
+"""Starting a training run from one of our checkpoints or a released official one, possibly with other classes.
 
 When the class list is unchanged the weights load strictly. Otherwise every tensor whose shape
 does not depend on the number of classes is copied, and the class-dependent ones (the IA head's
@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from fastinst import FastInst, build_model
 from fastinst.checkpoint import read_info
+from fastinst.official import load_official_partial
 
 
 def class_dependent_keys(preset: str, num_classes: int) -> Set[str]:
@@ -38,10 +39,23 @@ def remap_rows(old: torch.Tensor, new: torch.Tensor, old_names: Sequence[str], n
 
 
 def load_initial_weights(model: FastInst, path: str | Path, preset: str, class_names: Sequence[str]) -> Tuple[str, List[str]]:
-    """Load ``path`` (our checkpoint) into ``model`` (built for ``class_names``).
+    """Load ``path`` into ``model`` (built for ``class_names``): our checkpoint (``.safetensors``), or a
+    released official one (``.pth``/``.pkl``, e.g. a COCO model for a project with other classes).
 
-    Returns ``(how, notes)``: ``how`` is ``"strict"`` or ``"by-name"``; ``notes`` lists what changed.
+    Returns ``(how, notes)``: ``how`` is ``"strict"``, ``"by-name"`` (ours, other classes) or
+    ``"partial"`` (official: every tensor whose shape fits; ``notes`` lists each skipped tensor with
+    both shapes, then the counts).
+
+    Raises:
+        fastinst.CheckpointError: unreadable file, or a file of another model.
+        ValueError: our checkpoint of another preset.
     """
+    if Path(path).suffix.lower() in (".pth", ".pkl"):
+        report = load_official_partial(model, path)
+        notes = report.lines()
+        if report.skipped or report.missing:
+            warnings.warn(f"{Path(path).name} loaded partially: " + notes[-1], stacklevel=2)
+        return "partial", notes
     info = read_info(path)
     if info.preset != preset:
         raise ValueError(f"{Path(path).name} is a {info.preset!r} checkpoint but the run uses preset {preset!r}")

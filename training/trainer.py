@@ -187,8 +187,10 @@ class Trainer:
 
     def _build_model(self) -> FastInst:
         model = build_model(self.config.preset, num_classes=len(self.class_names))
+        self.init_report: Dict[str, object] = {}
         if self.config.init_weights:
-            load_initial_weights(model, self.config.init_weights, self.config.preset, self.class_names)
+            how, notes = load_initial_weights(model, self.config.init_weights, self.config.preset, self.class_names)
+            self.init_report = {"init_weights": str(self.config.init_weights), "how": how, "notes": notes}
         return model
 
     def _wrap(self) -> torch.nn.Module:
@@ -265,6 +267,8 @@ class Trainer:
         """Train from ``self.iteration`` to ``max_iters`` (or until stopped); returns the final model path."""
         if self.info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
+        if self.init_report and self.iteration == 0:
+            self.log(self.init_report)
         bar = tqdm(total=self.max_iters, initial=self.iteration, desc="train", dynamic_ncols=True,
                    disable=not (self.config.progress_bar and self.info.is_main))
         window = MetricWindow()
