@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -30,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth", help="USER:PASSWORD or @FILE; required when --host is not loopback "
                    "(also read from $FASTINST_STUDIO_AUTH)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N")
+    p.add_argument("--strict", action="store_true", help="refuse a --coco file with any fault instead of "
+                   "repairing what can be repaired (every repair is reported either way)")
+    p.add_argument("--max-pixels", type=int, help="largest image accepted, in pixels (default 100 million; "
+                   "also $FASTINST_MAX_PIXELS)")
     return p
 
 
@@ -38,8 +43,10 @@ def config_from_args(argv: list[str] | None = None) -> StudioConfig:
     a = build_parser().parse_args(argv)
     config = StudioConfig(images=a.images, coco=a.coco, weights=a.weights, preset=a.preset, db=a.db,
                           host=a.host, port=a.port, auth=parse_auth(a.auth), device=a.device,
-                          data_dir=a.data_dir)
+                          data_dir=a.data_dir, strict=a.strict)
     config.validate()
+    if a.max_pixels:
+        os.environ["FASTINST_MAX_PIXELS"] = str(a.max_pixels)  # read by fastinst.images, the one loader
     return config
 
 

@@ -2,8 +2,10 @@
 
 By default masks are written as compressed RLE with ``iscrowd`` as stored, which every COCO reader
 (pycocotools ``annToMask``) decodes to exactly the stored pixels, holes included. ``polygons=True``
-writes non-crowd masks as pixel-edge polygons instead (exact for masks without holes; holes are
-filled, because a COCO polygon cannot describe one). Ids are the COCO ids kept in the store, so a
+writes non-crowd masks as pixel-edge polygons instead, but only where pycocotools rasterises the
+polygons back to exactly the stored pixels; a mask with a hole (which a COCO polygon cannot
+describe: its parts are unioned) stays RLE, so an export never changes a mask, and ``area`` and
+``bbox`` always agree with the written segmentation. Ids are the COCO ids kept in the store, so a
 re-export of the same data gives the same ids; ``bbox`` and ``area`` come from pycocotools. Keys the
 imported file had beyond the standard ones are written back. Files are written atomically.
 """
@@ -35,6 +37,7 @@ def export_coco(
     only_reviewed: bool = False,
     include: str = "accepted",
     polygons: bool = False,
+    kept_rle: list[int] | None = None,
 ) -> Path:
     """Write the dataset as a COCO instances file; returns the path written.
 
@@ -43,7 +46,9 @@ def export_coco(
         include: ``"accepted"`` (annotations in state accepted: imported ground truth, human
             annotations, accepted predictions) or ``"all"`` (also still-proposed predictions).
             Rejected annotations are never exported as objects.
-        polygons: write non-crowd masks as polygons (lossy for masks with holes).
+        polygons: write non-crowd masks as polygons where that is exact (see the module docstring).
+        kept_rle: when given, the COCO ids of the annotations that stayed RLE although
+            ``polygons`` was asked for are appended to it.
 
     Images without (exported) annotations are kept: they are true negatives.
     """
@@ -51,7 +56,8 @@ def export_coco(
         raise InvalidInputError(f"include must be one of {sorted(INCLUDE_STATES)}, got {include!r}")
     with read_session(engine) as session:
         document = build_coco(
-            session, dataset_id, only_reviewed=only_reviewed, include=include, polygons=polygons
+            session, dataset_id, only_reviewed=only_reviewed, include=include, polygons=polygons,
+            kept_rle=kept_rle,
         )
     return atomic_write_json(out_path, document)
 
@@ -78,7 +84,8 @@ def export_results(
 
 
 def build_coco(
-    session: Session, dataset_id: int, *, only_reviewed: bool, include: str, polygons: bool
+    session: Session, dataset_id: int, *, only_reviewed: bool, include: str, polygons: bool,
+    kept_rle: list[int] | None = None,
 ) -> dict[str, Any]:
     """The COCO instances document for a dataset (see :func:`export_coco`)."""
     dataset = _dataset(session, dataset_id)
@@ -94,7 +101,9 @@ def build_coco(
         "info": info.get("info", {"description": dataset.name}),
         "licenses": info.get("licenses", []),
         "images": [_image_entry(image) for image in images],
-        "annotations": [_annotation_entry(row, polygons) for row in session.execute(ann_query)],
+        "annotations": [
+            _annotation_entry(row, polygons, kept_rle) for row in session.execute(ann_query)
+        ],
         "categories": [_category_entry(c) for c in _categories(session, dataset_id)],
     }
 
@@ -146,18 +155,22 @@ def _category_entry(category: Category) -> dict[str, Any]:
     return _with_extra(entry, category.extra)
 
 
-def _segmentation(row: Any, polygons: bool) -> Any:
+def _segmentation(row: Any, polygons: bool, kept_rle: list[int] | None) -> Any:
     if polygons and not row.iscrowd:
-        return mask_to_polygons(rle.decode_mask(row.rle_counts, row.height, row.width))
+        outline = mask_to_polygons(rle.decode_mask(row.rle_counts, row.height, row.width))
+        if outline and rle.polygons_to_counts(outline, row.height, row.width) == row.rle_counts:
+            return outline
+        if kept_rle is not None:
+            kept_rle.append(row.coco_id)
     return {"size": [row.height, row.width], "counts": row.rle_counts}
 
 
-def _annotation_entry(row: Any, polygons: bool) -> dict[str, Any]:
+def _annotation_entry(row: Any, polygons: bool, kept_rle: list[int] | None) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "id": row.coco_id,
         "image_id": row.image_coco_id,
         "category_id": row.category_id,
-        "segmentation": _segmentation(row, polygons),
+        "segmentation": _segmentation(row, polygons, kept_rle),
         "area": float(row.area),
         "bbox": [row.bbox_x, row.bbox_y, row.bbox_w, row.bbox_h],
         "iscrowd": int(row.iscrowd),

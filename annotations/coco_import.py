@@ -1,31 +1,33 @@
-"""COCO instances JSON -> the store, all or nothing.
+"""COCO instances JSON -> the store, in one transaction.
 
-The file is parsed and validated completely (:mod:`annotations.coco_parse`), image files are checked
-(existence, size, content hash), and only then is everything written in one transaction; any error,
-including a clash with what the dataset already holds, rolls the whole import back.
+The file is read by the one COCO reader (:mod:`annotations.coco_parse`), which repairs what can be
+repaired and refuses, item by item, what cannot (with ``strict`` it refuses the whole file
+instead); image files are checked through the one image loader (existence, size after EXIF
+orientation, pixel limit) and hashed. Then everything accepted is written in one transaction; a
+clash with what the dataset already holds rolls the whole import back. The report lists every
+repair and refusal by the person's own ids, JSON positions and file name.
 
 Importing into a dataset that already has content merges: categories with the same COCO id must
 have the same name, images with the same file name must have the same COCO id and size (their
-annotations are added), and annotation ids must be new to the dataset.
+annotations are added), and annotation ids must be new to the dataset. With ``match_by_name`` (the
+studio's upload) the file's ids need not agree: images are matched by file name, categories by
+name, and annotations get fresh ids; findings still name the file's own ids.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from PIL import Image as PILImage
-from PIL import UnidentifiedImageError
 from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from annotations.coco_parse import ParsedCoco, ParsedImage, load_json, parse_coco
+from annotations.coco_parse import CocoReport, ParsedCoco, ParsedImage, read_coco
 from annotations.database import read_session, write_session
-from annotations.errors import CocoFormatError, InvalidInputError, MissingImageError, NotFoundError
+from annotations.errors import CocoFormatError, InvalidInputError, NotFoundError
 from annotations.schema import SOURCES, Annotation, Category, Dataset, Image, utc_now
 
 _CHUNK = 5000
@@ -50,21 +52,35 @@ class ImportReport:
     crowd: int = 0
     files_checked: int = 0
     seconds: float = 0.0
+    findings: CocoReport | None = None
+
+    @property
+    def file_name(self) -> str:
+        return self.findings.file_name if self.findings else self.json_path.name
 
     def summary(self) -> str:
         """One line for the user, e.g. ``imported 3 images, 12 annotations (...)``."""
+        repairs = ""
+        if self.findings and self.findings.findings:
+            repairs = (f"; {len(self.findings.repaired)} repaired, {len(self.findings.refused)} refused "
+                       f"(see the report)")
         return (
             f"imported {self.images_added} new images ({self.images_existing} already present, "
             f"{self.images_without_annotations} without annotations), "
             f"{self.categories_added} new categories, {self.annotations_added} annotations "
             f"({self.polygons} polygons, {self.rle_compressed} compressed RLE, "
             f"{self.rle_uncompressed} uncompressed RLE, {self.crowd} crowd) "
-            f"from {self.json_path.name} in {self.seconds:.2f} s"
+            f"from {self.file_name} in {self.seconds:.2f} s{repairs}"
         )
 
+    def lines(self) -> list[str]:
+        """The summary, then one line per repair or refusal."""
+        return [self.summary(), *(self.findings.lines() if self.findings else [])]
+
     def as_dict(self) -> dict[str, Any]:
-        """The report as a plain dict (paths as strings)."""
+        """The report as a plain dict (paths as strings, findings as lines)."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["findings"] = self.findings.lines() if self.findings else []
         return {key: str(v) if isinstance(v, Path) else v for key, v in values.items()}
 
 
@@ -77,6 +93,9 @@ def import_coco(
     source: str = "imported",
     check_files: bool = True,
     user: str = "import",
+    strict: bool = False,
+    match_by_name: bool = False,
+    display_name: str | None = None,
 ) -> ImportReport:
     """Import a COCO instances file into a dataset in one transaction.
 
@@ -88,13 +107,17 @@ def import_coco(
             stored relative to the dataset's root.
         source: ``"imported"`` (accepted ground truth), ``"predicted"`` (proposed, with scores)
             or ``"human"`` (accepted).
-        check_files: require every image file to exist with the size the JSON says, and record
-            its SHA-256.
+        check_files: require every image file to exist, open and have the size the JSON says
+            (images that do not are refused by name), and record its SHA-256.
         user: recorded as the author on images that already existed and got annotations.
+        strict: refuse the whole file at the first repair or refusal.
+        match_by_name: match images by file name and categories by name, give annotations fresh
+            ids (for a file made elsewhere; see the module docstring).
+        display_name: the file's name in messages (an upload's own name, not a temporary path).
 
     Raises:
-        CocoFormatError: malformed file or a clash with the dataset (nothing is written).
-        MissingImageError: an image file is missing (with ``check_files``; nothing is written).
+        CocoFormatError: not a COCO file, no usable image, a clash with the dataset, or any
+            finding with ``strict`` (nothing is written).
     """
     started = time.perf_counter()
     if source not in SOURCES:
@@ -102,16 +125,53 @@ def import_coco(
     path = Path(json_path)
     dataset_root = _dataset_root(engine, dataset_id)
     root = Path(image_root).resolve() if image_root is not None else dataset_root
-    parsed = parse_coco(load_json(path), path, keep_scores=source == "predicted")
-    report = ImportReport(dataset_id, path, source)
-    if check_files:
-        _check_files(parsed.images, root)
-        report.files_checked = len(parsed.images)
+    parsed = read_coco(path, root if check_files else None, strict=strict, keep_scores=source == "predicted",
+                       hash_files=check_files, display_name=display_name)
+    report = ImportReport(dataset_id, path, source, findings=parsed.report)
+    report.files_checked = len(parsed.images) if check_files else 0
     with write_session(engine) as session:
+        if match_by_name:
+            _match_by_name(session, dataset_id, parsed)
         _write(session, dataset_id, parsed, _relative_prefix(root, dataset_root), report, user)
     _count_kinds(parsed, report)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _match_by_name(session: Session, dataset_id: int, parsed: ParsedCoco) -> None:
+    """Give the parsed file the dataset's ids: images by file name, categories by name, fresh
+    annotation ids; new images and categories get ids above every id in use."""
+    known_images = dict(session.execute(
+        select(Image.file_name, Image.coco_id).where(Image.dataset_id == dataset_id)).all())
+    known_categories = dict(session.execute(
+        select(Category.name, Category.coco_id).where(Category.dataset_id == dataset_id)).all())
+    image_map = _assign([(i.coco_id, i.file_name) for i in parsed.images], known_images)
+    category_map = _assign([(c.coco_id, c.name) for c in parsed.categories], known_categories)
+    for image in parsed.images:
+        image.coco_id = image_map[image.coco_id]
+    for category in parsed.categories:
+        category.coco_id = category_map[category.coco_id]
+    taken = session.scalar(select(func.max(Annotation.coco_id)).where(Annotation.dataset_id == dataset_id)) or 0
+    for number, ann in enumerate(parsed.annotations, start=taken + 1):
+        ann.coco_id = number
+        ann.image_coco_id = image_map[ann.image_coco_id]
+        ann.category_id = category_map[ann.category_id]
+
+
+def _assign(items: list[tuple[int, str]], known: dict[str, int]) -> dict[int, int]:
+    """file id -> dataset id: the dataset's id for a known name, else a fresh id above all used."""
+    used = set(known.values())
+    next_id = max(used, default=0) + 1
+    mapping: dict[int, int] = {}
+    for old, key in items:
+        if key in known:
+            mapping[old] = known[key]
+            continue
+        while next_id in used:
+            next_id += 1
+        mapping[old] = next_id
+        used.add(next_id)
+    return mapping
 
 
 def _dataset_root(engine: Engine, dataset_id: int) -> Path:
@@ -127,37 +187,6 @@ def _relative_prefix(root: Path, dataset_root: Path) -> str:
     if root == dataset_root:
         return ""
     return os.path.relpath(root, dataset_root) + "/"
-
-
-def _check_files(images: list[ParsedImage], root: Path) -> None:
-    """Every image must exist, open as an image of the size the JSON says; records its hash."""
-    for image in images:
-        path = root / image.file_name
-        if not path.is_file():
-            raise MissingImageError(
-                f"images[{image.index}] (id {image.coco_id}) '{image.file_name}': image file not "
-                f"found at {path}"
-            )
-        try:
-            with PILImage.open(path) as opened:
-                width, height = opened.size
-        except (UnidentifiedImageError, OSError) as error:
-            raise CocoFormatError(f"{image.where}: cannot read the image file: {error}") from error
-        if (width, height) != (image.width, image.height):
-            raise CocoFormatError(
-                f"{image.where}: the JSON says {image.width}x{image.height} but the file "
-                f"{path} is {width}x{height}"
-            )
-        image.content_hash = file_sha256(path)
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _count_kinds(parsed: ParsedCoco, report: ImportReport) -> None:
@@ -296,11 +325,12 @@ def _check_new_annotation_ids(session: Session, dataset: Dataset, parsed: Parsed
     taken = set(
         session.scalars(select(Annotation.coco_id).where(Annotation.dataset_id == dataset.id))
     )
-    for index, ann in enumerate(parsed.annotations):
+    for ann in parsed.annotations:
         if ann.coco_id in taken:
             raise CocoFormatError(
-                f"annotations[{index}]: annotation id {ann.coco_id} already exists in dataset "
-                f"'{dataset.name}'"
+                f"annotations[{ann.index}] (id {ann.file_id!r}) in {parsed.report.file_name}: annotation "
+                f"id {ann.coco_id} already exists in dataset '{dataset.name}' (the studio's upload "
+                f"gives fresh ids)"
             )
 
 

@@ -1,21 +1,45 @@
-"""Reading and validating a COCO instances file, without touching the database.
+"""The one COCO reader: every entry point (store import, studio upload, ``launch.py --coco``,
+training data, evaluation, results import) reads COCO instances and results files through here.
 
-Everything is checked before the importer writes anything: structure and types, duplicate ids and
-file names, references to unknown images or categories, polygons outside the image, RLE of the
-wrong size or length. The first problem found raises :class:`CocoFormatError` naming the item,
-e.g. ``annotation id 17 in images[3] 'a.jpg': polygon point (812.0, 40.0) lies outside the
-640x480 image``.
+Real files (CVAT, Label Studio and labelme exports, hand-edited JSON) carry small faults. The
+reader repairs what can be repaired and refuses what cannot, item by item, so one bad annotation
+never costs the rest of the file. Every repair and refusal becomes a :class:`Finding` that names
+the item as the person knows it: the file name, the JSON position and the file's own id, e.g.
+``annotations[3] (id 1) in shapes.json: category_id 9 is not in categories``.
 
-Masks are converted to compressed RLE here (polygons rasterised and merged, uncompressed RLE
-compressed) and their area and bbox computed with pycocotools.
+Repaired (reported, then kept):
+    - string or mixed image/annotation ids: mapped to integers (int ids kept, the others numbered
+      after the largest one, in file order); a missing annotation id gets a fresh one;
+    - polygon rings with fewer than 3 points or an odd number of coordinates: dropped;
+    - polygon points outside the image: the polygon is clipped to the image (pycocotools'
+      rasteriser intersects it with the image; nothing outside ``0..W x 0..H`` is stored);
+    - negative or non-numeric ``bbox`` and ``area``: recomputed from the mask (they are always
+      computed from the mask; a missing one is computed without a finding).
+Refused (reported, then left out with what depends on them):
+    - an image without a usable ``file_name``, size or id, a duplicate id or file name, a file that
+      is missing, unreadable, over the pixel limit or of another size than the JSON says (sizes are
+      compared after EXIF orientation, see :mod:`fastinst.images`);
+    - an annotation of an unknown image or category, with non-finite or absurd coordinates (a point
+      farther outside the image than 4x its larger side: refused before any rasterisation), an RLE
+      of the wrong size or length, or a mask that is empty after the repairs (zero area).
+Category ids are kept as they are (0 included).
+
+``strict=True`` refuses the whole file at the first finding instead (:class:`CocoFormatError`).
+A file that is not a COCO object at all (bad JSON, no ``images`` or ``categories`` list) always
+raises :class:`CocoFormatError`.
+
+Conventions: masks are compressed COCO RLE strings (column-major, ``size = [height, width]``); the
+rasteriser is pycocotools'; pixel (x, y) is ``mask[y, x]``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -27,11 +51,64 @@ CATEGORY_KEYS = frozenset({"id", "name", "supercategory"})
 ANNOTATION_KEYS = frozenset(
     {"id", "image_id", "category_id", "segmentation", "area", "bbox", "iscrowd"}
 )
+ABSURD_FACTOR = 4
+"""A polygon point farther outside the image than this many times its larger side is refused."""
+
+
+class _Refused(Exception):
+    """An item cannot be repaired; the message says why (without the item's name)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One repair or refusal. ``where`` names the item (position, the file's own id, file name)."""
+
+    where: str
+    message: str
+    action: str  # "repaired" or "refused"
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+@dataclass
+class CocoReport:
+    """Every finding of one read, in file order."""
+
+    file_name: str
+    findings: list[Finding] = field(default_factory=list)
+    strict: bool = False
+
+    def add(self, where: str, message: str, action: str) -> None:
+        """Record a finding; in strict mode raise it instead."""
+        finding = Finding(where, message, action)
+        if self.strict:
+            raise CocoFormatError(f"{finding} (strict mode: nothing was imported)")
+        self.findings.append(finding)
+
+    @property
+    def repaired(self) -> list[Finding]:
+        return [f for f in self.findings if f.action == "repaired"]
+
+    @property
+    def refused(self) -> list[Finding]:
+        return [f for f in self.findings if f.action == "refused"]
+
+    def lines(self) -> list[str]:
+        """One line per finding, e.g. ``refused: annotations[3] (id 1) in a.json: ...``."""
+        return [f"{f.action}: {f}" for f in self.findings]
+
+    def summary(self) -> str:
+        """``a.json: 2 repaired, 1 refused`` (or ``a.json: read without findings``)."""
+        if not self.findings:
+            return f"{self.file_name}: read without findings"
+        return f"{self.file_name}: {len(self.repaired)} repaired, {len(self.refused)} refused"
 
 
 @dataclass(slots=True)
 class ParsedImage:
-    """An entry of ``images``; ``index`` is its position in the array (for messages)."""
+    """An accepted entry of ``images``; ``index`` is its JSON position, ``file_id`` the file's own
+    id (any JSON value), ``coco_id`` the integer id used from here on."""
 
     index: int
     coco_id: int
@@ -39,16 +116,17 @@ class ParsedImage:
     width: int
     height: int
     extra: dict[str, Any] | None
+    file_id: Any = None
     content_hash: str | None = None
 
     @property
     def where(self) -> str:
-        return f"images[{self.index}] '{self.file_name}'"
+        return f"images[{self.index}] (id {self.file_id!r}) '{self.file_name}'"
 
 
 @dataclass(slots=True)
 class ParsedCategory:
-    """An entry of ``categories``."""
+    """An accepted entry of ``categories`` (``coco_id`` is the file's id, kept as it is)."""
 
     index: int
     coco_id: int
@@ -59,7 +137,8 @@ class ParsedCategory:
 
 @dataclass(slots=True)
 class ParsedAnnotation:
-    """An entry of ``annotations`` with its mask already as compressed RLE counts."""
+    """An accepted entry of ``annotations`` with its mask as compressed RLE counts; ``area`` (pixels)
+    and ``bbox`` (``[x, y, w, h]`` pixels) are computed from the mask by pycocotools."""
 
     coco_id: int
     image_coco_id: int
@@ -70,58 +149,191 @@ class ParsedAnnotation:
     iscrowd: bool
     score: float | None
     extra: dict[str, Any] | None
+    index: int = -1
+    file_id: Any = None
 
 
 @dataclass
 class ParsedCoco:
-    """A validated COCO file; ``kinds`` counts segmentations by encoding."""
+    """A read COCO file: what was accepted, and the report of what was repaired or refused.
+
+    ``kinds`` counts accepted segmentations by encoding (``polygon``, ``rle``,
+    ``rle_uncompressed``); ``image_ids`` maps each image's own id (as in the file) to its integer id.
+    """
 
     images: list[ParsedImage]
     categories: list[ParsedCategory]
     annotations: list[ParsedAnnotation]
     info: dict[str, Any] | None
+    report: CocoReport
     kinds: dict[str, int] = field(default_factory=dict)
+    image_ids: dict[Any, int] = field(default_factory=dict)
+
+    def to_coco_dict(self) -> dict[str, Any]:
+        """A clean COCO instances document of what was accepted: integer ids, RLE segmentations,
+        ``area``/``bbox``/``iscrowd`` from the masks. Suitable for pycocotools ``COCO``/``COCOeval``."""
+        return {
+            "images": [{"id": i.coco_id, "file_name": i.file_name, "width": i.width, "height": i.height}
+                       for i in self.images],
+            "categories": [{"id": c.coco_id, "name": c.name, "supercategory": c.supercategory or ""}
+                           for c in self.categories],
+            "annotations": [_clean_annotation(a, self._sizes()) for a in self.annotations],
+        }
+
+    def _sizes(self) -> dict[int, tuple[int, int]]:
+        return {i.coco_id: (i.height, i.width) for i in self.images}
 
 
-def load_json(path: Path) -> Any:
-    """Read a JSON file; any read or syntax error becomes a :class:`CocoFormatError`."""
+def _clean_annotation(ann: ParsedAnnotation, sizes: dict[int, tuple[int, int]]) -> dict[str, Any]:
+    height, width = sizes[ann.image_coco_id]
+    entry = {"id": ann.coco_id, "image_id": ann.image_coco_id, "category_id": ann.category_id,
+             "segmentation": {"size": [height, width], "counts": ann.rle_counts},
+             "area": ann.area, "bbox": list(ann.bbox), "iscrowd": int(ann.iscrowd)}
+    if ann.score is not None:
+        entry["score"] = ann.score
+    return entry
+
+
+ImageSizer = Callable[[Path], tuple[int, int]]
+
+
+def load_json(path: Path, display_name: str | None = None) -> Any:
+    """Read a JSON file; any read or syntax error becomes a :class:`CocoFormatError` naming it."""
+    name = display_name or Path(path).name
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             return json.load(handle)
     except json.JSONDecodeError as error:
         raise CocoFormatError(
-            f"{path}: not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+            f"{name}: not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
         ) from error
     except (OSError, UnicodeDecodeError) as error:
-        raise CocoFormatError(f"{path}: cannot read the file: {error}") from error
+        raise CocoFormatError(f"{name}: cannot read the file: {error}") from error
 
 
-def parse_coco(data: Any, path: Path, *, keep_scores: bool) -> ParsedCoco:
-    """Validate a loaded COCO instances document and convert its masks.
+def read_coco(
+    path: str | Path,
+    image_root: str | Path | None = None,
+    *,
+    strict: bool = False,
+    keep_scores: bool = False,
+    hash_files: bool = False,
+    display_name: str | None = None,
+    max_pixels: int | None = None,
+) -> ParsedCoco:
+    """Read and repair a COCO instances file (see the module docstring for the rules).
 
     Args:
-        data: the parsed JSON.
-        path: the file it came from (for messages).
-        keep_scores: take each annotation's ``score`` into the score column (predictions);
-            otherwise a ``score`` key is kept with the other extra keys.
+        path: the JSON file.
+        image_root: folder the ``file_name`` entries are relative to; when given, every image file
+            must exist, open, fit the pixel limit and have the size the JSON says (after EXIF
+            orientation). ``None`` checks nothing on disk.
+        strict: refuse the whole file at the first repair or refusal.
+        keep_scores: read each annotation's ``score`` (predictions).
+        hash_files: record each image file's SHA-256 (the store keeps it).
+        display_name: the name findings use for the file (e.g. the uploaded file's own name
+            rather than a temporary path); default the path's name.
+        max_pixels: pixel limit for image files (default :func:`fastinst.images.max_pixels`).
+
+    Raises:
+        CocoFormatError: not a COCO file at all, every image refused (the message says why), or
+            any finding in strict mode.
     """
-    if not isinstance(data, dict):
-        raise CocoFormatError(f"{path}: the top level must be a JSON object, not {_kind(data)}")
-    images = _parse_images(_section(data, "images", path, required=True))
-    categories = _parse_categories(_section(data, "categories", path, required=True))
-    raw_annotations = _section(data, "annotations", path, required=False)
-    parsed = ParsedCoco(images, categories, [], _info(data))
-    parsed.annotations = _parse_annotations(raw_annotations, parsed, keep_scores)
+    name = display_name or Path(path).name
+    data = load_json(Path(path), name)
+    sizer = None
+    if image_root is not None:
+        sizer = _file_sizer(Path(image_root), max_pixels)
+    parsed = parse_coco(data, name, strict=strict, keep_scores=keep_scores, image_sizer=sizer)
+    if image_root is not None and hash_files:
+        for image in parsed.images:
+            image.content_hash = file_sha256(Path(image_root) / image.file_name)
     return parsed
 
 
-def _section(data: dict, key: str, path: Path, *, required: bool) -> list:
+def _file_sizer(root: Path, limit: int | None) -> ImageSizer:
+    from fastinst.images import image_size  # the one image loader (EXIF-aware, header only)
+
+    return lambda relative: image_size(root / relative, limit=limit)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def parse_coco(
+    data: Any,
+    name: str,
+    *,
+    strict: bool = False,
+    keep_scores: bool = False,
+    image_sizer: ImageSizer | None = None,
+) -> ParsedCoco:
+    """Validate and repair a loaded COCO instances document (see :func:`read_coco`).
+
+    Args:
+        data: the parsed JSON.
+        name: the file's name, for findings.
+        image_sizer: ``file_name -> (width, height)`` of the file on disk, or ``None`` to skip the
+            file checks; it raises ``fastinst.ImageError`` for an unreadable file.
+    """
+    name = Path(str(name)).name
+    if not isinstance(data, dict):
+        raise CocoFormatError(f"{name}: the top level must be a JSON object, not {_kind(data)}")
+    report = CocoReport(name, strict=strict)
+    raw_images = _section(data, "images", name, required=True)
+    raw_categories = _section(data, "categories", name, required=True)
+    raw_annotations = _section(data, "annotations", name, required=False)
+    categories = _parse_categories(raw_categories, name, report)
+    images, image_ids = _parse_images(raw_images, name, report, image_sizer)
+    if raw_images and not images and image_sizer is not None:
+        first = report.refused[0] if report.refused else "see the report"
+        hint = " Is the image folder right?" if "image not found" in str(first) else ""
+        raise CocoFormatError(f"{name}: none of its {len(raw_images)} images could be used; the first: {first}.{hint}")
+    parsed = ParsedCoco(images, categories, [], _info(data), report, image_ids=image_ids)
+    parsed.annotations = _parse_annotations(raw_annotations, name, parsed, keep_scores)
+    return parsed
+
+
+def read_results(path: str | Path, ground_truth: ParsedCoco, *, strict: bool = False,
+                 display_name: str | None = None) -> tuple[list[dict[str, Any]], CocoReport]:
+    """Read a COCO results file (a JSON list of ``{image_id, category_id, segmentation, score}``)
+    against the ground truth it was made for, with the same repairs and refusals.
+
+    Image ids are mapped with the ground truth's own mapping (so string ids match). Returns the
+    accepted results as clean dicts (integer ids, compressed RLE, ``score``) and the report. An
+    empty list is an ordinary result.
+
+    Raises:
+        CocoFormatError: not a JSON list, or any finding in strict mode.
+    """
+    name = display_name or Path(path).name
+    data = load_json(Path(path), name)
+    if isinstance(data, dict) and "annotations" in data:
+        data = data["annotations"]
+    if not isinstance(data, list):
+        raise CocoFormatError(f"{name}: a results file must be a JSON list, not {_kind(data)}")
+    document = {"images": [], "categories": [], "annotations": data}
+    parsed = ParsedCoco(ground_truth.images, ground_truth.categories, [], None,
+                        CocoReport(name, strict=strict), image_ids=ground_truth.image_ids)
+    parsed.annotations = _parse_annotations(document["annotations"], name, parsed, keep_scores=True,
+                                            results=True)
+    sizes = parsed._sizes()
+    return [_clean_annotation(a, sizes) for a in parsed.annotations], parsed.report
+
+
+def _section(data: dict, key: str, name: str, *, required: bool) -> list:
     if key not in data:
         if required:
-            raise CocoFormatError(f"{path}: missing the '{key}' list")
+            raise CocoFormatError(f"{name}: missing the '{key}' list")
         return []
     if not isinstance(data[key], list):
-        raise CocoFormatError(f"{path}: '{key}' must be a list, not {_kind(data[key])}")
+        raise CocoFormatError(f"{name}: '{key}' must be a list, not {_kind(data[key])}")
     return data[key]
 
 
@@ -134,13 +346,15 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
-def _as_int(value: Any, what: str) -> int:
-    """An integer id or size; integral floats (``3.0``) are accepted, bools are not."""
+def _int(value: Any, what: str) -> int:
+    """An integer: ints, integral floats (``3.0``) and integral strings (``"3"``); not bools."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise CocoFormatError(f"{what} must be an integer, got {value!r}")
+        raise _Refused(f"{what} must be an integer, got {value!r}")
     if isinstance(value, float):
         if not value.is_integer():
-            raise CocoFormatError(f"{what} must be an integer, got {value!r}")
+            raise _Refused(f"{what} must be an integer, got {value!r}")
         return int(value)
     return value
 
@@ -150,192 +364,335 @@ def _extra(raw: dict, standard: frozenset[str]) -> dict[str, Any] | None:
     return extra or None
 
 
-def _parse_images(raw_images: list) -> list[ParsedImage]:
-    images: list[ParsedImage] = []
-    by_id: dict[int, int] = {}
-    by_name: dict[str, int] = {}
-    for index, raw in enumerate(raw_images):
-        image = _parse_image(index, raw)
-        if image.coco_id in by_id:
-            raise CocoFormatError(
-                f"{image.where}: duplicate image id {image.coco_id} "
-                f"(also images[{by_id[image.coco_id]}])"
-            )
-        if image.file_name in by_name:
-            raise CocoFormatError(
-                f"{image.where}: duplicate file_name (also images[{by_name[image.file_name]}])"
-            )
-        by_id[image.coco_id] = by_name[image.file_name] = index
-        images.append(image)
-    return images
+def _id_key(value: Any) -> Any:
+    """A hashable key for a file's id (lists are not ids)."""
+    return value if isinstance(value, (int, float, str)) and not isinstance(value, bool) else None
 
 
-def _parse_image(index: int, raw: Any) -> ParsedImage:
-    where = f"images[{index}]"
-    if not isinstance(raw, dict):
-        raise CocoFormatError(f"{where} must be an object, not {_kind(raw)}")
-    for key in ("id", "file_name", "width", "height"):
-        if key not in raw:
-            raise CocoFormatError(f"{where}: missing '{key}'")
-    file_name = raw["file_name"]
-    if not isinstance(file_name, str) or not file_name:
-        raise CocoFormatError(f"{where}: 'file_name' must be a non-empty string")
-    where = f"{where} '{file_name}'"
-    coco_id = _as_int(raw["id"], f"{where}: 'id'")
-    width = _as_int(raw["width"], f"{where}: 'width'")
-    height = _as_int(raw["height"], f"{where}: 'height'")
-    if width <= 0 or height <= 0:
-        raise CocoFormatError(f"{where}: size {width}x{height} is not positive")
-    return ParsedImage(index, coco_id, file_name, width, height, _extra(raw, IMAGE_KEYS))
+class _IdMapper:
+    """The file's own ids -> integers: integer ids kept, the others numbered after the largest."""
+
+    def __init__(self, values: Iterable[Any]) -> None:
+        ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+        self.next_id = max(ints, default=0) + 1
+        self.mapped: dict[Any, int] = {}
+
+    def __call__(self, value: Any) -> tuple[int, bool]:
+        """``(integer id, whether it was mapped)``."""
+        if isinstance(value, bool):
+            raise _Refused(f"id must be an integer or a string, got {value!r}")
+        if isinstance(value, int):
+            return value, False
+        if isinstance(value, float) and value.is_integer():
+            return int(value), False
+        if not isinstance(value, str) or not value:
+            raise _Refused(f"id must be an integer or a string, got {value!r}")
+        if value not in self.mapped:
+            self.mapped[value] = self.next_id
+            self.next_id += 1
+        return self.mapped[value], True
 
 
-def _parse_categories(raw_categories: list) -> list[ParsedCategory]:
+# ------------------------------------------------------------------------------------ categories
+
+
+def _parse_categories(raw_categories: list, name: str, report: CocoReport) -> list[ParsedCategory]:
     categories: list[ParsedCategory] = []
     seen: dict[int, int] = {}
     for index, raw in enumerate(raw_categories):
-        where = f"categories[{index}]"
-        if not isinstance(raw, dict):
-            raise CocoFormatError(f"{where} must be an object, not {_kind(raw)}")
-        if "id" not in raw or "name" not in raw:
-            raise CocoFormatError(f"{where}: needs 'id' and 'name'")
-        coco_id = _as_int(raw["id"], f"{where}: 'id'")
-        name, supercategory = raw["name"], raw.get("supercategory")
-        if not isinstance(name, str) or not isinstance(supercategory, (str, type(None))):
-            raise CocoFormatError(f"{where}: 'name' and 'supercategory' must be strings")
-        if coco_id in seen:
-            raise CocoFormatError(
-                f"{where} '{name}': duplicate category id {coco_id} (also categories[{seen[coco_id]}])"
-            )
-        seen[coco_id] = index
-        extra = _extra(raw, CATEGORY_KEYS)
-        categories.append(ParsedCategory(index, coco_id, name, supercategory, extra))
+        where = f"categories[{index}] in {name}"
+        try:
+            category = _parse_category(index, raw)
+            if category.coco_id in seen:
+                raise _Refused(f"duplicate category id {category.coco_id} (also "
+                               f"categories[{seen[category.coco_id]}])")
+        except _Refused as refusal:
+            report.add(where, f"{refusal}; the category and its annotations are left out", "refused")
+            continue
+        seen[category.coco_id] = index
+        categories.append(category)
     return categories
 
 
+def _parse_category(index: int, raw: Any) -> ParsedCategory:
+    if not isinstance(raw, dict):
+        raise _Refused(f"must be an object, not {_kind(raw)}")
+    if "id" not in raw or "name" not in raw:
+        raise _Refused("needs 'id' and 'name'")
+    coco_id = _int(raw["id"], "'id'")
+    name, supercategory = raw["name"], raw.get("supercategory")
+    if not isinstance(name, str) or not name:
+        raise _Refused("'name' must be a non-empty string")
+    if not isinstance(supercategory, (str, type(None))):
+        supercategory = str(supercategory)
+    return ParsedCategory(index, coco_id, name, supercategory, _extra(raw, CATEGORY_KEYS))
+
+
+# ---------------------------------------------------------------------------------------- images
+
+
+def _parse_images(
+    raw_images: list, name: str, report: CocoReport, sizer: ImageSizer | None
+) -> tuple[list[ParsedImage], dict[Any, int]]:
+    mapper = _IdMapper(raw.get("id") for raw in raw_images if isinstance(raw, dict))
+    images: list[ParsedImage] = []
+    ids: dict[Any, int] = {}
+    by_name: dict[str, int] = {}
+    for index, raw in enumerate(raw_images):
+        file_id = raw.get("id") if isinstance(raw, dict) else None
+        where = _image_where(index, raw, name)
+        try:
+            if _id_key(file_id) in ids:
+                raise _Refused(f"duplicate image id {file_id!r}")
+            file_name = raw.get("file_name") if isinstance(raw, dict) else None
+            if isinstance(file_name, str) and file_name in by_name:
+                raise _Refused(f"duplicate file_name (also images[{by_name[file_name]}])")
+            image = _parse_image(index, raw, mapper, sizer)
+        except _Refused as refusal:
+            report.add(where, f"{refusal}; the image and its annotations are left out", "refused")
+            continue
+        if isinstance(file_id, str):
+            report.add(where, f"string id mapped to integer id {image.coco_id}", "repaired")
+        ids[_id_key(file_id)] = image.coco_id
+        by_name[image.file_name] = index
+        images.append(image)
+    return images, ids
+
+
+def _image_where(index: int, raw: Any, name: str) -> str:
+    if not isinstance(raw, dict):
+        return f"images[{index}] in {name}"
+    label = f" '{raw['file_name']}'" if isinstance(raw.get("file_name"), str) else ""
+    return f"images[{index}] (id {raw.get('id')!r}){label} in {name}"
+
+
+def _parse_image(index: int, raw: Any, mapper: _IdMapper, sizer: ImageSizer | None) -> ParsedImage:
+    if not isinstance(raw, dict):
+        raise _Refused(f"must be an object, not {_kind(raw)}")
+    if "id" not in raw:
+        raise _Refused("missing 'id'")
+    file_name = raw.get("file_name")
+    if not isinstance(file_name, str) or not file_name:
+        raise _Refused("'file_name' must be a non-empty string")
+    coco_id, _ = mapper(raw["id"])
+    width, height = raw.get("width"), raw.get("height")
+    on_disk = _size_on_disk(file_name, sizer)
+    if width is None and height is None and on_disk is not None:
+        width, height = on_disk
+    width, height = _int(width, "'width'"), _int(height, "'height'")
+    if width <= 0 or height <= 0:
+        raise _Refused(f"size {width}x{height} is not positive")
+    if on_disk is not None and on_disk != (width, height):
+        raise _Refused(
+            f"the JSON says {width}x{height} (width x height) but the file is {on_disk[0]}x{on_disk[1]} "
+            f"(after EXIF orientation); no mask is read at the wrong size")
+    return ParsedImage(index, coco_id, file_name, width, height, _extra(raw, IMAGE_KEYS), raw["id"])
+
+
+def _size_on_disk(file_name: str, sizer: ImageSizer | None) -> tuple[int, int] | None:
+    if sizer is None:
+        return None
+    from fastinst.errors import ImageError
+
+    try:
+        return sizer(Path(file_name))
+    except ImageError as error:
+        raise _Refused(str(error)) from None
+
+
+# ----------------------------------------------------------------------------------- annotations
+
+
 def _parse_annotations(
-    raw_annotations: list, parsed: ParsedCoco, keep_scores: bool
+    raw_annotations: list, name: str, parsed: ParsedCoco, keep_scores: bool, results: bool = False
 ) -> list[ParsedAnnotation]:
     images = {image.coco_id: image for image in parsed.images}
     category_ids = {category.coco_id for category in parsed.categories}
     standard = ANNOTATION_KEYS | {"score"} if keep_scores else ANNOTATION_KEYS
-    seen: dict[int, int] = {}
-    result = []
+    mapper = _IdMapper(raw.get("id") for raw in raw_annotations if isinstance(raw, dict))
+    seen: set[int] = set()
+    accepted = []
     for index, raw in enumerate(raw_annotations):
-        if not isinstance(raw, dict):
-            raise CocoFormatError(f"annotations[{index}] must be an object, not {_kind(raw)}")
-        coco_id = _as_int(raw.get("id"), f"annotations[{index}]: 'id'")
-        if coco_id in seen:
-            raise CocoFormatError(
-                f"annotations[{index}]: duplicate annotation id {coco_id} "
-                f"(also annotations[{seen[coco_id]}])"
-            )
-        seen[coco_id] = index
-        image = _annotation_image(raw, index, coco_id, images)
-        where = f"annotation id {coco_id} in {image.where}"
-        category_id = _as_int(raw.get("category_id"), f"{where}: 'category_id'")
-        if category_id not in category_ids:
-            raise CocoFormatError(f"{where}: category_id {category_id} is not in categories")
-        iscrowd = raw.get("iscrowd", 0)
-        if iscrowd not in (0, 1) or isinstance(iscrowd, float):
-            raise CocoFormatError(f"{where}: 'iscrowd' must be 0 or 1, got {iscrowd!r}")
-        counts, kind = segmentation_counts(raw.get("segmentation"), image, where)
-        parsed.kinds[kind] = parsed.kinds.get(kind, 0) + 1
-        area, bbox = rle.area_and_bbox(counts, image.height, image.width)
-        score = _score(raw, where) if keep_scores else None
-        result.append(
-            ParsedAnnotation(
-                coco_id, image.coco_id, category_id, counts, area, bbox, bool(iscrowd), score,
-                _extra(raw, standard),
-            )
-        )
-    return result
+        file_id = raw.get("id") if isinstance(raw, dict) else None
+        where = f"annotations[{index}]" + (f" (id {file_id!r})" if file_id is not None else "") + f" in {name}"
+        try:
+            ann = _parse_annotation(index, raw, where, parsed, images, category_ids, mapper, keep_scores,
+                                    results)
+            if ann.coco_id in seen:
+                if not results:
+                    raise _Refused(f"duplicate annotation id {file_id!r}")
+                ann.coco_id, _ = mapper(f"#{index}")
+        except _Refused as refusal:
+            parsed.report.add(where, f"{refusal}; the annotation is left out", "refused")
+            continue
+        seen.add(ann.coco_id)
+        ann.extra = _extra(raw, standard)
+        accepted.append(ann)
+    return accepted
 
 
-def _annotation_image(
-    raw: dict, index: int, coco_id: int, images: dict[int, ParsedImage]
-) -> ParsedImage:
-    image_id = _as_int(raw.get("image_id"), f"annotations[{index}] (id {coco_id}): 'image_id'")
-    if image_id not in images:
-        raise CocoFormatError(
-            f"annotations[{index}] (id {coco_id}): image_id {image_id} is not in images"
-        )
-    return images[image_id]
+def _parse_annotation(
+    index: int, raw: Any, where: str, parsed: ParsedCoco, images: dict[int, ParsedImage],
+    category_ids: set[int], mapper: _IdMapper, keep_scores: bool, results: bool,
+) -> ParsedAnnotation:
+    report = parsed.report
+    if not isinstance(raw, dict):
+        raise _Refused(f"must be an object, not {_kind(raw)}")
+    if raw.get("id") is None:
+        coco_id, _ = mapper(f"#{index}")
+        if not results:
+            report.add(where, f"no 'id': given id {coco_id}", "repaired")
+    else:
+        coco_id, was_mapped = mapper(raw["id"])
+        if was_mapped:
+            report.add(where, f"string id mapped to integer id {coco_id}", "repaired")
+    image = _annotation_image(raw.get("image_id"), parsed.image_ids, images)
+    category_id = _int(raw.get("category_id"), "'category_id'")
+    if category_id not in category_ids:
+        raise _Refused(f"category_id {category_id} is not in categories")
+    iscrowd = raw.get("iscrowd", 0)
+    if iscrowd not in (0, 1) or isinstance(iscrowd, float):
+        raise _Refused(f"'iscrowd' must be 0 or 1, got {iscrowd!r}")
+    counts, kind = _segmentation_counts(raw.get("segmentation"), image, where, report)
+    area, bbox = rle.area_and_bbox(counts, image.height, image.width)
+    if area == 0:
+        raise _Refused("the mask is empty (zero area)")
+    if not results:
+        _report_bad_geometry(raw, where, area, bbox, report)
+    parsed.kinds[kind] = parsed.kinds.get(kind, 0) + 1
+    score = _score(raw) if keep_scores else None
+    return ParsedAnnotation(coco_id, image.coco_id, category_id, counts, area, bbox, bool(iscrowd), score,
+                            None, index, raw.get("id"))
 
 
-def _score(raw: dict, where: str) -> float | None:
+def _annotation_image(value: Any, image_ids: dict[Any, int], images: dict[int, ParsedImage]) -> ParsedImage:
+    key = _id_key(value)
+    coco_id = image_ids.get(key)
+    if coco_id is None and isinstance(value, (str, float)):  # "7" or 7.0 for an int id 7
+        try:
+            coco_id = image_ids.get(_int(value, "'image_id'"))
+        except _Refused:
+            coco_id = None
+    if coco_id is None or coco_id not in images:
+        raise _Refused(f"image_id {value!r} is not in images (or its image was left out)")
+    return images[coco_id]
+
+
+def _report_bad_geometry(raw: dict, where: str, area: int, bbox: tuple[float, ...], report: CocoReport) -> None:
+    """Report an unusable ``bbox``/``area`` (negative, non-numeric). Stored values always come from
+    the mask, so a missing one is simply computed, without a finding."""
+    given_bbox = raw.get("bbox")
+    if given_bbox is not None and not _usable_box(given_bbox):
+        report.add(where, f"bbox {given_bbox!r} replaced by the mask's {[int(v) for v in bbox]}", "repaired")
+    given_area = raw.get("area")
+    if given_area is not None and not (isinstance(given_area, (int, float)) and not isinstance(given_area, bool)
+                                       and math.isfinite(given_area) and given_area > 0):
+        report.add(where, f"area {given_area!r} replaced by the mask's {area}", "repaired")
+
+
+def _usable_box(box: Any) -> bool:
+    if not isinstance(box, list) or len(box) != 4:
+        return False
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box):
+        return False
+    return box[2] > 0 and box[3] > 0
+
+
+def _score(raw: dict) -> float | None:
     score = raw.get("score")
     if score is None:
         return None
-    if isinstance(score, bool) or not isinstance(score, (int, float)):
-        raise CocoFormatError(f"{where}: 'score' must be a number, got {score!r}")
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        raise _Refused(f"'score' must be a finite number, got {score!r}")
     return float(score)
 
 
-def segmentation_counts(segmentation: Any, image: ParsedImage, where: str) -> tuple[str, str]:
-    """Convert one COCO segmentation to compressed RLE counts at the image's size.
+# ---------------------------------------------------------------------------------- segmentation
 
-    Returns:
-        ``(counts, kind)`` with kind ``"polygon"``, ``"rle"`` or ``"rle_uncompressed"``.
-    """
+
+def _segmentation_counts(
+    segmentation: Any, image: ParsedImage, where: str, report: CocoReport
+) -> tuple[str, str]:
+    """One COCO segmentation -> ``(compressed RLE counts at the image's size, kind)``."""
     if isinstance(segmentation, list):
-        return _polygon_counts(segmentation, image, where), "polygon"
+        return _polygon_counts(segmentation, image, where, report), "polygon"
     if isinstance(segmentation, dict):
-        return _rle_counts(segmentation, image, where)
-    raise CocoFormatError(
-        f"{where}: 'segmentation' must be a list of polygons or an RLE object, "
-        f"got {_kind(segmentation)}"
-    )
+        return _rle_counts(segmentation, image)
+    raise _Refused(f"'segmentation' must be a list of polygons or an RLE object, got {_kind(segmentation)}")
 
 
-def _polygon_counts(polygons: list, image: ParsedImage, where: str) -> str:
-    if not polygons:
-        raise CocoFormatError(f"{where}: 'segmentation' is an empty list of polygons")
+def _polygon_counts(polygons: list, image: ParsedImage, where: str, report: CocoReport) -> str:
+    if not polygons or all(isinstance(p, list) and not p for p in polygons):
+        raise _Refused("'segmentation' is empty (no polygon)")
+    rings, dropped = [], []
     for part, polygon in enumerate(polygons):
-        _check_polygon(polygon, part, image, where)
-    return rle.polygons_to_counts(polygons, image.height, image.width)
+        coords = _ring_coordinates(polygon, part)
+        if coords.size % 2 or coords.size < 6:
+            dropped.append(f"polygon {part} has {coords.size} coordinates")
+        else:
+            rings.append(coords)
+    if not rings:
+        raise _Refused(f"no polygon ring with at least 3 points ({'; '.join(dropped)})")
+    for text in dropped:
+        report.add(where, f"{text}; a ring needs an even number, at least 6 (3 points): ring dropped",
+                   "repaired")
+    outside = _check_extent(rings, image)
+    if outside:
+        report.add(where, f"{outside} polygon points lie outside the {image.width}x{image.height} image: "
+                          f"clipped to the image", "repaired")
+    return rle.polygons_to_counts([ring.tolist() for ring in rings], image.height, image.width)
 
 
-def _check_polygon(polygon: Any, part: int, image: ParsedImage, where: str) -> None:
+def _ring_coordinates(polygon: Any, part: int) -> np.ndarray:
     if not isinstance(polygon, list):
-        raise CocoFormatError(f"{where}: polygon {part} must be a list of numbers")
-    if len(polygon) < 6 or len(polygon) % 2:
-        raise CocoFormatError(
-            f"{where}: polygon {part} has {len(polygon)} coordinates; it needs an even number, "
-            f"at least 6 (3 points)"
-        )
-    try:
-        coords = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
-    except (TypeError, ValueError) as error:
-        raise CocoFormatError(f"{where}: polygon {part} must be a list of numbers") from error
-    inside = (
-        (coords[:, 0] >= 0) & (coords[:, 0] <= image.width)
-        & (coords[:, 1] >= 0) & (coords[:, 1] <= image.height)
-    )
-    if not inside.all():
-        x, y = coords[int(np.argmin(inside))]
-        raise CocoFormatError(
-            f"{where}: polygon point ({float(x)}, {float(y)}) lies outside the "
-            f"{image.width}x{image.height} image"
-        )
+        raise _Refused(f"polygon {part} must be a list of numbers, got {_kind(polygon)}")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in polygon):
+        raise _Refused(f"polygon {part} must be a list of numbers")
+    coords = np.asarray(polygon, dtype=np.float64)
+    if not np.isfinite(coords).all():
+        raise _Refused(f"polygon {part} has a non-finite coordinate")
+    return coords
 
 
-def _rle_counts(segmentation: dict, image: ParsedImage, where: str) -> tuple[str, str]:
+def _check_extent(rings: list[np.ndarray], image: ParsedImage) -> int:
+    """Number of points outside the image; raises for a point absurdly far outside."""
+    margin = ABSURD_FACTOR * max(image.width, image.height)
+    outside = 0
+    for ring in rings:
+        xs, ys = ring[0::2], ring[1::2]
+        far = (xs < -margin) | (xs > image.width + margin) | (ys < -margin) | (ys > image.height + margin)
+        if far.any():
+            k = int(np.argmax(far))
+            raise _Refused(f"polygon point ({xs[k]:g}, {ys[k]:g}) lies absurdly far outside the "
+                           f"{image.width}x{image.height} image (refused before rasterising)")
+        outside += int(((xs < 0) | (xs > image.width) | (ys < 0) | (ys > image.height)).sum())
+    return outside
+
+
+def _rle_counts(segmentation: dict, image: ParsedImage) -> tuple[str, str]:
     size, counts = segmentation.get("size"), segmentation.get("counts")
-    if size != [image.height, image.width]:
-        raise CocoFormatError(
-            f"{where}: RLE size {size!r} does not match the {image.width}x{image.height} image "
-            f"(expected [{image.height}, {image.width}], height first)"
-        )
+    if not isinstance(size, list) or [v for v in size] != [image.height, image.width]:
+        raise _Refused(f"RLE size {size!r} does not match the {image.width}x{image.height} image "
+                       f"(expected [{image.height}, {image.width}], height first)")
     if isinstance(counts, str):
         try:
             runs = rle.string_to_runs(counts)
         except ValueError as error:
-            raise CocoFormatError(f"{where}: malformed compressed RLE counts: {error}") from error
-        rle.check_runs(runs, image.height, image.width, where)
+            raise _Refused(f"malformed compressed RLE counts: {error}") from None
+        _check_runs(runs, image)
         return counts, "rle"
     if isinstance(counts, list):
         if not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
-            raise CocoFormatError(f"{where}: uncompressed RLE counts must be integers")
-        rle.check_runs(counts, image.height, image.width, where)
+            raise _Refused("uncompressed RLE counts must be integers")
+        _check_runs(np.asarray(counts, dtype=np.int64), image)
         return rle.uncompressed_to_counts(counts, image.height, image.width), "rle_uncompressed"
-    raise CocoFormatError(f"{where}: RLE 'counts' must be a string or a list of integers")
+    raise _Refused("RLE 'counts' must be a string or a list of integers")
+
+
+def _check_runs(runs: np.ndarray, image: ParsedImage) -> None:
+    if (runs < 0).any():
+        raise _Refused("RLE counts contain a negative run length")
+    total = int(runs.sum())
+    if total != image.height * image.width:
+        raise _Refused(f"RLE counts cover {total} pixels but the {image.width}x{image.height} image has "
+                       f"{image.height * image.width}")

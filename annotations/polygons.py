@@ -2,8 +2,8 @@
 
 The polygons follow pixel edges (vertices on integer pixel corners), which pycocotools rasterises
 back to exactly the same pixels. A COCO polygon cannot describe a hole (the parts of a multi-part
-polygon are unioned), so holes are filled first: for a mask without holes the result is lossless,
-for a mask with holes the holes are lost. That is why the store exports RLE by default.
+polygon are unioned), so holes are filled first: for a mask without holes the result is lossless.
+The exporter checks each result and keeps RLE for any mask the polygons would change.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from annotations.errors import CocoFormatError, InvalidInputError
+from annotations.errors import InvalidInputError
 
 _FIRST_CHAR = ord("0")
 _LAST_CHAR = _FIRST_CHAR + 63
@@ -110,19 +110,6 @@ def string_to_runs(counts: str) -> np.ndarray:
     runs[1::2] = np.cumsum(values[1::2])
     runs[2::2] = np.cumsum(values[2::2])
     return runs
-
-
-def check_runs(runs: Sequence[int] | np.ndarray, height: int, width: int, where: str) -> None:
-    """Raise :class:`CocoFormatError` unless the runs are non-negative and cover H*W pixels."""
-    array = np.asarray(runs, dtype=np.int64)
-    if (array < 0).any():
-        raise CocoFormatError(f"{where}: RLE counts contain a negative run length")
-    total = int(array.sum())
-    if total != height * width:
-        raise CocoFormatError(
-            f"{where}: RLE counts cover {total} pixels but the {width}x{height} image has "
-            f"{height * width}"
-        )
 
 
 def check_mask(mask: np.ndarray, height: int, width: int, what: str) -> np.ndarray:

@@ -45,6 +45,7 @@ from annotations import (
     rle,
 )
 from annotations.coco_import import ImportReport
+from annotations.coco_parse import file_sha256
 from annotations.database import read_session, write_session
 from annotations.errors import InvalidInputError, NotFoundError
 from annotations.records import (
@@ -166,15 +167,21 @@ class Store:
         *,
         source: str = "imported",
         check_files: bool = True,
+        strict: bool = False,
+        match_by_name: bool = False,
+        display_name: str | None = None,
     ) -> ImportReport:
-        """Import a COCO instances file in one transaction (see :mod:`annotations.coco_import`).
+        """Import a COCO instances file in one transaction (see :mod:`annotations.coco_import`):
+        repairs and refusals are listed in the report (``report.lines()``).
 
         Raises:
-            CocoFormatError, MissingImageError: with the offending item named; nothing written.
+            CocoFormatError: not a COCO file, no usable image, a clash with the dataset, or any
+                finding with ``strict``; the offending item named, nothing written.
         """
         return coco_import.import_coco(
             self.engine, dataset_id, json_path, image_root,
-            source=source, check_files=check_files, user=self.user,
+            source=source, check_files=check_files, user=self.user, strict=strict,
+            match_by_name=match_by_name, display_name=display_name,
         )
 
     def export_coco(
@@ -185,11 +192,12 @@ class Store:
         only_reviewed: bool = False,
         include: str = "accepted",
         polygons: bool = False,
+        kept_rle: list[int] | None = None,
     ) -> Path:
         """Write the dataset as COCO JSON, atomically (see :func:`coco_export.export_coco`)."""
         return coco_export.export_coco(
             self.engine, dataset_id, out_path,
-            only_reviewed=only_reviewed, include=include, polygons=polygons,
+            only_reviewed=only_reviewed, include=include, polygons=polygons, kept_rle=kept_rle,
         )
 
     def export_results(
@@ -216,7 +224,7 @@ class Store:
             raise InvalidInputError(f"image '{file_name}': needs a file name and a positive size")
         root = self.dataset(dataset_id).image_root
         path = root / file_name
-        content_hash = coco_import.file_sha256(path) if path.is_file() else None
+        content_hash = file_sha256(path) if path.is_file() else None
         with write_session(self.engine) as session:
             taken = session.scalar(select(Image.id).where(
                 Image.dataset_id == dataset_id, Image.file_name == file_name))

@@ -33,6 +33,7 @@ class StudioConfig:
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     data_dir: Path = Path("studio-data")
     cache_size: int = 16                # predictions kept in memory (each holds its explanation)
+    strict: bool = False                # refuse a COCO file with any fault instead of repairing it
 
     @property
     def is_demo(self) -> bool:

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from PIL import Image as PILImage
 
 from annotations import ConflictError, Store
+from fastinst.errors import ImageError
+from fastinst.images import IMAGE_SUFFIXES, image_size
 from app.session import LRUCache, ModelSlot
 
 PROPOSAL_FLOOR = 0.05     # predictions below this score are not stored at all
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 class StudioError(Exception):
@@ -69,7 +69,6 @@ def file_version(path: Path) -> str:
 
 def read_pixels(path: Path) -> np.ndarray:
     """An image file -> (H,W,3) uint8 RGB, or StudioError naming the file."""
-    from fastinst import ImageError
     from fastinst.images import load_image
     try:
         return load_image(path)
@@ -247,14 +246,15 @@ class Project:
 
     # ------------------------------------------------------------------------------------ COCO
 
-    def import_coco(self, json_path: Path, image_root: Path | None = None) -> str:
-        """Import a COCO file into this dataset (ids made to agree with it first, see
-        ``app.coco_merge``); returns the store's one-line summary. All or nothing."""
-        from app.coco_merge import prepare_import
-        path = prepare_import(self.store, self.dataset_id, json_path, self.work_dir / "imports")
-        report = self.store.import_coco(self.dataset_id, path, image_root)
+    def import_coco(self, json_path: Path, image_root: Path | None = None, *, strict: bool = False) -> str:
+        """Import a COCO file (e.g. an upload) into this dataset through the one COCO reader:
+        images matched by file name, categories by name, fresh annotation ids; every repair and
+        refusal is listed by the file's own ids and the file's own name. Returns the report,
+        one line per finding (Markdown-safe)."""
+        report = self.store.import_coco(self.dataset_id, json_path, image_root, strict=strict,
+                                        match_by_name=True, display_name=Path(json_path).name)
         self.instances_cache.discard(lambda key: True)
-        return report.summary()
+        return "\n".join(report.lines())
 
     def export_coco(self, only_reviewed: bool = True) -> Path:
         """Write the accepted annotations (of reviewed images only, by default) as COCO JSON."""
@@ -287,9 +287,8 @@ def add_folder_images(store: Store, dataset_id: int, folder: Path) -> tuple[int,
         if name in known:
             continue
         try:
-            with PILImage.open(folder / rel) as im:
-                width, height = im.size
-        except Exception as e:  # noqa: BLE001 - any unreadable file is reported and skipped
+            width, height = image_size(folder / rel)
+        except ImageError as e:  # unreadable or over the pixel limit: reported and skipped
             skipped.append(f"{name}: {e}")
             continue
         store.add_image(dataset_id, name, width, height)

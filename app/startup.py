@@ -61,9 +61,11 @@ def open_project(config: StudioConfig, log: Log = print) -> Project:
     slot = load_model(weights, config.preset, config.device)
     store = Store(config.db_url)
     dataset_id, created = find_or_create_dataset(store, dataset_name(config), images)
-    if created and config.coco is not None:
+    if config.coco is not None and (created or not store.list_images(dataset_id)):
+        # also after an earlier failed import left the dataset empty: never serve it silently
         log(f"importing {config.coco} ...")
-        log(store.import_coco(dataset_id, config.coco, images).summary())
+        for line in store.import_coco(dataset_id, config.coco, images, strict=config.strict).lines():
+            log(line)
     if config.coco is None:
         added, skipped = add_folder_images(store, dataset_id, images)
         if added:

@@ -443,6 +443,9 @@ def serve(config: StudioConfig) -> int:
         project = open_project(config)
     except Exception as e:  # noqa: BLE001 - startup problems are reported, not dumped
         print(f"launch.py: cannot open the project: {e}", file=sys.stderr)
+        if config.coco is not None:
+            print("launch.py: nothing was imported; fix the file (or the --images folder) and run the same "
+                  "command again, it imports then", file=sys.stderr)
         return 2
     start(project, host=config.host, port=config.port, auth=config.auth, block=True)
     return 0

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -17,9 +18,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from .errors import FastInstError
+from .images import IMAGE_SUFFIXES
 from .presets import PRESETS, build_model
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -49,6 +50,7 @@ def _add_predict(sub) -> None:
                    help="minimum score for overlays and results (default: %(default)s; 0 keeps all 100)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     p.add_argument("--no-overlays", action="store_true", help="write only the JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist in --out")
     p.set_defaults(func=_predict)
 
 
@@ -77,45 +79,78 @@ def _load_predictor(args):
 
 def _predict(args) -> int:
     from .coco_results import to_coco_results
+    from .images import load_image
     from .visualize import overlay_instances
 
-    files = expand_images(args.images)
+    files, root = expand_images(args.images)
     if not files:
         raise FastInstError("no images found in " + ", ".join(args.images))
-    predictor = _load_predictor(args)
     out_dir = Path(args.out)
+    names = [path.relative_to(root).as_posix() for path in files]
+    _refuse_overwrite(out_dir, names, args)
+    predictor = _load_predictor(args)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results, catalogue = [], []
-    for image_id, path in enumerate(tqdm(files, desc="predict", unit="img"), start=1):
-        pred = predictor.predict(path).filter(args.score_threshold)
-        catalogue.append({"id": image_id, "file_name": str(path), "height": pred.image_size[0],
-                          "width": pred.image_size[1]})
+    results, catalogue, failed = [], [], []
+    for image_id, (path, name) in enumerate(zip(tqdm(files, desc="predict", unit="img"), names), start=1):
+        try:
+            rgb = load_image(path)
+        except FastInstError as exc:  # one clear line per bad file; the others go on
+            failed.append(name)
+            tqdm.write(f"skipped {name}: {exc}", file=sys.stderr)
+            continue
+        pred = predictor.predict(rgb).filter(args.score_threshold)
+        catalogue.append({"id": image_id, "file_name": name, "height": pred.image_size[0], "width": pred.image_size[1]})
         results += to_coco_results(pred.masks, pred.scores, pred.classes, image_id,
                                    list(range(1, len(predictor.class_names) + 1)))
         if not args.no_overlays:
-            from .transforms import load_image
-
             labels = [f"{predictor.class_names[c]} {s:.2f}" for c, s in zip(pred.classes, pred.scores)]
-            Image.fromarray(overlay_instances(load_image(path), pred.masks, labels=labels)).save(
-                out_dir / f"{path.stem}.overlay.png")
+            target = out_dir / _overlay_name(name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(overlay_instances(rgb, pred.masks, labels=labels)).save(target)
     (out_dir / "results.json").write_text(json.dumps(results))
     (out_dir / "images.json").write_text(json.dumps({
         "images": catalogue,
         "categories": [{"id": i + 1, "name": n} for i, n in enumerate(predictor.class_names)]}))
-    print(f"{len(results)} instances on {len(files)} images -> {out_dir}/results.json")
+    print(f"{len(results)} instances on {len(catalogue)} images -> {out_dir}/results.json")
+    if failed:
+        print(f"error: {len(failed)} of {len(files)} images could not be read (listed above)", file=sys.stderr)
+        return 2
     return 0
 
 
-def expand_images(items: Sequence[str]) -> List[Path]:
-    """Files as given, folders expanded to their images (sorted)."""
+def _overlay_name(relative: str) -> str:
+    """``a/b/x.jpg`` -> ``a/b/x.jpg.overlay.png``: the suffix is kept, so x.jpg and x.png never share one."""
+    return f"{relative}.overlay.png"
+
+
+def _refuse_overwrite(out_dir: Path, names: Sequence[str], args) -> None:
+    targets = [out_dir / "results.json", out_dir / "images.json"]
+    if not args.no_overlays:
+        targets += [out_dir / _overlay_name(n) for n in names]
+    existing = [t for t in targets if t.exists()]
+    if existing and not args.overwrite:
+        raise FastInstError(f"{existing[0]} exists ({len(existing)} outputs in all would be replaced); "
+                            f"pass --overwrite or choose another --out")
+
+
+def expand_images(items: Sequence[str]) -> Tuple[List[Path], Path]:
+    """Files as given and folders searched recursively for images (sorted), with the root that
+    output names are relative to: the deepest folder holding every input. Each output is named
+    from its input's path below that root, so two inputs never share an output."""
     files: List[Path] = []
     for item in items:
         path = Path(item)
         if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         else:
             files.append(path)
-    return files
+    unique = list(dict.fromkeys(p.resolve() for p in files))
+    if not unique:
+        return [], Path(".")
+    folders = [str(p.parent) for p in unique]
+    dirs = [str(Path(i).resolve()) for i in items if Path(i).is_dir()]
+    root = Path(os.path.commonpath(folders + dirs))
+    return unique, root
 
 
 def count_flops(model: torch.nn.Module, height: int, width: int) -> float:

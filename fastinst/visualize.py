@@ -9,6 +9,8 @@ import numpy as np
 
 def palette(n: int, seed: int = 7) -> np.ndarray:
     """``(n,3)`` uint8 distinct, saturated colours (golden-ratio hues), stable for a given ``n``."""
+    if n == 0:
+        return np.zeros((0, 3), dtype=np.uint8)
     hues = (np.arange(n) * 0.618033988749895 + seed * 0.1) % 1.0
     hsv = np.stack([hues * 179, np.full(n, 200), np.full(n, 255)], axis=1).astype(np.uint8)[None]
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0]

@@ -98,21 +98,24 @@ def test_export_keeps_extra_keys_info_and_licenses(
     assert [image["id"] for image in data["images"]] == [3, 7, 10, 11, 42]
 
 
-def test_polygon_export_is_exact_without_holes_and_fills_holes(
-    store: Store, coco_file: Path, tmp_path: Path
-):
+def test_polygon_export_never_changes_a_mask(store: Store, coco_file: Path, tmp_path: Path):
     dataset = store.create_dataset("d", coco_file.parent / "images")
     store.import_coco(dataset, coco_file)
     original = load_coco(coco_file)
-    polygons = load_coco(store.export_coco(dataset, tmp_path / "p.json", polygons=True))
+    kept: list[int] = []
+    polygons = load_coco(store.export_coco(dataset, tmp_path / "p.json", polygons=True, kept_rle=kept))
     for ann_id, ann in polygons.anns.items():
         expected = original.annToMask(original.anns[ann_id]).astype(bool)
-        if ann["iscrowd"]:
-            assert isinstance(ann["segmentation"], dict)  # crowd regions stay RLE
+        has_hole = not np.array_equal(ndimage.binary_fill_holes(expected), expected)
+        if ann["iscrowd"] or has_hole:  # crowd regions and masks with holes stay RLE
+            assert isinstance(ann["segmentation"], dict)
         else:
             assert isinstance(ann["segmentation"], list)
-            expected = ndimage.binary_fill_holes(expected)
-        assert np.array_equal(polygons.annToMask(ann).astype(bool), expected), ann_id
+        assert (ann_id in kept) == (has_hole and not ann["iscrowd"])
+        decoded = polygons.annToMask(ann).astype(bool)
+        assert np.array_equal(decoded, expected), ann_id
+        assert ann["area"] == decoded.sum()
+    assert kept, "the fixture has a mask with a hole"
 
 
 def test_import_into_subfolder_root_and_image_path(store: Store, coco_file: Path):

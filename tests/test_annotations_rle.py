@@ -60,14 +60,6 @@ def test_counts_string_decoder_rejects_garbage(counts: str, message: str):
         rle.string_to_runs(counts)
 
 
-def test_check_runs_names_the_item():
-    rle.check_runs([3, 2, 1], 2, 3, "x")
-    with pytest.raises(CocoFormatError, match="^ann 5: RLE counts cover 5 pixels but the 3x2"):
-        rle.check_runs([3, 2], 2, 3, "ann 5")
-    with pytest.raises(CocoFormatError, match="negative run length"):
-        rle.check_runs([7, -1], 2, 3, "ann 5")
-
-
 def test_encode_decode_area_bbox_agree_with_pycocotools():
     masks = list(random_masks(40, seed=1))
     for mask in masks:

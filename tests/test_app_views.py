@@ -165,18 +165,6 @@ def test_lru_cache_evicts_and_creates_each_key_once() -> None:
     assert calls == [1] and cache.get("k") == 42
 
 
-def test_coco_remap_matches_files_and_names_and_renumbers_annotations() -> None:
-    from app.coco_merge import remap
-    coco = {"images": [{"id": 7, "file_name": "a.png"}, {"id": 8, "file_name": "new.png"}],
-            "categories": [{"id": 1, "name": "square"}, {"id": 2, "name": "star"}],
-            "annotations": [{"id": 1, "image_id": 7, "category_id": 1}, {"id": 2, "image_id": 8, "category_id": 2}]}
-    out = remap(coco, {"a.png": 3, "b.png": 4}, {"circle": 1, "square": 2}, max_ann=40)
-    assert [im["id"] for im in out["images"]] == [3, 5]          # known file keeps the dataset's id
-    assert [c["id"] for c in out["categories"]] == [2, 3]        # matched by name; a new one gets a free id
-    assert [(a["id"], a["image_id"], a["category_id"]) for a in out["annotations"]] == [(41, 3, 2), (42, 5, 3)]
-    assert coco["images"][0]["id"] == 7                          # the input is not modified
-
-
 def test_demo_images_are_regenerated_when_the_generator_changes(tmp_path: Path, monkeypatch) -> None:
     import json
     from app import demo

@@ -257,7 +257,7 @@ def test_cli_predict_writes_coco_results_and_overlays(tiny, image, tmp_path):
     assert len(first) == len(expected)
     decoded = mask_utils.decode(first[0]["segmentation"]).astype(bool)
     assert np.array_equal(decoded, expected.masks[0])
-    assert (out / "im0.overlay.png").is_file() and (out / "im1.overlay.png").is_file()
+    assert (out / "im0.png.overlay.png").is_file() and (out / "im1.png.overlay.png").is_file()
 
 
 def test_cli_reports_bad_weights_without_traceback(tmp_path):

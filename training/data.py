@@ -1,10 +1,11 @@
 """COCO instance-segmentation data for training: dataset, deterministic sampler, padded targets.
 
-The dataset reads a COCO JSON file with pycocotools. Category ids may be any integers; they are
-mapped to contiguous labels ``0..K-1`` in increasing id order (``class_names`` follows that order).
-Segmentations may be polygons (one object in several parts is fine), uncompressed RLE (``counts``
-a list) or compressed RLE (``counts`` a string). ``iscrowd=1`` objects are not trained on (as in the
-official pipeline). Images left without objects are kept as negatives when ``keep_empty`` is True
+The dataset reads a COCO JSON file through the project's one COCO reader
+(:mod:`annotations.coco_parse`): faulty polygons are repaired or refused there, by name, and never
+reach pycocotools raw; images whose file has another size than the JSON says are left out
+(``dataset.report`` lists every finding). Category ids may be any integers; they are mapped to
+contiguous labels ``0..K-1`` in increasing id order (``class_names`` follows that order).
+``iscrowd=1`` objects are not trained on (as in the official pipeline). Images left without objects are kept as negatives when ``keep_empty`` is True
 (fine-tuning on corrected data) and dropped otherwise (the official COCO setting).
 
 Which image and which augmentation a training step sees is a pure function of
@@ -24,6 +25,7 @@ from pycocotools.coco import COCO
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
+from annotations.coco_parse import ParsedCoco, read_coco
 from fastinst.images import load_image
 
 from .augment import AugmentConfig, augment
@@ -31,32 +33,20 @@ from .augment import AugmentConfig, augment
 Sample = Dict[str, object]
 
 
-def load_coco(json_path: str | Path) -> COCO:
-    """Load a COCO annotation file quietly (pycocotools prints progress to stdout)."""
+def load_coco(json_path: str | Path, image_root: str | Path | None = None, *, strict: bool = False) -> COCO:
+    """A COCO file read by the one reader (:func:`annotations.coco_parse.read_coco`: repairs and
+    refusals, string ids mapped) as a pycocotools ``COCO`` of what was accepted (RLE masks)."""
+    return coco_from_parsed(read_coco(json_path, image_root, strict=strict))
+
+
+def coco_from_parsed(parsed: ParsedCoco) -> COCO:
+    """A pycocotools ``COCO`` index of a read file (integer ids, RLE segmentations, area and bbox
+    from the masks), built without pycocotools printing to stdout."""
+    coco = COCO()
+    coco.dataset = parsed.to_coco_dict()
     with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(str(json_path))
-
-
-def segmentation_to_rle(segm: object, height: int, width: int) -> Dict[str, object]:
-    """Any COCO segmentation (polygons, uncompressed or compressed RLE) -> one compressed RLE."""
-    if isinstance(segm, list):
-        polygons = [p for p in segm if len(p) >= 6]
-        if not polygons:
-            return mask_utils.encode(np.zeros((height, width), dtype=np.uint8, order="F"))
-        return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-    if isinstance(segm, dict) and isinstance(segm.get("counts"), list):
-        return mask_utils.frPyObjects(segm, *segm["size"])
-    if isinstance(segm, dict) and "counts" in segm:
-        return segm
-    raise ValueError(f"unsupported segmentation of type {type(segm).__name__}")
-
-
-def decode_segmentation(segm: object, height: int, width: int) -> np.ndarray:
-    """Decode a COCO segmentation to a bool mask ``(height, width)``; the RLE size must match."""
-    rle = segmentation_to_rle(segm, height, width)
-    if [int(v) for v in rle["size"]] != [height, width]:
-        raise ValueError(f"segmentation size {rle['size']} does not match the image ({height}, {width})")
-    return mask_utils.decode(rle).astype(bool)
+        coco.createIndex()
+    return coco
 
 
 def read_image(path: Path) -> Tensor:
@@ -73,10 +63,12 @@ class CocoInstances(Dataset):
     """
 
     def __init__(self, json_path: str | Path, image_root: str | Path, *, keep_empty: bool = True,
-                 augment_config: Optional[AugmentConfig] = None, seed: int = 0) -> None:
+                 augment_config: Optional[AugmentConfig] = None, seed: int = 0, strict: bool = False) -> None:
         self.json_path = Path(json_path)
         self.image_root = Path(image_root)
-        self.coco = load_coco(json_path)
+        self.parsed = read_coco(json_path, image_root, strict=strict)
+        self.report = self.parsed.report
+        self.coco = coco_from_parsed(self.parsed)
         self.category_ids: List[int] = sorted(self.coco.getCatIds())
         self.class_names: List[str] = [self.coco.cats[c]["name"] for c in self.category_ids]
         self.label_of: Dict[int, int] = {c: i for i, c in enumerate(self.category_ids)}
@@ -119,7 +111,7 @@ class CocoInstances(Dataset):
         h, w = image.shape[-2:]
         labels, masks = [], []
         for ann in self._annotations(self.image_ids[index]):
-            mask = decode_segmentation(ann["segmentation"], h, w)
+            mask = mask_utils.decode({"size": [h, w], "counts": ann["segmentation"]["counts"]}).astype(bool)
             if mask.any():
                 labels.append(self.label_of[ann["category_id"]])
                 masks.append(mask)

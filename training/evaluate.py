@@ -17,19 +17,20 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
-from fastinst import FastInst, load_checkpoint
+from annotations.coco_parse import read_coco, read_results
+from annotations.errors import AnnotationError
+from fastinst import FastInst, FastInstError, load_checkpoint
 from fastinst.coco_results import to_coco_results
 from fastinst.model import upsample_masks
 from fastinst.postprocess import instance_inference
 from fastinst.transforms import resize_shortest_edge
 
 from . import distributed
-from .data import CocoInstances, segmentation_to_rle
+from .data import CocoInstances, coco_from_parsed
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -85,27 +86,13 @@ def collect_results(model: FastInst, dataset: CocoInstances, category_ids: Seque
     return results
 
 
-def ground_truth_for_eval(coco: COCO) -> COCO:
-    """A copy of the ground truth with the fields COCOeval needs filled in (``area``, ``iscrowd``)."""
-    data = json.loads(json.dumps(coco.dataset))
-    for ann in data.get("annotations", []):
-        ann.setdefault("iscrowd", 0)
-        if "area" not in ann:
-            img = coco.imgs[ann["image_id"]]
-            ann["area"] = float(mask_utils.area(segmentation_to_rle(ann["segmentation"], img["height"], img["width"])))
-    gt = COCO()
-    gt.dataset = data
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt.createIndex()
-    return gt
-
-
 def coco_mask_metrics(coco: COCO, results: List[Dict[str, object]], image_ids: Sequence[int],
                       verbose: bool = False) -> Dict[str, Optional[float]]:
     """pycocotools ``segm`` evaluation on ``image_ids`` -> ``{"segm/AP": 0..100, "segm/AP50", ...,
     "segm/AP-<category name>"}`` (detectron2's naming and scale; None where undefined).
-    No results -> all zeros."""
-    gt = ground_truth_for_eval(coco)
+    No results -> all zeros. ``coco`` is the ground truth as the one reader gives it
+    (:func:`training.data.coco_from_parsed`: ``area`` and ``iscrowd`` present)."""
+    gt = coco
     if not results:
         return {f"segm/{n}": 0.0 for n in METRIC_NAMES}
     sink = sys.stdout if verbose else io.StringIO()
@@ -128,10 +115,10 @@ def coco_mask_metrics(coco: COCO, results: List[Dict[str, object]], image_ids: S
 
 def evaluate_model(model: FastInst, class_names: Sequence[str], json_path: str | Path, image_root: str | Path, *,
                    batch_size: int = 4, max_images: Optional[int] = None, progress: bool = True,
-                   verbose: bool = False) -> Dict[str, Optional[float]]:
+                   verbose: bool = False, strict: bool = False) -> Dict[str, Optional[float]]:
     """Mask AP of ``model`` on a COCO dataset. Call on every process under torchrun; every process
     gets the metrics (computed on rank 0)."""
-    dataset = CocoInstances(json_path, image_root, keep_empty=True)
+    dataset = CocoInstances(json_path, image_root, keep_empty=True, strict=strict)
     was_training = model.training
     model.eval()
     rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if torch.distributed.is_initialized() else (0, 1)
@@ -149,7 +136,8 @@ def evaluate_model(model: FastInst, class_names: Sequence[str], json_path: str |
 
 def evaluate(checkpoint: str | Path | FastInst, json_path: str | Path, image_root: str | Path, *,
              class_names: Optional[Sequence[str]] = None, device: str = "auto", batch_size: int = 4,
-             max_images: Optional[int] = None, progress: bool = True, verbose: bool = False) -> Dict[str, Optional[float]]:
+             max_images: Optional[int] = None, progress: bool = True, verbose: bool = False,
+             strict: bool = False) -> Dict[str, Optional[float]]:
     """Mask AP of a checkpoint (our ``.safetensors``) or a model (then pass ``class_names``)."""
     dev = distributed.resolve_device(device)
     if isinstance(checkpoint, (str, Path)):
@@ -160,7 +148,25 @@ def evaluate(checkpoint: str | Path | FastInst, json_path: str | Path, image_roo
         if class_names is None:
             raise ValueError("class_names are required when evaluating a model object")
     return evaluate_model(model, class_names, json_path, image_root, batch_size=batch_size, max_images=max_images,
-                          progress=progress, verbose=verbose)
+                          progress=progress, verbose=verbose, strict=strict)
+
+
+def evaluate_results(gt_json: str | Path, results_json: str | Path, image_root: str | Path | None = None, *,
+                     strict: bool = False) -> Dict[str, object]:
+    """Mask AP of a COCO results file (a JSON list, e.g. ``python -m fastinst predict``'s) against a
+    ground-truth file; both go through the one COCO reader, so string image ids and faulty
+    polygons are handled as everywhere else. An empty results file scores 0.
+
+    Returns:
+        the metrics of :func:`coco_mask_metrics` plus ``"report"``: the reader's finding lines
+        for both files.
+    """
+    parsed = read_coco(gt_json, image_root, strict=strict)
+    results, report = read_results(results_json, parsed, strict=strict)
+    gt = coco_from_parsed(parsed)
+    metrics: Dict[str, object] = dict(coco_mask_metrics(gt, results, [i.coco_id for i in parsed.images]))
+    metrics["report"] = parsed.report.lines() + report.lines()
+    return metrics
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m training.evaluate",
         description="COCO mask AP (pycocotools) of a FastInst Studio checkpoint on a COCO-format dataset. "
                     "Runs on one process, or on several under torchrun (each predicts a share of the images).")
-    p.add_argument("--checkpoint", required=True, help="our checkpoint (.safetensors, from training.train or the studio)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="our checkpoint (.safetensors, from training.train or the studio)")
+    source.add_argument("--results", help="a COCO results JSON to score instead of a model (e.g. from python -m fastinst predict)")
     p.add_argument("--json", required=True, help="COCO annotation file of the evaluation set")
     p.add_argument("--image-root", required=True, help="folder the file_name entries of --json are relative to")
     p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
@@ -177,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="also write the metrics to this JSON file")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's choice)")
     p.add_argument("--verbose", action="store_true", help="print pycocotools' full summary table")
+    p.add_argument("--strict", action="store_true", help="refuse a COCO file with any fault instead of repairing it")
     return p
 
 
@@ -184,12 +193,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    info = distributed.setup(args.device)
     try:
-        metrics = evaluate(args.checkpoint, args.json, args.image_root, device=str(info.device),
-                           batch_size=args.batch_size, max_images=args.max_images, verbose=args.verbose)
-    finally:
-        distributed.cleanup()
+        if args.results:
+            metrics = evaluate_results(args.json, args.results, args.image_root, strict=args.strict)
+            for line in metrics.pop("report"):
+                print(line, file=sys.stderr)
+            print(json.dumps(metrics, indent=2))
+            return 0
+        info = distributed.setup(args.device)
+        try:
+            metrics = evaluate(args.checkpoint, args.json, args.image_root, device=str(info.device),
+                               batch_size=args.batch_size, max_images=args.max_images, verbose=args.verbose,
+                               strict=args.strict)
+        finally:
+            distributed.cleanup()
+    except (AnnotationError, FastInstError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if info.is_main:
         print(json.dumps(metrics, indent=2))
         if args.output:
