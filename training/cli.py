@@ -9,9 +9,11 @@ Running the same command again with the same --output-dir resumes from its last 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Optional, Sequence
 
-from fastinst import PRESETS
+from annotations.errors import AnnotationError
+from fastinst import PRESETS, FastInstError
 
 from .augment import AugmentConfig
 from .losses import LossConfig
@@ -30,6 +32,8 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
                    help="train on images without (non-crowd) objects as negatives (default: yes; the official COCO "
                         "recipe drops them: use --no-keep-empty-images to reproduce it)")
     g.add_argument("--num-workers", type=int, default=2, help="data-loading worker processes per training process (default 2)")
+    g.add_argument("--strict", action="store_true", help="refuse a COCO file with any fault instead of repairing what "
+                   "can be repaired (every repair and refusal is printed either way)")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -143,11 +147,15 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         clip_grad_norm=a.clip_grad_norm, amp=a.amp, device=a.device, seed=a.seed, keep_empty_images=a.keep_empty_images,
         augment=augment, loss=loss, checkpoint_period=a.checkpoint_period, eval_period=a.eval_period,
         eval_batch_size=a.eval_batch_size, log_period=a.log_period, num_workers=a.num_workers, num_threads=a.threads,
-        resume=a.resume, progress_bar=a.progress_bar)
+        resume=a.resume, progress_bar=a.progress_bar, strict=a.strict)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     config = config_from_args(build_parser().parse_args(argv))
-    path = train(config)
+    try:
+        path = train(config)
+    except (AnnotationError, FastInstError) as error:  # bad data or weights: one line, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"final model: {path}")
     return 0

@@ -19,6 +19,7 @@ import math
 import resource
 import signal
 import threading
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,7 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 42
     keep_empty_images: bool = True
+    strict: bool = False  # refuse a COCO file with any fault instead of repairing it (annotations.coco_parse)
     augment: Optional[AugmentConfig] = None  # None: official sizes, scaled to the preset (augment_for)
     loss: LossConfig = field(default_factory=LossConfig)
     checkpoint_period: int = 1000
@@ -168,7 +170,10 @@ class Trainer:
             raise ValueError(f"batch_size {config.batch_size} is not divisible by {info.world_size} processes")
         self.local_batch = config.batch_size // info.world_size
         self.dataset = CocoInstances(config.train_json, config.image_root, keep_empty=config.keep_empty_images,
-                                     seed=config.seed)
+                                     seed=config.seed, strict=config.strict)
+        if info.is_main:
+            for line in self.dataset.report.lines():
+                print(line, file=sys.stderr)
         self.class_names = self.dataset.class_names
         self.max_iters = config.max_iters or math.ceil(config.epochs * len(self.dataset) / config.batch_size)
         torch.manual_seed(config.seed)  # identical initial weights on every process

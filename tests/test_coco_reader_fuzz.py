@@ -1,0 +1,160 @@
+"""Generated fuzz test of the one COCO reader: random mixes of the shapes real files take (ids of
+every kind, short and outside rings, RLE of both kinds and of wrong sizes, bad boxes, unknown
+categories). The reader must never crash (only CocoFormatError for a file that is not COCO at all),
+never hang, and what it accepts must equal what pycocotools decodes from the same segmentation."""
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from annotations import CocoFormatError
+from annotations.coco_parse import parse_coco
+from annotations.rle import decode_mask
+
+
+def random_mask(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    mask = np.zeros((height, width), dtype=np.uint8)
+    y0, x0 = rng.integers(0, height), rng.integers(0, width)
+    mask[y0:y0 + rng.integers(1, height), x0:x0 + rng.integers(1, width)] = 1
+    if rng.random() < 0.3:
+        mask[rng.integers(0, height), rng.integers(0, width)] ^= 1
+    return mask
+
+
+def random_ring(rng: np.random.Generator, height: int, width: int) -> list:
+    kind = rng.choice(["inside"] * 6 + ["outside"] * 3 + ["short", "odd", "absurd", "empty", "text", "nan"])
+    points = int(rng.integers(3, 8))
+    if kind == "short":
+        points = int(rng.integers(0, 3))
+    xs = rng.uniform(0, width, points)
+    ys = rng.uniform(0, height, points)
+    if kind == "outside":
+        xs = xs + rng.uniform(-width, width, points)
+        ys = ys + rng.uniform(-height, height, points)
+    ring = [float(round(v, 2)) for pair in zip(xs, ys) for v in pair]
+    if kind == "odd" and ring:
+        ring = ring[:-1]
+    if kind == "absurd" and ring:
+        ring[0] = 2e8
+    if kind == "empty":
+        ring = []
+    if kind == "text" and ring:
+        ring[1] = "x"
+    if kind == "nan" and ring:
+        ring[2] = float("nan")
+    return ring
+
+
+def random_segmentation(rng: np.random.Generator, height: int, width: int):
+    kind = rng.choice(["polygon"] * 4 + ["rle"] * 2 + ["uncompressed"] * 2 + ["wrong_size", "garbage", "none", "number"])
+    if kind == "polygon":
+        return [random_ring(rng, height, width) for _ in range(int(rng.integers(0 if rng.random() < 0.1 else 1, 4)))]
+    mask = random_mask(rng, height, width)
+    rle = mask_utils.encode(np.asfortranarray(mask))
+    if kind == "rle":
+        return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
+    if kind == "uncompressed":
+        flat = mask.flatten(order="F")
+        changes = np.flatnonzero(np.diff(np.concatenate([[0], flat, [2]])) != 0)
+        runs = np.diff(np.concatenate([[0], changes]))[: -1 if flat[-1] == 0 else None].tolist()
+        runs = runs if sum(runs) == height * width else runs + [height * width - sum(runs)]
+        if rng.random() < 0.2:
+            runs = runs[:-1]
+        return {"size": [height, width], "counts": runs}
+    if kind == "wrong_size":
+        return {"size": [width, height + 1], "counts": rle["counts"].decode("ascii")}
+    if kind == "garbage":
+        return {"size": [height, width], "counts": "~~" + "".join(rng.choice(list("0123abc"), 5))}
+    return None if kind == "none" else 7
+
+
+def random_id(rng: np.random.Generator, pool: list):
+    kind = rng.choice(["int"] * 6 + ["str", "str", "dup", "float", "bool"])
+    if kind == "str":
+        return f"id-{rng.integers(0, 1000)}"
+    if kind == "dup" and pool:
+        return pool[int(rng.integers(0, len(pool)))]
+    if kind == "float":
+        return float(rng.integers(0, 1000))
+    return True if kind == "bool" else int(rng.integers(0, 1000))
+
+
+def random_document(rng: np.random.Generator) -> dict:
+    images, image_ids = [], []
+    for index in range(int(rng.integers(0 if rng.random() < 0.05 else 1, 4))):
+        image_id = random_id(rng, image_ids)
+        image_ids.append(image_id)
+        images.append({"id": image_id, "file_name": f"im{index if rng.random() > 0.1 else 0}.png",
+                       "width": int(rng.integers(4, 40)), "height": int(rng.integers(4, 40))})
+    categories = [{"id": k, "name": f"c{k}"} for k in range(3)]
+    if rng.random() < 0.2:
+        categories.append({"id": int(rng.integers(0, 4)), "name": "maybe a duplicate id"})
+    annotations = []
+    for _ in range(int(rng.integers(0, 8))):
+        image = images[int(rng.integers(0, len(images)))] if images else {"id": 999, "width": 9, "height": 9}
+        ann = {"id": random_id(rng, [a["id"] for a in annotations]), "image_id": image["id"],
+               "category_id": int(rng.choice([0, 1, 2, 0, 1, 2, 0, 1, 2, 7])),
+               "segmentation": random_segmentation(rng, image["height"], image["width"]),
+               "iscrowd": int(rng.choice([0] * 8 + [1, 2]))}
+        if rng.random() < 0.5:
+            ann["bbox"] = [float(v) for v in rng.uniform(-5, 20, 4)]
+        if rng.random() < 0.5:
+            ann["area"] = float(rng.uniform(-5, 50))
+        annotations.append(ann)
+    return {"images": images, "categories": categories, "annotations": annotations}
+
+
+def expected_mask(segmentation, height: int, width: int) -> np.ndarray:
+    """pycocotools' own decoding of a segmentation, keeping the rings the reader keeps."""
+    if isinstance(segmentation, list):
+        rings = [r for r in segmentation if len(r) >= 6 and len(r) % 2 == 0]
+        return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(rings, height, width))).astype(bool)
+    if isinstance(segmentation["counts"], list):
+        return mask_utils.decode(mask_utils.frPyObjects(segmentation, height, width)).astype(bool)
+    return mask_utils.decode({"size": segmentation["size"], "counts": segmentation["counts"].encode()}).astype(bool)
+
+
+def check_document(document: dict) -> None:
+    original = copy.deepcopy(document)
+    started = time.perf_counter()
+    try:
+        parsed = parse_coco(document, "fuzz.json")
+    except CocoFormatError:
+        return
+    assert time.perf_counter() - started < 2.0
+    assert document == original or str(document) == str(original)  # the input is never modified
+    sizes = {image.coco_id: (image.height, image.width) for image in parsed.images}
+    assert len({a.coco_id for a in parsed.annotations}) == len(parsed.annotations)
+    assert len({i.coco_id for i in parsed.images}) == len(parsed.images)
+    for ann in parsed.annotations:
+        raw = document["annotations"][ann.index]
+        height, width = sizes[ann.image_coco_id]
+        mask = decode_mask(ann.rle_counts, height, width)
+        assert np.array_equal(mask, expected_mask(raw["segmentation"], height, width)), raw
+        assert ann.area == mask.sum() > 0
+        rows, cols = np.nonzero(mask)
+        assert ann.bbox == (cols.min(), rows.min(), cols.max() - cols.min() + 1, rows.max() - rows.min() + 1)
+        assert ann.category_id in {c.coco_id for c in parsed.categories}
+    refused = {f.where for f in parsed.report.refused}
+    accepted_positions = {a.index for a in parsed.annotations}
+    for position in range(len(document["annotations"])):
+        if position not in accepted_positions:  # every left-out annotation is named in the report
+            assert any(where.startswith(f"annotations[{position}]") for where in refused), position
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_reader_never_crashes_and_agrees_with_pycocotools(seed: int):
+    rng = np.random.default_rng(seed)
+    for _ in range(150):
+        check_document(random_document(rng))
+
+
+@pytest.mark.slow
+def test_reader_fuzz_long_run():
+    rng = np.random.default_rng(1234)
+    for _ in range(20000):
+        check_document(random_document(rng))
