@@ -133,9 +133,26 @@ def test_malformed_coco_import_changes_nothing(studio, tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"images": [{"id": 1, "file_name": "nope.png", "width": 3}], "annotations": [')
     r = as_dict(client.predict(handle_file(str(bad)), api_name="/import_coco"))
-    assert r["status"].startswith("⚠")
+    assert r["status"].startswith("⚠") and "bad.json: not valid JSON" in r["status"]
+    assert str(bad.parent) not in r["status"] and "gradio" not in r["status"]  # the file's name, not a temp path
     assert [(e.id, e.revision) for e in project.images()] == before
     assert sum(len(project.store.annotations(e.id, include_rejected=True)) for e in project.images()) == anns
+
+
+def test_coco_upload_report_names_the_files_own_ids(studio, tmp_path: Path) -> None:
+    project, client = studio
+    gt_path = project.store.dataset(project.dataset_id).image_root.parent / "annotations.json"
+    document = json.loads(gt_path.read_text())
+    for ann in document["annotations"]:
+        ann["category_id"] = 9                                   # not in categories: every one refused
+    document["annotations"][3]["id"] = "label-studio-17"
+    upload = tmp_path / "shapes.json"
+    upload.write_text(json.dumps(document))
+    before = [(e.id, e.revision) for e in project.images()]
+    r = as_dict(client.predict(handle_file(str(upload)), api_name="/import_coco"))
+    assert "refused: annotations[3] (id 'label-studio-17') in shapes.json: category_id 9 is not in categories" \
+        in r["status"], r["status"]
+    assert [(e.id, e.revision) for e in project.images()] == before
 
 
 def test_coco_import_adds_ground_truth_losslessly(studio) -> None:

@@ -2,6 +2,7 @@
 combinations refused, login enforced when asked for."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -83,3 +84,27 @@ def test_launch_serves_an_image_folder_behind_a_login(dataset: Path) -> None:
             output = proc.communicate()[0]
     assert "added 2 images" in output
     assert "skipped unreadable image broken.png" in output
+
+
+def test_failed_coco_import_is_reported_and_retried_on_the_next_launch(dataset: Path, tmp_path: Path) -> None:
+    """A --coco whose images are all missing stops launch.py with the fix; once the file is right,
+    the same command imports it (the empty dataset left behind is never served silently)."""
+    from app.config import StudioConfig
+    from app.startup import open_project
+    coco = dataset / "shapes" / "annotations.json"
+    broken = tmp_path / "photos.json"
+    document = json.loads(coco.read_text())
+    broken.write_text(json.dumps({**document, "images": [{**i, "file_name": "gone/" + i["file_name"]}
+                                                         for i in document["images"]]}))
+    args = ("--images", str(dataset / "shapes" / "images"), "--coco", str(broken), "--weights",
+            str(model_weights(dataset)), "--device", "cpu", "--data-dir", str(tmp_path / "data"))
+    result = run_launch(*args, timeout=180)
+    assert result.returncode == 2, result.stderr
+    assert "photos.json: none of its" in result.stderr and "image not found" in result.stderr
+    assert "run the same command again" in result.stderr
+    broken.write_text(coco.read_text())
+    config = StudioConfig(images=dataset / "shapes" / "images", coco=broken, weights=model_weights(dataset),
+                          device="cpu", data_dir=tmp_path / "data")
+    log: list[str] = []
+    project = open_project(config, log=log.append)
+    assert len(project.images()) == len(document["images"]) and any(line.startswith("imported") for line in log)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -177,32 +175,34 @@ def test_13_empty_image_and_no_predictions(store: Store, tmp_path: Path):
     assert losses and all(np.isfinite(losses))
 
 
-def test_13_cli_predict_with_no_instances_writes_results(tmp_path: Path):
+def predict_cli(capsys, *args: str) -> tuple[int, str]:
+    """``python -m fastinst predict ...`` in this process (the same ``main``): (exit code, stderr)."""
+    from fastinst.cli import main
+    capsys.readouterr()
+    code = main(["predict", *args, "--weights", str(DEMO_MODEL), "--device", "cpu"])
+    return code, capsys.readouterr().err
+
+
+def test_13_cli_predict_with_no_instances_writes_results(tmp_path: Path, capsys):
     folder = case("13_empty_image_and_no_predictions")
     out = tmp_path / "out"
-    run = subprocess.run([sys.executable, "-m", "fastinst", "predict", str(folder / "images"), "--weights",
-                          str(DEMO_MODEL), "--out", str(out), "--score-threshold", "1.01", "--device", "cpu"],
-                         capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert run.returncode == 0, run.stderr
+    code, err = predict_cli(capsys, str(folder / "images"), "--out", str(out), "--score-threshold", "1.01")
+    assert code == 0, err
     assert json.loads((out / "results.json").read_text()) == []
     assert (out / "background_only.png.overlay.png").is_file()
-    again = subprocess.run([sys.executable, "-m", "fastinst", "predict", str(folder / "images"), "--weights",
-                            str(DEMO_MODEL), "--out", str(out), "--device", "cpu"],
-                           capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert again.returncode == 2 and "--overwrite" in again.stderr and "Traceback" not in again.stderr
+    code, err = predict_cli(capsys, str(folder / "images"), "--out", str(out))
+    assert code == 2 and "--overwrite" in err and "Traceback" not in err
 
 
-def test_cli_outputs_never_collide(tmp_path: Path):
+def test_cli_outputs_never_collide(tmp_path: Path, capsys):
     folder = case("13_empty_image_and_no_predictions")
     for sub in ("a", "b"):
         (tmp_path / "in" / sub).mkdir(parents=True)
         shutil.copy(folder / "images" / "with_object.png", tmp_path / "in" / sub / "same.png")
     (tmp_path / "in" / "b" / "broken.png").write_bytes(b"not a png")
     out = tmp_path / "out"
-    run = subprocess.run([sys.executable, "-m", "fastinst", "predict", str(tmp_path / "in"), "--weights",
-                          str(DEMO_MODEL), "--out", str(out), "--device", "cpu"],
-                         capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert run.returncode == 2 and "skipped b/broken.png: cannot read image broken.png" in run.stderr
+    code, err = predict_cli(capsys, str(tmp_path / "in"), "--out", str(out))
+    assert code == 2 and "skipped b/broken.png: cannot read image broken.png" in err
     assert (out / "a" / "same.png.overlay.png").is_file() and (out / "b" / "same.png.overlay.png").is_file()
     names = [i["file_name"] for i in json.loads((out / "images.json").read_text())["images"]]
     assert names == ["a/same.png", "b/same.png"]
@@ -273,7 +273,7 @@ def test_full_official_d1_state_dict_on_a_3_class_project(tmp_path: Path):
             assert torch.equal(state[key], value), key
 
 
-def test_22_huge_image_is_refused_by_name_everywhere(store: Store, tmp_path: Path):
+def test_22_huge_image_is_refused_by_name_everywhere(store: Store, tmp_path: Path, capsys):
     folder = case("22_huge_image")
     image = folder / "images" / "orthophoto_16000x12000.png"
     with pytest.raises(ImageTooLargeError, match="orthophoto_16000x12000.png is 16000x12000.*pixel limit"):
@@ -282,10 +282,8 @@ def test_22_huge_image_is_refused_by_name_everywhere(store: Store, tmp_path: Pat
     with pytest.raises(CocoFormatError, match="orthophoto_16000x12000.png.*pixel limit"):
         store.import_coco(dataset, folder / "annotations.json")
     assert store.list_images(dataset) == []
-    run = subprocess.run([sys.executable, "-m", "fastinst", "predict", str(image), "--weights", str(DEMO_MODEL),
-                          "--out", str(tmp_path / "out"), "--device", "cpu"],
-                         capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert run.returncode == 2 and "pixel limit" in run.stderr and "Traceback" not in run.stderr
+    code, err = predict_cli(capsys, str(image), "--out", str(tmp_path / "out"))
+    assert code == 2 and "pixel limit" in err and "Traceback" not in err
     from app.project import add_folder_images
     added, skipped = add_folder_images(store, dataset, folder / "images")
     assert added == 0 and "pixel limit" in skipped[0]

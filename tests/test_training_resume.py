@@ -95,10 +95,12 @@ def test_evaluate_cli_scores_the_trained_checkpoint(uninterrupted, tmp_path):
 
 
 def test_failed_iteration_is_saved_as_not_begun_and_resume_is_exact(tmp_path):
-    """A run that crashes inside an iteration (its batch has a missing image) resumes, once the file
-    is back, exactly as if it had never failed."""
+    """A run that crashes inside an iteration (its batch has an image whose header reads but whose
+    pixels are cut off, so the reader's up-front check passes) resumes, once the file is whole
+    again, exactly as if it had never failed."""
     import shutil
 
+    from fastinst import ImageError
     from training import TrainConfig, train
     from training.augment import AugmentConfig
     from training.data import IterationBatchSampler
@@ -119,7 +121,8 @@ def test_failed_iteration_is_saved_as_not_begun_and_resume_is_exact(tmp_path):
         fail_it, victim = next((it, i) for it in range(2, 6) for i, _ in sampler.keys(it) if i not in seen)
         image = json_path.parent / "images" / f"{victim:06d}.png"
         shutil.move(image, tmp_path / "kept.png")
-        with pytest.raises(FileNotFoundError, match=image.name):
+        image.write_bytes((tmp_path / "kept.png").read_bytes()[:60])  # PNG header intact, pixel data cut off
+        with pytest.raises(ImageError, match=image.name):
             train(config(tmp_path / "crash"))
         assert load_resume(tmp_path / "crash" / "last_checkpoint.pt")["iteration"] == fail_it
         shutil.move(tmp_path / "kept.png", image)
