@@ -172,12 +172,13 @@ class ParsedCoco:
     def to_coco_dict(self) -> dict[str, Any]:
         """A clean COCO instances document of what was accepted: integer ids, RLE segmentations,
         ``area``/``bbox``/``iscrowd`` from the masks. Suitable for pycocotools ``COCO``/``COCOeval``."""
+        sizes = self._sizes()
         return {
             "images": [{"id": i.coco_id, "file_name": i.file_name, "width": i.width, "height": i.height}
                        for i in self.images],
             "categories": [{"id": c.coco_id, "name": c.name, "supercategory": c.supercategory or ""}
                            for c in self.categories],
-            "annotations": [_clean_annotation(a, self._sizes()) for a in self.annotations],
+            "annotations": [_clean_annotation(a, sizes) for a in self.annotations],
         }
 
     def _sizes(self) -> dict[int, tuple[int, int]]:
