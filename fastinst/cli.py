@@ -51,6 +51,8 @@ def _add_predict(sub) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     p.add_argument("--no-overlays", action="store_true", help="write only the JSON")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist in --out")
+    p.add_argument("--max-pixels", type=int, default=None, help="largest image accepted, in pixels (default 100 "
+                   "million, or $FASTINST_MAX_PIXELS); larger ones are skipped with a message")
     p.set_defaults(func=_predict)
 
 
@@ -93,7 +95,7 @@ def _predict(args) -> int:
     results, catalogue, failed = [], [], []
     for image_id, (path, name) in enumerate(zip(tqdm(files, desc="predict", unit="img"), names), start=1):
         try:
-            rgb = load_image(path)
+            rgb = load_image(path, limit=args.max_pixels)
         except FastInstError as exc:  # one clear line per bad file; the others go on
             failed.append(name)
             tqdm.write(f"skipped {name}: {exc}", file=sys.stderr)
