@@ -12,6 +12,7 @@ from annotations.errors import (
     MissingImageError,
     NotFoundError,
     SchemaVersionError,
+    UndecidedProposalsError,
 )
 from annotations.records import (
     AnnotationRecord,
@@ -41,4 +42,5 @@ __all__ = [
     "SchemaVersionError",
     "Store",
     "TrainingRunRecord",
+    "UndecidedProposalsError",
 ]

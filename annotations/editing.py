@@ -22,8 +22,14 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from annotations import history, rle
 from annotations.database import write_session
-from annotations.errors import ConflictError, InvalidInputError, NotFoundError
+from annotations.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    UndecidedProposalsError,
+)
 from annotations.history import ChangeLog
+from annotations.records import EditRecord
 from annotations.schema import Annotation, Category, Dataset, Image, utc_now
 
 
@@ -197,6 +203,39 @@ def insert_annotations(edit: ImageEdit, new: list[NewAnnotation]) -> list[Annota
     return rows
 
 
+def refuse_proposals_if_reviewed(image: Image, state: str) -> None:
+    """A reviewed image holds no undecided proposal: refuse to make one."""
+    if state == "proposed" and image.review_state == "reviewed":
+        raise InvalidInputError(
+            f"image {image.id} '{image.file_name}' is reviewed: reopen it before making an "
+            f"annotation a proposal again")
+
+
+def decide_proposals(edit: ImageEdit, undecided: str, min_score: float) -> dict[str, int]:
+    """Decide the edited image's proposals before it is marked reviewed (and log it).
+
+    ``undecided``: ``"refuse"`` raises :class:`UndecidedProposalsError` when there are any,
+    ``"accept"`` accepts those scoring at least ``min_score`` and rejects the rest, ``"reject"``
+    rejects them all. Returns ``{"accepted": n, "rejected": m}``.
+    """
+    proposals = list(edit.session.scalars(
+        select(Annotation).where(
+            Annotation.image_id == edit.image.id, Annotation.state == "proposed"
+        ).order_by(Annotation.id)
+    ))
+    counts = {"accepted": 0, "rejected": 0}
+    if proposals and undecided == "refuse":
+        raise UndecidedProposalsError(edit.image.id, edit.image.file_name,
+                                      [ann.id for ann in proposals])
+    for ann in proposals:
+        keep = undecided == "accept" and (ann.score if ann.score is not None else 1.0) >= min_score
+        before = history.snapshot(ann)
+        ann.state = "accepted" if keep else "rejected"
+        counts[ann.state] += 1
+        edit.log.changed(ann.id, before, history.snapshot(ann))
+    return counts
+
+
 def set_mask(ann: Annotation, counts: str, height: int, width: int) -> None:
     """Replace an annotation's mask and recompute its area and bbox."""
     area, (x, y, w, h) = rle.area_and_bbox(counts, height, width)
@@ -238,8 +277,9 @@ class _NothingToDo(Exception):
 
 def step_history(
     engine: Engine, image_id: int, direction: str, expected_revision: int | None, user: str
-) -> bool:
-    """Undo (``direction="undo"``) or redo one edit of the image; False if there is none."""
+) -> EditRecord | None:
+    """Undo (``direction="undo"``) or redo one edit of the image; returns that edit, or None if
+    there is none."""
     try:
         with write_session(engine) as session:
             image = lock_image(session, image_id, expected_revision, user, direction)
@@ -253,6 +293,8 @@ def step_history(
                 raise _NothingToDo
             step(session, image, edit)
             image.last_action = f"{direction} of '{edit.summary}'"
+            session.flush()
+            record = EditRecord.from_row(edit)
     except _NothingToDo:
-        return False
-    return True
+        return None
+    return record

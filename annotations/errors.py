@@ -28,6 +28,23 @@ class InvalidInputError(AnnotationError, ValueError):
     """An argument the store cannot accept: an empty mask, a mask of the wrong size, a bad state."""
 
 
+class UndecidedProposalsError(InvalidInputError):
+    """An image cannot be marked reviewed while model proposals on it are still undecided.
+
+    Attributes:
+        image_id: the image.
+        proposal_ids: the annotation ids of the undecided proposals.
+    """
+
+    def __init__(self, image_id: int, file_name: str, proposal_ids: list[int]) -> None:
+        self.image_id = image_id
+        self.proposal_ids = proposal_ids
+        super().__init__(
+            f"image {image_id} '{file_name}' has {len(proposal_ids)} undecided proposals: accept "
+            f"or reject them before marking it reviewed (an undecided proposal is not 'no object')"
+        )
+
+
 class SchemaVersionError(AnnotationError):
     """The database was written by a newer version of this package (unknown migration revision)."""
 

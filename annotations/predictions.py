@@ -1,7 +1,9 @@
 """Model predictions on an image: validating a batch and swapping it for the previous one.
 
 A new prediction run replaces only what is still a machine proposal (``source="predicted"``,
-``state="proposed"``); what a person accepted, rejected, drew or edited stays.
+``state="proposed"``); what a person accepted, rejected, drew or edited stays, and a new mask that
+matches one of those (mask IoU >= ``match_iou``, any class) is not proposed again: the person has
+already decided about that object.
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ def mask_stack(masks: Any, num_categories: int, num_scores: int) -> np.ndarray:
     return stack
 
 
-def drop_proposals(edit: ImageEdit) -> None:
-    """Delete (and log) the image's still-proposed predictions."""
+MATCH_IOU = 0.5   # a new proposal overlapping a decided annotation this much is the same object
+
+
+def drop_proposals(edit: ImageEdit) -> int:
+    """Delete (and log) the image's still-proposed predictions; returns how many."""
     proposals = edit.session.scalars(
         select(Annotation).where(
             Annotation.image_id == edit.image.id,
@@ -39,16 +44,32 @@ def drop_proposals(edit: ImageEdit) -> None:
             Annotation.state == "proposed",
         ).order_by(Annotation.id)
     )
+    dropped = 0
     for ann in proposals:
         edit.log.changed(ann.id, history.snapshot(ann), None)
         edit.session.delete(ann)
+        dropped += 1
+    edit.session.flush()
+    return dropped
+
+
+def decided_counts(edit: ImageEdit) -> list[str]:
+    """RLE counts of every annotation on the edited image that is not a proposal."""
+    return list(edit.session.scalars(
+        select(Annotation.rle_counts).where(
+            Annotation.image_id == edit.image.id, Annotation.state != "proposed"
+        ).order_by(Annotation.id)
+    ))
 
 
 def add_predictions(
     edit: ImageEdit, stack: np.ndarray, category_ids: Sequence[int], scores: Sequence[float],
-    model_version: str,
-) -> list[int | None]:
-    """Insert proposals for the non-empty masks; ids aligned with ``stack`` (None = empty)."""
+    model_version: str, match_iou: float = MATCH_IOU,
+) -> tuple[list[int | None], int]:
+    """Insert proposals for the non-empty masks that match no decided annotation.
+
+    Returns the new ids aligned with ``stack`` (None = empty or matched) and the number matched.
+    """
     image = edit.image
     if len(stack) and stack.shape[1:] != (image.height, image.width):
         raise InvalidInputError(
@@ -58,12 +79,15 @@ def add_predictions(
     for category_id in sorted({int(c) for c in category_ids}):
         require_category(edit.session, image.dataset_id, category_id)
     keep = [i for i in range(len(stack)) if stack[i].any()]
+    counts = rle.encode_masks(stack[i] for i in keep)
+    iou = rle.iou_matrix(counts, decided_counts(edit), image.height, image.width)
+    novel = [k for k in range(len(keep)) if not (iou.shape[1] and iou[k].max() >= match_iou)]
     new = [
-        NewAnnotation(counts, category_ids[index], "predicted", "proposed", scores[index],
-                      model_version)
-        for index, counts in zip(keep, rle.encode_masks(stack[i] for i in keep))
+        NewAnnotation(counts[k], category_ids[keep[k]], "predicted", "proposed",
+                      scores[keep[k]], model_version)
+        for k in novel
     ]
     ids: list[int | None] = [None] * len(stack)
-    for index, ann in zip(keep, insert_annotations(edit, new)):
-        ids[index] = ann.id
-    return ids
+    for k, ann in zip(novel, insert_annotations(edit, new)):
+        ids[keep[k]] = ann.id
+    return ids, len(keep) - len(novel)

@@ -54,6 +54,17 @@ def decode_mask(counts: str, height: int, width: int) -> np.ndarray:
     return coco_mask.decode(rle_dict(counts, height, width)).view(bool)
 
 
+def iou_matrix(
+    counts_a: Sequence[str], counts_b: Sequence[str], height: int, width: int
+) -> np.ndarray:
+    """(len(a), len(b)) float64 mask IoU of stored counts, computed by pycocotools."""
+    if not counts_a or not counts_b:
+        return np.zeros((len(counts_a), len(counts_b)))
+    a = [rle_dict(c, height, width) for c in counts_a]
+    b = [rle_dict(c, height, width) for c in counts_b]
+    return np.asarray(coco_mask.iou(a, b, [0] * len(b)), dtype=np.float64).reshape(len(a), len(b))
+
+
 def area_and_bbox(counts: str, height: int, width: int) -> tuple[int, tuple[float, ...]]:
     """Pixel area and ``[x, y, w, h]`` box of stored counts, computed by pycocotools."""
     rle = rle_dict(counts, height, width)

@@ -14,7 +14,7 @@
 Ids: ``image_id`` and ``ann_id`` are the store's ids; ``category_id`` is always the category's COCO
 id within the dataset. Masks go in and come out as (H, W) bool arrays at the image's size.
 
-Every edit (``add_annotation``, ``update_mask``, ``set_category``, ``set_state``,
+Every edit (``add_annotation``, ``update_mask``, ``set_category``, ``set_state``, ``set_states``,
 ``delete_annotation``, ``set_review_state``, ``replace_predictions``, ``undo``, ``redo``) runs in one
 transaction, moves the image to its next revision, is recorded in the image's history, and takes
 ``expected_revision``: pass the ``revision`` you read and a concurrent change by someone else makes
@@ -395,13 +395,46 @@ class Store:
         self, ann_id: int, state: str, expected_revision: int | None = None, *,
         user: str | None = None,
     ) -> None:
-        """Set an annotation's state: ``"accepted"``, ``"rejected"`` or ``"proposed"``."""
+        """Set an annotation's state: ``"accepted"``, ``"rejected"`` or ``"proposed"``.
+
+        Raises:
+            InvalidInputError: ``"proposed"`` on a reviewed image (a reviewed image holds no
+                undecided proposal).
+        """
         editing.require_choice(state, STATES, "state")
         with self._edit_annotation(ann_id, "set_state", expected_revision, user) as (edit, ann):
+            editing.refuse_proposals_if_reviewed(edit.image, state)
             before = history.snapshot(ann)
             ann.state = state
             edit.log.changed(ann.id, before, history.snapshot(ann))
             edit.summary = f"set_state {state} on annotation {ann_id}"
+
+    def set_states(
+        self, image_id: int, states: dict[int, str], expected_revision: int | None = None, *,
+        summary: str | None = None, user: str | None = None,
+    ) -> None:
+        """Set the state of several annotations of one image as one edit (one undo step).
+
+        ``states`` maps annotation id -> ``"accepted"``, ``"rejected"`` or ``"proposed"``.
+
+        Raises:
+            NotFoundError: an id that is not an annotation of this image.
+        """
+        for state in states.values():
+            editing.require_choice(state, STATES, "state")
+        ids = sorted(int(i) for i in states)
+        default = ", ".join(f"#{i} {states[i]}" for i in ids)
+        with self._edit(image_id, "set_states", f"set_states {default}", expected_revision,
+                        user) as edit:
+            for ann_id in ids:
+                ann = editing.locked_annotation(edit.session, ann_id)
+                if ann.image_id != image_id:
+                    raise NotFoundError(f"annotation {ann_id} is not on image {image_id}")
+                editing.refuse_proposals_if_reviewed(edit.image, states[ann_id])
+                before = history.snapshot(ann)
+                ann.state = states[ann_id]
+                edit.log.changed(ann.id, before, history.snapshot(ann))
+            edit.summary = summary or f"set_states {default}"
 
     def delete_annotation(
         self, ann_id: int, expected_revision: int | None = None, *, user: str | None = None
@@ -415,14 +448,32 @@ class Store:
 
     def set_review_state(
         self, image_id: int, state: str, expected_revision: int | None = None, *,
-        user: str | None = None,
-    ) -> None:
-        """Set the image's review state: ``"unreviewed"``, ``"in_progress"`` or ``"reviewed"``."""
+        undecided: str = "refuse", min_score: float = 0.0, user: str | None = None,
+    ) -> dict[str, int]:
+        """Set the image's review state: ``"unreviewed"``, ``"in_progress"`` or ``"reviewed"``.
+
+        A reviewed image never holds an undecided proposal, so that export, fine-tuning and
+        evaluation cannot read one as "no object". For ``"reviewed"``, ``undecided`` says what
+        to do with the image's proposals, in the same edit (one undo step): ``"refuse"`` (raise
+        :class:`UndecidedProposalsError`), ``"accept"`` (accept those scoring at least
+        ``min_score``, reject the rest) or ``"reject"`` (reject them all).
+
+        Returns:
+            ``{"accepted": n, "rejected": m}``: the proposals decided by this call.
+        """
         editing.require_choice(state, REVIEW_STATES, "review state")
+        editing.require_choice(undecided, ("refuse", "accept", "reject"), "undecided")
+        decided = {"accepted": 0, "rejected": 0}
         with self._edit(image_id, "set_review_state", f"set_review_state {state}",
                         expected_revision, user) as edit:
+            if state == "reviewed":
+                decided = editing.decide_proposals(edit, undecided, min_score)
             edit.log.review_state = (edit.image.review_state, state)
             edit.image.review_state = state
+            if decided["accepted"] or decided["rejected"]:
+                edit.summary += (f" (accepted {decided['accepted']}, rejected "
+                                 f"{decided['rejected']} undecided proposals)")
+        return decided
 
     def replace_predictions(
         self,
@@ -433,31 +484,47 @@ class Store:
         model_version: str,
         expected_revision: int | None = None,
         *,
+        match_iou: float = predictions.MATCH_IOU,
         user: str | None = None,
     ) -> list[int | None]:
         """Replace the image's still-proposed predictions with new ones, as one edit.
 
-        Human, imported, accepted and rejected annotations stay. Returns the new annotation ids
-        aligned with ``masks``; an empty mask is not stored and gets ``None``.
+        Human, imported, accepted and rejected annotations stay, and a new mask matching one of
+        them (mask IoU >= ``match_iou``) is not stored: the person already decided about that
+        object. Returns the new annotation ids aligned with ``masks``; an empty or matched mask
+        gets ``None``. The history entry says how many proposals were replaced and matched.
+
+        Raises:
+            InvalidInputError: the image is reviewed (reopen it first), or bad arguments.
         """
         stack = predictions.mask_stack(masks, len(category_ids), len(scores))
         with self._edit(image_id, "replace_predictions",
                         f"replace_predictions from {model_version}", expected_revision,
                         user) as edit:
-            predictions.drop_proposals(edit)
-            return predictions.add_predictions(edit, stack, category_ids, scores, model_version)
+            if edit.image.review_state == "reviewed":
+                raise InvalidInputError(
+                    f"image {image_id} '{edit.image.file_name}' is reviewed: reopen it before "
+                    f"predicting again")
+            dropped = predictions.drop_proposals(edit)
+            ids, matched = predictions.add_predictions(
+                edit, stack, category_ids, scores, model_version, match_iou)
+            added = sum(i is not None for i in ids)
+            edit.summary = (f"replace_predictions from {model_version}: {dropped} undecided "
+                            f"proposals replaced by {added}; {matched} matched decided annotations")
+            return ids
 
     # ------------------------------------------------------------------------------- history
 
     def undo(self, image_id: int, expected_revision: int | None = None, *,
-             user: str | None = None) -> bool:
-        """Revert the image's newest applied edit; False when there is nothing to undo."""
+             user: str | None = None) -> EditRecord | None:
+        """Revert the image's newest applied edit (one user action); returns that edit (its
+        ``summary`` says what was undone), or None when there is nothing to undo."""
         return editing.step_history(self.engine, image_id, "undo", expected_revision,
                                     user or self.user)
 
     def redo(self, image_id: int, expected_revision: int | None = None, *,
-             user: str | None = None) -> bool:
-        """Re-apply the most recently undone edit; False when there is nothing to redo."""
+             user: str | None = None) -> EditRecord | None:
+        """Re-apply the most recently undone edit; returns it, or None when there is none."""
         return editing.step_history(self.engine, image_id, "redo", expected_revision,
                                     user or self.user)
 

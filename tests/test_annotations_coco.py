@@ -130,7 +130,8 @@ def test_import_into_subfolder_root_and_image_path(store: Store, coco_file: Path
 
 
 def _review_fixture(store: Store, coco_file: Path) -> tuple[int, dict[str, int]]:
-    """Dataset with one reviewed image holding accepted, proposed and rejected annotations."""
+    """Dataset with proposed and rejected predictions on image 42 and a reviewed image 7 holding
+    a human annotation (a reviewed image holds no undecided proposal)."""
     dataset = store.create_dataset("d", coco_file.parent / "images")
     store.import_coco(dataset, coco_file)
     images = {image.coco_id: image for image in store.list_images(dataset)}
@@ -139,8 +140,8 @@ def _review_fixture(store: Store, coco_file: Path) -> tuple[int, dict[str, int]]
     mask[5:10, 5:20] = True
     ids = store.replace_predictions(image.id, np.stack([mask, ~mask]), [1, 5], [0.9, 0.4], "m1")
     store.set_state(ids[1], "rejected")
-    human = store.add_annotation(image.id, np.roll(mask, 12, axis=0), 90)
-    store.set_review_state(image.id, "reviewed")
+    human = store.add_annotation(images[7].id, np.roll(mask, 12, axis=0).T, 90)
+    store.set_review_state(images[7].id, "reviewed")
     return dataset, {"proposed": ids[0], "rejected": ids[1], "human": human}
 
 
@@ -154,7 +155,7 @@ def test_export_filters_by_state_and_review(store: Store, coco_file: Path, tmp_p
     assert human in accepted.anns and proposed not in accepted.anns
     assert proposed in everything.anns and everything.anns[proposed]["score"] == 0.9
     assert store.annotation(ids["rejected"]).coco_id not in everything.anns
-    assert set(reviewed.imgs) == {42} and set(reviewed.anns) == {human}
+    assert set(reviewed.imgs) == {7} and set(reviewed.anns) == {human}
     assert len(accepted.anns) == 9 and len(accepted.imgs) == 5
 
 

@@ -22,7 +22,7 @@ def studio(tmp_path_factory: pytest.TempPathFactory):
         project.predict(entry.id)
         for inst in project.instances(entry.id)[:2]:
             project.store.set_state(inst.id, "accepted")
-        project.store.set_review_state(entry.id, "reviewed")
+        project.store.set_review_state(entry.id, "reviewed", undecided="reject")
     with served(project) as url:
         yield project, Client(url, verbose=False)
 
