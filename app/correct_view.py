@@ -18,7 +18,7 @@ SHORTCUTS = [
     ("L", "relabel it with the chosen class"), ("Shift+A", "accept every shown proposal"),
     ("Ctrl+Z / Ctrl+Y", "undo / redo"), ("M", "mark the image reviewed"),
     ("N / P", "next / previous image"), ("E", "open the selected mask in the painter"),
-    ("Enter / Esc", "close / cancel the polygon"),
+    ("Enter / Esc", "close / cancel the polygon"), ("K", "keep the selected near-duplicate, reject the others"),
 ]
 
 
@@ -43,13 +43,15 @@ def set_state(project: Project, state: SessionState, new_state: str, revision: i
 
 def accept_shown(project: Project, state: SessionState, shown: Sequence[Instance],
                  revision: int | None) -> str:
-    """Accept every proposal currently shown (at or above the confidence threshold)."""
+    """Accept every proposal currently shown (at or above the confidence threshold): one edit,
+    so one undo takes it back."""
     todo = [i for i in shown if i.state == "proposed"]
-    for inst in todo:
-        project.edit(state.image_id, revision,
-                     lambda rev, i=inst: project.store.set_state(i.id, "accepted", expected_revision=rev))
-        revision = project.image(state.image_id).revision
-    return f"accepted {len(todo)} proposals" if todo else "no proposals shown to accept"
+    if not todo:
+        return "no proposals shown to accept"
+    summary = f"accept {len(todo)} shown proposals (" + ", ".join(f"#{i.id}" for i in todo) + ")"
+    project.edit(state.image_id, revision, lambda rev: project.store.set_states(
+        state.image_id, {i.id: "accepted" for i in todo}, rev, summary=summary))
+    return summary
 
 
 def delete(project: Project, state: SessionState, revision: int | None) -> str:
@@ -71,25 +73,22 @@ def relabel(project: Project, state: SessionState, class_name: str, revision: in
 
 
 def undo(project: Project, state: SessionState, revision: int | None, redo: bool = False) -> str:
-    """Undo (or redo) the image's last edit, whoever made it."""
+    """Undo (or redo) the image's last edit — one user action, whoever made it — and say which."""
     if state.image_id is None:
         raise StudioError("open an image first")
     step = project.store.redo if redo else project.store.undo
     done = project.edit(state.image_id, revision, lambda rev: step(state.image_id, expected_revision=rev))
     word = "redo" if redo else "undo"
-    return f"{word}: {project.store.history(state.image_id)[-1].summary}" if done else f"nothing to {word}"
+    return f"{word}: {done.summary}" if done is not None else f"nothing to {word}"
 
 
-def mark_reviewed(project: Project, state: SessionState, revision: int | None, reviewed: bool = True) -> str:
-    """Mark the image reviewed (its accepted annotations are then exported) or reopen it."""
+def reopen(project: Project, state: SessionState, revision: int | None) -> str:
+    """Take the image back to "in progress" (it can then be edited and predicted again)."""
     if state.image_id is None:
         raise StudioError("open an image first")
-    target = "reviewed" if reviewed else "in_progress"
     project.edit(state.image_id, revision,
-                 lambda rev: project.store.set_review_state(state.image_id, target, expected_revision=rev))
-    left = sum(i.state == "proposed" for i in project.instances(state.image_id))
-    note = f"; {left} undecided proposals are not exported" if reviewed and left else ""
-    return f"image marked {target}{note}"
+                 lambda rev: project.store.set_review_state(state.image_id, "in_progress", expected_revision=rev))
+    return "image reopened (in progress)"
 
 
 # ------------------------------------------------------------------------------ mask painter

@@ -9,7 +9,7 @@ import numpy as np
 from app import render
 from app.project import Instance
 
-TABLE_HEADERS = ["id", "class", "score", "state", "source", "area"]
+TABLE_HEADERS = ["id", "class", "score", "state", "source", "area", "model", "flag"]
 
 STATE_MARKS = {"proposed": "?", "accepted": "✓", "rejected": "✗"}
 ASCII_MARKS = {"proposed": "?", "accepted": "ok", "rejected": "x"}   # OpenCV's fonts are ASCII only
@@ -57,10 +57,45 @@ def pick_instance(instances: Sequence[Instance], x: int, y: int) -> int | None:
     return None if index is None else instances[index].id
 
 
-def instance_rows(instances: Sequence[Instance]) -> list[list]:
-    """Rows of the instance table, in the order drawn (top first)."""
+def instance_rows(instances: Sequence[Instance], dup_iou: float = 0.9) -> list[list]:
+    """Rows of the instance table, in the order drawn (top first): the model version that made
+    each prediction, and a flag on proposals that near-duplicate an instance drawn above them."""
+    flags = near_duplicates(instances, dup_iou)
     return [[i.id, i.class_name, None if i.score is None else round(float(i.score), 3), i.state,
-             i.source, i.area] for i in instances]
+             i.source, i.area, i.model_version or "", f"dup of #{flags[i.id]}" if i.id in flags else ""]
+            for i in instances]
+
+
+def mask_iou(a: Instance, b: Instance) -> float:
+    """Mask IoU of two instances (0 when their boxes do not meet)."""
+    ax, ay, aw, ah = a.bbox
+    bx, by, bw, bh = b.bbox
+    if ax >= bx + bw or bx >= ax + aw or ay >= by + bh or by >= ay + ah:
+        return 0.0
+    inter = int(np.logical_and(a.mask, b.mask).sum())
+    union = a.area + b.area - inter
+    return inter / union if union else 0.0
+
+
+def near_duplicates(instances: Sequence[Instance], min_iou: float) -> dict[int, int]:
+    """Proposal id -> id of the instance it near-duplicates: same class, mask IoU ≥ ``min_iou``,
+    drawn above it (decided first, then higher score). Decided pairs are the person's, not flagged."""
+    flags: dict[int, int] = {}
+    for k, inst in enumerate(instances):
+        if inst.state != "proposed":
+            continue
+        for other in instances[:k]:
+            if other.category_id == inst.category_id and other.id not in flags and \
+                    mask_iou(inst, other) >= min_iou:
+                flags[inst.id] = other.id
+                break
+    return flags
+
+
+def duplicates_of(inst: Instance, instances: Sequence[Instance], min_iou: float) -> list[Instance]:
+    """The proposals of the same class overlapping ``inst`` with mask IoU ≥ ``min_iou``."""
+    return [o for o in instances if o.id != inst.id and o.state == "proposed"
+            and o.category_id == inst.category_id and mask_iou(inst, o) >= min_iou]
 
 
 def instance_choices(instances: Sequence[Instance]) -> list[tuple[str, int]]:

@@ -10,9 +10,10 @@ annotation is remembered per annotation id, and recovered from a fresh forward p
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -58,6 +59,36 @@ class Instance:
     area: int = 0                                    # mask pixels, from the store
 
 
+@dataclass(frozen=True)
+class PredictOutcome:
+    """What one prediction run did to an image's proposals."""
+
+    version: str
+    replaced: int      # undecided proposals it removed
+    added: int         # new proposals stored
+    matched: int       # predicted masks not stored: they match an annotation a person decided
+
+    def message(self) -> str:
+        """One line for the status."""
+        text = f"{self.added} proposals from {self.version}"
+        if self.replaced:
+            text += f" (replacing {self.replaced} undecided)"
+        if self.matched:
+            text += f"; {self.matched} matched your decided annotations and were not proposed again"
+        return text
+
+
+def held_out_ap(record: Any) -> float | None:
+    """A model version's held-out mask AP (0-100) from its recorded metrics, or None when unknown.
+
+    Read from ``metrics["held_out"]["segm/AP"]`` (what a fine-tuning run records about its
+    held-out images) or a flat ``metrics["held_out_ap"]``.
+    """
+    metrics = getattr(record, "metrics", None) or {}
+    value = (metrics.get("held_out") or {}).get("segm/AP", metrics.get("held_out_ap"))
+    return None if value is None else float(value)
+
+
 def file_version(path: Path) -> str:
     """A model version name for a weights file: its stem and the start of its SHA-256."""
     digest = hashlib.sha256()
@@ -97,6 +128,8 @@ class Project:
         self.pixels_cache: LRUCache[np.ndarray] = LRUCache(cache_size)
         self.instances_cache: LRUCache[list[Instance]] = LRUCache(4 * cache_size)
         self._queries: dict[int, int] = {}   # annotation id -> query index (current process)
+        self.failed: dict[tuple[str, int], str] = {}   # (model version, image id) -> why it failed
+        self._slots: dict[str, ModelSlot] = {}          # loaded model versions, for switching back
         self.sync_categories()
 
     # ------------------------------------------------------------------ images and categories
@@ -165,28 +198,44 @@ class Project:
 
     def was_predicted(self, image_id: int) -> bool:
         """True when the current model already wrote proposals for this image (even if all of them
-        were later rejected or deleted)."""
+        were later rejected, deleted or undone)."""
         tag = f"replace_predictions from {self.model.version}"
-        return any(e.summary == tag for e in self.store.history(image_id))
+        return any(e.action == "replace_predictions" and (e.summary == tag or e.summary.startswith(tag + ":"))
+                   for e in self.store.history(image_id))
 
-    def predict(self, image_id: int, expected_revision: int | None = None, force: bool = False) -> int:
+    def predict(self, image_id: int, expected_revision: int | None = None,
+                force: bool = False) -> PredictOutcome | None:
         """Write the current model's predictions as proposals (replacing undecided ones).
 
-        Skipped, returning -1, for reviewed images and images this model already predicted
-        unless ``force``. Returns the number of proposals stored.
+        Skipped, returning None, for reviewed images and images this model already predicted
+        unless ``force``. A forward pass that fails is remembered per (model version, image) and
+        raised as StudioError, so the image is shown as failed, never as an image with no objects.
         """
         entry = self.image(image_id)
         if not force and (entry.review_state == "reviewed" or self.was_predicted(image_id)):
-            return -1
-        pred = self.prediction(image_id)
+            return None
+        version = self.model.version
+        try:
+            pred = self.prediction(image_id)
+        except Exception as e:  # noqa: BLE001 - any failure of the model is shown as a failure
+            self.failed[(version, image_id)] = f"{type(e).__name__}: {e}"
+            raise StudioError(f"prediction failed on {entry.file_name}: {e}") from None
+        self.failed.pop((version, image_id), None)
         names = pred.class_names
         cats = [self.category_id(names[int(c)]) for c in pred.classes]
-        ids = self.store.replace_predictions(image_id, pred.masks, cats, [float(s) for s in pred.scores],
-                                             self.model.version, expected_revision)
+        before = sum(i.state == "proposed" for i in self.instances(image_id, entry.revision))
+        ids = self.edit(image_id, expected_revision, lambda rev: self.store.replace_predictions(
+            image_id, pred.masks, cats, [float(s) for s in pred.scores], version, rev))
         for ann_id, query in zip(ids, pred.query_indices):
             if ann_id is not None:
                 self._queries[ann_id] = int(query)
-        return sum(i is not None for i in ids)
+        nonempty = int(sum(bool(m.any()) for m in pred.masks))
+        added = sum(i is not None for i in ids)
+        return PredictOutcome(version, before, added, nonempty - added)
+
+    def prediction_failure(self, image_id: int) -> str | None:
+        """Why the current model's prediction of this image failed, if it did."""
+        return self.failed.get((self.model.version, image_id))
 
     def _query_of(self, record: Any, image_id: int) -> int | None:
         """Which query of the current model produced a predicted annotation, if known or
@@ -207,6 +256,30 @@ class Project:
     def class_names_by_id(self) -> dict[int, str]:
         """COCO category id -> name."""
         return dict(self.categories())
+
+    # --------------------------------------------------------------------------- model versions
+
+    def model_versions(self) -> list[Any]:
+        """Every recorded model version (the one the project started with included), oldest first."""
+        return self.store.list_model_versions()
+
+    def switch_model(self, version: str) -> None:
+        """Predict with another recorded version from now on (every session; loaded models are
+        kept, so switching back is immediate). Cached predictions stay keyed by their version."""
+        from app.startup import load_model
+        if version not in self._slots:
+            record = next((r for r in self.model_versions() if r.name == version), None)
+            if record is None or not record.path or not Path(record.path).is_file():
+                raise StudioError(f"model version {version!r} has no weights file to load")
+            slot = load_model(Path(record.path), self.model.preset, str(self.model.device))
+            if slot.version != version:
+                raise StudioError(f"{record.path} is now {slot.version}, not {version}: the file changed")
+            self._slots[version] = slot
+        self._slots.setdefault(self.model.version, ModelSlot(
+            self.model.predictor, self.model.version, self.model.description,
+            weights=self.model.weights, preset=self.model.preset))
+        self.model.swap(self._slots[version])
+        self.sync_categories()
 
     # ------------------------------------------------------------------------------- instances
 
@@ -244,6 +317,43 @@ class Project:
                          lambda rev: self.store.add_annotation(image_id, mask, cid, source="human",
                                                                expected_revision=rev))
 
+    # ----------------------------------------------------------------------------- adding images
+
+    def add_uploads(self, paths: list[Path], progress: Callable[[int, int, str], None] | None = None,
+                    folder: str = "uploads") -> UploadReport:
+        """Add uploaded image files (and the images inside uploaded .zip files) to the project.
+
+        Files go to ``<image root>/<folder>/`` under their own names (``name-2`` ... when taken,
+        never overwriting); a file whose SHA-256 equals an image the project already has (or an
+        earlier file of the same upload) is skipped; a file the image loader cannot read is
+        skipped with the reason. ``progress(done, total, name)`` is called after each file.
+        """
+        if not paths:
+            raise StudioError("choose image files or a .zip of images first")
+        root = self.store.dataset(self.dataset_id).image_root
+        known = {r.content_hash: r.file_name for r in self.store.list_images(self.dataset_id) if r.content_hash}
+        items = list(uploaded_items(paths))
+        report = UploadReport([], [], [])
+        for done, (name, data) in enumerate(items, 1):
+            digest = hashlib.sha256(data).hexdigest()
+            if digest in known:
+                report.duplicates.append(f"{name} (same content as {known[digest]})")
+            else:
+                path = write_new_file(root / folder, name, data)
+                try:
+                    height, width = read_pixels(path).shape[:2]
+                except StudioError as e:
+                    path.unlink()
+                    report.unreadable.append(f"{name}: {e}")
+                else:
+                    rel = path.relative_to(root).as_posix()
+                    self.store.add_image(self.dataset_id, rel, width, height)
+                    known[digest] = rel
+                    report.added.append(rel)
+            if progress is not None:
+                progress(done, len(items), name)
+        return report
+
     # ------------------------------------------------------------------------------------ COCO
 
     def import_coco(self, json_path: Path, image_root: Path | None = None, *, strict: bool = False) -> str:
@@ -261,6 +371,61 @@ class Project:
         out = self.work_dir / "exports" / ("reviewed.json" if only_reviewed else "all_images.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         return self.store.export_coco(self.dataset_id, out, only_reviewed=only_reviewed)
+
+
+@dataclass
+class UploadReport:
+    """What adding images from the browser did, file by file."""
+
+    added: list[str]
+    duplicates: list[str]     # "name (same content as existing)"
+    unreadable: list[str]     # "name: reason"
+
+    def summary(self) -> str:
+        """One line for the status, naming what was skipped and why."""
+        text = f"added {len(self.added)} images"
+        if self.duplicates:
+            text += f"; skipped {len(self.duplicates)} exact duplicates: " + ", ".join(self.duplicates[:5])
+        if self.unreadable:
+            text += f"; skipped {len(self.unreadable)} unreadable: " + "; ".join(self.unreadable[:5])
+        return text
+
+
+def uploaded_items(paths: list[Path]) -> Iterator[tuple[str, bytes]]:
+    """(file name, bytes) of every uploaded image: files as they are, and the image files inside
+    .zip archives (only their base names are used, so nothing is written outside the folder)."""
+    import zipfile
+    for path in paths:
+        if path.suffix.lower() == ".zip":
+            try:
+                archive = zipfile.ZipFile(path)
+            except zipfile.BadZipFile as e:
+                raise StudioError(f"{path.name}: not a readable zip archive ({e})") from None
+            with archive:
+                for info in archive.infolist():
+                    name = PurePosixPath(info.filename).name
+                    if info.is_dir() or name.startswith(".") or "__MACOSX" in info.filename:
+                        continue
+                    if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                        yield name, archive.read(info)
+        else:
+            yield path.name, path.read_bytes()
+
+
+def write_new_file(folder: Path, name: str, data: bytes) -> Path:
+    """Write ``data`` as ``folder/name``, or ``name-2``, ``name-3`` ... when taken: an existing
+    file is never overwritten (exclusive create)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem, suffix = Path(name).stem or "image", Path(name).suffix.lower()
+    for n in itertools.count(1):
+        path = folder / (f"{stem}{suffix}" if n == 1 else f"{stem}-{n}{suffix}")
+        try:
+            with open(path, "xb") as f:
+                f.write(data)
+            return path
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")
 
 
 def find_or_create_dataset(store: Store, name: str, image_root: Path) -> tuple[int, bool]:

@@ -39,6 +39,9 @@ class SessionState:
     sent: dict[str, Any] = field(default_factory=dict)  # last value sent to each view output (paths, text)
     picker_choices: list[tuple[str, int]] = field(default_factory=list)  # instance picker's choices
     layers_for: tuple | None = None      # (image, model, instance, head) the layer pictures show
+    asking: str = ""                     # open question: "" | "undecided" | "empty" | "switch"
+    switch_to: str | None = None         # the model version a "switch" question is about
+    dup_iou: float = 0.9                 # same-class proposals overlapping this much are flagged
 
     def select_image(self, image_id: int) -> None:
         """Move to another image: forget the per-image selection and the open polygon."""
@@ -46,6 +49,34 @@ class SessionState:
             self.image_id = image_id
             self.selected = None
             self.polygon = []
+
+    def place(self) -> str:
+        """The person's place as a URL query (image, tab, threshold, selection, tool, filters)."""
+        from urllib.parse import urlencode
+        values = {"image": self.image_id, "tab": self.tab, "t": f"{self.min_score:.2f}",
+                  "sel": self.selected, "tool": self.tool, "rej": int(self.show_rejected),
+                  "dup": f"{self.dup_iou:.2f}"}
+        return urlencode({k: v for k, v in values.items() if v is not None})
+
+    def restore(self, query: dict[str, str], tabs: tuple[str, ...]) -> None:
+        """Take back a place written by :meth:`place` (bad or unknown values are ignored)."""
+        def number(key: str, cast: Callable[[str], Any], low: float, high: float) -> Any:
+            try:
+                value = cast(query[key])
+            except (KeyError, ValueError):
+                return None
+            return value if low <= value <= high else None
+        image = number("image", int, 1, 2**63)
+        if image is not None:
+            self.select_image(image)
+        self.selected = number("sel", int, 1, 2**63)
+        self.min_score = number("t", float, 0.0, 1.0) or self.min_score
+        self.dup_iou = number("dup", float, 0.0, 1.0) or self.dup_iou
+        self.show_rejected = query.get("rej") == "1"
+        if query.get("tab") in tabs:
+            self.tab = query["tab"]
+        if query.get("tool") in TOOLS:
+            self.tool = query["tool"]
 
 
 class LRUCache(Generic[V]):

@@ -12,14 +12,14 @@ import functools
 import itertools
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import cv2
 import gradio as gr
 import numpy as np
 
 from app import explain_view, inspect_view, render, train_view
-from app.project import ImageEntry, Instance, Project, StudioError
+from app.project import ImageEntry, Instance, Project, StudioError, held_out_ap
 from app.session import LRUCache, SessionState
 
 MODEL_QUEUE = "model"          # concurrency group of every event that may run the network
@@ -29,8 +29,9 @@ VIEW_OUTPUTS = {"inspect": ("inspect_image", "instance_table", "instance_info"),
                 "explain": ("explain_heatmap", "explain_info", "layer_strip", "layer_view"),
                 "correct": ("correct_image",)}
 VIEW_OUTPUT_NAMES = [name for names in VIEW_OUTPUTS.values() for name in names]
+ASK_BOXES = ("undecided", "empty", "switch")   # the questions the header can ask (see SessionState.asking)
 OUTPUT_NAMES = ["state", "image_picker", "review_state", "instance_picker", "status", "project_info",
-                *VIEW_OUTPUT_NAMES]
+                *VIEW_OUTPUT_NAMES, "place", "model_picker", "ask_text", *(f"ask_{k}" for k in ASK_BOXES)]
 
 
 def cache_folder() -> Path:
@@ -132,9 +133,39 @@ class Studio:
         return (f"**FastInst Studio** · project *{name}* · {len(images)} images, {done} reviewed · "
                 f"model `{self.project.model.version}` ({self.project.model.description})")
 
-    def review_text(self, e: ImageEntry) -> str:
-        """The image's review state and file name."""
-        return f"`{e.file_name}` {e.width}×{e.height} · **{e.review_state.replace('_', ' ')}** · rev {e.revision}"
+    def review_text(self, e: ImageEntry, instances: list[Instance]) -> str:
+        """The image's file name, review state ("reviewed, no objects" when it holds none), revision,
+        and a failed prediction."""
+        state = e.review_state.replace("_", " ")
+        if e.review_state == "reviewed" and not any(i.state == "accepted" for i in instances):
+            state = "reviewed, no objects"
+        failed = " · ⚠ **prediction failed**" if self.project.prediction_failure(e.id) else ""
+        return f"`{e.file_name}` {e.width}×{e.height} · **{state}** · rev {e.revision}{failed}"
+
+    def model_choices(self) -> list[tuple[str, str]]:
+        """(label, version) of every recorded model version, with its held-out AP when known."""
+        out = []
+        for record in self.project.model_versions():
+            ap = held_out_ap(record)
+            out.append((f"{record.name}" + ("" if ap is None else f" · AP {ap:.1f}"), record.name))
+        return out
+
+    def ask_values(self, state: SessionState) -> dict[str, Any]:
+        """The question box: its text and which answer row is visible."""
+        values = {f"ask_{k}": gr.update(visible=state.asking == k) for k in ASK_BOXES}
+        values["ask_text"] = self._question(state) if state.asking else ""
+        return values
+
+    def _question(self, state: SessionState) -> str:
+        if state.asking == "undecided":
+            shown = [i for i in self.project.instances(state.image_id) if i.state == "proposed"]
+            above = sum((i.score if i.score is not None else 1.0) >= state.min_score for i in shown)
+            return (f"**{len(shown)} proposals are undecided.** Accept the {above} at confidence ≥ "
+                    f"{state.min_score:.2f} (reject the rest), reject them all, or cancel?")
+        if state.asking == "empty":
+            return "**No accepted objects on this image.** Mark it *reviewed, no objects*?"
+        return (f"**`{state.switch_to}` has a lower held-out AP than `{self.project.model.version}`.** "
+                "Switch anyway?")
 
     # ---------------------------------------------------------------------- renders
 
@@ -158,7 +189,7 @@ class Studio:
         """Inspect's outputs: the overlay, the table (unchanged by a selection) and the details."""
         image, big, _ = self.on_screen(state, shown)
         out = {"inspect_image": self.png(inspect_view.render_overlay(image, big, state.selected)),
-               "instance_table": KEEP if parts == "select" else inspect_view.instance_rows(shown),
+               "instance_table": KEEP if parts == "select" else inspect_view.instance_rows(shown, state.dup_iou),
                "instance_info": inspect_view.describe(inst)}
         return out
 
@@ -257,6 +288,8 @@ class Studio:
         if state.image_id is None:
             values["image_picker"] = gr.update(choices=self.image_choices(), value=None)
             values["review_state"] = "no image"
+            values["model_picker"] = gr.update(choices=self.model_choices(), value=self.project.model.version)
+            values.update(self.ask_values(state), place=state.place())
             return [values[name] for name in OUTPUT_NAMES]
         entry = self.project.image(state.image_id)
         state.revision = entry.revision
@@ -267,7 +300,16 @@ class Studio:
         state.sent = {name: values[name] for name in VIEW_OUTPUT_NAMES}
         values["image_picker"] = (gr.update(choices=self.image_choices(), value=state.image_id) if full
                                   else state.image_id)
-        values["review_state"] = self.review_text(entry)
+        values["review_state"] = self.review_text(entry, self.project.instances(entry.id, entry.revision))
+        failure = self.project.prediction_failure(entry.id)
+        if failure and not message:
+            values["status"] = f"⚠ prediction failed on {entry.file_name}: {failure} (Predict again retries)"
+        values["place"] = state.place()
+        values.update(self.ask_values(state))
+        if full:
+            values["model_picker"] = gr.update(choices=self.model_choices(), value=self.project.model.version)
+        else:
+            values["model_picker"] = self.project.model.version
         # new choices cost Gradio a configuration rebuild: only when the list can have changed
         choices = inspect_view.instance_choices(shown)
         same_list = parts in ("select", "layer", "activation") or choices == state.picker_choices
@@ -288,11 +330,99 @@ class Studio:
         return f"opened {entry.file_name}"
 
     def predict(self, state: SessionState, force: bool = False) -> str:
-        """Run the model on the session's image when it has not predicted it yet (or ``force``)."""
+        """Run the model on the session's image when it has not predicted it yet (or ``force``);
+        a failure raises StudioError (shown as failed, never as an image without objects)."""
         if state.image_id is None:
             return ""
-        n = self.project.predict(state.image_id, state.revision, force=force)
-        return "" if n < 0 else f"{n} proposals from {self.project.model.version}"
+        if force and self.project.image(state.image_id).review_state == "reviewed":
+            raise StudioError("this image is reviewed: press Reopen before predicting it again")
+        outcome = self.project.predict(state.image_id, state.revision, force=force)
+        return "" if outcome is None else outcome.message()
+
+    def navigate(self, state: SessionState, target: Callable[[SessionState], int | None],
+                 parts: str = "all", note: str = "") -> Iterator[list[Any]]:
+        """Open an image and predict it if this model has not: the image is shown first (status
+        "predicting ..."), then with its proposals. Runs in the one-at-a-time event queue, so rapid
+        key presses are handled in order and every visited image is predicted once per version."""
+        state.asking = ""
+        message = friendly(lambda st: self.open_image(st, target(st)))(state)
+        failed = message.startswith("⚠")
+        message = f"{note} · {message}" if note else message
+        if state.image_id is None or failed:
+            yield self.refresh(state, message, parts)
+            return
+        entry = self.project.image(state.image_id)
+        waiting = (entry.review_state != "reviewed" and not self.project.was_predicted(entry.id))
+        if not waiting:
+            yield self.refresh(state, message, parts)
+            return
+        yield self.refresh(state, f"{message} · predicting with {self.project.model.version} ...", parts)
+        done = friendly(self.predict)(state)
+        yield self.refresh(state, f"{message} · {done}" if done else message)
+
+    def mark_reviewed(self, state: SessionState, answer: str | None = None) -> str:
+        """Mark the image reviewed. Undecided proposals make it ask first (``answer`` "accept":
+        accept those at or above the session's threshold and reject the rest; "reject": reject
+        them all); an image with no accepted object asks to be marked "reviewed, no objects"
+        (``answer`` "empty")."""
+        from annotations import UndecidedProposalsError
+        if state.image_id is None:
+            raise StudioError("open an image first")
+        instances = self.project.instances(state.image_id, state.revision)
+        undecided = answer if answer in ("accept", "reject") else "refuse"
+        will_accept = [i for i in instances if i.state == "accepted" or (
+            i.state == "proposed" and undecided == "accept"
+            and (i.score if i.score is not None else 1.0) >= state.min_score)]
+        if undecided == "refuse" and not any(i.state == "proposed" for i in instances) and \
+                not will_accept and answer != "empty":
+            state.asking = "empty"
+            return "no accepted objects: confirm 'reviewed, no objects' or cancel"
+        try:
+            decided = self.project.edit(state.image_id, state.revision, lambda rev: self.project.store.set_review_state(
+                state.image_id, "reviewed", rev, undecided=undecided, min_score=state.min_score))
+        except UndecidedProposalsError as e:
+            state.asking = "undecided"
+            return f"{len(e.proposal_ids)} undecided proposals: accept, reject or cancel"
+        state.asking = ""
+        n = sum(i.state == "accepted" for i in self.project.instances(state.image_id))
+        what = f"{n} objects" if n else "no objects"
+        extra = (f" (accepted {decided['accepted']}, rejected {decided['rejected']} proposals)"
+                 if decided["accepted"] or decided["rejected"] else "")
+        return f"image marked reviewed, {what}{extra}"
+
+    def switch_model(self, state: SessionState, version: str | None, confirmed: bool = False) -> str:
+        """Make ``version`` the project's model (every session predicts with it at once). A
+        version with a lower held-out AP than the current one asks first."""
+        if not version or version == self.project.model.version:
+            return f"already predicting with {self.project.model.version}"
+        records = {r.name: r for r in self.project.model_versions()}
+        if version not in records:
+            raise StudioError(f"no model version called {version!r}")
+        new_ap, old_ap = held_out_ap(records[version]), held_out_ap(records.get(self.project.model.version))
+        if not confirmed and new_ap is not None and old_ap is not None and new_ap < old_ap:
+            state.asking, state.switch_to = "switch", version
+            return f"{version} has held-out AP {new_ap:.1f} < {old_ap:.1f}: switch anyway?"
+        state.asking, state.switch_to = "", None
+        self.project.switch_model(version)
+        return f"now predicting with {version}: reviewed images keep their annotations"
+
+    def keep_one(self, state: SessionState) -> str:
+        """Keep the selected instance (accept it) and reject its near-duplicate proposals (same class,
+        mask IoU ≥ the session's setting), as one edit."""
+        shown = self.shown(state)
+        inst = self.selected(state, shown)
+        if inst is None:
+            raise StudioError("select one of the near-duplicates to keep")
+        dups = inspect_view.duplicates_of(inst, shown, state.dup_iou)
+        if not dups:
+            raise StudioError(f"#{inst.id} has no near-duplicate at IoU ≥ {state.dup_iou:.2f}")
+        states = {d.id: "rejected" for d in dups}
+        if inst.state == "proposed":
+            states[inst.id] = "accepted"
+        summary = f"keep #{inst.id} {inst.class_name}, reject its near-duplicates " + ", ".join(f"#{d.id}" for d in dups)
+        self.project.edit(state.image_id, state.revision, lambda rev: self.project.store.set_states(
+            state.image_id, states, rev, summary=summary))
+        return summary
 
     def pick_at(self, state: SessionState, x: int, y: int) -> str:
         """Select the instance under a clicked screen pixel (or clear the selection)."""

@@ -36,7 +36,20 @@ KEYS_JS = """
 () => {
   const keys = {a: "btn-accept", r: "btn-reject", Delete: "btn-delete", Backspace: "btn-delete",
                 l: "btn-relabel", A: "btn-accept-all", m: "btn-reviewed", n: "btn-next", p: "btn-prev",
-                e: "btn-edit-load", Enter: "btn-polygon-close", Escape: "btn-polygon-cancel"};
+                e: "btn-edit-load", Enter: "btn-polygon-close", Escape: "btn-polygon-cancel", k: "btn-keep-one"};
+  // leaving the page with painted strokes that were not saved asks first
+  let savedStrokes = "";
+  document.addEventListener("click", (ev) => {
+    if (ev.target.closest && ev.target.closest("#btn-edit-save, #btn-edit-add, #btn-edit-load, #btn-edit-new")) {
+      const st = document.querySelector("#mask-painter .painter-status");
+      savedStrokes = st ? st.textContent : "";
+    }
+  }, true);
+  window.addEventListener("beforeunload", (ev) => {
+    const st = document.querySelector("#mask-painter .painter-status");
+    const text = st ? st.textContent : "";
+    if (/^strokes: [1-9]/.test(text) && text !== savedStrokes) { ev.preventDefault(); ev.returnValue = ""; }
+  });
   document.addEventListener("keydown", (ev) => {
     const t = ev.target;
     if (t && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName))) return;
@@ -83,7 +96,28 @@ def build_header(c: dict[str, Any]) -> None:
                                            elem_id="min-score", scale=3)
                 c["show_rejected"] = gr.Checkbox(False, label="show rejected", elem_id="show-rejected",
                                                  scale=1, min_width=100)
+    with gr.Row(elem_id="model-row"):
+        c["model_picker"] = gr.Dropdown(label="Model version", elem_id="model-picker", scale=3)
+        c["use_model"] = gr.Button("Use this model", elem_id="btn-use-model", size="sm", scale=1, min_width=70)
     c["status"] = gr.Markdown(elem_id="status")
+    build_questions(c)
+    c["place"] = gr.Textbox(visible="hidden", elem_id="place", show_label=False)
+
+
+def build_questions(c: dict[str, Any]) -> None:
+    """The question box: one text and one row of answers per question (hidden until asked)."""
+    c["ask_text"] = gr.Markdown(elem_id="ask-text")
+    answers = {
+        "undecided": [("accept", "Accept those ≥ threshold, reject the rest", "primary"),
+                      ("reject", "Reject them all", "stop"), ("cancel", "Cancel", "secondary")],
+        "empty": [("yes", "Reviewed, no objects", "primary"), ("no", "Cancel", "secondary")],
+        "switch": [("yes", "Switch anyway", "primary"), ("no", "Cancel", "secondary")],
+    }
+    for question, buttons in answers.items():
+        with gr.Row(visible=False, elem_id=f"ask-{question}") as c[f"ask_{question}"]:
+            for key, label, variant in buttons:
+                c[f"ask_{question}_{key}"] = gr.Button(label, elem_id=f"btn-ask-{question}-{key}",
+                                                       variant=variant, size="sm")
 
 
 def build_inspect_tab(c: dict[str, Any]) -> None:
@@ -141,6 +175,10 @@ def build_correct_tab(c: dict[str, Any], names: list[str]) -> None:
                 c["delete"] = gr.Button("Delete (Del)", elem_id="btn-delete")
             c["accept_all"] = gr.Button("Accept every shown proposal (Shift+A)", elem_id="btn-accept-all")
             with gr.Row(equal_height=True):
+                c["dup_iou"] = gr.Slider(0.5, 1.0, value=0.9, step=0.01, label="Near-duplicate at mask IoU ≥",
+                                         elem_id="dup-iou", scale=2)
+                c["keep_one"] = gr.Button("Keep this one (K)", elem_id="btn-keep-one", scale=1)
+            with gr.Row(equal_height=True):
                 c["class_picker"] = gr.Dropdown(names, value=names[0] if names else None, label="Class",
                                                 elem_id="class-picker", scale=2)
                 c["relabel"] = gr.Button("Relabel (L)", elem_id="btn-relabel", scale=1)
@@ -172,7 +210,7 @@ def build_app(project: Project, png_level: int = 1) -> gr.Blocks:
     with gr.Blocks(title="FastInst Studio", delete_cache=(900, 3600)) as demo:
         c: dict[str, Any] = {"state": gr.State(SessionState())}
         build_header(c)
-        with gr.Tabs(elem_id="views"):
+        with gr.Tabs(elem_id="views") as c["views"]:
             with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect") as c["tab_inspect"]:
                 build_inspect_tab(c)
             with gr.Tab("Explain", id="explain", elem_id="tab-explain") as c["tab_explain"]:
@@ -185,6 +223,7 @@ def build_app(project: Project, png_level: int = 1) -> gr.Blocks:
                 coco_ui = build_coco_tab()
         w = Wiring(studio, c)
         wire_navigation(w, demo)
+        wire_models(w)
         wire_selection(w)
         wire_correct(w)
         wire_train_tab(studio, train_ui, c["state"], demo)
@@ -196,7 +235,11 @@ def build_app(project: Project, png_level: int = 1) -> gr.Blocks:
 
 class Wiring:
     """What every event shares: the Studio, the components, the refresh outputs and wrappers
-    that turn an action ``fn(state, *args) -> message`` into a handler returning them."""
+    that turn an action ``fn(state, *args) -> message`` into a handler returning them.
+
+    Every event that reads or changes a session's state runs in one queue, one at a time and in
+    the order the person acted (``on``): key presses are never dropped or reordered, and each
+    sees the state the previous one left."""
 
     def __init__(self, studio: Studio, c: dict[str, Any]) -> None:
         self.studio, self.c = studio, c
@@ -204,11 +247,23 @@ class Wiring:
         self.state = c["state"]
         self.outputs = [c[n] for n in OUTPUT_NAMES]
 
+    def on(self, trigger: Callable[..., Any], fn: Callable[..., Any], inputs: list[Any],
+           outputs: list[Any] | None = None, *, api_name: str | None = None, **kwargs: Any) -> Any:
+        """Register ``fn`` on ``trigger`` in the ordered queue; every trigger is handled."""
+        kwargs.setdefault("trigger_mode", "multiple")
+        if api_name is None:
+            kwargs.setdefault("api_visibility", "private")
+        return trigger(fn, inputs, self.outputs if outputs is None else outputs, api_name=api_name,
+                       concurrency_id=MODEL_QUEUE, concurrency_limit=1, **kwargs)
+
     def act(self, fn: Callable[..., str], parts: str = "all") -> Callable[..., list[Any]]:
-        """Handler running ``fn`` then refreshing (``parts``: see ``Studio.refresh``)."""
+        """Handler running ``fn`` then refreshing (``parts``: see ``Studio.refresh``). An action
+        that changes data (``parts="all"``) closes an open question first."""
         safe, refresh = friendly(fn), self.studio.refresh
 
         def handler(st: SessionState, *args: Any) -> list[Any]:
+            if parts == "all":
+                st.asking = ""
             return refresh(st, safe(st, *args), parts)
         return handler
 
@@ -222,71 +277,110 @@ class Wiring:
             return refresh(st, safe(st, evt), parts)
         return handler
 
-    def model_step(self, st: SessionState) -> list[Any]:
-        """Second step after opening an image: predict if needed; change nothing if not."""
-        message = friendly(self.studio.predict)(st)
-        return self.studio.refresh(st, message) if message else gr.skip()
-
-    def then_predict(self, dependency: Any) -> None:
-        """Chain the model step, one at a time in the model's concurrency group."""
-        dependency.then(self.model_step, [self.state], self.outputs, concurrency_id=MODEL_QUEUE,
-                        concurrency_limit=1, api_visibility="private")
-
     def refresh_gallery(self, dependency: Any) -> None:
         """Chain a gallery refresh (review states changed)."""
         dependency.then(lambda: gallery_items(self.studio), None, self.c["gallery"], api_visibility="private")
 
 
+def place_outputs(c: dict[str, Any]) -> list[Any]:
+    """Components a reload sets back to the person's place (besides the refresh outputs)."""
+    return [c["views"], c["min_score"], c["tool"], c["show_rejected"], c["dup_iou"]]
+
+
 def wire_navigation(w: Wiring, demo: gr.Blocks) -> None:
-    """Opening images (load, picker, next/previous, gallery), then predicting if needed."""
+    """Opening images (load, picker, next/previous, gallery), each followed by its prediction in
+    the same event; a reload restores the place kept in the page's URL."""
     c, s, p, state = w.c, w.studio, w.project, w.state
-    nav = [
-        (demo.load, lambda st: s.open_image(st, st.image_id or p.neighbour(None, 0)), [state], "load"),
-        (c["image_picker"].input, s.open_image, [state, c["image_picker"]], "open_image"),
-        (c["next"].click, lambda st: s.open_image(st, p.neighbour(st.image_id, 1)), [state], "next_image"),
-        (c["prev"].click, lambda st: s.open_image(st, p.neighbour(st.image_id, -1)), [state], "previous_image"),
-    ]
-    for trigger, fn, inputs, api in nav:
-        w.then_predict(trigger(w.act(fn), inputs, w.outputs, api_name=api))
-    w.then_predict(c["gallery"].select(w.act_select(on_gallery(s), "all"), [state], w.outputs,
-                                       api_visibility="private"))
+    tabs = ("inspect", "explain", "correct", "train", "coco")
+
+    def load(st: SessionState, request: gr.Request) -> Any:
+        st.restore(dict(request.query_params) if request is not None else {}, tabs)
+        if st.image_id is not None and st.image_id not in {e.id for e in p.images()}:
+            st.select_image(p.neighbour(None, 0))
+        place = [gr.Tabs(selected=st.tab), st.min_score, st.tool, st.show_rejected, st.dup_iou]
+        for values in s.navigate(st, lambda x: x.image_id or p.neighbour(None, 0)):
+            yield [*values, *place]
+
+    def go(target: Callable[..., int | None]) -> Callable[..., Any]:
+        def handler(st: SessionState, *args: Any) -> Any:
+            yield from s.navigate(st, lambda x: target(x, *args))
+        return handler
+
+    def gallery(st: SessionState, evt: gr.SelectData) -> Any:
+        ids = [e.id for e in p.images()]
+        yield from s.navigate(st, lambda x: ids[int(evt.index)])
+
+    w.on(demo.load, load, [state], w.outputs + place_outputs(c), api_name="load")
+    w.on(c["image_picker"].input, go(lambda st, value: None if value in (None, "") else int(value)),
+         [state, c["image_picker"]], api_name="open_image")
+    w.on(c["next"].click, go(lambda st: p.neighbour(st.image_id, 1)), [state], api_name="next_image")
+    w.on(c["prev"].click, go(lambda st: p.neighbour(st.image_id, -1)), [state], api_name="previous_image")
+    w.on(c["gallery"].select, gallery, [state])
     demo.load(lambda: gallery_items(s), None, c["gallery"], api_visibility="private")
-    c["predict"].click(w.act(lambda st: s.predict(st, force=True)), [state], w.outputs,
-                       concurrency_id=MODEL_QUEUE, concurrency_limit=1, api_name="predict")
+    w.on(c["predict"].click, w.act(lambda st: s.predict(st, force=True)), [state], api_name="predict")
+    # the place travels in the URL: a reload (or a copied link) opens the same image, tab, settings
+    c["place"].change(None, [c["place"]], None, api_visibility="private",
+                      js="(q) => { if (q) history.replaceState(null, '', '?' + q); return []; }")
+
+
+def wire_models(w: Wiring) -> None:
+    """Switching the project's model version (asks first when its held-out AP is lower)."""
+    c, s, state = w.c, w.studio, w.state
+
+    def switch(confirmed: bool) -> Callable[..., Any]:
+        def handler(st: SessionState, version: str | None = None) -> Any:
+            target = version if not confirmed else st.switch_to
+            message = friendly(lambda x: s.switch_model(x, target, confirmed))(st)
+            if st.asking == "switch" or message.startswith("⚠"):
+                yield s.refresh(st, message)
+                return
+            yield from s.navigate(st, lambda x: x.image_id, note=message)
+        return handler
+
+    w.on(c["use_model"].click, switch(False), [state, c["model_picker"]], api_name="switch_model")
+    w.on(c["ask_switch_yes"].click, switch(True), [state], api_name="switch_model_confirmed")
+    w.on(c["ask_switch_no"].click, w.act(cancel_question, "filter"), [state])
+
+
+def cancel_question(st: SessionState) -> str:
+    """Close the open question without doing anything."""
+    st.asking, st.switch_to = "", None
+    return "cancelled: nothing changed"
 
 
 def wire_selection(w: Wiring) -> None:
     """Selecting instances, filters, tab switches and the Explain controls."""
-    c, s, state, out = w.c, w.studio, w.state, w.outputs
-    c["instance_picker"].input(w.act(select_instance, "select"), [state, c["instance_picker"]], out,
-                               api_name="select_instance")
-    c["inspect_image"].select(w.act_select(lambda st, evt: s.pick_at(st, *evt.index)), [state], out,
-                              api_visibility="private")
-    c["instance_table"].select(w.act_select(select_row), [state], out, api_visibility="private")
-    c["min_score"].release(w.act(set_attr("min_score", float), "filter"), [state, c["min_score"]], out,
-                           api_name="set_min_score", trigger_mode="always_last")
-    c["show_rejected"].input(w.act(set_attr("show_rejected", bool), "filter"), [state, c["show_rejected"]],
-                             out, api_name="set_show_rejected")
+    c, s, state, on, act = w.c, w.studio, w.state, w.on, w.act
+    on(c["instance_picker"].input, act(select_instance, "select"), [state, c["instance_picker"]],
+       api_name="select_instance")
+    on(c["inspect_image"].select, w.act_select(lambda st, evt: s.pick_at(st, *evt.index)), [state])
+    on(c["instance_table"].select, w.act_select(select_row), [state])
+    on(c["min_score"].release, act(set_attr("min_score", float), "filter"), [state, c["min_score"]],
+       api_name="set_min_score", trigger_mode="always_last")
+    on(c["show_rejected"].input, act(set_attr("show_rejected", bool), "filter"), [state, c["show_rejected"]],
+       api_name="set_show_rejected")
+    on(c["dup_iou"].release, act(set_attr("dup_iou", float), "filter"), [state, c["dup_iou"]],
+       api_name="set_duplicate_iou", trigger_mode="always_last")
     for key in ("inspect", "explain", "correct", "train", "coco"):
-        c[f"tab_{key}"].select(w.act(set_attr("tab", str, key), "filter"), [state], out,
-                               api_visibility="private")
-    c["activation"].input(w.act(set_attr("activation", str), "activation"), [state, c["activation"]], out,
-                          api_name="set_activation")
-    c["layer"].release(w.act(set_attr("layer", int), "layer"), [state, c["layer"]], out, api_name="set_layer",
-                       trigger_mode="always_last")
+        on(c[f"tab_{key}"].select, act(set_attr("tab", str, key), "filter"), [state])
+    on(c["activation"].input, act(set_attr("activation", str), "activation"), [state, c["activation"]],
+       api_name="set_activation")
+    on(c["layer"].release, act(set_attr("layer", int), "layer"), [state, c["layer"]], api_name="set_layer",
+       trigger_mode="always_last")
 
 
 def wire_correct(w: Wiring) -> None:
     """Review actions, polygon tool and mask painter: each one store edit, saved at once."""
-    c, s, p, state, out = w.c, w.studio, w.project, w.state, w.outputs
+    c, s, p, state, on = w.c, w.studio, w.project, w.state, w.on
     rev = lambda st: st.revision  # noqa: E731 - the revision the session last saw
-    c["correct_image"].select(w.act_select(on_correct_click(s), "filter"), [state], out, api_visibility="private")
-    c["tool"].input(set_tool_handler(s), [state, c["tool"]], out, api_name="set_tool")
+    on(c["correct_image"].select, w.act_select(on_correct_click(s), "filter"), [state])
+    on(c["tool"].input, set_tool_handler(s), [state, c["tool"]], api_name="set_tool")
     actions = [
         ("accept", lambda st: correct_view.set_state(p, st, "accepted", rev(st)), [], "accept"),
         ("reject", lambda st: correct_view.set_state(p, st, "rejected", rev(st)), [], "reject"),
         ("delete", lambda st: correct_view.delete(p, st, rev(st)), [], "delete"),
         ("accept_all", lambda st: correct_view.accept_shown(p, st, s.shown(st), rev(st)), [], "accept_shown"),
+        ("keep_one", s.keep_one, [], "keep_one"),
         ("relabel", lambda st, name: correct_view.relabel(p, st, name, rev(st)), ["class_picker"], "relabel"),
         ("undo", lambda st: correct_view.undo(p, st, rev(st)), [], "undo"),
         ("redo", lambda st: correct_view.undo(p, st, rev(st), redo=True), [], "redo"),
@@ -297,17 +391,22 @@ def wire_correct(w: Wiring) -> None:
          ["painter", "class_picker"], "add_mask"),
     ]
     for button, fn, extra, api in actions:
-        c[button].click(w.act(fn), [state, *(c[n] for n in extra)], out, api_name=api)
-    c["poly_cancel"].click(w.act(cancel_polygon, "filter"), [state], out, api_name="cancel_polygon")
-    w.refresh_gallery(c["reviewed"].click(w.act(lambda st: correct_view.mark_reviewed(p, st, rev(st))), [state],
-                                          out, api_name="mark_reviewed"))
-    w.refresh_gallery(c["reopen"].click(
-        w.act(lambda st: correct_view.mark_reviewed(p, st, rev(st), reviewed=False)), [state], out,
-        api_name="reopen"))
+        on(c[button].click, w.act(fn), [state, *(c[n] for n in extra)], api_name=api)
+    on(c["poly_cancel"].click, w.act(cancel_polygon, "filter"), [state], api_name="cancel_polygon")
+    reviews = [("reviewed", None, "mark_reviewed"), ("ask_undecided_accept", "accept", "review_accept_shown"),
+               ("ask_undecided_reject", "reject", "review_reject_undecided"),
+               ("ask_empty_yes", "empty", "review_no_objects")]
+    for button, answer, api in reviews:
+        w.refresh_gallery(on(c[button].click, w.act(lambda st, a=answer: s.mark_reviewed(st, a)), [state],
+                             api_name=api))
+    for button in ("ask_undecided_cancel", "ask_empty_no"):
+        on(c[button].click, w.act(cancel_question, "filter"), [state])
+    w.refresh_gallery(on(c["reopen"].click, w.act(lambda st: correct_view.reopen(p, st, rev(st))), [state],
+                         api_name="reopen"))
     c["paint_load"].click(painter_loader(s, selected=True), [state], [c["painter"], c["status"]],
-                          api_name="edit_selected")
+                          api_name="edit_selected", concurrency_id=MODEL_QUEUE, concurrency_limit=1)
     c["paint_new"].click(painter_loader(s, selected=False), [state], [c["painter"], c["status"]],
-                         api_name="edit_new")
+                         api_name="edit_new", concurrency_id=MODEL_QUEUE, concurrency_limit=1)
 
 
 # ------------------------------------------------------------------------------ fine-tune tab
@@ -391,6 +490,12 @@ def build_coco_tab() -> dict[str, Any]:
             k["only_reviewed"] = gr.Checkbox(True, label="only reviewed images", elem_id="export-reviewed-only")
             k["export"] = gr.Button("Export COCO JSON", elem_id="btn-export", variant="primary")
             k["download"] = gr.File(label="Exported COCO JSON", elem_id="coco-export-file", interactive=False)
+    gr.Markdown("**Add images** from this computer: several files or a .zip. Exact duplicates (same content) "
+                "are skipped; files are stored in the project's image folder under `uploads/`, never overwriting.")
+    with gr.Row():
+        k["images"] = gr.File(label="Images or .zip", file_count="multiple", file_types=["image", ".zip"],
+                              elem_id="upload-images")
+        k["add_images"] = gr.Button("Add images", elem_id="btn-add-images")
     k["message"] = gr.Markdown(elem_id="coco-message")
     return k
 
@@ -412,7 +517,15 @@ def wire_coco_tab(w: Wiring, k: dict[str, Any]) -> None:
             return None, f"⚠ {e}"
         return str(out), f"exported to `{out}`"
 
-    w.refresh_gallery(k["import"].click(w.act(do_import), [w.state, k["file"]], w.outputs, api_name="import_coco"))
+    def add_images(st: SessionState, files: list[str] | None, progress: gr.Progress = gr.Progress()) -> list[Any]:
+        def step(done: int, total: int, name: str) -> None:
+            progress((done, total), desc=f"adding {name}")
+        message = friendly(lambda _: project.add_uploads([Path(f) for f in files or []], step).summary())(st)
+        st.asking = ""
+        return w.studio.refresh(st, message)
+
+    w.refresh_gallery(w.on(k["import"].click, w.act(do_import), [w.state, k["file"]], api_name="import_coco"))
+    w.refresh_gallery(w.on(k["add_images"].click, add_images, [w.state, k["images"]], api_name="add_images"))
     k["export"].click(do_export, [k["only_reviewed"]], [k["download"], k["message"]], api_name="export_coco")
 
 

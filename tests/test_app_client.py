@@ -91,8 +91,12 @@ def test_predict_correct_export(studio) -> None:
     assert len(r["instance_table"]["data"]) == n_rows - 1
     r = as_dict(client.predict(api_name="/redo"))
     assert len(r["instance_table"]["data"]) == n_rows
+    undecided = [a for a in project.store.annotations(image_id) if a.state == "proposed"]
     r = as_dict(client.predict(api_name="/mark_reviewed"))
-    assert "reviewed" in r["review_state"]
+    if undecided:    # undecided proposals: it asks first
+        assert "undecided" in r["status"] and "unreviewed" in r["review_state"] and "Accept the" in r["ask_text"]
+        r = as_dict(client.predict(api_name="/review_reject_undecided"))
+    assert "reviewed" in r["review_state"] and "unreviewed" not in r["review_state"], r["status"]
 
     path, message = client.predict(True, api_name="/export_coco")
     coco = json.loads(Path(path).read_text())
