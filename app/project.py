@@ -203,16 +203,27 @@ class Project:
         return any(e.action == "replace_predictions" and (e.summary == tag or e.summary.startswith(tag + ":"))
                    for e in self.store.history(image_id))
 
+    def needs_prediction(self, image_id: int) -> bool:
+        """True unless the image is reviewed, or the current model predicted it and every undecided
+        proposal on it is the current model's (after a switch back, the other version's undecided
+        proposals are replaced; what a person decided always stays)."""
+        entry = self.image(image_id)
+        if entry.review_state == "reviewed":
+            return False
+        if not self.was_predicted(image_id):
+            return True
+        return any(i.state == "proposed" and i.source == "predicted" and i.model_version != self.model.version
+                   for i in self.instances(image_id, entry.revision))
+
     def predict(self, image_id: int, expected_revision: int | None = None,
                 force: bool = False) -> PredictOutcome | None:
         """Write the current model's predictions as proposals (replacing undecided ones).
 
-        Skipped, returning None, for reviewed images and images this model already predicted
-        unless ``force``. A forward pass that fails is remembered per (model version, image) and
+        Skipped, returning None, unless the image ``needs_prediction`` or ``force``. A forward pass that fails is remembered per (model version, image) and
         raised as StudioError, so the image is shown as failed, never as an image with no objects.
         """
         entry = self.image(image_id)
-        if not force and (entry.review_state == "reviewed" or self.was_predicted(image_id)):
+        if not force and not self.needs_prediction(image_id):
             return None
         version = self.model.version
         try:

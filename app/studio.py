@@ -351,9 +351,7 @@ class Studio:
         if state.image_id is None or failed:
             yield self.refresh(state, message, parts)
             return
-        entry = self.project.image(state.image_id)
-        waiting = (entry.review_state != "reviewed" and not self.project.was_predicted(entry.id))
-        if not waiting:
+        if not self.project.needs_prediction(state.image_id):
             yield self.refresh(state, message, parts)
             return
         yield self.refresh(state, f"{message} · predicting with {self.project.model.version} ...", parts)

@@ -97,7 +97,8 @@ def build_header(c: dict[str, Any]) -> None:
                 c["show_rejected"] = gr.Checkbox(False, label="show rejected", elem_id="show-rejected",
                                                  scale=1, min_width=100)
     with gr.Row(elem_id="model-row"):
-        c["model_picker"] = gr.Dropdown(label="Model version", elem_id="model-picker", scale=3)
+        c["model_picker"] = gr.Dropdown(label="Model version", elem_id="model-picker", scale=3,
+                                        allow_custom_value=True)
         c["use_model"] = gr.Button("Use this model", elem_id="btn-use-model", size="sm", scale=1, min_width=70)
     c["status"] = gr.Markdown(elem_id="status")
     build_questions(c)

@@ -241,7 +241,11 @@ def test_correct_with_keys_polygon_and_painter(page, studio) -> None:
     assert abs(xs.mean() - 160) < 20 and abs(ys.mean() - 120) < 20, "stroke landed off-centre"
     assert np.ptp(xs) > np.ptp(ys), "a horizontal stroke is wider than tall"
 
-    page.keyboard.press("m")
+    page.keyboard.press("m")             # proposals are still undecided: it asks first
+    expect(page.locator("#ask-text")).to_contain_text("undecided")
+    assert project.image(image_id).review_state != "reviewed"
+    page.click("#btn-ask-undecided-accept")
     expect(page.locator("#review-state")).to_contain_text(re.compile(r"(?<!un)reviewed"))
     assert project.image(image_id).review_state == "reviewed"
+    assert not [a for a in project.store.annotations(image_id) if a.state == "proposed"]
     shot(page, "correct")
