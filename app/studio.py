@@ -402,7 +402,7 @@ class Studio:
             return f"{version} has held-out AP {new_ap:.1f} < {old_ap:.1f}: switch anyway?"
         state.asking, state.switch_to = "", None
         self.project.switch_model(version)
-        return f"now predicting with {version}: reviewed images keep their annotations"
+        return f"switched to {version} (reviewed images keep their annotations)"
 
     def keep_one(self, state: SessionState) -> str:
         """Keep the selected instance (accept it) and reject its near-duplicate proposals (same class,

@@ -1,0 +1,309 @@
+"""A person's labeling work in a real browser (headless Debian Chromium via Playwright): rapid key
+presses, predict-again, mark-reviewed questions, undo of a bulk action, reload, two tabs, model
+versions, adding images. Each test checks what the page shows against what the store holds and
+exports (read back with pycocotools)."""
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from app.inspect_view import visible_instances
+from app.project import file_version
+from test_app_browser import ARGS, CHROMIUM, TIMEOUT, browser, click_pixel, inner_pixel, shot  # noqa: F401
+from test_app_support import make_project, served
+
+pw = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
+expect = pw.expect
+REVIEWED = re.compile(r"(?<!un)reviewed")
+
+
+def second_model(folder: Path, class_names: list[str], seed: int) -> Path:
+    """Another real checkpoint with the same classes (freshly initialised tiny FastInst)."""
+    import torch
+    from fastinst import build_model, save_checkpoint
+    torch.manual_seed(seed)
+    path = folder / f"other_{seed}.safetensors"
+    save_checkpoint(path, build_model("tiny", num_classes=len(class_names)), preset="tiny",
+                    class_names=class_names)
+    return path
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory: pytest.TempPathFactory):
+    """(project, url) of a served 6-image project that nothing has predicted yet."""
+    folder = tmp_path_factory.mktemp("work")
+    project = make_project(folder, num_images=6, size=(240, 320), seed=11)
+    with served(project) as url:
+        yield project, url
+
+
+def open_page(context, url: str, query: str = ""):
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT)
+    pg.goto(url + query)
+    expect(pg.locator("#review-state")).to_contain_text("rev", timeout=2 * TIMEOUT)
+    expect(pg.locator("#status")).not_to_contain_text("predicting")
+    return pg
+
+
+@pytest.fixture
+def context(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1200})
+    yield ctx
+    ctx.close()
+
+
+def exported(project, tmp_path: Path, file_name: str) -> list[tuple[int, np.ndarray]]:
+    """(category id, mask) of every annotation the store exports for one reviewed image."""
+    doc = json.loads(project.store.export_coco(project.dataset_id, tmp_path / "e.json", only_reviewed=True)
+                     .read_text())
+    image = next(i for i in doc["images"] if i["file_name"] == file_name)
+    return [(a["category_id"], mask_utils.decode(a["segmentation"]).astype(bool))
+            for a in doc["annotations"] if a["image_id"] == image["id"]]
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+def table_ids(pg) -> list[int]:
+    """The ids in the instance table's first column, as the page shows them."""
+    cells = pg.locator("#instance-table tbody tr td:first-child").all_inner_texts()
+    return [int(c) for c in cells if c.strip().isdigit()]
+
+
+def test_rapid_next_presses_predict_every_visited_image(context, studio, tmp_path) -> None:
+    project, url = studio
+    pg = open_page(context, url)
+    images = project.images()
+    expect(pg.locator("#review-state")).to_contain_text(images[0].file_name)
+    pg.locator("#inspect-image img").click()
+    for _ in range(4):                       # a person pressing N four times, 150 ms apart
+        pg.keyboard.press("n")
+        pg.wait_for_timeout(150)
+    last = images[4]
+    expect(pg.locator("#review-state")).to_contain_text(last.file_name)
+    expect(pg.locator("#status")).to_contain_text(re.compile(rf"opened {last.file_name} · \d+ proposals from"))
+    version = project.model.version
+    for entry in images[:5]:
+        assert project.was_predicted(entry.id), f"{entry.file_name} was visited but never predicted"
+        runs = [e for e in project.store.history(entry.id) if e.action == "replace_predictions"]
+        assert len(runs) == 1, f"{entry.file_name}: predicted {len(runs)} times by one version"
+    shown = visible_instances(project.instances(last.id), 0.5)
+    assert all(i.model_version == version for i in shown)
+    expect(pg.locator("#instance-table [role=grid]")).to_have_attribute("aria-rowcount", str(len(shown) + 1))
+    # accept what is shown, reject the rest, and the export is exactly what was shown
+    pg.click("#tab-correct-button")
+    expect(pg.locator("#correct-image img")).to_be_visible()
+    pg.keyboard.press("Shift+A")
+    expect(pg.locator("#status")).to_contain_text(f"accept {len(shown)} shown proposals")
+    pg.keyboard.press("m")
+    if any(i.state == "proposed" for i in project.instances(last.id)):
+        expect(pg.locator("#ask-text")).to_contain_text("undecided")
+        pg.click("#btn-ask-undecided-reject")
+    expect(pg.locator("#review-state")).to_contain_text(REVIEWED)
+    got = exported(project, tmp_path, last.file_name)
+    assert len(got) == len(shown)
+    for inst in shown:
+        assert any(cat == inst.category_id and np.array_equal(m, inst.mask) for cat, m in got)
+
+
+def test_predict_again_after_accept_adds_no_duplicate(context, studio, tmp_path) -> None:
+    project, url = studio
+    entry = project.images()[1]
+    pg = open_page(context, url, f"?image={entry.id}&tab=correct&t=0.3")
+    expect(pg.locator("#review-state")).to_contain_text(entry.file_name)
+    shown = visible_instances(project.instances(entry.id), 0.3)
+    masks = np.stack([i.mask for i in shown])
+    k, point = next((k, p) for k in range(len(shown)) if (p := inner_pixel(masks, k)) is not None)
+    click_pixel(pg, "correct-image", *point, entry.width)
+    expect(pg.locator("#instance-picker input")).to_have_value(re.compile(f"#{shown[k].id} "))
+    pg.keyboard.press("a")
+    expect(pg.locator("#status")).to_contain_text("accepted")
+    pg.click("#btn-predict")
+    expect(pg.locator("#status")).to_contain_text("matched your decided annotations")
+    pg.keyboard.press("Shift+A")
+    expect(pg.locator("#status")).to_contain_text("accept")
+    pg.keyboard.press("m")
+    expect(pg.locator("#ask-undecided, #review-state").first).to_be_visible()
+    if any(i.state == "proposed" for i in project.instances(entry.id)):
+        pg.click("#btn-ask-undecided-reject")
+    expect(pg.locator("#review-state")).to_contain_text(REVIEWED)
+    accepted = shown[k].mask
+    twins = [m for _, m in exported(project, tmp_path, entry.file_name) if iou(m, accepted) > 0.9]
+    assert len(twins) == 1, f"{len(twins)} exported masks are the accepted one (IoU > 0.9)"
+
+
+def test_mark_reviewed_asks_and_the_export_follows_the_answer(context, studio, tmp_path) -> None:
+    project, url = studio
+    first, second = project.images()[2], project.images()[3]
+    pg = open_page(context, url, f"?image={first.id}&t=0.5")
+    undecided = [i for i in project.instances(first.id) if i.state == "proposed"]
+    assert undecided, "the model proposes something on this image"
+    pg.locator("#inspect-image img").click()
+    pg.keyboard.press("m")
+    expect(pg.locator("#ask-text")).to_contain_text(f"{len(undecided)} proposals are undecided")
+    pg.click("#btn-ask-undecided-cancel")                      # cancel: nothing changes
+    expect(pg.locator("#status")).to_contain_text("cancelled")
+    assert project.image(first.id).review_state != "reviewed"
+    pg.keyboard.press("m")
+    pg.click("#btn-ask-undecided-accept")                      # accept those >= threshold
+    expect(pg.locator("#review-state")).to_contain_text(REVIEWED)
+    above = [i for i in undecided if i.score >= 0.5]
+    got = exported(project, tmp_path, first.file_name)
+    assert len(got) == len(above)
+    for inst in above:
+        assert any(np.array_equal(m, inst.mask) for _, m in got)
+    # the other image: reject them all -> "reviewed, no objects", exported with none
+    pg.goto(f"{url}?image={second.id}")
+    expect(pg.locator("#review-state")).to_contain_text(second.file_name)
+    expect(pg.locator("#status")).not_to_contain_text("predicting")
+    pg.locator("#inspect-image img").click()
+    pg.keyboard.press("m")
+    pg.click("#btn-ask-undecided-reject")
+    expect(pg.locator("#review-state")).to_contain_text("reviewed, no objects")
+    assert exported(project, tmp_path, second.file_name) == []
+    shot(pg, "work-review-question")
+
+
+def test_one_undo_reverts_a_bulk_accept(context, studio) -> None:
+    project, url = studio
+    entry = project.images()[0]
+    pg = open_page(context, url, f"?image={entry.id}&tab=correct&t=0.05")
+    before = {i.id: i.state for i in project.instances(entry.id)}
+    todo = [i for i in visible_instances(project.instances(entry.id), 0.05) if i.state == "proposed"]
+    assert len(todo) >= 2
+    pg.locator("#correct-image img").click()
+    pg.keyboard.press("Shift+A")
+    expect(pg.locator("#status")).to_contain_text(f"accept {len(todo)} shown proposals")
+    pg.keyboard.press("Control+z")
+    expect(pg.locator("#status")).to_contain_text(f"undo: accept {len(todo)} shown proposals")
+    assert {i.id: i.state for i in project.instances(entry.id)} == before
+    pg.keyboard.press("Control+y")
+    expect(pg.locator("#status")).to_contain_text(f"redo: accept {len(todo)} shown proposals")
+    assert all(project.store.annotation(i.id).state == "accepted" for i in todo)
+
+
+def test_reload_keeps_the_place_and_two_tabs_keep_their_own(context, studio) -> None:
+    project, url = studio
+    entry, other = project.images()[4], project.images()[0]
+    pg = open_page(context, url, f"?image={entry.id}")
+    pg.click("#tab-correct-button")
+    box = pg.locator("#min-score input[type=number]")
+    box.fill("0.3")
+    box.press("Tab")
+    pg.locator("#tool label", has_text="polygon").click()
+    chosen = visible_instances(project.instances(entry.id), 0.3)[0].id
+    pg.locator("#instance-picker input").click()
+    pg.get_by_role("option", name=re.compile(f"^#{chosen} ")).click()
+    expect(pg).to_have_url(re.compile(f"sel={chosen}"))
+    expect(pg).to_have_url(re.compile("tool=polygon"))
+    second = open_page(context, url, f"?image={other.id}")        # another tab, another image
+    pg.reload()
+    expect(pg.locator("#review-state")).to_contain_text(entry.file_name)
+    expect(pg.locator("#tab-correct-button")).to_have_attribute("aria-selected", "true")
+    expect(pg.locator("#min-score input[type=number]")).to_have_value("0.3")
+    expect(pg.locator("#instance-picker input")).to_have_value(re.compile(f"#{chosen} "))
+    expect(pg.locator("#tool input[value=polygon]")).to_be_checked()
+    second.reload()
+    expect(second.locator("#review-state")).to_contain_text(other.file_name)
+    expect(pg.locator("#review-state")).to_contain_text(entry.file_name)
+
+
+def test_leaving_with_unsaved_paint_warns(context, studio) -> None:
+    project, url = studio
+    entry = project.images()[0]
+    pg = open_page(context, url, f"?image={entry.id}&tab=correct")
+    pg.click("#btn-edit-new")
+    status = pg.locator("#mask-painter .painter-status")
+    expect(status).to_contain_text("ready")
+    canvas = pg.locator("#mask-painter canvas.painter-paint")
+    canvas.scroll_into_view_if_needed()
+    b = canvas.bounding_box()
+    pg.mouse.move(b["x"] + 20, b["y"] + 20)
+    pg.mouse.down()
+    pg.mouse.move(b["x"] + 60, b["y"] + 40, steps=5)
+    pg.mouse.up()
+    expect(status).to_contain_text("strokes: 1")
+    dialogs = []
+    pg.on("dialog", lambda d: (dialogs.append(d.type), d.dismiss()))
+    pg.close(run_before_unload=True)
+    pg.wait_for_timeout(500)
+    assert dialogs == ["beforeunload"]
+
+
+def test_model_versions_switch_there_and_back(context, studio, tmp_path) -> None:
+    project, url = studio
+    names = list(project.model.predictor.class_names)
+    original = project.model.version
+    better, worse = second_model(tmp_path, names, 1), second_model(tmp_path, names, 2)
+    for path, ap in ((better, 30.0), (worse, 10.0)):
+        project.store.record_model_version(file_version(path), str(path), {"held_out_ap": ap})
+    entry = project.images()[5]
+    pg = open_page(context, url, f"?image={entry.id}")
+    header = pg.locator("#project-info")
+    expect(header).to_contain_text(original)
+
+    def choose(version: str) -> None:
+        pg.locator("#model-picker input").click()
+        pg.get_by_role("option", name=re.compile(re.escape(version))).click()
+        pg.click("#btn-use-model")
+
+    choose(file_version(better))
+    expect(header).to_contain_text(file_version(better))
+    expect(pg.locator("#status")).to_contain_text(re.compile(
+        f"switched to {re.escape(file_version(better))}.* proposals from"))
+    proposals = [i for i in project.instances(entry.id) if i.state == "proposed"]
+    assert all(i.model_version == file_version(better) for i in proposals)
+    choose(file_version(worse))                                  # lower held-out AP: it asks
+    expect(pg.locator("#ask-text")).to_contain_text("lower held-out AP")
+    assert project.model.version == file_version(better)
+    pg.click("#btn-ask-switch-yes")
+    expect(header).to_contain_text(file_version(worse))
+    choose(original)                                              # and back
+    expect(header).to_contain_text(original)
+    expect(pg.locator("#status")).not_to_contain_text("predicting")
+    proposals = [i for i in project.instances(entry.id) if i.state == "proposed"]
+    assert proposals and all(i.model_version == original for i in proposals)
+    rows = pg.locator("#instance-table tbody tr td:nth-child(7)").all_inner_texts()
+    assert rows and all(r == original for r in rows if r)
+
+
+def test_adding_images_from_the_browser(context, studio, tmp_path) -> None:
+    project, url = studio
+    root = project.store.dataset(project.dataset_id).image_root
+    existing = project.images()[0]
+    from PIL import Image
+    new = tmp_path / "mine.png"
+    Image.fromarray(np.full((30, 40, 3), 200, np.uint8)).save(new)
+    same = tmp_path / "copy.png"
+    same.write_bytes((root / existing.file_name).read_bytes())            # exact duplicate
+    archive = tmp_path / "more.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for k in range(2):
+            buffer = io.BytesIO()
+            Image.fromarray(np.full((20, 20, 3), 50 * k, np.uint8)).save(buffer, format="PNG")
+            z.writestr(f"folder/mine.png" if k == 0 else f"z{k}.png", buffer.getvalue())
+        z.writestr("notes.png", b"not an image")
+    before = len(project.images())
+    pg = open_page(context, url, "?tab=coco")
+    pg.locator("#upload-images input[type=file]").set_input_files([str(new), str(same), str(archive)])
+    expect(pg.locator("#upload-images")).to_contain_text(re.compile(r"more\s*\.zip\s*483"))
+    pg.click("#btn-add-images")
+    status = pg.locator("#status")
+    expect(status).to_contain_text("added 3 images")
+    expect(status).to_contain_text(f"same content as {existing.file_name}")
+    expect(status).to_contain_text("notes.png")
+    names = {e.file_name for e in project.images()}
+    assert len(names) == before + 3
+    assert {"uploads/mine.png", "uploads/mine-2.png", "uploads/z1.png"} <= names
+    assert np.asarray(Image.open(root / "uploads/mine.png")).shape == (30, 40, 3)   # not overwritten
+    pg.click("#btn-add-images")                                # the same files again: all skipped
+    expect(status).to_contain_text("added 0 images; skipped 4 exact duplicates")
