@@ -111,4 +111,5 @@ def describe(inst: Instance | None) -> str:
     score = "—" if inst.score is None else f"{inst.score:.3f}"
     query = "—" if inst.query is None else str(inst.query)
     return (f"**#{inst.id} {inst.class_name}** · score {score} · {inst.state} ({inst.source}) · "
-            f"area {inst.area} px · box {x},{y} {w}×{h} · query {query}")
+            f"area {inst.area} px · box {x},{y} {w}×{h} · query {query}"
+            + (f" · model `{inst.model_version}`" if inst.model_version else ""))

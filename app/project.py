@@ -377,6 +377,11 @@ class Project:
         self.instances_cache.discard(lambda key: True)
         return "\n".join(report.lines())
 
+    def undecided_images(self) -> list[int]:
+        """Ids of the images that hold undecided proposals (never reviewed ones: the store refuses)."""
+        return [e.id for e in self.images() if e.review_state != "reviewed"
+                and any(i.state == "proposed" for i in self.instances(e.id, e.revision))]
+
     def export_coco(self, only_reviewed: bool = True) -> Path:
         """Write the accepted annotations (of reviewed images only, by default) as COCO JSON."""
         out = self.work_dir / "exports" / ("reviewed.json" if only_reviewed else "all_images.json")

@@ -147,7 +147,8 @@ class Studio:
         out = []
         for record in self.project.model_versions():
             ap = held_out_ap(record)
-            out.append((f"{record.name}" + ("" if ap is None else f" · AP {ap:.1f}"), record.name))
+            label = f"{record.name} · {record.created_at:%Y-%m-%d %H:%M}"
+            out.append((label + ("" if ap is None else f" · held-out AP {ap:.1f}"), record.name))
         return out
 
     def ask_values(self, state: SessionState) -> dict[str, Any]:

@@ -516,7 +516,10 @@ def wire_coco_tab(w: Wiring, k: dict[str, Any]) -> None:
         except _expected_errors() as e:
             gr.Warning(str(e))
             return None, f"⚠ {e}"
-        return str(out), f"exported to `{out}`"
+        undecided = project.undecided_images()
+        note = (f" · ⚠ {len(undecided)} exported images still have undecided proposals, which are not in "
+                "the file: review them before using it as ground truth" if undecided and not only_reviewed else "")
+        return str(out), f"exported to `{out}`{note}"
 
     def add_images(st: SessionState, files: list[str] | None, progress: gr.Progress = gr.Progress()) -> list[Any]:
         def step(done: int, total: int, name: str) -> None:

@@ -1,0 +1,96 @@
+"""The studio's navigation pipeline without a browser: what one navigation event yields, a failed
+prediction shown as failed (never as "no objects"), and the place a URL keeps."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.session import ModelSlot, SessionState
+from app.studio import OUTPUT_NAMES, Studio
+from test_app_support import make_project
+
+
+class BrokenPredictor:
+    """A predictor whose forward pass fails the way a GPU out of memory does (the real model
+    cannot be made to fail on purpose here); everything else is the real one's."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+        self.class_names, self.device, self.model = real.class_names, real.device, real.model
+
+    def predict(self, image):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory):
+    return make_project(tmp_path_factory.mktemp("pipeline"), num_images=3, size=(120, 160))
+
+
+def outputs(values: list) -> dict:
+    return dict(zip(OUTPUT_NAMES, values))
+
+
+def test_navigation_shows_the_image_then_its_proposals(project) -> None:
+    studio, st = Studio(project), SessionState()
+    target = project.images()[0]
+    steps = [outputs(v) for v in studio.navigate(st, lambda s: target.id)]
+    assert len(steps) == 2
+    assert "predicting with" in steps[0]["status"] and target.file_name in steps[0]["review_state"]
+    assert f"opened {target.file_name} · " in steps[1]["status"] and "proposals from" in steps[1]["status"]
+    assert project.was_predicted(target.id)
+    again = [outputs(v) for v in studio.navigate(st, lambda s: target.id)]
+    assert len(again) == 1 and "proposals" not in again[0]["status"], "predicted once per version"
+
+
+def test_failed_prediction_is_shown_as_failed_and_retried(project) -> None:
+    studio, st = Studio(project), SessionState()
+    target = project.images()[1]
+    real = project.model.predictor
+    broken = ModelSlot(BrokenPredictor(real), project.model.version, project.model.description,
+                       weights=project.model.weights, preset=project.model.preset)
+    working = ModelSlot(real, project.model.version, project.model.description,
+                        weights=project.model.weights, preset=project.model.preset)
+    project.model.swap(broken)
+    try:
+        last = outputs(list(studio.navigate(st, lambda s: target.id))[-1])
+    finally:
+        project.model.swap(working)
+    assert "prediction failed" in last["status"] and "out of memory" in last["status"]
+    assert "prediction failed" in last["review_state"]
+    assert not project.was_predicted(target.id) and project.store.annotations(target.id) == []
+    shown = outputs(studio.refresh(st))                 # any later event still says so
+    assert "prediction failed" in shown["status"]
+    retried = outputs(list(studio.navigate(st, lambda s: target.id))[-1])
+    assert "proposals from" in retried["status"] and "failed" not in retried["review_state"]
+
+
+def test_place_round_trips_through_the_url_query() -> None:
+    from urllib.parse import parse_qsl
+    st = SessionState(image_id=7, selected=31, min_score=0.3, tool="polygon", tab="correct",
+                      show_rejected=True, dup_iou=0.8)
+    back = SessionState()
+    back.restore(dict(parse_qsl(st.place())), ("inspect", "correct"))
+    assert (back.image_id, back.selected, back.min_score, back.tool, back.tab, back.show_rejected,
+            back.dup_iou) == (7, 31, 0.3, "polygon", "correct", True, 0.8)
+    junk = SessionState()
+    junk.restore({"image": "x", "t": "7", "tab": "nowhere", "tool": "laser"}, ("inspect",))
+    assert (junk.image_id, junk.min_score, junk.tab, junk.tool) == (None, 0.5, "inspect", "select")
+
+
+def test_uploads_skip_duplicates_and_never_overwrite(project, tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+    root = project.store.dataset(project.dataset_id).image_root
+    (root / "uploads").mkdir(exist_ok=True)
+    keep = root / "uploads" / "a.png"
+    Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(keep)    # a file not in the project
+    original = keep.read_bytes()
+    new = tmp_path / "a.png"
+    Image.fromarray(np.full((6, 7, 3), 9, np.uint8)).save(new)
+    report = project.add_uploads([new, new])
+    assert report.added == ["uploads/a-2.png"] and len(report.duplicates) == 1
+    assert keep.read_bytes() == original
+    entry = next(e for e in project.images() if e.file_name == "uploads/a-2.png")
+    assert (entry.width, entry.height) == (7, 6)
