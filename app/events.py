@@ -73,14 +73,6 @@ def on_correct_click(studio: Studio) -> Callable[..., str]:
     return action
 
 
-def on_gallery(studio: Studio) -> Callable[[SessionState, gr.SelectData], str]:
-    """Open the image clicked in the gallery (gallery order = image order)."""
-    def action(st: SessionState, evt: gr.SelectData) -> str:
-        ids = [e.id for e in studio.project.images()]
-        return studio.open_image(st, ids[int(evt.index)])
-    return action
-
-
 def gallery_items(studio: Studio, size: int = 160) -> list[tuple[str, str]]:
     """Thumbnails with file name and review state, in image order (unreadable files are skipped;
     thumbnails are made once per image and process)."""

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import gradio as gr
 
 from app import correct_view, explain_view, inspect_view, painter, train_view
 from app.config import StudioConfig, is_loopback
-from app.events import (cancel_polygon, compare_image, gallery_items, on_correct_click, on_gallery,
+from app.events import (cancel_polygon, compare_image, gallery_items, on_correct_click,
                         painter_loader, select_instance, select_row, set_attr, set_tool_handler)
 from app.project import PROPOSAL_FLOOR, Project, StudioError
 from app.session import TOOLS, SessionState
@@ -228,6 +228,8 @@ def build_app(project: Project, png_level: int = 1) -> gr.Blocks:
         wire_selection(w)
         wire_correct(w)
         wire_train_tab(studio, train_ui, c["state"], demo)
+        # after "use the fine-tuned model" the header and the open image follow at once
+        w.on(train_ui["use"].click, w.follow_model, [c["state"]])
         wire_coco_tab(w, coco_ui)
     return demo
 
@@ -277,6 +279,10 @@ class Wiring:
         def handler(st: SessionState, evt: gr.SelectData) -> list[Any]:
             return refresh(st, safe(st, evt), parts)
         return handler
+
+    def follow_model(self, st: SessionState) -> Iterator[list[Any]]:
+        """Redraw the session's image (predicting it if the model changed) and the header."""
+        yield from self.studio.navigate(st, lambda x: x.image_id)
 
     def refresh_gallery(self, dependency: Any) -> None:
         """Chain a gallery refresh (review states changed)."""

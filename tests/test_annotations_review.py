@@ -3,14 +3,12 @@ never duplicated, an undecided proposal is never read as "no object", one action
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
 from annotations import InvalidInputError, Store, UndecidedProposalsError
-from test_annotations_store import H, W, blob, image, state_of  # noqa: F401 - fixture
+from test_annotations_store import blob, image, state_of  # noqa: F401 - fixture
 
 pytest_plugins = ["conftest_pg"]
 pytestmark = pytest.mark.filterwarnings(

@@ -16,7 +16,7 @@ from pycocotools import mask as mask_utils
 
 from app.inspect_view import visible_instances
 from app.project import file_version
-from test_app_browser import ARGS, CHROMIUM, TIMEOUT, browser, click_pixel, inner_pixel, shot  # noqa: F401
+from test_app_browser import TIMEOUT, browser, click_pixel, inner_pixel, shot  # noqa: F401 - fixture
 from test_app_support import make_project, served
 
 pw = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
