@@ -63,6 +63,7 @@ def test_finetune_compare_and_use(studio) -> None:
     assert project.model.version != old_version and project.model.weights == final
     image_id = project.images()[0].id
     client.predict(image_id, api_name="/open_image")
+    client.predict(api_name="/reopen")          # a reviewed image is never predicted again
     assert project.model.version in client.predict(api_name="/predict")[3]
 
 
