@@ -9,9 +9,9 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
 from annotations.database import read_session, write_session
-from annotations.errors import InvalidInputError
+from annotations.errors import InvalidInputError, NotFoundError
 from annotations.records import ModelVersionRecord, TrainingRunRecord
-from annotations.schema import ModelVersion, TrainingRun
+from annotations.schema import Dataset, ModelVersion, TrainingRun
 
 
 def _path(path: str | os.PathLike[str] | None) -> str | None:
@@ -38,6 +38,32 @@ def list_model_versions(engine: Engine) -> list[ModelVersionRecord]:
     with read_session(engine) as session:
         rows = session.scalars(select(ModelVersion).order_by(ModelVersion.id))
         return [ModelVersionRecord(r.id, r.name, r.path, r.metrics, r.created_at) for r in rows]
+
+
+def set_active_model_version(engine: Engine, dataset_id: int, name: str) -> None:
+    """Make the recorded version ``name`` the one the dataset's studio predicts with.
+
+    Raises:
+        NotFoundError: no such dataset or no model version of that name.
+    """
+    with write_session(engine) as session:
+        dataset = session.get(Dataset, dataset_id)
+        if dataset is None:
+            raise NotFoundError(f"dataset {dataset_id} does not exist")
+        if session.scalar(select(ModelVersion.id).where(ModelVersion.name == name)) is None:
+            raise NotFoundError(f"model version '{name}' is not recorded")
+        dataset.active_model_version = name
+
+
+def active_model_version(engine: Engine, dataset_id: int) -> ModelVersionRecord | None:
+    """The model version the dataset's studio last chose, or None."""
+    with read_session(engine) as session:
+        row = session.execute(
+            select(ModelVersion).join(Dataset, Dataset.active_model_version == ModelVersion.name)
+            .where(Dataset.id == dataset_id)
+        ).scalar_one_or_none()
+        return None if row is None else ModelVersionRecord(row.id, row.name, row.path, row.metrics,
+                                                           row.created_at)
 
 
 def record_training_run(

@@ -4,7 +4,8 @@ The migrations in ``annotations/migrations/versions`` create exactly this schema
 the two. Changing a model means adding a migration.
 
 Tables:
-    datasets        a COCO dataset: image root, COCO ``info``/``licenses``, id counters
+    datasets        a COCO dataset: image root, COCO ``info``/``licenses``, id counters, the model
+                    version its studio predicts with
     images          one image: COCO id, file name, path relative to the root, size, content hash,
                     review state and the revision number used for optimistic locking
     categories      COCO categories, keeping their COCO ids (unique per dataset)
@@ -80,6 +81,8 @@ class Dataset(Base):
     next_category_id: Mapped[int] = mapped_column(default=1)
     next_annotation_id: Mapped[int] = mapped_column(default=1)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    # the model version (a model_versions.name) the studio predicts with; added by migration 0003
+    active_model_version: Mapped[str | None] = mapped_column(String(255))
 
 
 class Image(Base):

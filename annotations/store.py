@@ -550,6 +550,14 @@ class Store:
         """Registered model versions, oldest first."""
         return registry.list_model_versions(self.engine)
 
+    def set_active_model_version(self, dataset_id: int, name: str) -> None:
+        """Remember that the dataset's studio predicts with the recorded version ``name``."""
+        registry.set_active_model_version(self.engine, dataset_id, name)
+
+    def active_model_version(self, dataset_id: int) -> ModelVersionRecord | None:
+        """The version the dataset's studio last chose (None: never chosen)."""
+        return registry.active_model_version(self.engine, dataset_id)
+
     def record_training_run(
         self, name: str, *, dataset_id: int | None = None, model_version: str | None = None,
         path: str | os.PathLike[str] | None = None, config: dict[str, Any] | None = None,

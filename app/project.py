@@ -290,6 +290,7 @@ class Project:
             self.model.predictor, self.model.version, self.model.description,
             weights=self.model.weights, preset=self.model.preset))
         self.model.swap(self._slots[version])
+        self.store.set_active_model_version(self.dataset_id, version)
         self.sync_categories()
 
     # ------------------------------------------------------------------------------- instances

@@ -57,10 +57,13 @@ def open_project(config: StudioConfig, log: Log = print) -> Project:
         weights = config.weights or demo.demo_weights()
         if config.weights is None:
             log("no --weights given: predicting with the demo shapes model")
-    log(f"loading model {weights} ...")
-    slot = load_model(weights, config.preset, config.device)
     store = Store(config.db_url)
     dataset_id, created = find_or_create_dataset(store, dataset_name(config), images)
+    active = store.active_model_version(dataset_id)
+    if config.weights is None and active is not None and active.path and Path(active.path).is_file():
+        weights = Path(active.path)      # the version this project last switched to
+    log(f"loading model {weights} ...")
+    slot = load_model(weights, config.preset, config.device)
     if config.coco is not None and (created or not store.list_images(dataset_id)):
         # also after an earlier failed import left the dataset empty: never serve it silently
         log(f"importing {config.coco} ...")
@@ -74,6 +77,7 @@ def open_project(config: StudioConfig, log: Log = print) -> Project:
             log(f"skipped unreadable image {message}")
     if slot.version not in {m.name for m in store.list_model_versions()}:
         store.record_model_version(slot.version, str(weights))
+    store.set_active_model_version(dataset_id, slot.version)
     return Project(store, dataset_id, slot, cache_size=config.cache_size, work_dir=config.project_dir)
 
 

@@ -65,7 +65,7 @@ def test_database_at_first_revision_opens_with_data_preserved(store_url: str, tm
     assert _version(store_url) == "0001"
 
     with Store(store_url) as store:
-        assert _version(store_url) == head_revision() == "0002"
+        assert _version(store_url) == head_revision() == "0003"
         [dataset] = store.list_datasets()
         assert (dataset.name, dataset.num_images, dataset.num_annotations) == ("old", 1, 1)
         [image] = store.list_images(dataset.id)
@@ -75,6 +75,8 @@ def test_database_at_first_revision_opens_with_data_preserved(store_url: str, tm
         new = store.add_annotation(image.id, ~mask, 3, expected_revision=2)
         assert store.annotation(new).coco_id == 51  # the old counter is honoured
         store.record_model_version("tiny-v1", metrics={"AP": 1.0})  # table added by 0002
+        store.set_active_model_version(dataset.id, "tiny-v1")       # column added by 0003
+        assert store.active_model_version(dataset.id).name == "tiny-v1"
         exported = store.export_coco(dataset.id, tmp_path / "old.json")
         assert '"id":50' in exported.read_text()
 

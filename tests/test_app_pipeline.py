@@ -94,3 +94,30 @@ def test_uploads_skip_duplicates_and_never_overwrite(project, tmp_path: Path) ->
     assert keep.read_bytes() == original
     entry = next(e for e in project.images() if e.file_name == "uploads/a-2.png")
     assert (entry.width, entry.height) == (7, 6)
+
+
+def test_a_restart_keeps_the_model_version_switched_to(tmp_path: Path) -> None:
+    """Without --weights a restarted studio predicts with the version the project last chose."""
+    import torch
+    from app.config import StudioConfig
+    from app.project import file_version
+    from app.startup import open_project
+    from fastinst import build_model, save_checkpoint
+    from training.synthetic import make_shapes_dataset
+    make_shapes_dataset(tmp_path / "shapes", 1, 3, size=(60, 80))
+    config = StudioConfig(images=tmp_path / "shapes" / "images", data_dir=tmp_path / "studio-data",
+                          device="cpu", cache_size=4)
+    project = open_project(config, log=lambda message: None)
+    started_with = project.model.version
+    names = list(project.model.predictor.class_names)
+    torch.manual_seed(0)
+    other = tmp_path / "other.safetensors"
+    save_checkpoint(other, build_model("tiny", num_classes=len(names)), preset="tiny", class_names=names)
+    project.store.record_model_version(file_version(other), str(other))
+    project.switch_model(file_version(other))
+    project.store.close()
+    again = open_project(config, log=lambda message: None)                 # restarted
+    assert again.model.version == file_version(other)
+    again.switch_model(started_with)                                       # and back, by its recorded path
+    assert again.model.version == started_with
+    assert again.store.active_model_version(again.dataset_id).name == started_with
