@@ -98,9 +98,11 @@ def duplicates_of(inst: Instance, instances: Sequence[Instance], min_iou: float)
             and o.category_id == inst.category_id and mask_iou(inst, o) >= min_iou]
 
 
-def instance_choices(instances: Sequence[Instance]) -> list[tuple[str, int]]:
-    """(label, id) pairs for the instance picker."""
-    return [(instance_label(i), i.id) for i in instances]
+def instance_choices(instances: Sequence[Instance], dup_iou: float = 0.9) -> list[tuple[str, int]]:
+    """(label, id) pairs for the instance picker; near-duplicate proposals say of which instance."""
+    flags = near_duplicates(instances, dup_iou)
+    return [(instance_label(i) + (f" · dup of #{flags[i.id]}" if i.id in flags else ""), i.id)
+            for i in instances]
 
 
 def describe(inst: Instance | None) -> str:

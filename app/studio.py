@@ -312,7 +312,7 @@ class Studio:
         else:
             values["model_picker"] = self.project.model.version
         # new choices cost Gradio a configuration rebuild: only when the list can have changed
-        choices = inspect_view.instance_choices(shown)
+        choices = inspect_view.instance_choices(shown, state.dup_iou)
         same_list = parts in ("select", "layer", "activation") or choices == state.picker_choices
         state.picker_choices = choices
         values["instance_picker"] = state.selected if same_list else gr.update(choices=choices,

@@ -307,3 +307,33 @@ def test_adding_images_from_the_browser(context, studio, tmp_path) -> None:
     assert np.asarray(Image.open(root / "uploads/mine.png")).shape == (30, 40, 3)   # not overwritten
     pg.click("#btn-add-images")                                # the same files again: all skipped
     expect(status).to_contain_text("added 0 images; skipped 4 exact duplicates")
+
+
+def test_near_duplicates_are_flagged_and_one_key_keeps_one(context, studio) -> None:
+    project, url = studio
+    root = project.store.dataset(project.dataset_id).image_root
+    source = project.images()[0]
+    (root / "twin.png").write_bytes((root / source.file_name).read_bytes())
+    image_id = project.store.add_image(project.dataset_id, "twin.png", source.width, source.height)
+    square = np.zeros((source.height, source.width), bool)
+    square[40:100, 60:140] = True
+    almost = square.copy()
+    almost[40:100, 139] = False                                  # mask IoU 0.9875, same class
+    category = project.categories()[0][0]
+    a, b = project.store.replace_predictions(image_id, np.stack([square, almost]), [category, category],
+                                             [0.9, 0.8], project.model.version)
+    pg = open_page(context, url, f"?image={image_id}&t=0.05")
+    expect(pg.locator("#instance-table")).to_contain_text(f"dup of #{a}")
+    pg.click("#tab-correct-button")
+    pg.locator("#instance-picker input").click()
+    option = pg.get_by_role("option", name=re.compile(f"^#{b} "))
+    expect(option).to_contain_text(f"dup of #{a}")               # the flag shows in every tab
+    option.click()
+    expect(pg.locator("#instance-picker input")).to_have_value(re.compile(f"^#{b} "))
+    pg.locator("#shortcuts").click()                                     # focus off the picker
+    pg.keyboard.press("k")
+    expect(pg.locator("#status")).to_contain_text(f"keep #{b}")
+    assert (project.store.annotation(b).state, project.store.annotation(a).state) == ("accepted", "rejected")
+    pg.keyboard.press("Control+z")                                       # one step back
+    expect(pg.locator("#status")).to_contain_text(f"undo: keep #{b}")
+    assert {project.store.annotation(i).state for i in (a, b)} == {"proposed"}
