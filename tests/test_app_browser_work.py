@@ -254,6 +254,7 @@ def test_model_versions_switch_there_and_back(context, studio, tmp_path) -> None
     def choose(version: str) -> None:
         pg.locator("#model-picker input").click()
         pg.get_by_role("option", name=re.compile(re.escape(version))).click()
+        expect(pg.locator("#model-picker input")).to_have_value(re.compile(re.escape(version)))
         pg.click("#btn-use-model")
 
     choose(file_version(better))
