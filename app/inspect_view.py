@@ -67,12 +67,13 @@ def instance_rows(instances: Sequence[Instance], dup_iou: float = 0.9) -> list[l
 
 
 def mask_iou(a: Instance, b: Instance) -> float:
-    """Mask IoU of two instances (0 when their boxes do not meet)."""
+    """Mask IoU of two instances, counting the intersection only where their boxes meet."""
     ax, ay, aw, ah = a.bbox
     bx, by, bw, bh = b.bbox
-    if ax >= bx + bw or bx >= ax + aw or ay >= by + bh or by >= ay + ah:
+    x0, y0, x1, y1 = max(ax, bx), max(ay, by), min(ax + aw, bx + bw), min(ay + ah, by + bh)
+    if x0 >= x1 or y0 >= y1:
         return 0.0
-    inter = int(np.logical_and(a.mask, b.mask).sum())
+    inter = int(np.logical_and(a.mask[y0:y1, x0:x1], b.mask[y0:y1, x0:x1]).sum())
     union = a.area + b.area - inter
     return inter / union if union else 0.0
 
