@@ -49,7 +49,8 @@ def open_page(context, url: str, query: str = ""):
     pg.set_default_timeout(TIMEOUT)
     pg.goto(url + query)
     expect(pg.locator("#review-state")).to_contain_text("rev", timeout=2 * TIMEOUT)
-    expect(pg.locator("#status")).not_to_contain_text("predicting")
+    expect(pg.locator("#status")).to_contain_text("opened")              # the load event ran ...
+    expect(pg.locator("#status")).not_to_contain_text("predicting")      # ... to its end
     return pg
 
 
@@ -162,9 +163,9 @@ def test_mark_reviewed_asks_and_the_export_follows_the_answer(context, studio, t
     for inst in above:
         assert any(np.array_equal(m, inst.mask) for _, m in got)
     # the other image: reject them all -> "reviewed, no objects", exported with none
-    pg.goto(f"{url}?image={second.id}")
+    pg = open_page(context, url, f"?image={second.id}")
     expect(pg.locator("#review-state")).to_contain_text(second.file_name)
-    expect(pg.locator("#status")).not_to_contain_text("predicting")
+    assert [i for i in project.instances(second.id) if i.state == "proposed"]
     pg.locator("#inspect-image img").click()
     pg.keyboard.press("m")
     pg.click("#btn-ask-undecided-reject")
