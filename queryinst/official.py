@@ -49,6 +49,48 @@ _COMPILED = [(re.compile(p), r) for p, r in _RENAMES]
 _CLASS_KEYS = re.compile(r"^(stages\.\d+\.fc_cls|mask_heads\.\d+\.conv_logits)\.")
 
 
+# ours -> official, the inverse of _RENAMES (first match wins; {L} = our ResNet stage - 1)
+_INVERSE: List[Tuple[str, str]] = [
+    (r"^backbone\.stem\.conv1\.norm\.", "backbone.bn1."),
+    (r"^backbone\.stem\.conv1\.", "backbone.conv1."),
+    (r"^backbone\.res(\d)\.(\d+)\.conv(\d)\.norm\.", "backbone.layer{L}.{1}.bn{2}."),
+    (r"^backbone\.res(\d)\.(\d+)\.conv(\d)\.", "backbone.layer{L}.{1}.conv{2}."),
+    (r"^backbone\.res(\d)\.(\d+)\.shortcut\.norm\.", "backbone.layer{L}.{1}.downsample.1."),
+    (r"^backbone\.res(\d)\.(\d+)\.shortcut\.", "backbone.layer{L}.{1}.downsample.0."),
+    (r"^fpn\.lateral_convs\.(\d+)\.", "neck.lateral_convs.{0}.conv."),
+    (r"^fpn\.output_convs\.(\d+)\.", "neck.fpn_convs.{0}.conv."),
+    (r"^proposals\.boxes\.", "rpn_head.init_proposal_bboxes."),
+    (r"^proposals\.features\.", "rpn_head.init_proposal_features."),
+    (r"^stages\.(\d+)\.self_attn_norm\.", "roi_head.bbox_head.{0}.attention_norm."),
+    (r"^stages\.(\d+)\.self_attn\.", "roi_head.bbox_head.{0}.attention.attn."),
+    (r"^stages\.(\d+)\.dynamic_conv_norm\.", "roi_head.bbox_head.{0}.instance_interactive_conv_norm."),
+    (r"^stages\.(\d+)\.dynamic_conv\.", "roi_head.bbox_head.{0}.instance_interactive_conv."),
+    (r"^stages\.(\d+)\.ffn\.0\.", "roi_head.bbox_head.{0}.ffn.layers.0.0."),
+    (r"^stages\.(\d+)\.ffn\.3\.", "roi_head.bbox_head.{0}.ffn.layers.1."),
+    (r"^stages\.(\d+)\.", "roi_head.bbox_head.{0}."),
+    (r"^mask_heads\.(\d+)\.dynamic_conv\.", "roi_head.mask_head.{0}.instance_interactive_conv."),
+    (r"^mask_heads\.(\d+)\.convs\.(\d+)\.norm\.", "roi_head.mask_head.{0}.convs.{1}.bn."),
+    (r"^mask_heads\.(\d+)\.convs\.(\d+)\.", "roi_head.mask_head.{0}.convs.{1}.conv."),
+    (r"^mask_heads\.(\d+)\.", "roi_head.mask_head.{0}."),
+]
+_COMPILED_INVERSE = [(re.compile(p), r) for p, r in _INVERSE]
+
+
+def ours_to_official(key: str) -> str:
+    """One of our keys -> mmdetection's (to export a model in the released layout).
+
+    >>> ours_to_official("backbone.res2.0.shortcut.norm.weight")
+    'backbone.layer1.0.downsample.1.weight'
+    """
+    for pattern, replacement in _COMPILED_INVERSE:
+        match = pattern.match(key)
+        if match:
+            groups = match.groups()
+            level = int(groups[0]) - 1 if key.startswith("backbone.res") else 0
+            return replacement.format(*groups, L=level) + key[match.end():]
+    raise KeyError(f"{key!r} is not a QueryInst key")
+
+
 def official_to_ours(key: str) -> Optional[str]:
     """One mmdetection key -> ours, or ``None`` when it is not a QueryInst key.
 

@@ -106,7 +106,18 @@ OFFICIAL_CONFIGS: Dict[str, str] = {
     "queryinst_r50_fpn_300-proposals_crop-ms-480-800-3x_coco": "R50-300-3x",
     "queryinst_r101_fpn_ms-480-800-3x_coco": "R101-3x",
     "queryinst_r101_fpn_300-proposals_crop-ms-480-800-3x_coco": "R101-300-3x",
+    # the names of the released files (mmdetection 2.x config names)
+    "queryinst_r50_fpn_mstrain_480-800_3x_coco": "R50-3x",
+    "queryinst_r50_fpn_300_proposals_crop_mstrain_480-800_3x_coco": "R50-300-3x",
+    "queryinst_r101_fpn_mstrain_480-800_3x_coco": "R101-3x",
+    "queryinst_r101_fpn_300_proposals_crop_mstrain_480-800_3x_coco": "R101-300-3x",
 }
+
+
+def preset_for_file(name: str) -> str | None:
+    """The preset of a released checkpoint file name (e.g. ``queryinst_r50_fpn_1x_coco_20210907_084916-5a8f1998.pth``)."""
+    matches = [config for config in OFFICIAL_CONFIGS if name.startswith(config)]
+    return OFFICIAL_CONFIGS[max(matches, key=len)] if matches else None
 
 
 def build_model(preset: str, num_classes: int | None = None) -> QueryInst:

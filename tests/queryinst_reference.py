@@ -81,12 +81,15 @@ def _fill_cached(config: str) -> Dict[str, torch.Tensor]:
 
 def official_state_dict(config: str) -> Dict[str, torch.Tensor]:
     """The deterministic synthetic weights of ``config`` in the official mmdetection key layout."""
-    state = dict(_fill_cached(BASE_CONFIG))
-    if config != BASE_CONFIG:
-        entries = [e for e in manifest(config)["state_dict"] if e["key"].startswith("rpn_head.")]
-        state.update(_filler().fill_state_dict(entries))
-        assert [e["key"] for e in manifest(config)["state_dict"]] == list(state), "manifests differ beyond rpn_head"
-    return state
+    base = _fill_cached(BASE_CONFIG)
+    entries = manifest(config)["state_dict"]
+    if config == BASE_CONFIG:
+        return {e["key"]: base[e["key"]] for e in entries}
+    shared = {e["key"]: e["fingerprint"] for e in manifest(BASE_CONFIG)["state_dict"]}
+    own = [e for e in entries if shared.get(e["key"]) != e["fingerprint"]]
+    assert all(e["key"].startswith("rpn_head.") for e in own), "manifests differ beyond rpn_head"
+    filled = _filler().fill_state_dict(own)
+    return {e["key"]: filled[e["key"]] if e["key"] in filled else base[e["key"]] for e in entries}
 
 
 def case(config: str, index: int) -> dict:
