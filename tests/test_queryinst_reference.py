@@ -48,48 +48,64 @@ def _stats(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([x.sum(1), (x * x).sum(1)], 1)
 
 
+def _run(model, ref, full: bool) -> dict:
+    """One forward of the reference case, reduced to what the reference stores.
+
+    ``full=False`` (default suite): stages 0..S-2 run their mask heads on the first QW queries (all
+    that ``class_mean``/``sel`` cover), the last stage on all N. ``full=True``: every stage on all N.
+    """
+    qw, qm = ref["meta"]["QW"], ref["meta"]["QM"]
+    cu = case_utils()
+    with torch.no_grad():
+        batch, sizes = model.preprocess([cu.resized_image(ref)])
+        maps = model.backbone(batch)
+        out = model(batch, sizes, mask_stages="all" if full else "last")
+        feats = out["features"]
+        channels = ref["fpn.sub_channels"]
+        got = {"batch": batch,
+               "backbone": [(cu.chan_stats(maps[k]), maps[k][:, :1]) for k in ("res2", "res3", "res4", "res5")],
+               "fpn": [(cu.chan_stats(x), x[:, channels]) for x in feats],
+               "proposals": out["proposal_boxes"][0], "stages": []}
+        del maps
+        last = len(out["stages"]) - 1
+        for s, st in enumerate(out["stages"]):
+            rec = {k: st[k][0] for k in ("rois", "boxes", "class_logits", "deltas", "attn_feats", "object_feats")}
+            box_feats = model.box_roi_features(feats, st["rois"])
+            mask_rois = boxes_to_rois(st["boxes"])
+            mask_feats = multilevel_roi_align(feats, mask_rois, model.strides, model.mask_roi_size)
+            if "mask_logits" in st:
+                logits = st["mask_logits"][0]
+            else:
+                logits = model.mask_forward(s, feats, mask_rois[:qw], st["attn_feats"][0, :qw])
+            sample = int(ref[f"stage{s}.bbox_roi_feats.sample_idx"][0])
+            sel_class = st["class_logits"][0, :qm].argmax(1)
+            rec.update(
+                roi_levels=roi_levels(boxes_to_rois(st["rois"]), 4), mask_roi_levels=roi_levels(mask_rois, 4),
+                box_feats_mean=box_feats[:qw].mean(1), box_feats_stats=_stats(box_feats),
+                box_feats_sample=box_feats[sample:sample + 1],
+                mask_feats_mean=mask_feats[:qw].mean(1), mask_feats_stats=_stats(mask_feats),
+                mask_class_mean=logits[:qw].mean((2, 3)), mask_stats=_stats(logits),
+                sel_class=sel_class, sel=logits[torch.arange(qm), sel_class])
+            got["stages"].append(rec)
+        meta = ref["meta"]
+        st = out["stages"][last]
+        got["instances"] = instance_inference(
+            st["class_logits"][0], st["boxes"][0], st["mask_logits"][0], tuple(meta["scale_factor"]),
+            tuple(meta["ori_shape"]), max_per_img=model.num_proposals)
+    return got
+
+
 @pytest.fixture(scope="module")
 def runs(models):
-    """One forward per (config, case), every stage's mask head on, reduced to what the reference stores."""
+    """Each (config, case) runs once; the reduced outputs are kept (a few MB each)."""
     cache = {}
 
-    def get(config: str, index: int):
-        key = (config, index)
+    def get(config: str, index: int, full: bool = False):
+        key = (config, index, full)
         if key not in cache:
-            cache.clear()
             torch.set_num_threads(2)
-            model, ref = models(config), case(config, index)
-            qw, qm = ref["meta"]["QW"], ref["meta"]["QM"]
-            image = torch.from_numpy(case_utils().resized_image(ref).permute(1, 2, 0).numpy())
-            with torch.no_grad():
-                batch, sizes = model.preprocess([image.permute(2, 0, 1)])
-                maps = model.backbone(batch)
-                out = model(batch, sizes, mask_stages="all")
-                feats = out["features"]
-                got = {"batch": batch, "backbone": [maps[k] for k in ("res2", "res3", "res4", "res5")],
-                       "fpn": feats, "proposals": out["proposal_boxes"][0], "stages": []}
-                for s, st in enumerate(out["stages"]):
-                    rec = {k: st[k][0] for k in ("rois", "boxes", "class_logits", "deltas", "attn_feats", "object_feats")}
-                    box_feats = model.box_roi_features(feats, st["rois"])
-                    mask_rois = boxes_to_rois(st["boxes"])
-                    mask_feats = multilevel_roi_align(feats, mask_rois, model.strides, model.mask_roi_size)
-                    logits = st["mask_logits"][0]
-                    sample = int(ref[f"stage{s}.bbox_roi_feats.sample_idx"][0])
-                    sel = logits[torch.arange(qm), st["class_logits"][0, :qm].argmax(1)]
-                    rec.update(
-                        roi_levels=roi_levels(boxes_to_rois(st["rois"]), 4), mask_roi_levels=roi_levels(mask_rois, 4),
-                        box_feats_mean=box_feats[:qw].mean(1), box_feats_stats=_stats(box_feats),
-                        box_feats_sample=box_feats[sample:sample + 1],
-                        mask_feats_mean=mask_feats[:qw].mean(1), mask_feats_stats=_stats(mask_feats),
-                        mask_class_mean=logits[:qw].mean((2, 3)), mask_stats=_stats(logits),
-                        sel_class=st["class_logits"][0, :qm].argmax(1), sel=sel)
-                    got["stages"].append(rec)
-                last = out["stages"][-1]
-                meta = ref["meta"]
-                got["instances"] = instance_inference(
-                    last["class_logits"][0], last["boxes"][0], last["mask_logits"][0], tuple(meta["scale_factor"]),
-                    tuple(meta["ori_shape"]), max_per_img=model.num_proposals)
-            cache[key] = (ref, got)
+            ref = case(config, index)
+            cache[key] = (ref, _run(models(config), ref, full))
         return cache[key]
 
     return get
@@ -131,19 +147,16 @@ def test_test_pipeline_resize_and_input(index):
 @pytest.mark.parametrize("config,index", CASES)
 def test_backbone_fpn_and_proposals(config, index, runs):
     ref, got = runs(config, index)
-    for level, x in zip(range(2, 6), got["backbone"]):
-        close_stats(case_utils().chan_stats(x), ref[f"backbone.c{level}.chan_stats"], x[0, 0].numel(), f"C{level}")
-        close(x[:, :1], ref[f"backbone.c{level}.ch0"], 1e-3, 4e-3, f"C{level} channel 0")
-    channels = ref["fpn.sub_channels"]
-    for level, x in zip(range(2, 6), got["fpn"]):
-        close_stats(case_utils().chan_stats(x), ref[f"fpn.p{level}.chan_stats"], x[0, 0].numel(), f"P{level}")
-        close(x[:, channels], ref[f"fpn.p{level}.sub"], 1e-3, 4e-3, f"P{level} channels")
+    for level, (stats, ch0) in zip(range(2, 6), got["backbone"]):
+        close_stats(stats, ref[f"backbone.c{level}.chan_stats"], ch0[0, 0].numel(), f"C{level}")
+        close(ch0, ref[f"backbone.c{level}.ch0"], 1e-3, 4e-3, f"C{level} channel 0")
+    for level, (stats, sub) in zip(range(2, 6), got["fpn"]):
+        close_stats(stats, ref[f"fpn.p{level}.chan_stats"], sub[0, 0].numel(), f"P{level}")
+        close(sub, ref[f"fpn.p{level}.sub"], 1e-3, 4e-3, f"P{level} channels")
     close(got["proposals"], ref["proposals.boxes"], 0, 5e-3, "proposal boxes")
 
 
-@pytest.mark.parametrize("config,index", CASES)
-def test_every_stage(config, index, runs):
-    ref, got = runs(config, index)
+def check_stages(ref: dict, got: dict) -> None:
     for s, st in enumerate(got["stages"]):
         p = f"stage{s}."
         qw = ref[p + "attn_feats"].shape[0]
@@ -162,9 +175,24 @@ def test_every_stage(config, index, runs):
         close(st["mask_feats_mean"], ref[p + "mask_roi_feats.spatial_mean"], 1e-4, 1e-4, p + "mask RoI features")
         close_stats(st["mask_feats_stats"], ref[p + "mask_roi_feats.row_stats"], 256 * 196, p + "mask RoI rows")
         close(st["mask_class_mean"], ref[p + "mask_logits.class_mean"], 1e-4, 5e-4, p + "mask logits class mean")
-        close_stats(st["mask_stats"], ref[p + "mask_logits.row_stats"], 80 * 784, p + "mask logit rows")
+        rows = st["mask_stats"].shape[0]  # QW or N queries (see _run)
+        close_stats(st["mask_stats"], ref[p + "mask_logits.row_stats"][:rows], 80 * 784, p + "mask logit rows")
         assert torch.equal(st["sel_class"], ref[p + "mask_logits.sel_class"]), p + "sel_class"
         close(st["sel"], ref[p + "mask_logits.sel"], 1e-4, 5e-4, p + "mask logits")
+
+
+@pytest.mark.parametrize("config,index", CASES)
+def test_every_stage(config, index, runs):
+    check_stages(*runs(config, index))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config,index", CASES)
+def test_every_stage_mask_head_on_all_queries(config, index, runs):
+    """Every stage's mask head on all N queries (the default test covers the first QW of stages 0..4)."""
+    ref, got = runs(config, index, full=True)
+    assert all(st["mask_stats"].shape[0] == ref["stage0.rois"].shape[0] for st in got["stages"])
+    check_stages(ref, got)
 
 
 @pytest.mark.parametrize("config,index", CASES)
