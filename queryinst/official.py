@@ -10,14 +10,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from fastinst.errors import CheckpointError
-from fastinst.official import check_compatible
 
 # (official regex, our replacement with {0}, {1}.. groups; {L} = group 0 + 1 for ResNet stages)
 _RENAMES: List[Tuple[str, str]] = [
@@ -44,10 +43,6 @@ _RENAMES: List[Tuple[str, str]] = [
     (r"^roi_head\.mask_head\.(\d+)\.(upsample|conv_logits)\.", "mask_heads.{0}.{1}."),
 ]
 _COMPILED = [(re.compile(p), r) for p, r in _RENAMES]
-
-# Class-specific tensors: the ones that differ when the class count differs.
-_CLASS_KEYS = re.compile(r"^(stages\.\d+\.fc_cls|mask_heads\.\d+\.conv_logits)\.")
-
 
 # ours -> official, the inverse of _RENAMES (first match wins; {L} = our ResNet stage - 1)
 _INVERSE: List[Tuple[str, str]] = [
@@ -140,7 +135,7 @@ def read_official(path: str | Path) -> OfficialCheckpoint:
     obj = _safe_load(path)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path.name}: no state dict found (expected a dict with 'state_dict')")
-    state = obj.get("state_dict", obj)
+    state = obj.get("state_dict", obj.get("model", obj))  # "model": a detectron2 file, reported as not fitting
     if not isinstance(state, dict) or not any(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"{path.name}: no state dict found (expected a dict with 'state_dict')")
     tensors = {k: v for k, v in state.items() if isinstance(v, Tensor)}
@@ -176,20 +171,30 @@ def load_official(model: nn.Module, path: str | Path, *, partial: bool = False) 
     """
     ckpt = read_official(path)
     name = Path(path).name
-    state = dict(ckpt.state_dict)
-    for key in ckpt.unknown_keys:
-        state[key] = torch.empty(0)  # listed as unexpected below
-    if not partial:
-        check_compatible(model, state, name)
-        model.load_state_dict(state, strict=True)
-        return LoadReport(loaded=list(state))
-    return load_matching(model, state, name)
+    if partial:
+        return load_matching(model, ckpt.state_dict, name, unknown_keys=ckpt.unknown_keys)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in ckpt.state_dict]
+    unexpected = ckpt.unknown_keys + [k for k in ckpt.state_dict if k not in expected]
+    shapes = [f"{k}: file {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+              for k, v in ckpt.state_dict.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+    if missing or unexpected or shapes:
+        parts = [f"{name} does not fit this model"]
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+            if items:
+                shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
+                parts.append(f"{title}: {shown}")
+        raise CheckpointError("; ".join(parts))
+    model.load_state_dict(ckpt.state_dict, strict=True)
+    return LoadReport(loaded=list(ckpt.state_dict))
 
 
-def load_matching(model: nn.Module, state: Mapping[str, Tensor], source: str) -> LoadReport:
-    """Load the tensors of ``state`` whose names and shapes match ``model`` (see :func:`load_official`)."""
+def load_matching(model: nn.Module, state: Mapping[str, Tensor], source: str,
+                  unknown_keys: Sequence[str] = ()) -> LoadReport:
+    """Load the tensors of ``state`` whose names and shapes match ``model`` (see :func:`load_official`);
+    ``unknown_keys`` (file keys that are not QueryInst's) are reported as unexpected."""
     target = model.state_dict()
-    report = LoadReport()
+    report = LoadReport(unexpected=list(unknown_keys))
     for key, value in state.items():
         if key not in target:
             report.unexpected.append(key)
@@ -206,11 +211,6 @@ def load_matching(model: nn.Module, state: Mapping[str, Tensor], source: str) ->
     return report
 
 
-def is_class_specific(key: str) -> bool:
-    """True for the layers whose shape depends on the class count (``fc_cls``, ``conv_logits``)."""
-    return bool(_CLASS_KEYS.match(key))
-
-
 def _safe_load(path: Path) -> object:
     core = np._core if hasattr(np, "_core") else np.core  # numpy 2 / 1
     numpy_globals = [np.dtype, np.ndarray, core.multiarray._reconstruct, core.multiarray.scalar]
@@ -220,7 +220,7 @@ def _safe_load(path: Path) -> object:
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError (zip reader), EOFError...
         text = _first_line(exc)
-        if "Unsupported global" in text or "weights_only" in text:
+        if "Unsupported global" in text or "weights_only" in text.replace(" ", "_").lower():
             raise CheckpointError(f"{path.name}: refused to load, the file asks for code or classes a plain "
                                   f"weights file does not need ({text})") from None
         raise CheckpointError(f"{path.name}: not a readable checkpoint, the file is truncated or corrupt ({text})") from None

@@ -37,5 +37,5 @@ class EmbeddingProposals(nn.Module):
         weight = self.boxes.weight
         whwh = torch.tensor([[w, h, w, h] for h, w in image_sizes], dtype=weight.dtype, device=weight.device)
         boxes = cxcywh_to_xyxy(weight)[None] * whwh[:, None, :]
-        features = self.features.weight[None].expand(len(image_sizes), -1, -1)
+        features = self.features.weight[None].repeat(len(image_sizes), 1, 1)
         return boxes, features

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -132,7 +132,7 @@ def train(config: TrainConfig, progress: Optional[Callable[[int, int, Dict[str, 
         if config.clip_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.clip_grad_norm)
         optimizer.step()
-        record = {"iteration": it + 1, "total": float(losses["total"])}
+        record = {"iteration": it + 1, "total": losses["total"].item()}
         history.append(record)
         bar.set_postfix(loss=f"{record['total']:.3f}")
         if progress:

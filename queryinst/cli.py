@@ -1,0 +1,128 @@
+"""Command line: ``python -m queryinst predict|stats``.
+
+predict: images -> COCO results JSON + overlay PNGs (as ``python -m fastinst predict``).
+stats:   parameters and GFLOPs of each QueryInst preset, with FastInst's presets beside them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from fastinst.cli import coco_class_names, expand_images
+from fastinst.errors import FastInstError
+
+from .presets import PRESETS, build_model, preset_for_file
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m queryinst", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("predict", help="segment images; write COCO results JSON and overlay PNGs")
+    p.add_argument("images", nargs="+", help="image files or folders of images")
+    p.add_argument("--weights", required=True, help="a QueryInst .safetensors checkpoint of ours, or a released "
+                   "mmdetection .pth (preset from the file name, or --preset)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="architecture of a released checkpoint")
+    p.add_argument("--out", default="predictions", help="output folder (default: %(default)s)")
+    p.add_argument("--score-threshold", type=float, default=0.3, help="minimum score (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    p.set_defaults(func=_predict)
+    s = sub.add_parser("stats", help="parameters and GFLOPs per preset, beside FastInst's")
+    s.add_argument("--presets", nargs="*", default=list(PRESETS), help="QueryInst presets (default: all)")
+    s.add_argument("--no-fastinst", action="store_true", help="leave out the FastInst presets")
+    s.set_defaults(func=_stats)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except FastInstError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def load_predictor(weights: str | Path, preset: Optional[str] = None, device: str = "auto"):
+    """Our checkpoint, or a released mmdetection one (preset given or read from the file name)."""
+    from .official import load_official, read_official
+    from .predictor import Predictor
+
+    path = Path(weights)
+    if path.suffix == ".safetensors":
+        return Predictor.from_checkpoint(path, device=device)
+    preset = preset or preset_for_file(path.name)
+    if preset is None:
+        raise FastInstError(f"{path.name}: cannot tell the architecture from the file name; pass --preset")
+    model = build_model(preset)
+    load_official(model, path)
+    names = read_official(path).class_names or coco_class_names()
+    return Predictor(model, names, device=device, explain=False)
+
+
+def _predict(args) -> int:
+    from fastinst.coco_results import to_coco_results
+    from fastinst.transforms import load_image
+    from fastinst.visualize import overlay_instances
+
+    files = expand_images(args.images)
+    if not files:
+        raise FastInstError("no images found in " + ", ".join(args.images))
+    predictor = load_predictor(args.weights, args.preset, args.device)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for image_id, path in enumerate(tqdm(files, desc="predict", unit="img"), start=1):
+        pred = predictor.predict(path).filter(args.score_threshold)
+        results += to_coco_results(pred.masks, pred.scores, pred.classes, image_id,
+                                   list(range(1, len(predictor.class_names) + 1)))
+        labels = [f"{predictor.class_names[c]} {s:.2f}" for c, s in zip(pred.classes, pred.scores)]
+        Image.fromarray(overlay_instances(load_image(path), pred.masks, labels=labels)).save(
+            out_dir / f"{path.stem}.overlay.png")
+    (out_dir / "results.json").write_text(json.dumps(results))
+    print(f"{len(results)} instances on {len(files)} images -> {out_dir}/results.json")
+    return 0
+
+
+def count_flops(model: torch.nn.Module, height: int, width: int) -> float:
+    """Multiply-adds (G) of one inference forward on a ``height x width`` input (one multiply-add =
+    one FLOP, the fvcore convention); RoIAlign and the paste are not counted (no flop formula)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    with torch.no_grad():
+        batch, sizes = model.preprocess([torch.zeros(3, height, width)])
+        with FlopCounterMode(display=False) as counter:
+            model(batch, sizes)
+    return counter.get_total_flops() / 2 / 1e9
+
+
+def _stats(args) -> int:
+    print(f"{'model':10s} {'preset':16s} {'params (M)':>11s} {'input':>10s} {'GFLOPs':>8s}")
+    for name in args.presets:
+        model = build_model(name)
+        height = model.input_spec.min_size
+        width = min(int(round(height * 4 / 3)), model.input_spec.max_size)
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        print(f"{'QueryInst':10s} {name:16s} {params:11.2f} {f'{height}x{width}':>10s} "
+              f"{count_flops(model, height, width):8.1f}", flush=True)
+        del model
+    if not args.no_fastinst:
+        from fastinst.cli import count_flops as fastinst_flops
+        from fastinst.presets import PRESETS as FASTINST_PRESETS, build_model as build_fastinst
+
+        for name in FASTINST_PRESETS:
+            model = build_fastinst(name)
+            height = model.input_spec.min_size
+            width = min(int(round(height * 4 / 3)), model.input_spec.max_size)
+            params = sum(p.numel() for p in model.parameters()) / 1e6
+            print(f"{'FastInst':10s} {name:16s} {params:11.2f} {f'{height}x{width}':>10s} "
+                  f"{fastinst_flops(model, height, width):8.1f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
