@@ -1,21 +1,16 @@
-"""Command line: ``python -m queryinst predict|stats``.
-
-predict: images -> COCO results JSON + overlay PNGs (as ``python -m fastinst predict``).
-stats:   parameters and GFLOPs of each QueryInst preset, with FastInst's presets beside them.
+"""Command line: ``python -m queryinst stats`` (parameters and GFLOPs of each QueryInst preset,
+with FastInst's presets beside them), and :func:`load_predictor` for a common ``predict`` command.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-from PIL import Image
-from tqdm import tqdm
 
-from fastinst.cli import coco_class_names, expand_images
+from fastinst.cli import coco_class_names
 from fastinst.errors import FastInstError
 
 from .presets import PRESETS, build_model, preset_for_file
@@ -25,15 +20,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m queryinst", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("predict", help="segment images; write COCO results JSON and overlay PNGs")
-    p.add_argument("images", nargs="+", help="image files or folders of images")
-    p.add_argument("--weights", required=True, help="a QueryInst .safetensors checkpoint of ours, or a released "
-                   "mmdetection .pth (preset from the file name, or --preset)")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="architecture of a released checkpoint")
-    p.add_argument("--out", default="predictions", help="output folder (default: %(default)s)")
-    p.add_argument("--score-threshold", type=float, default=0.3, help="minimum score (default: %(default)s)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
-    p.set_defaults(func=_predict)
     s = sub.add_parser("stats", help="parameters and GFLOPs per preset, beside FastInst's")
     s.add_argument("--presets", nargs="*", default=list(PRESETS), help="QueryInst presets (default: all)")
     s.add_argument("--no-fastinst", action="store_true", help="leave out the FastInst presets")
@@ -61,30 +47,6 @@ def load_predictor(weights: str | Path, preset: Optional[str] = None, device: st
     load_official(model, path)
     names = read_official(path).class_names or coco_class_names()
     return Predictor(model, names, device=device, explain=False)
-
-
-def _predict(args) -> int:
-    from fastinst.coco_results import to_coco_results
-    from fastinst.transforms import load_image
-    from fastinst.visualize import overlay_instances
-
-    files = expand_images(args.images)
-    if not files:
-        raise FastInstError("no images found in " + ", ".join(args.images))
-    predictor = load_predictor(args.weights, args.preset, args.device)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results = []
-    for image_id, path in enumerate(tqdm(files, desc="predict", unit="img"), start=1):
-        pred = predictor.predict(path).filter(args.score_threshold)
-        results += to_coco_results(pred.masks, pred.scores, pred.classes, image_id,
-                                   list(range(1, len(predictor.class_names) + 1)))
-        labels = [f"{predictor.class_names[c]} {s:.2f}" for c, s in zip(pred.classes, pred.scores)]
-        Image.fromarray(overlay_instances(load_image(path), pred.masks, labels=labels)).save(
-            out_dir / f"{path.stem}.overlay.png")
-    (out_dir / "results.json").write_text(json.dumps(results))
-    print(f"{len(results)} instances on {len(files)} images -> {out_dir}/results.json")
-    return 0
 
 
 def count_flops(model: torch.nn.Module, height: int, width: int) -> float:

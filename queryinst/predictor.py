@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from fastinst.predictor import resolve_device
-from fastinst.transforms import ImageLike, load_image
+from fastinst.images import ImageLike, load_image
 
 from .checkpoint import load_checkpoint
 from .model import QueryInst
