@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Dict
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .dynamic_conv import DynamicConv

@@ -2,13 +2,10 @@
 ``tiny`` preset (the official outputs themselves: test_queryinst_reference.py)."""
 from __future__ import annotations
 
-import io
-import pickle
 
 import numpy as np
 import pytest
 import torch
-from torchvision.ops import box_area
 
 from fastinst.errors import CheckpointError
 from queryinst import Predictor, build_model, load_checkpoint, save_checkpoint

@@ -5,7 +5,6 @@ small cases for dice and mask targets.
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torchvision.ops import sigmoid_focal_loss
