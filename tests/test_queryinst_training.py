@@ -110,7 +110,7 @@ def test_image_without_objects_gives_only_classification_loss():
 def test_tiny_trains_on_synthetic_shapes_to_held_out_ap(tmp_path):
     """The tiny preset from scratch on the demo's synthetic shapes, evaluated on held-out scenes.
 
-    Measured (see queryinst/README.md): 1000 iterations of 8 images, about an hour on a shared 2-core CPU.
+    Measured (queryinst/README.md): mask AP 70.2 after 1000 iterations of 8 images, 46 minutes on the shared 2-core CPU.
     """
     from training.make_demo_model import make_demo_dataset
     from queryinst.train import tiny_config, train
@@ -124,4 +124,4 @@ def test_tiny_trains_on_synthetic_shapes_to_held_out_ap(tmp_path):
     assert info.metrics["segm/AP"] >= MIN_HELD_OUT_AP
 
 
-MIN_HELD_OUT_AP = 20.0
+MIN_HELD_OUT_AP = 65.0  # measured 70.2 (queryinst/README.md)
