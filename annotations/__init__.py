@@ -21,6 +21,7 @@ from annotations.records import (
     EditRecord,
     ImageRecord,
     ModelVersionRecord,
+    TrainingMetricRecord,
     TrainingRunRecord,
 )
 from annotations.store import Store
@@ -41,6 +42,7 @@ __all__ = [
     "NotFoundError",
     "SchemaVersionError",
     "Store",
+    "TrainingMetricRecord",
     "TrainingRunRecord",
     "UndecidedProposalsError",
 ]

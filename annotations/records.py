@@ -154,18 +154,24 @@ class EditRecord:
 
 @dataclass(frozen=True)
 class ModelVersionRecord:
-    """A model version the studio knows about."""
+    """A model version the studio knows about; ``parent`` is the version it was fine-tuned
+    from, ``dataset_revision`` the content hash of the annotations it was trained on."""
 
     id: int
     name: str
     path: str | None
     metrics: dict[str, Any] | None
     created_at: datetime
+    parent: str | None = None
+    dataset_revision: str | None = None
+    run_id: int | None = None
 
 
 @dataclass(frozen=True)
 class TrainingRunRecord:
-    """A fine-tuning run."""
+    """A fine-tuning run: what it trains (``config``, ``dataset_revision``, ``parent_version``),
+    how far it got (``status``, ``iteration`` of ``max_iters``, ``message``), the worker running
+    it, and what it produced (``model_version``, ``metrics``, ``report``)."""
 
     id: int
     name: str
@@ -174,4 +180,25 @@ class TrainingRunRecord:
     path: str | None
     config: dict[str, Any] | None
     metrics: dict[str, Any] | None
+    created_at: datetime
+    status: str = "created"
+    parent_version: str | None = None
+    dataset_revision: str | None = None
+    iteration: int = 0
+    max_iters: int | None = None
+    message: str | None = None
+    report: dict[str, Any] | None = None
+    worker_pid: int | None = None
+    worker_host: str | None = None
+    heartbeat_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TrainingMetricRecord:
+    """One point of a run's curves (``kind`` "loss" or "eval")."""
+
+    iteration: int
+    kind: str
+    values: dict[str, Any]
     created_at: datetime

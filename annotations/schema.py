@@ -12,8 +12,11 @@ Tables:
     annotations     one instance: compressed COCO RLE counts, bbox and area computed from the mask,
                     source, state, score and model version of predictions
     edits           per-image edit history (before/after snapshots) for undo/redo and audit
-    model_versions  trained models the studio knows about
-    training_runs   fine-tuning runs
+    model_versions  trained models the studio knows about, each tied to the run, the parent
+                    version and the dataset revision it was trained from
+    training_runs   fine-tuning runs: status, progress, the worker running it, its report
+    training_metrics  a run's loss and held-out AP curves (one row per logged point)
+    image_splits    the fixed train / held-out assignment of each image
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ SOURCES = ("imported", "predicted", "human")
 STATES = ("proposed", "accepted", "rejected")
 REVIEW_STATES = ("unreviewed", "in_progress", "reviewed")
 EDIT_STATUSES = ("applied", "undone", "discarded")
+RUN_STATUSES = ("created", "running", "done", "stopped", "failed", "killed")
+SPLITS = ("train", "heldout")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_N_label)s",
@@ -199,7 +204,11 @@ class Edit(Base):
 
 
 class ModelVersion(Base):
-    """A model the studio can predict with (added by migration 0002)."""
+    """A model the studio can predict with (added by migration 0002; lineage by 0004).
+
+    ``parent`` names the version a fine-tuning run started from, ``dataset_revision`` is the
+    content hash of the exact annotation set it was trained on, ``run_id`` the run that made it.
+    """
 
     __tablename__ = "model_versions"
 
@@ -208,12 +217,22 @@ class ModelVersion(Base):
     path: Mapped[str | None] = mapped_column(Text)
     metrics: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    parent: Mapped[str | None] = mapped_column(String(255))
+    dataset_revision: Mapped[str | None] = mapped_column(String(64))
+    run_id: Mapped[int | None]
 
 
 class TrainingRun(Base):
-    """A fine-tuning run (added by migration 0002)."""
+    """A fine-tuning run (added by migration 0002; progress and worker by 0004).
+
+    ``model_version`` is the version the run produced, ``parent_version`` the one it started
+    from; ``status`` is one of RUN_STATUSES; ``worker_pid``/``worker_host``/``heartbeat_at``
+    identify the worker process and when it last reported; ``report`` holds what the run wants
+    the person to know (weights skipped when starting, the split, AP before and after).
+    """
 
     __tablename__ = "training_runs"
+    __table_args__ = (_one_of("status", RUN_STATUSES, "status"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
@@ -225,3 +244,42 @@ class TrainingRun(Base):
     config: Mapped[dict[str, Any] | None]
     metrics: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    status: Mapped[str] = mapped_column(String(16), default="created")
+    parent_version: Mapped[str | None] = mapped_column(String(255))
+    dataset_revision: Mapped[str | None] = mapped_column(String(64))
+    iteration: Mapped[int] = mapped_column(default=0)
+    max_iters: Mapped[int | None]
+    message: Mapped[str | None] = mapped_column(Text)
+    report: Mapped[dict[str, Any] | None]
+    worker_pid: Mapped[int | None]
+    worker_host: Mapped[str | None] = mapped_column(String(255))
+    heartbeat_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime | None]
+
+
+class TrainingMetric(Base):
+    """One point of a run's curves: ``kind`` "loss" (smoothed losses and their parts) or
+    "eval" (held-out AP); ``values`` maps metric names to numbers (added by migration 0004)."""
+
+    __tablename__ = "training_metrics"
+    __table_args__ = (Index("ix_training_metrics_run_iteration", "run_id", "iteration"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("training_runs.id", ondelete="CASCADE"))
+    iteration: Mapped[int]
+    kind: Mapped[str] = mapped_column(String(16))
+    values: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class ImageSplit(Base):
+    """The split an image belongs to, fixed when first assigned (added by migration 0004)."""
+
+    __tablename__ = "image_splits"
+    __table_args__ = (_one_of("split", SPLITS, "split"),)
+
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    split: Mapped[str] = mapped_column(String(8))
+    assigned_at: Mapped[datetime] = mapped_column(default=utc_now)

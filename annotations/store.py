@@ -55,6 +55,7 @@ from annotations.records import (
     EditRecord,
     ImageRecord,
     ModelVersionRecord,
+    TrainingMetricRecord,
     TrainingRunRecord,
 )
 from annotations.schema import (
@@ -541,10 +542,13 @@ class Store:
 
     def record_model_version(
         self, name: str, path: str | os.PathLike[str] | None = None,
-        metrics: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None, *, parent: str | None = None,
+        dataset_revision: str | None = None, run_id: int | None = None,
     ) -> int:
-        """Register a model version (unique name, optional checkpoint path and metrics)."""
-        return registry.record_model_version(self.engine, name, path, metrics)
+        """Register a model version (unique name, optional checkpoint path and metrics, the
+        version it was fine-tuned from, the dataset revision and run that made it)."""
+        return registry.record_model_version(self.engine, name, path, metrics, parent=parent,
+                                             dataset_revision=dataset_revision, run_id=run_id)
 
     def list_model_versions(self) -> list[ModelVersionRecord]:
         """Registered model versions, oldest first."""
@@ -558,20 +562,47 @@ class Store:
         """The version the dataset's studio last chose (None: never chosen)."""
         return registry.active_model_version(self.engine, dataset_id)
 
-    def record_training_run(
-        self, name: str, *, dataset_id: int | None = None, model_version: str | None = None,
-        path: str | os.PathLike[str] | None = None, config: dict[str, Any] | None = None,
-        metrics: dict[str, Any] | None = None,
-    ) -> int:
-        """Record a training run (what it trained on, what it produced, its metrics)."""
-        return registry.record_training_run(
-            self.engine, name, dataset_id=dataset_id, model_version=model_version, path=path,
-            config=config, metrics=metrics,
-        )
+    def model_version(self, name: str) -> ModelVersionRecord | None:
+        """The model version called ``name``, or None."""
+        return registry.model_version(self.engine, name)
 
-    def list_training_runs(self) -> list[TrainingRunRecord]:
-        """Recorded training runs, oldest first."""
-        return registry.list_training_runs(self.engine)
+    def record_training_run(self, name: str, **fields: Any) -> int:
+        """Record a training run; see :func:`annotations.registry.record_training_run`."""
+        return registry.record_training_run(self.engine, name, **fields)
+
+    def list_training_runs(self, dataset_id: int | None = None) -> list[TrainingRunRecord]:
+        """Recorded training runs (of one dataset, if given), oldest first."""
+        return registry.list_training_runs(self.engine, dataset_id)
+
+    def training_run(self, run_id: int) -> TrainingRunRecord:
+        """One training run (NotFoundError if unknown)."""
+        return registry.training_run(self.engine, run_id)
+
+    def update_training_run(self, run_id: int, **fields: Any) -> bool:
+        """Change a run's status, progress, worker or results; see
+        :func:`annotations.registry.update_training_run`."""
+        return registry.update_training_run(self.engine, run_id, **fields)
+
+    def add_training_metrics(self, run_id: int, points: Any) -> None:
+        """Append ``(iteration, kind, values)`` curve points to a run."""
+        registry.add_training_metrics(self.engine, run_id, points)
+
+    def training_metrics(self, run_id: int, kind: str | None = None) -> list[TrainingMetricRecord]:
+        """A run's curve points in iteration order."""
+        return registry.training_metrics(self.engine, run_id, kind)
+
+    def drop_training_metrics_after(self, run_id: int, iteration: int) -> None:
+        """Forget a run's curve points after ``iteration``."""
+        registry.drop_training_metrics_after(self.engine, run_id, iteration)
+
+    def image_splits(self, dataset_id: int) -> dict[int, str]:
+        """image id -> "train" / "heldout" for the images that have a split."""
+        return registry.image_splits(self.engine, dataset_id)
+
+    def assign_image_splits(self, dataset_id: int, choose: Any) -> dict[int, str]:
+        """Give images without a split one (never changing existing ones); see
+        :func:`annotations.registry.assign_image_splits`."""
+        return registry.assign_image_splits(self.engine, dataset_id, choose)
 
     # ------------------------------------------------------------------------------ helpers
 

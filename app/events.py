@@ -7,7 +7,7 @@ import cv2
 import gradio as gr
 import numpy as np
 
-from app import correct_view, painter, train_view
+from app import correct_view, painter
 from app.project import StudioError
 from app.session import TOOLS, SessionState
 from app.studio import Studio, png, png_rgba
@@ -114,12 +114,3 @@ def painter_loader(studio: Studio, selected: bool) -> Callable[[SessionState], t
             gr.Warning(str(e))
             return gr.skip(), f"⚠ {e}"
     return handler
-
-
-def compare_image(studio: Studio, st: SessionState, image_id: int) -> Any:
-    """The before/after picture for one of the compared images."""
-    after = studio.job.after.get(image_id)
-    if after is None:
-        return gr.skip()
-    before = studio.project.prediction(image_id)
-    return studio.png(train_view.render_comparison(studio.project.pixels(image_id), before, after, st.min_score))

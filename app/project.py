@@ -90,12 +90,10 @@ def held_out_ap(record: Any) -> float | None:
 
 
 def file_version(path: Path) -> str:
-    """A model version name for a weights file: its stem and the start of its SHA-256."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return f"{path.stem}@{digest.hexdigest()[:10]}"
+    """A model version name for a weights file: its stem and the start of its SHA-256 (the
+    rule fine-tuning runs name their models by, ``training.finetune.version_name``)."""
+    from training.finetune import version_name
+    return version_name(path)
 
 
 def read_pixels(path: Path) -> np.ndarray:

@@ -18,9 +18,10 @@ import cv2
 import gradio as gr
 import numpy as np
 
-from app import explain_view, inspect_view, render, train_view
+from app import explain_view, inspect_view, render
 from app.project import ImageEntry, Instance, Project, StudioError, held_out_ap
 from app.session import LRUCache, SessionState
+from app.versions import VersionModels
 
 MODEL_QUEUE = "model"          # concurrency group of every event that may run the network
 KEEP = object()                # a view output that did not change: re-send what the session has
@@ -94,7 +95,7 @@ class Studio:
     def __init__(self, project: Project, png_level: int = 1) -> None:
         self.project = project
         self.png_level = png_level
-        self.job = train_view.FineTuneJob()
+        self.versions = VersionModels(project)           # any model version's predictions
         self.maps: LRUCache[np.ndarray] = LRUCache(64)   # activation maps and layer masks
         self._header = ""                                 # project line, rebuilt on "all" refreshes
         self.tokens = itertools.count(1)                  # painter sessions

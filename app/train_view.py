@@ -1,209 +1,280 @@
-"""Fine-tune: train the current model on the reviewed corrections, with progress and a stop
-button, then compare the model before and after (mask AP on the reviewed images, and the two
-models' predictions side by side) and swap the new one in.
+"""Fine-tune view: one click trains the current model (or any version) on the reviewed images in
+a worker process, with live loss and held-out AP curves, then compares before and after.
 
-The run happens in a worker thread owned by a ``FineTuneJob`` (one per process, shared by every
-session); the UI polls ``job.snapshot()`` with a timer. ``training.train`` polls ``should_stop``
-after every iteration, so Stop ends the run cleanly with a usable model.
+Everything the view shows is read from the store (``training_runs``, ``training_metrics``,
+``model_versions``, ``image_splits``), so a reload or a second browser sees the same run, and the
+web server never trains: :mod:`training.finetune` starts ``python -m training.worker``. A timer
+polls the store once a second while a run is active; a worker that died is reported as killed
+and can be resumed from its last checkpoint.
 """
 from __future__ import annotations
 
-import threading
-import time
-import traceback
-from dataclasses import dataclass, field, replace
+import html
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from app import render
 from app.project import Project, StudioError
+from app.versions import VersionModels
 
-COMPARE_MAX_IMAGES = 6
-
-
-@dataclass(frozen=True)
-class JobSnapshot:
-    """What the UI shows about a fine-tuning run at one moment."""
-
-    phase: str = "idle"          # idle | exporting | evaluating | training | comparing | done | stopped | failed
-    iteration: int = 0
-    total: int = 0
-    loss: float | None = None
-    message: str = ""
-    checkpoint: str | None = None
-    ap_before: float | None = None
-    ap_after: float | None = None
-    compare_ids: tuple[int, ...] = ()
-    started: float = 0.0
-
-    @property
-    def running(self) -> bool:
-        """True while the worker thread is busy."""
-        return self.phase in ("exporting", "evaluating", "training", "comparing")
+LOSS_SERIES = {"loss": "total (smoothed)", "loss_raw": "total (each iteration)", "proposal": "IA proposals",
+               "ce": "class", "mask": "mask BCE", "dice": "dice"}
+AP_SERIES = {"segm/AP": "AP", "segm/AP50": "AP50", "segm/AP75": "AP75"}
+COMPARE_MIN_SIDE = 512     # the before/after pictures are drawn at least this large
 
 
-@dataclass
-class FineTuneSettings:
-    """What the person can choose before starting."""
-
-    iterations: int = 100
-    lr: float = 1e-4
-    batch_size: int = 2
+def latest_run(project: Project) -> Any:
+    """The dataset's most recent run (its status refreshed: a dead worker becomes "killed"), or None."""
+    from training.finetune import refresh_run
+    runs = project.store.list_training_runs(project.dataset_id)
+    return refresh_run(project.store, runs[-1].id) if runs else None
 
 
-@dataclass
-class FineTuneJob:
-    """The process's fine-tuning run: a worker thread, its progress, and a stop flag."""
-
-    snapshot_: JobSnapshot = field(default_factory=JobSnapshot)
-    stop_event: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
-    after: dict[int, Any] = field(default_factory=dict)   # image id -> Prediction of the new model
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def snapshot(self) -> JobSnapshot:
-        """The current state (immutable copy)."""
-        with self.lock:
-            return self.snapshot_
-
-    def update(self, **changes: Any) -> None:
-        """Change some fields of the state."""
-        with self.lock:
-            self.snapshot_ = replace(self.snapshot_, **changes)
-
-    def start(self, project: Project, settings: FineTuneSettings) -> str:
-        """Start a run in a worker thread; refuses while one is running."""
-        if self.snapshot().running:
-            raise StudioError("a fine-tuning run is already in progress")
-        if project.model.weights is None:
-            raise StudioError("the current model has no weights file to start from")
-        self.stop_event.clear()
-        self.after = {}
-        self.update(**{**JobSnapshot().__dict__, "phase": "exporting", "started": time.time(),
-                       "total": settings.iterations, "message": "exporting the reviewed annotations"})
-        self.thread = threading.Thread(target=self._run, args=(project, settings), daemon=True,
-                                       name="fastinst-finetune")
-        self.thread.start()
-        return "fine-tuning started"
-
-    def stop(self) -> str:
-        """Ask the run to stop after the current iteration (it still saves a model)."""
-        if not self.snapshot().running:
-            return "no fine-tuning run in progress"
-        self.stop_event.set()
-        self.update(message="stopping after this iteration ...")
-        return "stopping"
-
-    def _run(self, project: Project, settings: FineTuneSettings) -> None:
-        """Worker: export -> AP before -> train -> compare; every failure ends in phase failed."""
-        try:
-            train_json, image_root, ids = export_training_set(project)
-            self.update(phase="evaluating", message=f"measuring the current model on {len(ids)} reviewed images")
-            before = mask_ap(project.model.weights, train_json, image_root, project.model.device)
-            self.update(phase="training", ap_before=before, message="training")
-            ckpt = self._train(project, settings, train_json, image_root)
-            stopped = self.stop_event.is_set()
-            self.update(phase="comparing", checkpoint=str(ckpt), message="comparing the models")
-            after = mask_ap(ckpt, train_json, image_root, project.model.device)
-            self.after = predict_with(ckpt, project, ids[:COMPARE_MAX_IMAGES])
-            self.update(phase="stopped" if stopped else "done", ap_after=after,
-                        compare_ids=tuple(ids[:COMPARE_MAX_IMAGES]),
-                        message="stopped early; the model so far is ready to compare" if stopped
-                        else "done: compare below, then use the new model if it is better")
-        except Exception as e:  # noqa: BLE001 - the worker reports every failure to the UI
-            traceback.print_exc()
-            self.update(phase="failed", message=f"fine-tuning failed: {e}")
-
-    def _train(self, project: Project, settings: FineTuneSettings, train_json: Path, image_root: Path) -> Path:
-        """Run ``training.train`` from the current weights, reporting every iteration."""
-        from training import TrainConfig, train
-        run_dir = project.work_dir / "finetune" / time.strftime("run-%Y%m%d-%H%M%S")
-        config = TrainConfig(train_json=str(train_json), image_root=str(image_root),
-                             preset=project.model.preset, init_weights=str(project.model.weights),
-                             output_dir=str(run_dir), max_iters=settings.iterations,
-                             batch_size=settings.batch_size, lr=settings.lr, warmup_iters=0,
-                             device=str(project.model.device), num_workers=0, progress_bar=False,
-                             checkpoint_period=0, eval_period=0, resume=False, keep_empty_images=True)
-
-        def progress(it: int, total: int, metrics: dict[str, float]) -> None:
-            self.update(iteration=it, total=total, loss=float(metrics.get("loss", float("nan"))),
-                        message=f"iteration {it}/{total}")
-        return train(config, progress=progress, should_stop=self.stop_event.is_set)
+def is_active(run: Any) -> bool:
+    """True while a run is starting or training."""
+    return run is not None and run.status in ("created", "running")
 
 
-def export_training_set(project: Project) -> tuple[Path, Path, list[int]]:
-    """The reviewed images' accepted annotations as COCO JSON -> (json, image root, image ids)."""
-    reviewed = [e.id for e in project.images() if e.review_state == "reviewed"]
-    if not reviewed:
-        raise StudioError("no reviewed images yet: correct some images and mark them reviewed first")
-    path = project.export_coco(only_reviewed=True)
-    root = project.store.dataset(project.dataset_id).image_root
-    return path, root, reviewed
+# ---------------------------------------------------------------------------------- actions
+
+def start(project: Project, start_from: str | None, iterations: float = 0, lr: float = 0, batch: float = 0) -> str:
+    """Start a run from version ``start_from`` (default: the current model) with the one-click
+    defaults, each overridden by a non-zero setting; returns a message."""
+    from training.finetune import Overrides, launch_worker, prepare_run
+    run = latest_run(project)
+    if is_active(run):
+        raise StudioError(f"run {run.id} is still {run.status}: stop it first, or wait for it")
+    name = start_from or project.model.version
+    record = project.store.model_version(name)
+    if record is None or not record.path:
+        raise StudioError(f"model version {name!r} has no checkpoint to start from")
+    if name == project.model.version:
+        preset = project.model.preset
+    elif record.path.endswith(".safetensors"):
+        from fastinst.checkpoint import read_info
+        preset = read_info(record.path).preset
+    else:
+        raise StudioError(f"{name!r} is an official checkpoint: start the studio with it (--weights) to fine-tune it")
+    device = "cuda" if project.model.device.type == "cuda" else "cpu"
+    overrides = Overrides(max_iters=int(iterations) or None, lr=float(lr) or None, batch_size=int(batch) or None)
+    try:
+        run_id = prepare_run(project.store, project.dataset_id, parent_version=name, parent_path=record.path,
+                             preset=str(preset), work_dir=project.work_dir, device=device, overrides=overrides)
+    except ValueError as e:
+        raise StudioError(str(e)) from None
+    launch_worker(project.store, run_id)
+    return f"run {run_id} started from `{name}`: {project.store.training_run(run_id).report['defaults']}"
 
 
-def mask_ap(weights: Path | str, json_path: Path, image_root: Path, device: Any) -> float | None:
-    """COCO mask AP (0-100) of a checkpoint on a COCO file, or None if it cannot be measured."""
-    from training.evaluate import evaluate
-    if not str(weights).endswith(".safetensors"):
-        return None
-    metrics = evaluate(weights, json_path, image_root, device=str(device), progress=False)
-    value = metrics.get("segm/AP")
-    return None if value is None or np.isnan(value) else float(value)
+def stop(project: Project) -> str:
+    """Ask the active run to stop after its current iteration (it keeps its best model)."""
+    from training.finetune import request_stop
+    run = latest_run(project)
+    if not is_active(run) or not request_stop(project.store, run.id):
+        return "no fine-tuning run in progress"
+    return "stopping after this iteration ..."
 
 
-def predict_with(weights: Path, project: Project, image_ids: list[int]) -> dict[int, Any]:
-    """Predictions of another checkpoint on a few images, without replacing the process model."""
-    from fastinst import Predictor
-    predictor = Predictor.from_checkpoint(weights, device=project.model.device)
-    out = {i: predictor.predict(project.pixels(i)) for i in image_ids}
-    del predictor
-    return out
+def resume(project: Project) -> str:
+    """Continue the latest run from its last checkpoint (after it was killed, failed or stopped)."""
+    from training.finetune import resume_run
+    run = latest_run(project)
+    if run is None:
+        return "no run to resume"
+    try:
+        resume_run(project.store, run.id)
+    except ValueError as e:
+        raise StudioError(str(e)) from None
+    return f"run {run.id} resumed"
 
 
-def progress_html(snap: JobSnapshot) -> str:
-    """An HTML progress bar with a one-line status (the element ids are used by tests)."""
-    pct = 100.0 * snap.iteration / snap.total if snap.total else 0.0
-    if snap.phase in ("done", "stopped"):
-        pct = max(pct, 100.0 if snap.phase == "done" else pct)
-    loss = f" · loss {snap.loss:.3f}" if snap.loss is not None else ""
-    elapsed = f" · {time.time() - snap.started:.0f}s" if snap.started and snap.running else ""
-    return (f'<div class="ft-progress" data-phase="{snap.phase}">'
-            f'<div class="ft-bar"><div class="ft-fill" style="width:{pct:.1f}%"></div></div>'
-            f'<div class="ft-text"><b>{snap.phase}</b> · {snap.message}{loss}{elapsed}</div></div>')
-
-
-def metrics_markdown(snap: JobSnapshot) -> str:
-    """Before/after mask AP on the reviewed images, once known."""
-    if snap.ap_before is None and snap.ap_after is None:
-        return ""
-    fmt = lambda v: "—" if v is None else f"{v:.1f}"  # noqa: E731
-    return ("| model | mask AP on the reviewed images |\n|---|---|\n"
-            f"| before (current) | {fmt(snap.ap_before)} |\n| after fine-tuning | {fmt(snap.ap_after)} |\n\n"
-            "These are the images it was fine-tuned on: a sanity check, not a held-out score.")
-
-
-def render_comparison(image: np.ndarray, before: Any, after: Any, min_score: float) -> np.ndarray:
-    """The two models' predictions on one image side by side (before left, after right)."""
-    tiles = []
-    for pred, title in ((before, "before"), (after, "after")):
-        p = pred.filter(min_score)
-        labels = [f"{p.class_names[int(c)]} {s:.2f}" for c, s in zip(p.classes, p.scores)]
-        tile = render.overlay_instances(image, p.masks, [render.colour_for(k) for k in range(len(p))], labels)
-        render.title_bar(tile, f"{title}: {len(p)} instances >= {min_score:.2f}")
-        tiles.append(tile)
-    gap = np.full((image.shape[0], 8, 3), 255, np.uint8)
-    return np.concatenate([tiles[0], gap, tiles[1]], axis=1)
-
-
-def use_checkpoint(project: Project, path: Path) -> str:
-    """Make a fine-tuned checkpoint the process's model (every session predicts with it now)."""
+def use_version(project: Project, name: str | None) -> str:
+    """Make version ``name`` (default: the latest run's result) the process's model."""
     from app.startup import load_model
-    slot = load_model(Path(path), None, str(project.model.device))
+    if not name:
+        run = latest_run(project)
+        name = run.model_version if run is not None else None
+    record = project.store.model_version(name) if name else None
+    if record is None or not record.path:
+        raise StudioError("no fine-tuned model to use yet")
+    if name == project.model.version:
+        return f"already predicting with `{name}`"
+    slot = load_model(Path(record.path), project.model.preset if not record.path.endswith(".safetensors") else None,
+                      str(project.model.device))
     project.model.swap(slot)
-    if slot.version not in {m.name for m in project.store.list_model_versions()}:
-        project.store.record_model_version(slot.version, str(path))
     project.sync_categories()
     return (f"now predicting with `{slot.version}`: unreviewed images get its proposals when opened "
             f"(or press 'Predict again')")
+
+
+# ----------------------------------------------------------------------------------- display
+
+def split_markdown(project: Project) -> str:
+    """The fixed held-out split of the reviewed images, for the person to see."""
+    splits = project.store.image_splits(project.dataset_id)
+    reviewed = [e for e in project.images() if e.review_state == "reviewed"]
+    held = [e.file_name for e in reviewed if splits.get(e.id) == "heldout"]
+    train = [e for e in reviewed if splits.get(e.id) == "train"]
+    new = [e for e in reviewed if e.id not in splits]
+    lines = [f"**{len(reviewed)} reviewed images**: {len(train)} to train on, {len(held)} held out to measure "
+             f"the model (fixed per image: an image never changes side)"]
+    if held:
+        lines.append("held out: " + ", ".join(f"`{n}`" for n in held[:40]) + (" …" if len(held) > 40 else ""))
+    if new:
+        lines.append(f"{len(new)} newly reviewed images get their side when the next run starts")
+    return "\n\n".join(lines)
+
+
+def progress_html(run: Any) -> str:
+    """Progress bar and one status line (``data-phase`` = the run's status, ``data-run`` = its id)."""
+    if run is None:
+        return ('<div class="ft-progress" data-phase="idle" data-run=""><div class="ft-bar">'
+                '<div class="ft-fill" style="width:0%"></div></div><div class="ft-text">no run yet</div></div>')
+    total = run.max_iters or 0
+    pct = 100.0 * run.iteration / total if total else 0.0
+    text = html.escape(run.message or "")
+    return (f'<div class="ft-progress" data-phase="{run.status}" data-run="{run.id}">'
+            f'<div class="ft-bar"><div class="ft-fill" style="width:{pct:.1f}%"></div></div>'
+            f'<div class="ft-text"><b>run {run.id} · {run.status}</b> · iteration {run.iteration}/{total} · {text}</div></div>')
+
+
+def loss_frame(project: Project, run: Any) -> pd.DataFrame:
+    """The loss curves (smoothed total and parts, raw total) as long-form rows."""
+    rows = []
+    if run is not None:
+        for point in project.store.training_metrics(run.id, "loss"):
+            for key, label in LOSS_SERIES.items():
+                if point.values.get(key) is not None:
+                    rows.append((point.iteration, float(point.values[key]), label))
+    return pd.DataFrame(rows, columns=["iteration", "loss", "series"])
+
+
+def ap_frame(project: Project, run: Any) -> pd.DataFrame:
+    """The held-out AP curves (AP, AP50, AP75; iteration 0 = the starting model)."""
+    rows = []
+    if run is not None:
+        for point in project.store.training_metrics(run.id, "eval"):
+            for key, label in AP_SERIES.items():
+                if point.values.get(key) is not None:
+                    rows.append((point.iteration, float(point.values[key]), label))
+    return pd.DataFrame(rows, columns=["iteration", "AP", "series"])
+
+
+def _fmt(value: Any) -> str:
+    return "—" if value is None else f"{float(value):.1f}"
+
+
+def metrics_markdown(run: Any) -> str:
+    """Held-out mask AP, AP50, AP75 and per-class AP before (the starting model) and after (the
+    best model of the run)."""
+    if run is None:
+        return ""
+    report = run.report or {}
+    before = report.get("before") or {}
+    after = {k: v for k, v in (report.get("best") or {}).items() if k != "iteration"}
+    if not before and not after:
+        return ""
+    keys = ["segm/AP", "segm/AP50", "segm/AP75"] + sorted({k for k in [*before, *after] if k.startswith("segm/AP-")})
+    n = len(report.get("heldout") or [])
+    out = [f"**Held-out mask AP** ({n} images never trained on)\n", "| metric | before | after |", "|---|---|---|"]
+    for k in keys:
+        out.append(f"| {k.removeprefix('segm/')} | {_fmt(before.get(k))} | {_fmt(after.get(k))} |")
+    best = report.get("best") or {}
+    if best.get("iteration"):
+        out.append(f"\nafter = the best model of the run (iteration {best['iteration']}); it is kept even if later "
+                   f"iterations got worse")
+    return "\n".join(out)
+
+
+def weights_markdown(run: Any) -> str:
+    """What happened to the starting weights: loaded strictly, class rows by name, or (a released
+    checkpoint on other classes) each skipped tensor with both shapes."""
+    init = (run.report or {}).get("init_weights") if run is not None else None
+    if not init:
+        return ""
+    notes = init.get("notes") or []
+    return "\n".join([f"**Starting weights** `{Path(str(init.get('init_weights', ''))).name}`: {init.get('how')}"]
+                     + [f"- {html.escape(str(line))}" for line in notes])
+
+
+def version_rows(project: Project) -> list[list[Any]]:
+    """Every model version with its lineage and held-out AP (newest first)."""
+    rows = []
+    for v in reversed(project.store.list_model_versions()):
+        m = v.metrics or {}
+        current = " (current)" if v.name == project.model.version else ""
+        rows.append([v.name + current, v.parent or "", (v.dataset_revision or "")[:12],
+                     _fmt((m.get("held_out") or {}).get("segm/AP")),
+                     _fmt((m.get("held_out_before") or {}).get("segm/AP")), v.run_id or "", str(v.created_at)[:19]])
+    return rows
+
+
+VERSION_HEADERS = ["version", "started from", "dataset revision", "held-out AP", "parent's AP", "run", "created"]
+
+
+def heldout_choices(project: Project, run: Any) -> list[tuple[str, int]]:
+    """(file name, image id) of the run's held-out images."""
+    if run is None:
+        return []
+    names = set((run.report or {}).get("heldout") or [])
+    return [(e.file_name, e.id) for e in project.images() if e.file_name in names]
+
+
+# -------------------------------------------------------------------------------- comparison
+
+def match_instances(a: Any, b: Any, iou: float = 0.5) -> tuple[set[int], set[int]]:
+    """Indices of ``a``'s and ``b``'s instances that have a same-class partner in the other
+    prediction at mask IoU >= ``iou`` (greedy by score)."""
+    used_b: set[int] = set()
+    kept_a: set[int] = set()
+    for i in range(len(a)):
+        best, best_j = iou, None
+        for j in range(len(b)):
+            if j in used_b or a.class_names[int(a.classes[i])] != b.class_names[int(b.classes[j])]:
+                continue
+            inter = np.logical_and(a.masks[i], b.masks[j]).sum()
+            union = np.logical_or(a.masks[i], b.masks[j]).sum()
+            if union and inter / union >= best:
+                best, best_j = inter / union, j
+        if best_j is not None:
+            kept_a.add(i)
+            used_b.add(best_j)
+    return kept_a, used_b
+
+
+def render_comparison(image: np.ndarray, before: Any, after: Any, min_score: float,
+                      titles: tuple[str, str] = ("before", "after")) -> np.ndarray:
+    """The same image twice, large: ``before``'s instances left, ``after``'s right. Instances
+    without a same-class partner (IoU >= 0.5) on the other side are outlined thickly: red on the
+    left (gone after fine-tuning), green on the right (new)."""
+    b, a = before.filter(min_score), after.filter(min_score)
+    kept_b, kept_a = match_instances(b, a)
+    k = render.display_factor(*image.shape[:2], min_side=COMPARE_MIN_SIDE)
+    big = render.enlarge(image, k)
+    tiles = []
+    for pred, kept, title, mark, word in ((b, kept_b, titles[0], (230, 40, 40), "gone"),
+                                          (a, kept_a, titles[1], (40, 210, 60), "new")):
+        masks = render.enlarge_masks(pred.masks, k) if len(pred) else pred.masks
+        labels = [f"{pred.class_names[int(c)]} {s:.2f}" for c, s in zip(pred.classes, pred.scores)]
+        tile = render.overlay_instances(big, masks, [render.colour_for(i) for i in range(len(pred))], labels)
+        changed = [i for i in range(len(pred)) if i not in kept]
+        for i in changed:
+            render._draw_outline(tile, masks[i], mark, 4)
+        render.title_bar(tile, f"{title}: {len(pred)} instances >= {min_score:.2f}, {len(changed)} {word}")
+        tiles.append(tile)
+    gap = np.full((big.shape[0], 12, 3), 255, np.uint8)
+    return np.concatenate([tiles[0], gap, tiles[1]], axis=1)
+
+
+def compare(project: Project, models: VersionModels, image_id: int, min_score: float) -> np.ndarray:
+    """Before/after picture of the latest run's parent (left) and result (right) on one image."""
+    run = latest_run(project)
+    if run is None or not run.model_version:
+        raise StudioError("no finished run with a new model to compare yet")
+    image = project.pixels(image_id)
+    before = models.predict(run.parent_version, image_id)
+    after = models.predict(run.model_version, image_id)
+    return render_comparison(image, before, after, min_score)

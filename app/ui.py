@@ -1,7 +1,7 @@
 """The Gradio wiring: lays out the studio and connects components to ``app.studio.Studio``.
 
 Layout: a header (image navigation, review state, instance picker, confidence slider, status
-line) above five tabs — Inspect, Explain, Correct, Fine-tune, COCO. Every event handler takes the
+line) above six tabs — Inspect, Explain, Correct, Fine-tune, Evaluate, COCO. Every event handler takes the
 session's ``SessionState``, does one thing through the views' plain functions, and returns
 ``Studio.refresh``'s outputs. Components are kept in one dict ``c`` by name; everything a test
 clicks has a stable ``elem_id``.
@@ -14,9 +14,9 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
-from app import correct_view, explain_view, inspect_view, painter, train_view
+from app import correct_view, evaluate_view, explain_view, inspect_view, painter, train_view
 from app.config import StudioConfig, is_loopback
-from app.events import (cancel_polygon, compare_image, gallery_items, on_correct_click,
+from app.events import (cancel_polygon, gallery_items, on_correct_click,
                         painter_loader, select_instance, select_row, set_attr, set_tool_handler)
 from app.project import PROPOSAL_FLOOR, Project, StudioError
 from app.session import TOOLS, SessionState
@@ -181,7 +181,7 @@ def build_correct_tab(c: dict[str, Any], names: list[str]) -> None:
                 c["keep_one"] = gr.Button("Keep this one (K)", elem_id="btn-keep-one", scale=1)
             with gr.Row(equal_height=True):
                 c["class_picker"] = gr.Dropdown(names, value=names[0] if names else None, label="Class",
-                                                elem_id="class-picker", scale=2)
+                                                elem_id="class-picker", scale=2, allow_custom_value=True)
                 c["relabel"] = gr.Button("Relabel (L)", elem_id="btn-relabel", scale=1)
             with gr.Row():
                 c["undo"] = gr.Button("↶ Undo (Ctrl+Z)", elem_id="btn-undo")
@@ -220,6 +220,8 @@ def build_app(project: Project, png_level: int = 1) -> gr.Blocks:
                 build_correct_tab(c, names)
             with gr.Tab("Fine-tune", id="train", elem_id="tab-train") as c["tab_train"]:
                 train_ui = build_train_tab()
+            with gr.Tab("Evaluate", id="evaluate", elem_id="tab-evaluate") as c["tab_evaluate"]:
+                evaluate_ui = build_evaluate_tab()
             with gr.Tab("COCO", id="coco", elem_id="tab-coco") as c["tab_coco"]:
                 coco_ui = build_coco_tab()
         w = Wiring(studio, c)
@@ -230,6 +232,7 @@ def build_app(project: Project, png_level: int = 1) -> gr.Blocks:
         wire_train_tab(studio, train_ui, c["state"], demo)
         # after "use the fine-tuned model" the header and the open image follow at once
         w.on(train_ui["use"].click, w.follow_model, [c["state"]])
+        wire_evaluate_tab(w, evaluate_ui, demo)
         wire_coco_tab(w, coco_ui)
     return demo
 
@@ -298,7 +301,7 @@ def wire_navigation(w: Wiring, demo: gr.Blocks) -> None:
     """Opening images (load, picker, next/previous, gallery), each followed by its prediction in
     the same event; a reload restores the place kept in the page's URL."""
     c, s, p, state = w.c, w.studio, w.project, w.state
-    tabs = ("inspect", "explain", "correct", "train", "coco")
+    tabs = ("inspect", "explain", "correct", "train", "evaluate", "coco")
 
     def load(st: SessionState, request: gr.Request) -> Any:
         st.restore(dict(request.query_params) if request is not None else {}, tabs)
@@ -368,7 +371,7 @@ def wire_selection(w: Wiring) -> None:
        api_name="set_show_rejected")
     on(c["dup_iou"].release, act(set_attr("dup_iou", float), "filter"), [state, c["dup_iou"]],
        api_name="set_duplicate_iou", trigger_mode="always_last")
-    for key in ("inspect", "explain", "correct", "train", "coco"):
+    for key in ("inspect", "explain", "correct", "train", "evaluate", "coco"):
         on(c[f"tab_{key}"].select, act(set_attr("tab", str, key), "filter"), [state])
     on(c["activation"].input, act(set_attr("activation", str), "activation"), [state, c["activation"]],
        api_name="set_activation")
@@ -419,67 +422,161 @@ def wire_correct(w: Wiring) -> None:
 # ------------------------------------------------------------------------------ fine-tune tab
 
 def build_train_tab() -> dict[str, Any]:
-    """Components of the Fine-tune tab."""
+    """Components of the Fine-tune tab (elem ids used by tests)."""
     t: dict[str, Any] = {}
-    gr.Markdown("Fine-tune the current model on the **reviewed** images (their accepted annotations), "
-                "starting from its weights. Then compare before and after, and keep the better one.")
+    gr.Markdown("Fine-tune a model on the **reviewed** images in a separate worker process: one click uses "
+                "settings chosen from the number of images and the model, measures the model on held-out "
+                "reviewed images before and during training, stops when that stops improving, and keeps the best.")
+    t["split"] = gr.Markdown(elem_id="ft-split")
     with gr.Row():
-        t["iterations"] = gr.Slider(1, 2000, value=100, step=1, label="Iterations", elem_id="ft-iterations")
-        t["lr"] = gr.Number(1e-4, label="Learning rate", elem_id="ft-lr")
-        t["batch"] = gr.Slider(1, 8, value=2, step=1, label="Batch size", elem_id="ft-batch")
-    with gr.Row():
-        t["start"] = gr.Button("Fine-tune on the corrections", elem_id="btn-train-start", variant="primary")
-        t["stop"] = gr.Button("Stop", elem_id="btn-train-stop", variant="stop")
-        t["use"] = gr.Button("Use the fine-tuned model", elem_id="btn-train-use")
-    t["progress"] = gr.HTML(train_view.progress_html(train_view.JobSnapshot()), elem_id="train-progress")
-    t["metrics"] = gr.Markdown(elem_id="train-metrics")
-    t["compare_pick"] = gr.Dropdown(label="Compare on", elem_id="compare-picker", allow_custom_value=True)
-    t["compare"] = gr.Image(label="Before (left) and after (right)", elem_id="compare-image", format="png",
-                            interactive=False)
+        t["start_from"] = gr.Dropdown(label="Start from model version", elem_id="ft-start-from",
+                                      allow_custom_value=True, scale=3)
+        t["start"] = gr.Button("Fine-tune on the reviewed images", elem_id="btn-train-start", variant="primary",
+                               scale=2)
+        t["stop"] = gr.Button("Stop", elem_id="btn-train-stop", variant="stop", scale=1)
+        t["resume"] = gr.Button("Resume", elem_id="btn-train-resume", scale=1)
+        t["use"] = gr.Button("Use the new model", elem_id="btn-train-use", scale=1)
+    with gr.Accordion("Settings (0 = the one-click default)", open=False, elem_id="ft-settings"):
+        with gr.Row():
+            t["iterations"] = gr.Number(0, label="Iterations", precision=0, elem_id="ft-iterations")
+            t["lr"] = gr.Number(0, label="Learning rate", elem_id="ft-lr")
+            t["batch"] = gr.Number(0, label="Images per iteration", precision=0, elem_id="ft-batch")
     t["message"] = gr.Markdown(elem_id="train-message")
+    t["progress"] = gr.HTML(train_view.progress_html(None), elem_id="train-progress")
+    with gr.Row():
+        t["loss_plot"] = gr.LinePlot(x="iteration", y="loss", color="series", title="Loss (smoothed, with its parts)",
+                                     elem_id="ft-loss-plot", height=300)
+        t["ap_plot"] = gr.LinePlot(x="iteration", y="AP", color="series", title="Held-out mask AP",
+                                   elem_id="ft-ap-plot", height=300, y_lim=[0, 100])
+    with gr.Row():
+        t["metrics"] = gr.Markdown(elem_id="train-metrics")
+        t["weights"] = gr.Markdown(elem_id="train-weights")
+    t["versions"] = gr.Dataframe(headers=train_view.VERSION_HEADERS, elem_id="ft-versions", interactive=False,
+                                 label="Model versions (newest first)")
+    t["compare_pick"] = gr.Dropdown(label="Compare before and after on a held-out image", elem_id="compare-picker",
+                                    allow_custom_value=True)
+    t["compare"] = gr.Image(label="Before (left) and after (right); thick outlines: what changed", format="png",
+                            elem_id="compare-image", interactive=False, buttons=["fullscreen"])
     t["timer"] = gr.Timer(1.0, active=False)
     return t
 
 
 def wire_train_tab(studio: Studio, t: dict[str, Any], state: gr.State, demo: gr.Blocks) -> None:
-    """Events of the Fine-tune tab: start/stop the worker, poll it, compare, swap models."""
-    job = studio.job
+    """Events of the Fine-tune tab: start/stop/resume the worker, poll the store, compare, swap models."""
     project = studio.project
+    poll_outputs = [t[n] for n in ("progress", "loss_plot", "ap_plot", "metrics", "weights", "versions", "split",
+                                   "start_from", "compare_pick", "timer")]
 
-    def start(iterations: float, lr: float, batch: float) -> tuple[str, Any]:
-        settings = train_view.FineTuneSettings(int(iterations), float(lr), int(batch))
-        message = friendly(lambda: job.start(project, settings))()
-        return message, gr.Timer(active=job.snapshot().running)
+    def poll() -> tuple[Any, ...]:
+        run = train_view.latest_run(project)
+        versions = [v.name for v in project.store.list_model_versions()]
+        held = train_view.heldout_choices(project, run)
+        return (train_view.progress_html(run), train_view.loss_frame(project, run), train_view.ap_frame(project, run),
+                train_view.metrics_markdown(run), train_view.weights_markdown(run),
+                train_view.version_rows(project), train_view.split_markdown(project),
+                gr.update(choices=versions, value=project.model.version),
+                gr.update(choices=held, value=held[0][1] if held else None),
+                gr.Timer(active=train_view.is_active(run)))
 
-    def poll(st: SessionState) -> tuple[Any, ...]:
-        snap = job.snapshot()
-        choices = [(project.image(i).file_name, i) for i in snap.compare_ids]
-        compare = gr.skip()
-        if snap.compare_ids and job.after:
-            compare = compare_image(studio, st, snap.compare_ids[0])
-        return (train_view.progress_html(snap), train_view.metrics_markdown(snap),
-                gr.update(choices=choices, value=snap.compare_ids[0] if choices else None), compare,
-                gr.Timer(active=snap.running))
+    def start(start_from: str | None, iterations: float, lr: float, batch: float) -> tuple[str, Any]:
+        message = friendly(lambda: train_view.start(project, start_from, iterations or 0, lr or 0, batch or 0))()
+        return message, gr.Timer(active=True)
 
-    def pick(st: SessionState, image_id: Any) -> Any:
-        return compare_image(studio, st, int(image_id)) if image_id not in (None, "") else gr.skip()
+    def compare(st: SessionState, image_id: Any) -> Any:
+        if image_id in (None, ""):
+            return gr.skip()
+        try:
+            return studio.png(train_view.compare(project, studio.versions, int(image_id), st.min_score))
+        except _expected_errors() as e:
+            gr.Warning(str(e))
+            return gr.skip()
 
-    def use() -> str:
-        snap = job.snapshot()
-        if snap.running or snap.checkpoint is None:
-            return "⚠ no finished fine-tuning run to use"
-        return friendly(lambda: train_view.use_checkpoint(project, Path(snap.checkpoint)))()
-
-    t["start"].click(start, [t["iterations"], t["lr"], t["batch"]], [t["message"], t["timer"]],
+    t["start"].click(start, [t["start_from"], t["iterations"], t["lr"], t["batch"]], [t["message"], t["timer"]],
                      api_name="finetune_start")
-    t["stop"].click(lambda: job.stop(), None, t["message"], api_name="finetune_stop")
-    t["timer"].tick(poll, [state], [t["progress"], t["metrics"], t["compare_pick"], t["compare"], t["timer"]],
-                    api_name="finetune_poll")
-    t["compare_pick"].input(pick, [state, t["compare_pick"]], t["compare"], api_name="compare_on")
-    t["use"].click(use, None, t["message"], concurrency_id=MODEL_QUEUE, concurrency_limit=1,
-                   api_name="finetune_use")
-    # a page opened (or reloaded) while a run goes on follows its progress too
-    demo.load(lambda: gr.Timer(active=job.snapshot().running), None, t["timer"], api_visibility="private")
+    t["stop"].click(friendly(lambda: train_view.stop(project)), None, t["message"], api_name="finetune_stop")
+    t["resume"].click(lambda: (friendly(lambda: train_view.resume(project))(), gr.Timer(active=True)), None,
+                      [t["message"], t["timer"]], api_name="finetune_resume")
+    t["timer"].tick(poll, None, poll_outputs, api_name="finetune_poll")
+    t["compare_pick"].input(compare, [state, t["compare_pick"]], t["compare"], concurrency_id=MODEL_QUEUE,
+                            concurrency_limit=1, api_name="compare_on")
+    t["use"].click(friendly(lambda: train_view.use_version(project, None)), None, t["message"],
+                   concurrency_id=MODEL_QUEUE, concurrency_limit=1, api_name="finetune_use")
+    # a page opened (or reloaded) shows the store's latest run, and follows it while it is active
+    demo.load(poll, None, poll_outputs, api_visibility="private")
+
+
+# ------------------------------------------------------------------------------- evaluate tab
+
+def build_evaluate_tab() -> dict[str, Any]:
+    """Components of the Evaluate tab."""
+    v: dict[str, Any] = {}
+    with gr.Row():
+        v["version"] = gr.Dropdown(label="Model version", elem_id="ev-version", allow_custom_value=True, scale=3)
+        v["scope"] = gr.Radio(list(evaluate_view.SCOPES), value=evaluate_view.SCOPES[0], label="Images",
+                              elem_id="ev-scope", scale=2)
+        v["min_score"] = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="Count detections scoring ≥",
+                                   elem_id="ev-min-score", scale=2)
+        v["run"] = gr.Button("Evaluate", elem_id="btn-evaluate", variant="primary", scale=1)
+    v["summary"] = gr.Markdown(elem_id="ev-summary")
+    with gr.Row():
+        with gr.Column(scale=2):
+            v["images"] = gr.Dataframe(headers=evaluate_view.IMAGE_HEADERS, elem_id="ev-images", interactive=False,
+                                       label="Images, worst first (click one to see its errors)")
+            v["confusion"] = gr.Dataframe(elem_id="ev-confusion", interactive=False,
+                                          label="Confusion at IoU 0.5 (rows: the objects, columns: the prediction)")
+        with gr.Column(scale=3):
+            v["image"] = gr.Image(label="green: correct · red: false positive · orange: wrong class · yellow: missed",
+                                  format="png", elem_id="ev-image", interactive=False, buttons=["fullscreen"])
+    v["review"] = gr.Button("Review next: rank the unreviewed images by how unsure the model is",
+                            elem_id="btn-review-next")
+    v["review_table"] = gr.Dataframe(headers=evaluate_view.REVIEW_HEADERS, elem_id="ev-review-next",
+                                     interactive=False, label="Most uncertain first (click one to open it)")
+    return v
+
+
+def wire_evaluate_tab(w: Wiring, v: dict[str, Any], demo: gr.Blocks) -> None:
+    """Events of the Evaluate tab (model passes run in the model's concurrency group)."""
+    studio, project = w.studio, w.project
+    last: dict[str, Any] = {}
+
+    def run(version: str | None, scope: str, min_score: float) -> tuple[Any, ...]:
+        try:
+            ev = evaluate_view.evaluate(project, studio.versions, version or project.model.version, scope,
+                                        float(min_score))
+        except _expected_errors() as e:
+            gr.Warning(str(e))
+            return f"⚠ {e}", gr.skip(), gr.skip(), gr.skip()
+        last["ev"] = ev
+        rows = evaluate_view.image_rows(project, ev)
+        picture = studio.png(evaluate_view.render_errors(project, ev, rows[0][0])) if rows else None
+        return evaluate_view.summary_markdown(ev), rows, evaluate_view.confusion_frame(ev), picture
+
+    def pick(evt: gr.SelectData) -> Any:
+        row = evt.row_value or []
+        if "ev" not in last or not row:
+            return gr.skip()
+        return studio.png(evaluate_view.render_errors(project, last["ev"], int(row[0])))
+
+    def review(version: str | None) -> Any:
+        try:
+            return evaluate_view.review_next(project, studio.versions, version or project.model.version)
+        except _expected_errors() as e:
+            gr.Warning(str(e))
+            return gr.skip()
+
+    def open_row(st: SessionState, evt: gr.SelectData) -> Any:
+        row = evt.row_value or []
+        yield from studio.navigate(st, lambda x: int(row[0]) if row else x.image_id)
+
+    v["run"].click(run, [v["version"], v["scope"], v["min_score"]],
+                   [v["summary"], v["images"], v["confusion"], v["image"]], concurrency_id=MODEL_QUEUE,
+                   concurrency_limit=1, api_name="evaluate")
+    v["images"].select(pick, None, v["image"], api_visibility="private")
+    v["review"].click(review, [v["version"]], v["review_table"], concurrency_id=MODEL_QUEUE, concurrency_limit=1,
+                      api_name="review_next")
+    w.on(v["review_table"].select, open_row, [w.state])
+    demo.load(lambda: gr.update(choices=[m.name for m in project.store.list_model_versions()],
+                                value=project.model.version), None, v["version"], api_visibility="private")
 
 
 # ----------------------------------------------------------------------------------- COCO tab
@@ -534,7 +631,10 @@ def wire_coco_tab(w: Wiring, k: dict[str, Any]) -> None:
         st.asking = ""
         return w.studio.refresh(st, message)
 
-    w.refresh_gallery(w.on(k["import"].click, w.act(do_import), [w.state, k["file"]], api_name="import_coco"))
+    imported = w.on(k["import"].click, w.act(do_import), [w.state, k["file"]], api_name="import_coco")
+    w.refresh_gallery(imported)
+    imported.then(lambda: gr.update(choices=project.class_names()), None, w.c["class_picker"],
+                  api_visibility="private")   # an import may bring new classes
     w.refresh_gallery(w.on(k["add_images"].click, add_images, [w.state, k["images"]], api_name="add_images"))
     k["export"].click(do_export, [k["only_reviewed"]], [k["download"], k["message"]], api_name="export_coco")
 

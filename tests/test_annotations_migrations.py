@@ -65,7 +65,7 @@ def test_database_at_first_revision_opens_with_data_preserved(store_url: str, tm
     assert _version(store_url) == "0001"
 
     with Store(store_url) as store:
-        assert _version(store_url) == head_revision() == "0003"
+        assert _version(store_url) == head_revision() == "0004"
         [dataset] = store.list_datasets()
         assert (dataset.name, dataset.num_images, dataset.num_annotations) == ("old", 1, 1)
         [image] = store.list_images(dataset.id)

@@ -45,9 +45,19 @@ class SceneConfig:
     class_hues: Optional[Tuple[Tuple[float, float], ...]] = ((0.0, 0.11), (0.25, 0.45), (0.55, 0.78))
 
 
+# A shifted domain for fine-tuning scenarios: the demo's classes in other hue families (each class
+# takes another's colour), stronger textures and noise, and one new class (crosses, in purple).
+SHIFTED_SCENE = SceneConfig(
+    classes=SHAPE_CLASSES + ("cross",),
+    class_hues=((0.55, 0.78), (0.0, 0.11), (0.25, 0.45), (0.8, 0.92)),
+    texture_strength=(0.3, 0.6), background_strength=(0.3, 0.7), flat_object_prob=0.2, max_noise=8.0,
+)
+
+
 def shape_mask(kind: str, size: Tuple[int, int], centre: Tuple[float, float], radius: float, angle: float,
                aspect: float) -> np.ndarray:
-    """Rasterise one shape -> ``(H,W)`` bool. ``centre`` is ``(x, y)`` in pixels."""
+    """Rasterise one shape (circle, square, triangle or cross) -> ``(H,W)`` bool. ``centre`` is
+    ``(x, y)`` in pixels; ``aspect`` squeezes circles, squares and the cross's bars."""
     h, w = size
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
     dx, dy = xs - centre[0], ys - centre[1]
@@ -58,6 +68,9 @@ def shape_mask(kind: str, size: Tuple[int, int], centre: Tuple[float, float], ra
     if kind == "square":
         half = radius * 0.85
         return (np.abs(u) <= half) & (np.abs(v) <= half * aspect)
+    if kind == "cross":  # a plus sign: two bars of width radius * 0.6 * aspect
+        bar = radius * 0.3 * aspect
+        return ((np.abs(u) <= radius) & (np.abs(v) <= bar)) | ((np.abs(v) <= radius) & (np.abs(u) <= bar))
     if kind == "triangle":
         inside = np.ones((h, w), dtype=bool)
         for k in range(3):  # three half-planes of an equilateral triangle of circumradius `radius`

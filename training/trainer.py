@@ -8,7 +8,12 @@ the final model saved with :func:`fastinst.save_checkpoint`. In ``output_dir`` i
   (``should_stop``, SIGINT, SIGTERM) and after a failed iteration; a new run with the same
   ``output_dir`` and ``resume=True`` continues from it;
 - ``metrics.jsonl``: one JSON object per logging period and per evaluation;
-- ``model_final.safetensors``: the model with preset, class names, provenance and metrics.
+- ``model_final.safetensors``: the model with preset, class names, provenance and metrics;
+- ``model_best.safetensors`` (``keep_best``): the model of the best evaluation so far.
+
+With ``eval_at_start`` the starting model is evaluated first (the "before" of a fine-tuning run,
+and the bar the best checkpoint must beat); ``early_stop_patience`` stops a run after that many
+evaluations without a better ``best_metric``.
 """
 from __future__ import annotations
 
@@ -43,7 +48,9 @@ from .optim import build_optimizer, build_scheduler
 
 ProgressFn = Callable[[int, int, Dict[str, float]], None]
 StopFn = Callable[[], bool]
+EventFn = Callable[[str, int, Dict[str, object]], None]
 FINAL_NAME = "model_final.safetensors"
+BEST_NAME = "model_best.safetensors"
 METRICS_NAME = "metrics.jsonl"
 
 
@@ -92,6 +99,10 @@ class TrainConfig:
     num_threads: Optional[int] = None
     resume: bool = True
     progress_bar: bool = True
+    eval_at_start: bool = False
+    keep_best: bool = False
+    best_metric: str = "segm/AP"
+    early_stop_patience: int = 0  # evaluations without a better best_metric before stopping; 0 = never
 
     def to_dict(self) -> Dict[str, object]:
         """Plain JSON-able dict (nested configs included)."""
@@ -162,9 +173,9 @@ class Trainer:
     """Holds the state of one run; :meth:`run` trains. Use :func:`train` rather than this class."""
 
     def __init__(self, config: TrainConfig, info: distributed.DistInfo, progress: Optional[ProgressFn] = None,
-                 should_stop: Optional[StopFn] = None) -> None:
+                 should_stop: Optional[StopFn] = None, on_event: Optional[EventFn] = None) -> None:
         self.config, self.info = config, info
-        self.progress, self.should_stop = progress, should_stop
+        self.progress, self.should_stop, self.on_event = progress, should_stop, on_event
         self.out = Path(config.output_dir)
         if config.batch_size % info.world_size:
             raise ValueError(f"batch_size {config.batch_size} is not divisible by {info.world_size} processes")
@@ -187,6 +198,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=self.dtype == torch.float16)
         self.iteration = 0
         self.last_eval: Dict[str, float] = {}
+        self.evals: Dict[int, float] = {}  # iteration -> best_metric of every evaluation so far
+        self.early_stopped = False
         self._resume_if_possible()
         self.ddp = self._wrap()
 
@@ -223,6 +236,19 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.iteration = int(state["iteration"])
+        self.evals = {it: v for it, v in self._logged_evals().items() if it <= self.iteration}
+
+    def _logged_evals(self) -> Dict[int, float]:
+        """iteration -> best_metric of the evaluations in ``metrics.jsonl`` (the last of repeats:
+        a resumed run redoes the iterations after its checkpoint, with the same results)."""
+        path, out = self.out / METRICS_NAME, {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                record = json.loads(line)
+                value = record.get("eval", {}).get(self.config.best_metric) if "eval" in record else None
+                if value is not None:
+                    out[int(record["iteration"])] = float(value)
+        return out
 
     def save_resume(self, rng: Optional[Dict[str, object]] = None, sync: bool = True) -> None:
         """Write ``last_checkpoint.pt`` (rank 0) for the iterations completed so far; ``rng`` is the
@@ -278,6 +304,10 @@ class Trainer:
                    disable=not (self.config.progress_bar and self.info.is_main))
         window = MetricWindow()
         stopped = False
+        self.emit("start", {"max_iters": self.max_iters, "init_weights": self.init_report,
+                            "train_images": len(self.dataset)})
+        if self.config.eval_at_start and self.config.val_json and self.iteration == 0 and 0 not in self.evals:
+            self.run_eval()
         with StopSignals() as signals:
             batches = self.loader()
             rng_resume: Optional[Dict[str, object]] = None
@@ -295,6 +325,8 @@ class Trainer:
                     local_stop = signals.requested or bool(self.info.is_main and self.should_stop and self.should_stop())
                     if distributed.any_process(local_stop, self.info.device):
                         stopped = True
+                        break
+                    if self.early_stopped:
                         break
             except BaseException:
                 # weights and optimiser are those of the last completed iteration (unless the failure
@@ -331,7 +363,39 @@ class Trainer:
         self.last_eval = evaluate_model(self.model, self.class_names, cfg.val_json, cfg.val_image_root or cfg.image_root,
                                         batch_size=cfg.eval_batch_size, progress=cfg.progress_bar)
         self.log({"iteration": self.iteration, "eval": self.last_eval})
+        self._track_best(self.last_eval)
+        self.emit("eval", self.last_eval)
         return self.last_eval
+
+    def _track_best(self, metrics: Dict[str, float]) -> None:
+        """Keep the best model (``keep_best``) and decide on early stopping (same on every process:
+        the metrics are broadcast)."""
+        cfg = self.config
+        value = metrics.get(cfg.best_metric)
+        value = -1.0 if value is None or math.isnan(value) else float(value)
+        best_before = max(self.evals.values(), default=None)
+        self.evals[self.iteration] = value
+        if best_before is None or value > best_before:
+            if cfg.keep_best and self.info.is_main:
+                save_checkpoint(self.out / BEST_NAME, self.model, preset=cfg.preset, class_names=self.class_names,
+                                provenance=self._provenance(stopped=False), metrics=metrics)
+            self.emit("best", {**metrics, "iteration": self.iteration})
+        elif cfg.early_stop_patience:
+            best_at = max(it for it, v in self.evals.items() if v == max(self.evals.values()))
+            since = sum(1 for it in self.evals if it > best_at)
+            self.early_stopped = since >= cfg.early_stop_patience
+
+    def best_iteration(self) -> Optional[int]:
+        """The iteration of the best evaluation so far (the earliest of equals), or None."""
+        if not self.evals:
+            return None
+        top = max(self.evals.values())
+        return min(it for it, v in self.evals.items() if v == top)
+
+    def emit(self, kind: str, data: Dict[str, object]) -> None:
+        """Tell ``on_event`` (rank 0) about a start, an evaluation or a new best."""
+        if self.info.is_main and self.on_event:
+            self.on_event(kind, self.iteration, data)
 
     def log(self, record: Dict[str, object]) -> None:
         """Append one JSON line to ``metrics.jsonl`` (rank 0)."""
@@ -339,21 +403,26 @@ class Trainer:
             with open(self.out / METRICS_NAME, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
+    def _provenance(self, stopped: bool) -> Dict[str, object]:
+        return {"training_config": self.config.to_dict(), "iterations": self.iteration, "max_iters": self.max_iters,
+                "stopped_early": stopped, "early_stopped": self.early_stopped, "world_size": self.info.world_size,
+                "device": str(self.info.device), "train_images": len(self.dataset), "torch": torch.__version__,
+                "augment": dataclasses.asdict(self.dataset.augment_config)}
+
     def _finish(self, stopped: bool) -> Path:
         cfg = self.config
-        if cfg.val_json and not stopped:
+        if cfg.val_json and not stopped and self.iteration not in self.evals:
             self.run_eval()
         digests = distributed.gather_objects(weights_digest(self.model))
-        self.log({"iteration": self.iteration, "replica_sha256": digests, "stopped": stopped})
+        self.log({"iteration": self.iteration, "replica_sha256": digests, "stopped": stopped,
+                  "early_stopped": self.early_stopped, "best_iteration": self.best_iteration()})
         path = self.out / FINAL_NAME
         if self.info.is_main:
-            provenance = {"training_config": cfg.to_dict(), "iterations": self.iteration, "max_iters": self.max_iters,
-                          "stopped_early": stopped, "world_size": self.info.world_size, "device": str(self.info.device),
-                          "train_images": len(self.dataset), "torch": torch.__version__,
-                          "augment": dataclasses.asdict(self.dataset.augment_config)}
             save_checkpoint(path, self.model, preset=cfg.preset, class_names=self.class_names,
-                            provenance=provenance, metrics=self.last_eval)
+                            provenance=self._provenance(stopped), metrics=self.last_eval)
         distributed.barrier()
+        if cfg.keep_best and (self.out / BEST_NAME).is_file():
+            return self.out / BEST_NAME
         return path
 
 
@@ -382,20 +451,24 @@ class MetricWindow:
                 "images_per_s": images_per_iter / per_iter if per_iter else 0.0}
 
 
-def train(config: TrainConfig, progress: Optional[ProgressFn] = None, should_stop: Optional[StopFn] = None) -> Path:
-    """Train (or resume) one run; returns the path of the final :func:`fastinst.save_checkpoint` file.
+def train(config: TrainConfig, progress: Optional[ProgressFn] = None, should_stop: Optional[StopFn] = None,
+          on_event: Optional[EventFn] = None) -> Path:
+    """Train (or resume) one run; returns the path of the final :func:`fastinst.save_checkpoint`
+    file, or of the best one with ``keep_best`` (when an evaluation ran).
 
     ``progress(iteration, max_iters, metrics)`` is called after every iteration on rank 0;
     ``should_stop()`` is polled after every iteration (a True stops the run cleanly: a resume
-    checkpoint and a model are saved and the model's path returned). Under ``torchrun`` call it on
-    every process.
+    checkpoint and a model are saved and the model's path returned). ``on_event(kind, iteration,
+    data)`` (rank 0) hears ``"start"`` (``max_iters``, ``init_weights`` report, ``train_images``),
+    ``"eval"`` (the metrics) and ``"best"`` (the metrics of a new best model). Under ``torchrun``
+    call it on every process.
     """
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     joined = not torch.distributed.is_initialized()
     info = distributed.setup(config.device)
     try:
-        return Trainer(config, info, progress, should_stop).run()
+        return Trainer(config, info, progress, should_stop, on_event).run()
     finally:
         if joined:
             distributed.cleanup()

@@ -1,0 +1,155 @@
+"""Evaluate view: any model version against the reviewed images, and what to review next.
+
+- Mask AP, AP50, AP75 and per-class AP (pycocotools) on the held-out or all reviewed images.
+- Per image: false positives, false negatives and wrong classes at IoU 0.5 (COCOeval's matching,
+  :mod:`training.analysis`), worst first; a picked image is drawn with its errors marked.
+- The confusion between classes (rows: the objects' classes, columns: what the model said).
+- Review next: the unreviewed images, most uncertain first (score ambiguity, and how much an
+  instance's mask still changes between the last two decoder layers).
+
+Predictions come from :class:`app.versions.VersionModels` (the current model, or a registered
+version loaded on demand); events that run a model use the studio's model concurrency group.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from app import render
+from app.project import Project, StudioError
+from app.versions import VersionModels
+
+SCOPES = ("held-out images", "all reviewed images")
+TP_RGB, FP_RGB, FN_RGB, WRONG_RGB = (40, 200, 70), (235, 50, 50), (250, 200, 0), (255, 120, 0)
+IMAGE_HEADERS = ["image", "file", "false pos.", "false neg.", "wrong class", "correct"]
+REVIEW_HEADERS = ["image", "file", "uncertainty", "score ambiguity", "mask change (last layers)", "instances"]
+
+
+@dataclass
+class Evaluation:
+    """One version measured on a set of reviewed images."""
+
+    version: str
+    coco: dict
+    results: list
+    metrics: dict
+    analysis: Any
+    min_score: float
+
+
+def reviewed_coco(project: Project, scope: str) -> tuple[Any, dict]:
+    """The reviewed images' accepted annotations, read by the one COCO reader: (pycocotools COCO
+    of every reviewed image, COCO dict of the scope's images: held-out ones only for that scope).
+
+    Raises StudioError when there is nothing to evaluate on."""
+    from training.data import load_coco
+    gt = load_coco(project.export_coco(only_reviewed=True))
+    coco = gt.dataset
+    if scope == SCOPES[0]:
+        splits = project.store.image_splits(project.dataset_id)
+        held = {project.store.image(i).coco_id for i, s in splits.items() if s == "heldout"}
+        coco = {**coco, "images": [im for im in coco["images"] if im["id"] in held],
+                "annotations": [a for a in coco["annotations"] if a["image_id"] in held]}
+    if not coco["images"]:
+        raise StudioError(f"no {scope} to evaluate on yet" + (" (a fine-tuning run fixes the split)"
+                                                                if scope == SCOPES[0] else ""))
+    return gt, coco
+
+
+def evaluate(project: Project, models: VersionModels, version: str, scope: str, min_score: float) -> Evaluation:
+    """Predict every image of the scope with ``version`` and score it."""
+    from fastinst.coco_results import to_coco_results
+    from training.analysis import analyse
+    from training.evaluate import coco_mask_metrics
+    gt, coco = reviewed_coco(project, scope)
+    by_coco_id = {r.coco_id: r.id for r in project.store.list_images(project.dataset_id)}
+    names = {name: cid for cid, name in project.categories()}
+    results: list = []
+    for im in coco["images"]:
+        pred = models.predict(version, by_coco_id[im["id"]])
+        known = [k for k in range(len(pred)) if pred.class_names[int(pred.classes[k])] in names]
+        cats = [names.get(n, -1) for n in pred.class_names]   # class index -> COCO id (unknown ones skipped)
+        results += to_coco_results(pred.masks[known], pred.scores[known], pred.classes[known], im["id"], cats)
+    metrics = coco_mask_metrics(gt, results, [im["id"] for im in coco["images"]])
+    return Evaluation(version, coco, results, metrics, analyse(coco, results, min_score=min_score), min_score)
+
+
+def summary_markdown(ev: Evaluation) -> str:
+    """AP, AP50, AP75, per-class AP and error totals."""
+    m = ev.metrics
+    fmt = lambda v: "—" if v is None else f"{v:.1f}"  # noqa: E731
+    per_class = " · ".join(f"{k.removeprefix('segm/AP-')} {fmt(v)}" for k, v in m.items() if k.startswith("segm/AP-"))
+    fp = sum(len(e.false_positives) for e in ev.analysis.images)
+    fn = sum(len(e.false_negatives) for e in ev.analysis.images)
+    wrong = sum(len(e.wrong_class) for e in ev.analysis.images)
+    return (f"**`{ev.version}`** on {len(ev.coco['images'])} images · mask AP **{fmt(m.get('segm/AP'))}** · "
+            f"AP50 {fmt(m.get('segm/AP50'))} · AP75 {fmt(m.get('segm/AP75'))}\n\nper class: {per_class}\n\n"
+            f"at IoU 0.5 and score >= {ev.min_score:.2f}: {fp} false positives, {fn} false negatives, "
+            f"{wrong} of them wrong classes")
+
+
+def image_rows(project: Project, ev: Evaluation) -> list[list[Any]]:
+    """Per-image errors, worst first (the first column is the store's image id)."""
+    names = {im["id"]: im["file_name"] for im in ev.coco["images"]}
+    by_coco_id = {r.coco_id: r.id for r in project.store.list_images(project.dataset_id)}
+    return [[by_coco_id[e.image_id], names[e.image_id], len(e.false_positives), len(e.false_negatives),
+             len(e.wrong_class), len(e.matches)] for e in ev.analysis.images]
+
+
+def confusion_frame(ev: Evaluation) -> pd.DataFrame:
+    """Rows: the objects' classes (+ background); columns: the predicted class (+ missed)."""
+    labels = ev.analysis.labels
+    frame = pd.DataFrame(ev.analysis.confusion, columns=[*labels, "missed"])
+    frame.insert(0, "object \\ predicted", [*labels, "background (false pos.)"])
+    return frame
+
+
+def render_errors(project: Project, ev: Evaluation, image_id: int) -> np.ndarray:
+    """One image large with its outcome: correct detections green, false positives red, wrong
+    classes orange (labelled "said X, is Y"), missed objects yellow."""
+    from pycocotools import mask as mask_utils
+    entry = project.store.image(image_id)
+    errs = next((e for e in ev.analysis.images if e.image_id == entry.coco_id), None)
+    if errs is None:
+        raise StudioError(f"{entry.file_name} was not part of this evaluation")
+    h, w = entry.height, entry.width
+    gts = [a for a in ev.coco["annotations"] if a["image_id"] == entry.coco_id]
+    dets = [r for r in ev.results if r["image_id"] == entry.coco_id and r["score"] >= ev.min_score]
+    decode = lambda o: mask_utils.decode(o["segmentation"]).astype(bool)  # noqa: E731
+    names = dict(project.categories())
+    wrong = dict(errs.wrong_class)
+    masks, colours, labels = [], [], []
+    for d, _ in errs.matches:
+        masks.append(decode(dets[d])), colours.append(TP_RGB), labels.append(f"ok {names[dets[d]['category_id']]}")
+    for d in errs.false_positives:
+        said = names[dets[d]["category_id"]]
+        if d in wrong:
+            label, colour = f"said {said}, is {names[gts[wrong[d]]['category_id']]}", WRONG_RGB
+        else:
+            label, colour = f"false pos. {said} {dets[d]['score']:.2f}", FP_RGB
+        masks.append(decode(dets[d])), colours.append(colour), labels.append(label)
+    wrong_g = set(wrong.values())
+    for g in errs.false_negatives:
+        if g not in wrong_g:
+            masks.append(decode(gts[g])), colours.append(FN_RGB), labels.append(f"missed {names[gts[g]['category_id']]}")
+    image = project.pixels(image_id)
+    k = render.display_factor(h, w, min_side=480)
+    stack = render.enlarge_masks(np.stack(masks), k) if masks else np.zeros((0, h * k, w * k), bool)
+    out = render.overlay_instances(render.enlarge(image, k), stack, colours, labels)
+    render.title_bar(out, f"{entry.file_name}: {len(errs.false_positives)} false pos., "
+                          f"{len(errs.false_negatives)} missed, {len(errs.wrong_class)} wrong class")
+    return out
+
+
+def review_next(project: Project, models: VersionModels, version: str, limit: int = 50) -> list[list[Any]]:
+    """Unreviewed images ranked by the model's uncertainty (most unsure first)."""
+    from training.analysis import image_uncertainty, rank_for_review
+    entries = {e.id: e for e in project.images() if e.review_state != "reviewed"}
+    if not entries:
+        raise StudioError("every image is reviewed")
+    ranked = rank_for_review({i: image_uncertainty(models.predict(version, i)) for i in entries})
+    return [[i, entries[i].file_name, round(u.score, 3), round(u.ambiguity, 3), round(u.mask_change, 3), u.instances]
+            for i, u in ranked[:limit]]
