@@ -154,8 +154,9 @@ def instance_inference_lowres(class_logits: Tensor, mask_logits: Tensor, resize:
         samples = mask_logits[unique[by_area[i:j]], a:b, c:d].float()
         logits = rows[y0:y1, a:b] @ samples @ cols[x0:x1, c:d].T  # (n, y1-y0, x1-x0)
         mask = logits > 0
-        counts = mask.sum((1, 2))
-        sorted_scores[i:j] = logits.sigmoid_().mul_(mask).sum((1, 2)) / (counts + 1e-6)
+        counts = torch.count_nonzero(mask, dim=(1, 2))
+        inside = torch.where(mask, logits.sigmoid_(), 0.0).sum((1, 2))
+        sorted_scores[i:j] = inside / (counts + 1e-6)
         sorted_masks[i:j, y0:y1, x0:x1] = mask
     mask_scores = sorted_scores[rank[inverse]]
     scores = class_probs * mask_scores
