@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint
+from .cuda import AcceleratedForward, CudaConfig, to_device
 from .fast import optimize_for_inference, prepare_batch
 from .model import FastInst, upsample_masks
 from .images import ImageLike, load_image
@@ -142,16 +143,19 @@ class Predictor:
             masks resized only inside their boxes (:func:`~fastinst.postprocess.instance_inference_lowres`).
             Same outputs within float32 rounding. ``False``: the straightforward official computation
             on ``model`` itself (the baseline of ``benchmarks/bench_engine.py``).
+        cuda: GPU options of the fast path (autocast, compiled size buckets with CUDA graphs; see
+            :mod:`fastinst.cuda`); ignored on CPU. None: the fast path in float32, eager.
     """
 
     def __init__(self, model: FastInst, class_names: Sequence[str], *, device: str | torch.device = "auto",
-                 topk: int = 100, fast: bool = True) -> None:
+                 topk: int = 100, fast: bool = True, cuda: Optional[CudaConfig] = None) -> None:
         if len(class_names) != model.num_classes:
             raise ValueError(f"{len(class_names)} class names for a model with {model.num_classes} classes")
         self.device = resolve_device(device)
         model = model.to(self.device).eval()
         self.model = optimize_for_inference(model) if fast else model
         self.fast = fast
+        self.accelerated = AcceleratedForward(self.model, cuda) if fast and cuda is not None else None
         self.class_names = list(class_names)
         self.topk = topk
 
@@ -191,9 +195,12 @@ class Predictor:
     @torch.inference_mode()
     def predict_prepared(self, prepared: Sequence[Tuple[torch.Tensor, Tuple[int, int]]]) -> List[Prediction]:
         """Outputs of :meth:`prepare` -> predictions (one forward pass for all)."""
-        batch, sizes = self.model.preprocess([tensor for tensor, _ in prepared])
-        out = self.model(prepare_batch(self.model, batch))
-        padded = (int(batch.shape[-2]), int(batch.shape[-1]))
+        batch, sizes = self.model.preprocess([to_device(tensor, self.device) for tensor, _ in prepared])
+        if self.accelerated is not None:
+            out, padded = self.accelerated(batch)
+        else:
+            out = self.model(prepare_batch(self.model, batch))
+            padded = (int(batch.shape[-2]), int(batch.shape[-1]))
         return [self._assemble(out, i, Geometry(padded, size, original))
                 for i, (size, (_, original)) in enumerate(zip(sizes, prepared))]
 
