@@ -109,6 +109,18 @@ def optimize_for_inference(model: FastInst, *, channels_last: bool = True, compi
     return fast
 
 
+def prepare_for_training(model: FastInst) -> FastInst:
+    """Put ``model``'s weights in channels-last memory format, in place (the parameters stay the
+    same objects, so an optimizer built before or after keeps working); returns ``model``.
+
+    The training half of the fast path: oneDNN (CPU) and cuDNN (GPU) run NHWC convolutions and
+    their gradients faster; frozen BatchNorm is one fused kernel (:class:`FrozenBatchNorm2d`). The
+    losses equal the contiguous-layout ones within float32 rounding (``benchmarks/bench_train_step.py``
+    prints both).
+    """
+    return model.to(memory_format=torch.channels_last)
+
+
 def compile_convolutions(model: FastInst, **options) -> FastInst:
     """Wrap the backbone and the pixel decoder in ``torch.compile`` (in place).
 
