@@ -120,9 +120,9 @@ def instance_inference_lowres(class_logits: Tensor, mask_logits: Tensor, resize:
     bilinear resizing is a convex combination of samples, so an output pixel whose samples are all
     ``<= 0`` has a logit ``<= 0`` (mask False, no part of the mask score).
 
-    Queries are processed ``chunk`` at a time (sorted by box area, each chunk in the union of its
-    boxes): a few large tensor operations instead of many small ones. Float memory: one chunk of
-    box logits; the result is the ``(N,H,W)`` bool masks.
+    Queries whose boxes nearly coincide (their union wastes less than half again their areas) are
+    processed together, up to ``chunk`` at a time: a few large tensor operations instead of many
+    small ones. Float memory: one group of box logits; the result is the ``(N,H,W)`` bool masks.
     """
     num_classes = class_logits.shape[1] - 1
     probs = F.softmax(class_logits.float(), dim=-1)[:, :-1].flatten()
@@ -133,36 +133,52 @@ def instance_inference_lowres(class_logits: Tensor, mask_logits: Tensor, resize:
     height, width = resize.output_size
     device = mask_logits.device
     unique, inverse = torch.unique(query, return_inverse=True)
-    boxes = _positive_boxes(mask_logits[unique] > 0, resize)
-    area = (boxes[:, 1] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 2]).clamp(min=0)
-    by_area = area.argsort()  # empty boxes first
-    rank = torch.empty_like(by_area)
-    rank[by_area] = torch.arange(len(by_area), device=device)
-    sorted_masks = torch.zeros(len(unique), height, width, dtype=torch.bool, device=device)
-    sorted_scores = torch.zeros(len(unique), dtype=torch.float32, device=device)
+    boxes = _positive_boxes(mask_logits[unique] > 0, resize).tolist()
+    unique_scores = torch.zeros(len(unique), dtype=torch.float32, device=device)
+    crops: Dict[int, Tuple[List[int], Tensor]] = {}
     rows, cols = resize.rows.to(device), resize.cols.to(device)
     row_src, col_src = resize.row_src_span.tolist(), resize.col_src_span.tolist()
-    box_list, areas = boxes[by_area].tolist(), area[by_area].tolist()
-    first = next((i for i, a in enumerate(areas) if a > 0), len(areas))
-    for i in range(first, len(areas), chunk):
-        j = min(i + chunk, len(areas))
-        group = box_list[i:j]
-        y0, y1 = min(b[0] for b in group), max(b[1] for b in group)
-        x0, x1 = min(b[2] for b in group), max(b[3] for b in group)
+    for group, (y0, y1, x0, x1) in _group_boxes(boxes, chunk):
         a, b = row_src[0][y0], row_src[1][y1 - 1] + 1
         c, d = col_src[0][x0], col_src[1][x1 - 1] + 1
-        samples = mask_logits[unique[by_area[i:j]], a:b, c:d].float()
+        samples = mask_logits[unique[group], a:b, c:d].float()
         logits = rows[y0:y1, a:b] @ samples @ cols[x0:x1, c:d].T  # (n, y1-y0, x1-x0)
         mask = logits > 0
         counts = torch.count_nonzero(mask, dim=(1, 2))
         inside = torch.where(mask, logits.sigmoid_(), 0.0).sum((1, 2))
-        sorted_scores[i:j] = inside / (counts + 1e-6)
-        sorted_masks[i:j, y0:y1, x0:x1] = mask
-    mask_scores = sorted_scores[rank[inverse]]
+        unique_scores[group] = inside / (counts + 1e-6)
+        for k, u in enumerate(group):
+            crops[u] = ([y0, y1, x0, x1], mask[k])
+    mask_scores = unique_scores[inverse]
     scores = class_probs * mask_scores
     order = scores.argsort(descending=True, stable=True)
-    return Instances(sorted_masks[rank[inverse[order]]], scores[order], classes[order], query[order],
-                     class_probs[order], mask_scores[order])
+    masks = torch.zeros(topk, height, width, dtype=torch.bool, device=device)
+    for n, u in enumerate(inverse[order].tolist()):
+        if u in crops:
+            (y0, y1, x0, x1), crop = crops[u]
+            masks[n, y0:y1, x0:x1] = crop
+    return Instances(masks, scores[order], classes[order], query[order], class_probs[order], mask_scores[order])
+
+
+def _group_boxes(boxes: List[List[int]], chunk: int) -> List[Tuple[List[int], List[int]]]:
+    """Indices of non-empty ``(y0, y1, x0, x1)`` boxes grouped (by area, greedily) so that each
+    group's union box is at most 1.5x the sum of its members' areas -> ``[(indices, union box)]``."""
+    def area(box: List[int]) -> int:
+        return max(box[1] - box[0], 0) * max(box[3] - box[2], 0)
+
+    order = sorted((i for i, box in enumerate(boxes) if area(box) > 0), key=lambda i: area(boxes[i]))
+    groups: List[Tuple[List[int], List[int]]] = []
+    for i in order:
+        box = boxes[i]
+        if groups:
+            members, union = groups[-1]
+            merged = [min(union[0], box[0]), max(union[1], box[1]), min(union[2], box[2]), max(union[3], box[3])]
+            if len(members) < chunk and area(merged) <= 1.5 * (sum(area(boxes[m]) for m in members) + area(box)):
+                members.append(i)
+                groups[-1] = (members, merged)
+                continue
+        groups.append(([i], list(box)))
+    return groups
 
 
 def _positive_boxes(positive: Tensor, resize: MaskResize) -> Tensor:
