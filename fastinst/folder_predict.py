@@ -36,11 +36,11 @@ from tqdm import tqdm
 from .checkpoint import atomic_write
 from .coco_results import to_coco_results
 from .errors import FastInstError, ImageError
+from .images import IMAGE_SUFFIXES, load_image
 from .model import InputSpec
 from .predictor import Predictor
-from .transforms import load_image, resize_shortest_edge
+from .transforms import resize_shortest_edge
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 @dataclass(frozen=True)
