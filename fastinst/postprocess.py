@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -144,20 +145,27 @@ def instance_inference_lowres(class_logits: Tensor, mask_logits: Tensor, resize:
         samples = mask_logits[unique[group], a:b, c:d].float()
         logits = rows[y0:y1, a:b] @ samples @ cols[x0:x1, c:d].T  # (n, y1-y0, x1-x0)
         mask = logits > 0
-        counts = torch.count_nonzero(mask, dim=(1, 2))
-        inside = torch.where(mask, logits.sigmoid_(), 0.0).sum((1, 2))
-        unique_scores[group] = inside / (counts + 1e-6)
-        for k, u in enumerate(group):
+        for k, u in enumerate(group):  # sigmoid only where the mask is (often a small part of the box)
+            inside = logits[k][mask[k]]
+            unique_scores[u] = inside.sigmoid_().sum() / (inside.numel() + 1e-6)
             crops[u] = ([y0, y1, x0, x1], mask[k])
     mask_scores = unique_scores[inverse]
     scores = class_probs * mask_scores
     order = scores.argsort(descending=True, stable=True)
-    masks = torch.zeros(topk, height, width, dtype=torch.bool, device=device)
+    masks = _zeros_bool((topk, height, width), device)
     for n, u in enumerate(inverse[order].tolist()):
         if u in crops:
             (y0, y1, x0, x1), crop = crops[u]
             masks[n, y0:y1, x0:x1] = crop
     return Instances(masks, scores[order], classes[order], query[order], class_probs[order], mask_scores[order])
+
+
+def _zeros_bool(shape: Tuple[int, ...], device: torch.device) -> Tensor:
+    """A zero bool tensor; on CPU backed by ``numpy.zeros`` (calloc: the OS supplies zeroed pages
+    on first touch, so the untouched part of ``(N,H,W)`` masks costs nothing to allocate)."""
+    if device.type == "cpu":
+        return torch.from_numpy(np.zeros(shape, dtype=bool))
+    return torch.zeros(shape, dtype=torch.bool, device=device)
 
 
 def _group_boxes(boxes: List[List[int]], chunk: int) -> List[Tuple[List[int], List[int]]]:
