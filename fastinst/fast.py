@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from .backbones.resnet_d import BottleneckD, DeformConv2d, ResNetD
+from .backbones.resnet_d import BottleneckD, ResNetD
 from .layers import Conv2dNorm, FrozenBatchNorm2d
 from .model import FastInst
 
@@ -43,7 +43,7 @@ def norm_scale_shift(norm: nn.Module) -> Optional[tuple]:
 def fold_norm_into(conv: nn.Module, norm: nn.Module) -> bool:
     """Fold ``norm`` (applied right after ``conv``) into ``conv``'s weight and bias, in place.
 
-    ``conv`` is an ``nn.Conv2d`` (a bias is added when it has none) or a :class:`DeformConv2d`
+    ``conv`` is an ``nn.Conv2d`` (a bias is added when it has none) or a :class:`~fastinst.backbones.resnet_d.DeformConv2d`
     (which then gets a ``bias``). Returns False (nothing changed) when ``norm`` is not foldable
     (GroupNorm, training-mode BatchNorm).
     """
@@ -63,7 +63,7 @@ def fold_batch_norms(model: nn.Module) -> int:
     """Fold every foldable norm that directly follows a convolution, in place; returns how many.
 
     Covers :class:`Conv2dNorm` (``.norm``), ``nn.Sequential`` runs ``(Conv2d, norm)`` (ResNet-d stem
-    and downsample), and the ``convN``/``bnN`` pairs of :class:`BottleneckD` and :class:`ResNetD`.
+    and downsample), and the ``convN``/``bnN`` pairs of ResNet-d (:class:`BottleneckD`, :class:`ResNetD`).
     """
     count = 0
     for module in list(model.modules()):
