@@ -1,84 +1,274 @@
-"""Inference speed and memory of the engine, per preset, on CPU or CUDA.
+"""Inference latency per stage, images/s and peak memory: fast path vs the straightforward path vs
+torchvision's Mask R-CNN R50-FPN, measured in the same process, alternating, on CPU or CUDA.
 
-    python benchmarks/bench_engine.py [--presets D1-R50-576 tiny] [--device auto] [--iters 10]
+    python benchmarks/bench_engine.py                                   # tiny (demo model) and D1-R50-576, batch 1 and 8
+    python benchmarks/bench_engine.py --presets D1-R50-576 --batch 1 --reps 7 --threads 2
+    python benchmarks/bench_engine.py --device cuda --presets D1-R50-576 D3-R50-640 --batch 1 8   # GPU
 
-Prints images/s of the model forward at the preset's test size (4:3 image) and of the whole
-Predictor (resize + forward + post-processing), peak memory, and the ratio of each variant to the
-fp32 eager baseline measured in the same process (channels_last; autocast bf16/fp16 on CUDA).
+Every repetition runs each variant once, in turn (straight, fast, Mask R-CNN), so a load change on
+a shared machine hits all of them alike; the table shows medians and the ratios of the medians.
+Stages (hooks on the submodules, CUDA-synchronised): ``preprocess`` (load, official resize,
+normalise + pad), ``backbone``, ``pixel_decoder``, ``proposal`` (IA-guided query selection),
+``decoder`` (layers and heads, without the proposal), ``postprocess`` (instances, masks at the image
+size, explanation). ``forward`` = backbone to decoder. Peak memory: the largest resident-set growth
+during one prediction (sampled every 2 ms; CPU) or ``torch.cuda.max_memory_allocated`` (CUDA).
+Mask R-CNN gets the same image, resized by its own transform to the preset's test size, random
+weights (no download), ``box_detections_per_img=100``.
+
+The images are 640x480 (4:3) synthetic scenes with a few flat shapes over noise; the tiny preset
+uses the studio's demo model (``app/assets/demo_model.safetensors``), the others random weights.
 """
 from __future__ import annotations
 
 import argparse
-import resource
+import json
+import os
+import statistics
+import sys
+import threading
 import time
+from pathlib import Path
+from typing import Callable, Dict, List
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
-from fastinst import Predictor, build_model, resolve_device
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
+from fastinst import Predictor, build_model, load_checkpoint, resolve_device  # noqa: E402
+from fastinst.cuda import CudaConfig  # noqa: E402
+from fastinst.fast import prepare_batch  # noqa: E402
+from fastinst.predictor import Geometry  # noqa: E402
 
-def timed(fn, iters: int, device: torch.device) -> float:
-    """Seconds per call of ``fn`` (2 warm-up calls, then ``iters`` timed)."""
-    for _ in range(2):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / iters
+DEMO_MODEL = REPO / "app" / "assets" / "demo_model.safetensors"
+STAGES = ("preprocess", "backbone", "pixel_decoder", "proposal", "decoder", "postprocess")
 
 
-def bench_preset(name: str, device: torch.device, iters: int) -> None:
-    model = build_model(name).to(device).eval()
-    spec = model.input_spec
-    height, width = spec.min_size, int(round(spec.min_size * 4 / 3))
-    batch, _ = model.preprocess([torch.randint(0, 255, (3, height, width), dtype=torch.uint8)])
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+def scene(seed: int, height: int = 480, width: int = 640) -> np.ndarray:
+    """A ``(H,W,3)`` uint8 image: noise plus a few filled ellipses and rectangles."""
+    rng = np.random.default_rng(seed)
+    image = Image.fromarray(rng.integers(60, 120, (height, width, 3), dtype=np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x, y = int(rng.integers(0, width - 120)), int(rng.integers(0, height - 120))
+        w, h = int(rng.integers(40, 160)), int(rng.integers(40, 160))
+        colour = tuple(int(c) for c in rng.integers(0, 255, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x, y, x + w, y + h], fill=colour)
+    return np.asarray(image)
 
-    def forward():
-        with torch.inference_mode():
-            model(batch)
 
-    base = timed(forward, iters, device)
-    print(f"{name:16s} {device.type:4s} {height}x{width}  fp32 eager: {1 / base:7.2f} img/s", flush=True)
-    model_cl = model.to(memory_format=torch.channels_last)
-    t = timed(forward, iters, device)
-    print(f"{'':16s} channels_last: {1 / t:7.2f} img/s  (x{base / t:.2f} vs eager)", flush=True)
-    model.to(memory_format=torch.contiguous_format)
-    if device.type == "cuda":
-        for dtype in (torch.float16, torch.bfloat16):
-            def amp():
-                with torch.inference_mode(), torch.autocast("cuda", dtype=dtype):
-                    model(batch)
-            t = timed(amp, iters, device)
-            print(f"{'':16s} autocast {str(dtype)[6:]}: {1 / t:7.2f} img/s  (x{base / t:.2f} vs eager)", flush=True)
-    del model_cl
-    predictor = Predictor(model, [str(i) for i in range(model.num_classes)], device=device)
-    image = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
-    t = timed(lambda: predictor.predict(image), max(2, iters // 2), device)
-    print(f"{'':16s} Predictor on a 640x480 image (resize+forward+post): {1 / t:6.2f} img/s", flush=True)
-    if device.type == "cuda":
-        print(f"{'':16s} peak CUDA memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
+class PeakMemory:
+    """Peak memory growth during a block: sampled RSS on CPU, the allocator's peak on CUDA (MiB)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak_mib = 0.0
+
+    @staticmethod
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
+            return self
+        self.start = self.peak = self.rss()
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, self.rss())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_mib = (torch.cuda.max_memory_allocated(self.device) - self.start) / 2**20
+            return
+        self.running = False
+        self.thread.join()
+        self.peak_mib = (max(self.peak, self.rss()) - self.start) / 2**20
+
+
+class StageClock:
+    """Wall-clock seconds of the model's stages, from forward hooks on its submodules."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
+        self.device = device
+        self.times: Dict[str, float] = {}
+        self._start: Dict[str, float] = {}
+        parts = {"backbone": model.backbone, "pixel_decoder": model.pixel_decoder,
+                 "proposal": model.decoder.query_proposal, "decoder": model.decoder}
+        self.handles = []
+        for name, module in parts.items():
+            self.handles.append(module.register_forward_pre_hook(lambda m, a, name=name: self._begin(name)))
+            self.handles.append(module.register_forward_hook(lambda m, a, o, name=name: self._end(name)))
+
+    def now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def _begin(self, name: str) -> None:
+        self._start[name] = self.now()
+
+    def _end(self, name: str) -> None:
+        self.times[name] = self.now() - self._start[name]
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def run_fastinst(predictor: Predictor, images: List[np.ndarray]) -> Dict[str, float]:
+    """One timed batch prediction -> stage seconds (+ ``total``, ``forward``, ``peak_mib``)."""
+    clock = StageClock(predictor.model, predictor.device)
+    try:
+        with PeakMemory(predictor.device) as memory, torch.inference_mode():
+            start = clock.now()
+            prepared = [predictor.prepare(image) for image in images]
+            batch, sizes = predictor.model.preprocess([t for t, _ in prepared])
+            after_pre = clock.now()
+            if predictor.accelerated is not None:  # GPU options: bucket padding, autocast, compiled graphs
+                out, padded = predictor.accelerated(batch)
+            else:
+                batch = prepare_batch(predictor.model, batch)
+                out = predictor.model(batch)
+                padded = (int(batch.shape[-2]), int(batch.shape[-1]))
+            after_forward = clock.now()
+            for i, (size, (_, original)) in enumerate(zip(sizes, prepared)):
+                predictor._assemble(out, i, Geometry(padded, size, original))
+            end = clock.now()
+    finally:
+        clock.remove()
+    t = dict(clock.times)
+    t["decoder"] -= t["proposal"]
+    t.update(preprocess=after_pre - start, postprocess=end - after_forward, forward=after_forward - after_pre,
+             total=end - start, peak_mib=memory.peak_mib)
+    return t
+
+
+def maskrcnn_runner(min_size: int, max_size: int, device: torch.device) -> Callable[[List[np.ndarray]], Dict[str, float]]:
+    """torchvision Mask R-CNN R50-FPN (random weights) at the preset's test size, end to end."""
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+    model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=81, min_size=min_size,
+                                  max_size=max_size, box_detections_per_img=100).to(device).eval()
+
+    def run(images: List[np.ndarray]) -> Dict[str, float]:
+        with PeakMemory(device) as memory, torch.inference_mode():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            tensors = [torch.from_numpy(im).permute(2, 0, 1).to(device).float() / 255 for im in images]
+            model(tensors)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            total = time.perf_counter() - start
+        return {"total": total, "peak_mib": memory.peak_mib}
+
+    return run
+
+
+def agreement(a, b) -> Dict[str, float]:
+    """How the fast path's predictions differ from the straightforward ones (same images)."""
+    top = min(10, len(a.scores))
+    flipped = int(np.count_nonzero(a.masks != b.masks))
+    return {"top10_score_max_abs_diff": float(np.abs(a.scores[:top] - b.scores[:top]).max()),
+            "same_instances": bool(np.array_equal(a.query_indices, b.query_indices) and np.array_equal(a.classes, b.classes)),
+            "flipped_mask_pixels": flipped}
+
+
+def bench(preset: str, batch: int, device: torch.device, reps: int, with_maskrcnn: bool) -> Dict[str, object]:
+    if preset == "tiny" and DEMO_MODEL.is_file():
+        model, info = load_checkpoint(DEMO_MODEL)
+        names, weights = info.class_names, "demo model"
     else:
-        print(f"{'':16s} peak process RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+        torch.manual_seed(0)
+        model = build_model(preset)
+        names, weights = [str(i) for i in range(model.num_classes)], "random"
+    straight = Predictor(model, names, device=device, fast=False)
+    fast = Predictor(model, names, device=device, fast=True)
+    images = [scene(i) for i in range(batch)]
+    check = agreement(fast.predict(images[0]), straight.predict(images[0]))
+    variants: Dict[str, Callable] = {"straight": lambda: run_fastinst(straight, images),
+                                     "fast": lambda: run_fastinst(fast, images)}
+    if device.type == "cuda":  # the opt-in GPU options, compiled for this benchmark's one padded size
+        tensor, _ = fast.prepare(images[0])
+        bucket = tuple(-(-d // 32) * 32 for d in tensor.shape[-2:])
+        gpu = Predictor(model, names, device=device, cuda=CudaConfig(amp="bf16", buckets=(bucket,)))
+        variants["fast_bf16_compiled"] = lambda: run_fastinst(gpu, images)
+    if with_maskrcnn:
+        run_maskrcnn = maskrcnn_runner(model.input_spec.min_size, model.input_spec.max_size, device)
+        variants["maskrcnn"] = lambda: run_maskrcnn(images)
+    for fn in variants.values():  # warm-up (allocator, oneDNN primitive caches, CUDA kernels)
+        fn()
+    samples: Dict[str, List[Dict[str, float]]] = {name: [] for name in variants}
+    for _ in range(reps):
+        for name, fn in variants.items():
+            samples[name].append(fn())
+    medians = {name: {k: statistics.median(s[k] for s in runs) for k in runs[0]} for name, runs in samples.items()}
+    return {"preset": preset, "weights": weights, "batch": batch, "device": str(device),
+            "threads": torch.get_num_threads(), "reps": reps, "image": "640x480", "agreement": check,
+            "medians": medians}
 
 
-def main() -> None:
+def report(row: Dict[str, object]) -> None:
+    med = row["medians"]
+    s, f = med["straight"], med["fast"]
+    print(f"\n{row['preset']} ({row['weights']} weights), batch {row['batch']}, {row['device']}, "
+          f"{row['threads']} threads, median of {row['reps']} alternating reps, 640x480 images")
+    print(f"  {'stage':14s} {'straight ms':>12s} {'fast ms':>10s} {'fast/straight':>14s}")
+    for stage in STAGES + ("forward", "total"):
+        print(f"  {stage:14s} {1000 * s[stage]:12.1f} {1000 * f[stage]:10.1f} {f[stage] / s[stage]:14.2f}")
+    b = row["batch"]
+    print(f"  images/s end to end: straight {b / s['total']:.2f}, fast {b / f['total']:.2f}")
+    print(f"  peak memory growth during a prediction: straight {s['peak_mib']:.0f} MiB, fast {f['peak_mib']:.0f} MiB")
+    print(f"  fast end to end / fast forward: {f['total'] / f['forward']:.2f}")
+    if "fast_bf16_compiled" in med:
+        g = med["fast_bf16_compiled"]
+        print(f"  fast + bf16 autocast + torch.compile (CUDA graphs): forward {1000 * g['forward']:.1f} ms, end to end "
+              f"{1000 * g['total']:.1f} ms ({b / g['total']:.1f} images/s), /straight {g['total'] / s['total']:.2f}")
+    if "maskrcnn" in med:
+        m = med["maskrcnn"]
+        print(f"  Mask R-CNN R50-FPN: {1000 * m['total']:.1f} ms ({b / m['total']:.2f} images/s), peak {m['peak_mib']:.0f} MiB; "
+              f"fast/Mask R-CNN {f['total'] / m['total']:.2f}, straight/Mask R-CNN {s['total'] / m['total']:.2f}")
+    print(f"  fast vs straight outputs (first image): {row['agreement']}")
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="*", default=["tiny", "D1-R50-576", "D3-R50-640"])
+    parser.add_argument("--presets", nargs="+", default=["tiny", "D1-R50-576"])
+    parser.add_argument("--batch", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--no-maskrcnn", action="store_true", help="skip the torchvision Mask R-CNN baseline")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    torch.manual_seed(0)
-    for name in args.presets:
-        bench_preset(name, device, args.iters)
+    print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
+          f"(on a shared machine the ratios are what counts, not the times)", flush=True)
+    rows = []
+    for preset in args.presets:
+        for batch in args.batch:
+            rows.append(bench(preset, batch, device, args.reps, not args.no_maskrcnn))
+            report(rows[-1])
+            sys.stdout.flush()
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

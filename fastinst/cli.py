@@ -28,6 +28,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_predict(sub)
+    _add_predict_folder(sub)
     _add_stats(sub)
     args = parser.parse_args(argv)
     try:
@@ -54,6 +55,40 @@ def _add_predict(sub) -> None:
     p.add_argument("--max-pixels", type=int, default=None, help="largest image accepted, in pixels (default 100 "
                    "million, or $FASTINST_MAX_PIXELS); larger ones are skipped with a message")
     p.set_defaults(func=_predict)
+
+
+def _add_predict_folder(sub) -> None:
+    p = sub.add_parser("predict-folder", help="segment every image under a folder into one results JSON: batched, "
+                       "resumable, sharded under torchrun (see fastinst.folder_predict)")
+    p.add_argument("root", help="folder of images (searched recursively)")
+    p.add_argument("--weights", required=True, help="as for predict")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="architecture of an official checkpoint")
+    p.add_argument("--class-names", help="JSON file with the class names of an official checkpoint (default: COCO's 80)")
+    p.add_argument("--out", required=True, help="merged results JSON (partial results go to OUT.parts/)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--workers", type=int, default=2, help="image-loading processes per rank (default: %(default)s)")
+    p.add_argument("--score-threshold", type=float, default=0.0, help="minimum score kept (default: keep all 100)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present; one GPU per torchrun rank), cpu, cuda")
+    p.add_argument("--overwrite", action="store_true", help="discard earlier (partial) results and start again")
+    p.set_defaults(func=_predict_folder)
+
+
+def _predict_folder(args) -> int:
+    from .folder_predict import close_distributed, init_distributed, list_images, predict_folder
+
+    if not list_images(args.root):
+        raise FastInstError(f"no images found under {args.root}")
+    shard, device = init_distributed(args.device)
+    args.device = str(device)
+    try:
+        out = predict_folder(_load_predictor(args), args.root, args.out, batch_size=args.batch_size,
+                             num_workers=args.workers, score_threshold=args.score_threshold, shard=shard,
+                             overwrite=args.overwrite)
+    finally:
+        close_distributed()
+    if out is not None:
+        print(f"results -> {out}")
+    return 0
 
 
 def _add_stats(sub) -> None:

@@ -30,9 +30,10 @@ class FrozenBatchNorm2d(nn.Module):
         self.register_buffer("running_var", torch.ones(num_features) - eps)
 
     def forward(self, x: Tensor) -> Tensor:
-        scale = self.weight * (self.running_var + self.eps).rsqrt()
-        shift = self.bias - self.running_mean * scale
-        return x * scale.view(1, -1, 1, 1).to(x.dtype) + shift.view(1, -1, 1, 1).to(x.dtype)
+        # one fused kernel (inference-mode batch norm), also in training where gradients flow to x
+        dtype = x.dtype
+        return F.batch_norm(x, self.running_mean.to(dtype), self.running_var.to(dtype), self.weight.to(dtype),
+                            self.bias.to(dtype), training=False, momentum=0.0, eps=self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}"

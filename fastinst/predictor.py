@@ -14,9 +14,12 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint
+from .cuda import AcceleratedForward, CudaConfig, to_device
+from .fast import optimize_for_inference, prepare_batch
 from .model import FastInst, upsample_masks
-from .postprocess import instance_inference, panoptic_inference, semantic_inference
 from .images import ImageLike, load_image
+from .postprocess import (MaskResize, instance_inference, instance_inference_lowres, panoptic_inference,
+                          semantic_inference)
 from .transforms import resize_shortest_edge
 
 
@@ -40,8 +43,13 @@ class Geometry:
     original: Tuple[int, int]
 
     def to_image(self, maps: torch.Tensor) -> torch.Tensor:
-        """``(N,h,w)`` maps over the padded input -> ``(N,H,W)`` at the original size (bilinear)."""
-        return upsample_masks(maps.float(), self.padded, self.resized, self.original)
+        """``(N,h,w)`` maps over the padded input -> ``(N,H,W)`` at the original size (the official
+        bilinear resize, computed as :class:`MaskResize` does for the instance masks)."""
+        return self.resize(tuple(maps.shape[-2:]))(maps.float())
+
+    def resize(self, low_size: Tuple[int, int]) -> MaskResize:
+        """The official resize of ``low_size`` maps to the original image size."""
+        return MaskResize.official(low_size, self.padded, self.resized, self.original)
 
 
 @dataclass
@@ -130,44 +138,87 @@ class Predictor:
         class_names: one name per class.
         device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         topk: instances kept per image (official: 100).
+        fast: the fast path (default): a copy of ``model`` with norms folded into the convolutions
+            and channels-last weights (:func:`fastinst.fast.optimize_for_inference`), and instance
+            masks resized only inside their boxes (:func:`~fastinst.postprocess.instance_inference_lowres`).
+            Same outputs within float32 rounding. ``False``: the straightforward official computation
+            on ``model`` itself (the baseline of ``benchmarks/bench_engine.py``).
+        cuda: GPU options of the fast path (autocast, compiled size buckets with CUDA graphs; see
+            :mod:`fastinst.cuda`); ignored on CPU. None: the fast path in float32, eager.
     """
 
     def __init__(self, model: FastInst, class_names: Sequence[str], *, device: str | torch.device = "auto",
-                 topk: int = 100) -> None:
+                 topk: int = 100, fast: bool = True, cuda: Optional[CudaConfig] = None) -> None:
         if len(class_names) != model.num_classes:
             raise ValueError(f"{len(class_names)} class names for a model with {model.num_classes} classes")
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        model = model.to(self.device).eval()
+        self.model = optimize_for_inference(model) if fast else model
+        self.fast = fast
+        self.accelerated = AcceleratedForward(self.model, cuda) if fast and cuda is not None else None
         self.class_names = list(class_names)
         self.topk = topk
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "auto", topk: int = 100) -> "Predictor":
+    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "auto", topk: int = 100,
+                        fast: bool = True) -> "Predictor":
         """Load one of our checkpoints (see :mod:`fastinst.checkpoint`)."""
         model, info = load_checkpoint(path)
-        return cls(model, info.class_names, device=device, topk=topk)
+        return cls(model, info.class_names, device=device, topk=topk, fast=fast)
 
-    @torch.inference_mode()
-    def predict(self, image: ImageLike) -> Prediction:
-        """One image (path, PIL image or ``(H,W,3)`` uint8 RGB array) -> :class:`Prediction`."""
+    def prepare(self, image: ImageLike) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """Image -> ``((3,h,w) uint8 RGB resized with the official rule, original (H, W))``.
+
+        Raises :class:`~fastinst.errors.ImageError` naming an unreadable file.
+        """
         rgb = load_image(image)
         spec = self.model.input_spec
         resized = resize_shortest_edge(rgb, spec.min_size, spec.max_size)
         tensor = torch.from_numpy(resized if resized.flags.writeable else resized.copy()).permute(2, 0, 1)
-        batch, sizes = self.model.preprocess([tensor])
-        out = self.model(batch)
-        geometry = Geometry(tuple(batch.shape[-2:]), sizes[0], rgb.shape[:2])
-        return self._assemble(out, geometry)
+        return tensor, (int(rgb.shape[0]), int(rgb.shape[1]))
 
-    def _assemble(self, out: dict, geometry: Geometry) -> Prediction:
-        mask_logits = geometry.to_image(out["pred_masks"][0])
-        inst = instance_inference(out["pred_logits"][0].float(), mask_logits, self.topk)
+    @torch.inference_mode()
+    def predict(self, image: ImageLike) -> Prediction:
+        """One image (path, PIL image or ``(H,W,3)`` uint8 RGB array) -> :class:`Prediction`."""
+        return self.predict_prepared([self.prepare(image)])[0]
+
+    @torch.inference_mode()
+    def predict_batch(self, images: Sequence[ImageLike]) -> List[Prediction]:
+        """Several images in one forward pass -> one :class:`Prediction` each.
+
+        The batch is padded to its largest resized image (as the official batched inference), so an
+        image's result equals its single-image result only when the batch's images share a padded
+        size; :mod:`fastinst.folder_predict` batches images of one size together.
+        """
+        return self.predict_prepared([self.prepare(image) for image in images])
+
+    @torch.inference_mode()
+    def predict_prepared(self, prepared: Sequence[Tuple[torch.Tensor, Tuple[int, int]]]) -> List[Prediction]:
+        """Outputs of :meth:`prepare` -> predictions (one forward pass for all)."""
+        batch, sizes = self.model.preprocess([to_device(tensor, self.device) for tensor, _ in prepared])
+        if self.accelerated is not None:
+            out, padded = self.accelerated(batch)
+        else:
+            out = self.model(prepare_batch(self.model, batch))
+            padded = (int(batch.shape[-2]), int(batch.shape[-1]))
+        return [self._assemble(out, i, Geometry(padded, size, original))
+                for i, (size, (_, original)) in enumerate(zip(sizes, prepared))]
+
+    def _assemble(self, out: dict, i: int, geometry: Geometry) -> Prediction:
+        class_logits = out["pred_logits"][i].float()
+        if self.fast:
+            resize = geometry.resize(tuple(out["pred_masks"].shape[-2:]))
+            inst = instance_inference_lowres(class_logits, out["pred_masks"][i], resize, self.topk)
+        else:
+            mask_logits = upsample_masks(out["pred_masks"][i].float(), geometry.padded, geometry.resized,
+                                         geometry.original)
+            inst = instance_inference(class_logits, mask_logits, self.topk)
         explanation = Explanation(
-            class_probs=out["proposal_logits"][0].float().softmax(0).cpu(),
-            query_indices=out["query_indices"][0].cpu(),
-            query_points=_query_points(out["query_indices"][0].cpu(), out["proposal_logits"].shape[-2:], geometry),
-            head_mask_logits=torch.stack([h["pred_masks"][0] for h in out["heads"]]).float().cpu(),
-            class_logits=out["pred_logits"][0].float().cpu(),
+            class_probs=out["proposal_logits"][i].float().softmax(0).cpu(),
+            query_indices=out["query_indices"][i].cpu(),
+            query_points=_query_points(out["query_indices"][i].cpu(), out["proposal_logits"].shape[-2:], geometry),
+            head_mask_logits=torch.stack([h["pred_masks"][i] for h in out["heads"]]).float().cpu(),
+            class_logits=class_logits.cpu(),
             geometry=geometry,
         )
         return Prediction(

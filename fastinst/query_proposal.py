@@ -85,8 +85,9 @@ class QueryProposal(nn.Module):
 
 def grid_locations(indices: Tensor, height: int, width: int) -> Tensor:
     """Flat positions ``(B,Q)`` -> normalised ``(x, y)`` ``(B,Q,2)`` on a ``linspace(0, 1, n)`` grid."""
-    ys = torch.div(indices, width, rounding_mode="floor").to(torch.float32)
-    xs = (indices % width).to(torch.float32)
+    rows = torch.div(indices, width, rounding_mode="floor")
+    ys = rows.to(torch.float32)
+    xs = (indices - rows * width).to(torch.float32)  # not ``%``: exports to ONNX with a dynamic width
     x = xs / max(width - 1, 1)
     y = ys / max(height - 1, 1)
     return torch.stack([x, y], dim=-1)

@@ -34,3 +34,20 @@ def test_predictor_auto_picks_cuda_and_agrees_with_cpu():
     a = gpu.predict(image)
     b = Predictor(model.cpu(), ["a", "b", "c"], device="cpu").predict(image)
     assert np.abs(a.scores[:5] - b.scores[:5]).max() < 1e-3
+
+
+def test_gpu_fast_path_with_autocast_buckets_and_cuda_graphs_agrees_with_cpu():
+    from fastinst.cuda import CudaConfig
+
+    torch.manual_seed(0)
+    model = build_model("tiny", num_classes=3)
+    image = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    cpu = Predictor(model, ["a", "b", "c"], device="cpu").predict(image)
+    for amp in ("none", "bf16"):
+        gpu = Predictor(model, ["a", "b", "c"], device="cuda", cuda=CudaConfig(amp=amp, buckets=((96, 128), (128, 128))))
+        first, second = gpu.predict(image), gpu.predict(image)  # second call replays the CUDA graph
+        assert np.array_equal(first.scores, second.scores)
+        assert first.masks.shape == cpu.masks.shape
+        assert np.abs(first.scores[:5] - cpu.scores[:5]).max() < (5e-2 if amp == "bf16" else 1e-2)
+        padded = gpu.predict(np.ascontiguousarray(image[:80]))  # 80x128 runs in the 96x128 bucket
+        assert padded.masks.shape[1:] == (80, 128) and padded.explanation.geometry.padded == (96, 128)

@@ -25,8 +25,8 @@ from annotations.coco_parse import read_coco, read_results
 from annotations.errors import AnnotationError
 from fastinst import FastInst, FastInstError, load_checkpoint
 from fastinst.coco_results import to_coco_results
-from fastinst.model import upsample_masks
-from fastinst.postprocess import instance_inference
+from fastinst.fast import optimize_for_inference, prepare_batch
+from fastinst.postprocess import MaskResize, instance_inference_lowres
 from fastinst.transforms import resize_shortest_edge
 
 from . import distributed
@@ -38,7 +38,9 @@ METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 @torch.inference_mode()
 def predict_batch(model: FastInst, images: Sequence[torch.Tensor], topk: int = 100) -> List[Dict[str, np.ndarray]]:
     """Official test-time inference on ``(3,H,W)`` uint8 images -> per image ``{"masks" (N,H,W)
-    bool, "scores" (N,), "classes" (N,)}`` at each image's original size."""
+    bool, "scores" (N,), "classes" (N,)}`` at each image's original size. ``model`` may be a
+    fast-path copy (:func:`fastinst.fast.optimize_for_inference`); masks are resized only inside
+    their boxes (:func:`fastinst.postprocess.instance_inference_lowres`, same results)."""
     spec = model.input_spec
     resized, originals = [], []
     for image in images:
@@ -46,11 +48,11 @@ def predict_batch(model: FastInst, images: Sequence[torch.Tensor], topk: int = 1
         originals.append(rgb.shape[:2])
         resized.append(torch.from_numpy(resize_shortest_edge(rgb, spec.min_size, spec.max_size).copy()).permute(2, 0, 1))
     batch, sizes = model.preprocess(resized)
-    out = model(batch)
+    out = model(prepare_batch(model, batch))
     results = []
     for i, (size, original) in enumerate(zip(sizes, originals)):
-        logits = upsample_masks(out["pred_masks"][i].float(), tuple(batch.shape[-2:]), size, original)
-        inst = instance_inference(out["pred_logits"][i].float(), logits, topk)
+        resize = MaskResize.official(tuple(out["pred_masks"].shape[-2:]), tuple(batch.shape[-2:]), size, original)
+        inst = instance_inference_lowres(out["pred_logits"][i].float(), out["pred_masks"][i], resize, topk)
         results.append({"masks": inst.masks.cpu().numpy(), "scores": inst.scores.float().cpu().numpy(),
                         "classes": inst.classes.cpu().numpy()})
     return results
@@ -74,6 +76,7 @@ def collect_results(model: FastInst, dataset: CocoInstances, category_ids: Seque
     """COCO result dicts for this process's share (every ``world_size``-th image) of the dataset."""
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
     mine = list(range(rank, count, world_size))
+    model = optimize_for_inference(model)  # an eval-mode copy: the caller's model is untouched
     results: List[Dict[str, object]] = []
     bar = tqdm(total=len(mine), desc="evaluate", disable=not progress or rank != 0, leave=False)
     for start in range(0, len(mine), batch_size):

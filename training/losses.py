@@ -131,6 +131,7 @@ class FastInstCriterion:
         """
         if num_masks is None:
             num_masks = float(max(sum(int(t["labels"].numel()) for t in targets), 1))
+        targets = float_masks(targets)  # once, not in every matcher call and head
         c = self.config
         proposals = outputs["proposal_logits"]
         losses = {"loss_proposal": c.proposal_weight * proposal_loss(proposals, self.proposal_matcher(proposals, targets), targets)}
@@ -182,10 +183,16 @@ class FastInstCriterion:
 
         def guide(last_head: Dict[str, Tensor], locations: Tensor) -> Tuple[Tensor, List[Match]]:
             masks = last_head["pred_masks"]
-            matches = self.matcher(last_head["pred_logits"], masks, locations, targets)
+            matches = self.matcher(last_head["pred_logits"], masks, locations, float_masks(targets))
             return guided_attention_mask(masks.shape, matches, targets, num_aux_queries), matches
 
         return guide
+
+
+def float_masks(targets: List[Target]) -> List[Target]:
+    """The targets with their ``(N,H,W)`` masks as float32 (the dtype point sampling needs),
+    converted once per step instead of once per matcher call and per head; labels shared."""
+    return [t if t["masks"].dtype == torch.float32 else {**t, "masks": t["masks"].to(torch.float32)} for t in targets]
 
 
 def guided_attention_mask(shape: torch.Size, matches: List[Match], targets: List[Target], num_aux_queries: int) -> Tensor:

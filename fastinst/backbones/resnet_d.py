@@ -21,16 +21,17 @@ STAGE_NAMES = ("res2", "res3", "res4", "res5")
 
 
 class DeformConv2d(nn.Module):
-    """3x3 deformable convolution v1 without bias: ``(x (B,C,H,W), offset (B,18,H',W')) -> (B,C',H',W')``."""
+    """3x3 deformable convolution v1 (no bias unless a norm was folded in): ``(x (B,C,H,W), offset (B,18,H',W')) -> (B,C',H',W')``."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
         super().__init__()
         self.stride = stride
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 3, 3))
+        self.register_parameter("bias", None)  # set when a following norm is folded in (fastinst.fast)
         nn.init.kaiming_uniform_(self.weight, a=1)
 
     def forward(self, x: Tensor, offset: Tensor) -> Tensor:
-        return deform_conv2d(x, offset, self.weight, stride=self.stride, padding=1)
+        return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=1)
 
 
 class BottleneckD(nn.Module):

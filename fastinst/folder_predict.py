@@ -1,0 +1,236 @@
+"""Prediction over a whole folder at scale: batched loading, resumable, sharded under ``torchrun``.
+
+    python -m fastinst predict-folder photos/ --weights model.safetensors --out results.json
+    torchrun --nproc_per_node=8 -m fastinst predict-folder photos/ --weights ... --out results.json
+
+- Images (recursive, sorted by path relative to the root) are read, EXIF-rotated and resized by a
+  ``torch.utils.data.DataLoader`` with worker processes, ``batch_size`` at a time; each loaded batch
+  is split into groups of one resized size, and each group is one forward pass (so a result does not
+  depend on which other images shared its batch beyond float rounding).
+- Under ``torchrun`` rank ``r`` of ``n`` takes files ``r, r+n, r+2n...`` (gloo on CPU, NCCL on GPU,
+  one GPU per local rank); every rank appends its results, one JSON line per image, to
+  ``<out>.parts/rank<r>.jsonl`` (flushed and fsynced per batch); after a barrier rank 0 merges the
+  parts into ``out`` (atomically: a reader sees no partial file) in file order.
+- Resuming: images already in any part file are skipped, whatever the world size was, so a
+  crashed or stopped run continues where it stopped. ``--overwrite`` starts again.
+- An unreadable image is recorded under ``errors`` (one line naming the file) and the run goes on.
+
+The output is ``{"images": [{"id", "file_name", "height", "width"}], "categories": [{"id",
+"name"}], "annotations": [COCO result dicts: image_id, category_id, segmentation (RLE), score, bbox,
+area], "errors": [{"file_name", "error"}]}``; image ids are 1-based positions in the sorted file
+list, category ids 1-based class indices.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from .checkpoint import atomic_write
+from .coco_results import to_coco_results
+from .errors import FastInstError, ImageError
+from .images import IMAGE_SUFFIXES, load_image
+from .model import InputSpec
+from .predictor import Predictor
+from .transforms import resize_shortest_edge
+
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> "Shard":
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                   int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def list_images(root: str | Path) -> List[str]:
+    """Image files under ``root`` (recursive), as sorted POSIX paths relative to it."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FastInstError(f"not a folder: {root}")
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+class FolderImages(Dataset):
+    """``(index, resized (3,h,w) uint8 tensor or None, original (H, W), error or None)`` per file."""
+
+    def __init__(self, root: Path, files: Sequence[Tuple[int, str]], spec: InputSpec) -> None:
+        self.root, self.files, self.spec = root, list(files), spec
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        index, name = self.files[i]
+        try:
+            rgb = load_image(self.root / name)
+        except ImageError as exc:
+            return index, None, (0, 0), str(exc)
+        resized = resize_shortest_edge(rgb, self.spec.min_size, self.spec.max_size)
+        tensor = torch.from_numpy(resized.copy()).permute(2, 0, 1)
+        return index, tensor, (int(rgb.shape[0]), int(rgb.shape[1])), None
+
+
+def _collate(items):
+    return items
+
+
+def parts_dir(out: Path) -> Path:
+    """The folder of the per-rank partial results of ``out``."""
+    return out.with_name(out.name + ".parts")
+
+
+def read_parts(out: Path) -> Dict[str, dict]:
+    """Every image already done: file name -> its record (last one wins; a torn last line is ignored)."""
+    done: Dict[str, dict] = {}
+    folder = parts_dir(out)
+    if not folder.is_dir():
+        return done
+    for part in sorted(folder.glob("rank*.jsonl")):
+        for line in part.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash; that image is predicted again
+            done[record["file_name"]] = record
+    return done
+
+
+def predict_folder(predictor: Predictor, root: str | Path, out: str | Path, *, batch_size: int = 4,
+                   num_workers: int = 2, score_threshold: float = 0.0, shard: Optional[Shard] = None,
+                   overwrite: bool = False, progress: bool = True) -> Optional[Path]:
+    """Predict every image under ``root``; rank 0 writes the merged ``out`` and returns its path
+    (other ranks return None). See the module docstring for sharding, resuming and the format.
+
+    Raises :class:`FastInstError` when ``root`` has no images or ``out`` exists (without
+    ``overwrite``) from a finished run.
+    """
+    root, out = Path(root), Path(out)
+    shard = shard or Shard.from_env()
+    files = list_images(root)
+    if not files:
+        raise FastInstError(f"no images found under {root}")
+    if shard.rank == 0 and overwrite:
+        _clear(out)
+    _barrier(shard)
+    if out.exists() and not parts_dir(out).exists():
+        raise FastInstError(f"{out} exists; pass --overwrite to predict again")
+    done = read_parts(out)
+    mine = [(i, name) for i, name in enumerate(files) if i % shard.world_size == shard.rank and name not in done]
+    loader = DataLoader(FolderImages(root, mine, predictor.model.input_spec), batch_size=batch_size,
+                        num_workers=num_workers, collate_fn=_collate, pin_memory=False)
+    part = parts_dir(out) / f"rank{shard.rank}.jsonl"
+    part.parent.mkdir(parents=True, exist_ok=True)
+    category_ids = list(range(1, len(predictor.class_names) + 1))
+    bar = tqdm(total=len(mine), desc=f"predict (rank {shard.rank}/{shard.world_size})", unit="img",
+               disable=not progress or shard.rank != 0)
+    if part.exists() and part.stat().st_size and not part.read_bytes().endswith(b"\n"):
+        with open(part, "a") as sink:
+            sink.write("\n")  # end a line cut by a crash, so the next record starts on its own line
+    with open(part, "a") as sink:
+        for items in loader:
+            records = []
+            for group in _same_size_groups(items):
+                preds = predictor.predict_prepared([(tensor, size) for _, tensor, size, _ in group])
+                for (index, _, size, _), pred in zip(group, preds):
+                    pred = pred.filter(score_threshold)
+                    records.append({"file_name": files[index], "height": size[0], "width": size[1],
+                                    "annotations": to_coco_results(pred.masks, pred.scores, pred.classes,
+                                                                   index + 1, category_ids)})
+            records += [{"file_name": files[index], "error": error} for index, _, _, error in items if error]
+            for record in records:
+                sink.write(json.dumps(record) + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+            bar.update(len(items))
+    bar.close()
+    _barrier(shard)
+    if shard.rank != 0:
+        return None
+    return merge(files, read_parts(out), out, predictor.class_names)
+
+
+def merge(files: Sequence[str], records: Dict[str, dict], out: Path, class_names: Sequence[str]) -> Path:
+    """Write the merged results of ``records`` (by file name) in ``files`` order, then remove the parts."""
+    missing = [name for name in files if name not in records]
+    if missing:
+        raise FastInstError(f"{len(missing)} images have no result (first: {missing[0]}); run again to resume")
+    merged = {"images": [], "categories": [{"id": i + 1, "name": n} for i, n in enumerate(class_names)],
+              "annotations": [], "errors": []}
+    for i, name in enumerate(files):
+        record = records[name]
+        if "error" in record:
+            merged["errors"].append({"file_name": name, "error": record["error"]})
+            continue
+        merged["images"].append({"id": i + 1, "file_name": name, "height": record["height"], "width": record["width"]})
+        merged["annotations"] += record["annotations"]
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(json.dumps(merged))
+
+    atomic_write(out, write)
+    _clear_parts(out)
+    return out
+
+
+def _same_size_groups(items) -> Iterator[list]:
+    """Loaded items with an image, grouped by resized size (one forward pass per group)."""
+    groups: Dict[Tuple[int, int], list] = {}
+    for item in items:
+        if item[1] is not None:
+            groups.setdefault(tuple(item[1].shape[-2:]), []).append(item)
+    return iter(groups.values())
+
+
+def _barrier(shard: Shard) -> None:
+    if shard.world_size > 1 and dist.is_initialized():
+        dist.barrier()
+
+
+def _clear_parts(out: Path) -> None:
+    folder = parts_dir(out)
+    if folder.is_dir():
+        for part in folder.glob("rank*.jsonl"):
+            part.unlink()
+        folder.rmdir()
+
+
+def _clear(out: Path) -> None:
+    _clear_parts(out)
+    if out.exists():
+        out.unlink()
+
+
+def init_distributed(device: str = "auto") -> Tuple[Shard, torch.device]:
+    """Join the ``torchrun`` process group if launched by it (gloo on CPU, NCCL on CUDA, one GPU per
+    local rank); return this process's shard and device."""
+    shard = Shard.from_env()
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device("cuda", shard.local_rank) if device == "cuda" else torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if shard.world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return shard, dev
+
+
+def close_distributed() -> None:
+    """Leave the process group, if one was joined."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
