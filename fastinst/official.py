@@ -15,7 +15,7 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Tuple
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -81,11 +81,13 @@ def convert_state_dict(official: Mapping[str, Tensor]) -> Dict[str, Tensor]:
     return out
 
 
-def check_compatible(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
-    """Raise :class:`CheckpointError` naming missing/unexpected keys and disagreeing shapes."""
+def check_compatible(model: nn.Module, state: Mapping[str, Tensor], source: str,
+                     unknown_keys: Sequence[str] = ()) -> None:
+    """Raise :class:`CheckpointError` naming missing/unexpected keys and disagreeing shapes;
+    ``unknown_keys`` (file keys a converter could not map) are listed first among the unexpected."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
+    unexpected = list(unknown_keys) + [k for k in state if k not in expected]
     shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
               for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
     if missing or unexpected or shapes:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from fastinst.errors import CheckpointError
+from fastinst.official import check_compatible
 
 # (official regex, our replacement with {0}, {1}.. groups; {L} = group 0 + 1 for ResNet stages)
 _RENAMES: List[Tuple[str, str]] = [
@@ -173,18 +174,7 @@ def load_official(model: nn.Module, path: str | Path, *, partial: bool = False) 
     name = Path(path).name
     if partial:
         return load_matching(model, ckpt.state_dict, name, unknown_keys=ckpt.unknown_keys)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in ckpt.state_dict]
-    unexpected = ckpt.unknown_keys + [k for k in ckpt.state_dict if k not in expected]
-    shapes = [f"{k}: file {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-              for k, v in ckpt.state_dict.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
-    if missing or unexpected or shapes:
-        parts = [f"{name} does not fit this model"]
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
-            if items:
-                shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
-                parts.append(f"{title}: {shown}")
-        raise CheckpointError("; ".join(parts))
+    check_compatible(model, ckpt.state_dict, name, unknown_keys=ckpt.unknown_keys)
     model.load_state_dict(ckpt.state_dict, strict=True)
     return LoadReport(loaded=list(ckpt.state_dict))
 
