@@ -140,7 +140,8 @@ def import_coco(
 
 def _match_by_name(session: Session, dataset_id: int, parsed: ParsedCoco) -> None:
     """Give the parsed file the dataset's ids: images by file name, categories by name, fresh
-    annotation ids; new images and categories get ids above every id in use."""
+    annotation ids; new images and categories get ids above every id in use. An annotation whose
+    mask and class are already on its image is not imported again (reported)."""
     known_images = dict(session.execute(
         select(Image.file_name, Image.coco_id).where(Image.dataset_id == dataset_id)).all())
     known_categories = dict(session.execute(
@@ -152,10 +153,22 @@ def _match_by_name(session: Session, dataset_id: int, parsed: ParsedCoco) -> Non
     for category in parsed.categories:
         category.coco_id = category_map[category.coco_id]
     taken = session.scalar(select(func.max(Annotation.coco_id)).where(Annotation.dataset_id == dataset_id)) or 0
-    for number, ann in enumerate(parsed.annotations, start=taken + 1):
-        ann.coco_id = number
+    present = set(session.execute(
+        select(Image.coco_id, Annotation.category_id, Annotation.rle_counts)
+        .join(Image, Image.id == Annotation.image_id)
+        .where(Annotation.dataset_id == dataset_id, Annotation.state != "rejected")).all())
+    kept = []
+    for ann in parsed.annotations:
         ann.image_coco_id = image_map[ann.image_coco_id]
         ann.category_id = category_map[ann.category_id]
+        if (ann.image_coco_id, ann.category_id, ann.rle_counts) in present:  # e.g. the same file uploaded twice
+            parsed.report.add(f"annotations[{ann.index}] (id {ann.file_id!r}) in {parsed.report.file_name}",
+                              "the same mask and class are already on this image: not imported again", "refused")
+            continue
+        present.add((ann.image_coco_id, ann.category_id, ann.rle_counts))
+        ann.coco_id = taken + 1 + len(kept)
+        kept.append(ann)
+    parsed.annotations = kept
 
 
 def _assign(items: list[tuple[int, str]], known: dict[str, int]) -> dict[int, int]:

@@ -302,16 +302,19 @@ def parse_coco(
 
 
 def read_results(path: str | Path, ground_truth: ParsedCoco, *, strict: bool = False,
-                 display_name: str | None = None) -> tuple[list[dict[str, Any]], CocoReport]:
+                 display_name: str | None = None,
+                 image_names: dict[Any, str] | None = None) -> tuple[list[dict[str, Any]], CocoReport]:
     """Read a COCO results file (a JSON list of ``{image_id, category_id, segmentation, score}``)
     against the ground truth it was made for, with the same repairs and refusals.
 
-    Image ids are mapped with the ground truth's own mapping (so string ids match). Returns the
-    accepted results as clean dicts (integer ids, compressed RLE, ``score``) and the report. An
-    empty list is an ordinary result.
+    Image ids are mapped with the ground truth's own mapping (so string ids match). With
+    ``image_names`` (the results file's image id -> file name, e.g. ``images.json`` of
+    ``python -m fastinst predict``, whose ids are its own) results are matched to the ground truth
+    by file name instead. Returns the accepted results as clean dicts (integer ids, compressed RLE,
+    ``score``) and the report. An empty list is an ordinary result.
 
     Raises:
-        CocoFormatError: not a JSON list, or any finding in strict mode.
+        CocoFormatError: not a JSON list, every result refused, or any finding in strict mode.
     """
     name = display_name or Path(path).name
     data = load_json(Path(path), name)
@@ -319,13 +322,29 @@ def read_results(path: str | Path, ground_truth: ParsedCoco, *, strict: bool = F
         data = data["annotations"]
     if not isinstance(data, list):
         raise CocoFormatError(f"{name}: a results file must be a JSON list, not {_kind(data)}")
+    if image_names is not None:
+        by_name = {image.file_name: image.file_id for image in ground_truth.images}
+        data = [_by_file_name(result, image_names, by_name) for result in data]
     document = {"images": [], "categories": [], "annotations": data}
     parsed = ParsedCoco(ground_truth.images, ground_truth.categories, [], None,
                         CocoReport(name, strict=strict), image_ids=ground_truth.image_ids)
     parsed.annotations = _parse_annotations(document["annotations"], name, parsed, keep_scores=True,
                                             results=True)
+    if data and not parsed.annotations:
+        raise CocoFormatError(f"{name}: none of its {len(data)} results could be used; the first: "
+                              f"{parsed.report.refused[0]}")
     sizes = parsed._sizes()
     return [_clean_annotation(a, sizes) for a in parsed.annotations], parsed.report
+
+
+def _by_file_name(result: Any, image_names: dict[Any, str], by_name: dict[str, Any]) -> Any:
+    """A result with its image id replaced by the ground truth's id of the same file name."""
+    if not isinstance(result, dict):
+        return result
+    name = image_names.get(_id_key(result.get("image_id")))
+    if name is None:
+        return result
+    return {**result, "image_id": by_name.get(name, f"{name} (no image of that file name)")}
 
 
 def _section(data: dict, key: str, name: str, *, required: bool) -> list:
@@ -635,7 +654,7 @@ def _polygon_counts(polygons: list, image: ParsedImage, where: str, report: Coco
     if not rings:
         raise _Refused(f"no polygon ring with at least 3 points ({'; '.join(dropped)})")
     for text in dropped:
-        report.add(where, f"{text}; a ring needs an even number, at least 6 (3 points): ring dropped",
+        report.add(where, f"{text}; a ring needs at least 3 points (6 numbers, x and y in pairs): ring dropped",
                    "repaired")
     outside = _check_extent(rings, image)
     if outside:

@@ -86,9 +86,14 @@ def _predict_folder(args) -> int:
                              overwrite=args.overwrite)
     finally:
         close_distributed()
-    if out is not None:
-        print(f"results -> {out}")
-    return 0
+    if out is None:
+        return 0
+    print(f"results -> {out}")
+    errors = json.loads(Path(out).read_text()).get("errors", [])
+    for error in errors:  # the run went on; each unreadable image gets one line
+        print(f"skipped {error['file_name']}: {error['error']}", file=sys.stderr)
+    # exit 2 says some images were skipped; under torchrun that would read as a crashed rank, so 0 there
+    return 2 if errors and shard.world_size == 1 else 0
 
 
 def _add_stats(sub) -> None:

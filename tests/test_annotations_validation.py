@@ -83,8 +83,8 @@ CASES: list[tuple[str, Mutation, str, str]] = [
      "coordinates)", "refused"),
     ("short ring beside a good one",
      lambda d: d["annotations"][0].update(segmentation=[[1, 1, 5, 5], [2, 2, 20, 2, 20, 20]]),
-     "annotations[0] (id 100) in bad.json: polygon 0 has 4 coordinates; a ring needs an even number, "
-     "at least 6 (3 points): ring dropped", "repaired"),
+     "annotations[0] (id 100) in bad.json: polygon 0 has 4 coordinates; a ring needs at least 3 points "
+     "(6 numbers, x and y in pairs): ring dropped", "repaired"),
     ("polygon not numbers", lambda d: d["annotations"][0].update(segmentation=[[1, 1, 5, "x", 2, 2]]),
      "annotations[0] (id 100) in bad.json: polygon 0 must be a list of numbers", "refused"),
     ("negative polygon point", lambda d: d["annotations"][7]["segmentation"][1].__setitem__(3, -0.5),

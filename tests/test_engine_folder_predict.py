@@ -94,3 +94,12 @@ def test_cli_names_an_empty_folder(tmp_path):
                           "--out", str(tmp_path / "r.json"), "--device", "cpu"],
                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and "no images found under" in run.stderr
+
+
+def test_cli_names_each_skipped_image_and_exits_2(setup, tmp_path, capsys):
+    from fastinst.cli import main
+    _, weights, root = setup
+    code = main(["predict-folder", str(root), "--weights", str(weights), "--out", str(tmp_path / "r.json"),
+                 "--workers", "0", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "skipped broken.jpg: " in err and (tmp_path / "r.json").is_file()

@@ -314,6 +314,32 @@ def imported_file(store: Store, path: Path, images: Path, name: str, **kw):
     return dataset, store.import_coco(dataset, path, **kw)
 
 
+def test_uploading_the_same_file_twice_adds_nothing_the_second_time(store: Store):
+    folder = case("08_string_image_ids")
+    dataset = store.create_dataset("upload twice", folder / "images")
+    first = store.import_coco(dataset, folder / "annotations.json", match_by_name=True)
+    second = store.import_coco(dataset, folder / "annotations.json", match_by_name=True)
+    assert first.annotations_added == 4 and second.annotations_added == 0
+    assert sum(1 for line in second.lines() if "already on this image: not imported again" in line) == 4
+    assert sum(i.num_annotations for i in store.list_images(dataset)) == 4
+
+
+def test_predict_results_are_matched_to_the_ground_truth_by_file_name(tmp_path: Path, capsys):
+    """``predict`` numbers images its own way; evaluation matches its results by file name."""
+    folder = case("08_string_image_ids")
+    out = tmp_path / "out"
+    code, err = predict_cli(capsys, str(folder / "images"), "--out", str(out), "--score-threshold", "0")
+    assert code == 0, err
+    metrics = evaluate_results(folder / "annotations.json", out / "results.json", folder / "images")
+    unmatched = [line for line in metrics["report"] if "results.json" in line and "image_id" in line]
+    assert not unmatched, unmatched   # (the demo model's other classes are refused by category, as they should)
+    assert any("results.json" in line and "category_id" in line for line in metrics["report"])
+    (tmp_path / "alone").mkdir()
+    shutil.copy(out / "results.json", tmp_path / "alone" / "results.json")   # without images.json: ids only
+    with pytest.raises(CocoFormatError, match="none of its .* results could be used"):
+        evaluate_results(folder / "annotations.json", tmp_path / "alone" / "results.json", folder / "images")
+
+
 def test_strict_mode_refuses_what_default_mode_repairs(store: Store):
     folder = case("14_polygon_outside_image")
     dataset = store.create_dataset("strict", folder / "images")

@@ -21,7 +21,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
-from annotations.coco_parse import read_coco, read_results
+from annotations.coco_parse import load_json, read_coco, read_results
 from annotations.errors import AnnotationError
 from fastinst import FastInst, FastInstError, load_checkpoint
 from fastinst.coco_results import to_coco_results
@@ -158,14 +158,23 @@ def evaluate_results(gt_json: str | Path, results_json: str | Path, image_root: 
                      strict: bool = False) -> Dict[str, object]:
     """Mask AP of a COCO results file (a JSON list, e.g. ``python -m fastinst predict``'s) against a
     ground-truth file; both go through the one COCO reader, so string image ids and faulty
-    polygons are handled as everywhere else. An empty results file scores 0.
+    polygons are handled as everywhere else. When an ``images.json`` lies beside the results (as
+    ``predict`` writes it, with its own image ids), results are matched to the ground truth by
+    file name. An empty results file scores 0; a file none of whose results match raises
+    ``CocoFormatError``.
 
     Returns:
         the metrics of :func:`coco_mask_metrics` plus ``"report"``: the reader's finding lines
         for both files.
     """
     parsed = read_coco(gt_json, image_root, strict=strict)
-    results, report = read_results(results_json, parsed, strict=strict)
+    catalogue = Path(results_json).with_name("images.json")
+    names = None
+    if catalogue.is_file():
+        listed = load_json(catalogue)
+        listed = listed.get("images", []) if isinstance(listed, dict) else []
+        names = {i["id"]: i["file_name"] for i in listed if isinstance(i, dict) and "id" in i and "file_name" in i}
+    results, report = read_results(results_json, parsed, strict=strict, image_names=names)
     gt = coco_from_parsed(parsed)
     metrics: Dict[str, object] = dict(coco_mask_metrics(gt, results, [i.coco_id for i in parsed.images]))
     metrics["report"] = parsed.report.lines() + report.lines()
@@ -210,7 +219,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                strict=args.strict)
         finally:
             distributed.cleanup()
-    except (AnnotationError, FastInstError, FileNotFoundError) as error:
+    except (AnnotationError, FastInstError, FileNotFoundError, ValueError) as error:  # bad input: one line
         print(f"error: {error}", file=sys.stderr)
         return 2
     if info.is_main:
