@@ -173,6 +173,18 @@ def _refuse_overwrite(out_dir: Path, names: Sequence[str], args) -> None:
     if existing and not args.overwrite:
         raise FastInstError(f"{existing[0]} exists ({len(existing)} outputs in all would be replaced); "
                             f"pass --overwrite or choose another --out")
+    if args.overwrite:  # overlays of the previous run's images that this run does not make again
+        for name in _previous_names(out_dir) - set(names):
+            (out_dir / _overlay_name(name)).unlink(missing_ok=True)
+
+
+def _previous_names(out_dir: Path) -> set:
+    """File names listed in ``out_dir/images.json`` by an earlier run (empty when unreadable)."""
+    try:
+        listed = json.loads((out_dir / "images.json").read_text())["images"]
+        return {i["file_name"] for i in listed if isinstance(i.get("file_name"), str) and ".." not in i["file_name"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()
 
 
 def expand_images(items: Sequence[str]) -> Tuple[List[Path], Path]:

@@ -41,7 +41,6 @@ from . import distributed
 from .augment import AugmentConfig, augment_for
 from .checkpoints import RESUME_NAME, load_resume, rng_state, save_resume, set_rng_state
 from .data import CocoInstances, IterationBatchSampler, collate, pad_targets
-from .evaluate import evaluate_model
 from .init_weights import load_initial_weights
 from .losses import FastInstCriterion, LossConfig
 from .optim import build_optimizer, build_scheduler
@@ -185,6 +184,9 @@ class Trainer:
         if info.is_main:
             for line in self.dataset.report.lines():
                 print(line, file=sys.stderr)
+            if not self.dataset.parsed.annotations:
+                print(f"warning: {self.dataset.report.file_name} has no usable annotations: every image trains "
+                      f"as a negative", file=sys.stderr)
         self.class_names = self.dataset.class_names
         self.max_iters = config.max_iters or math.ceil(config.epochs * len(self.dataset) / config.batch_size)
         torch.manual_seed(config.seed)  # identical initial weights on every process
@@ -360,6 +362,7 @@ class Trainer:
         if self.info.distributed:  # evaluate every shard with rank 0's BatchNorm statistics
             for buffer in self.model.buffers():
                 torch.distributed.broadcast(buffer, 0)
+        from .evaluate import evaluate_model  # here, so `python -m training.evaluate` loads its module once
         self.last_eval = evaluate_model(self.model, self.class_names, cfg.val_json, cfg.val_image_root or cfg.image_root,
                                         batch_size=cfg.eval_batch_size, progress=cfg.progress_bar)
         self.log({"iteration": self.iteration, "eval": self.last_eval})
