@@ -203,13 +203,13 @@ def test_cli_outputs_never_collide(tmp_path: Path, capsys):
     out = tmp_path / "out"
     code, err = predict_cli(capsys, str(tmp_path / "in"), "--out", str(out))
     assert code == 2 and "skipped b/broken.png: cannot read image broken.png" in err
+    assert (out / "a" / "same.png.overlay.png").is_file() and (out / "b" / "same.png.overlay.png").is_file()
+    names = [i["file_name"] for i in json.loads((out / "images.json").read_text())["images"]]
+    assert names == ["a/same.png", "b/same.png"]
     shutil.rmtree(tmp_path / "in" / "a")
     code, err = predict_cli(capsys, str(tmp_path / "in"), "--out", str(out), "--overwrite")
     assert not (out / "a" / "same.png.overlay.png").exists(), "a stale overlay of the earlier run was left"
     assert (out / "b" / "same.png.overlay.png").is_file()
-    assert (out / "a" / "same.png.overlay.png").is_file() and (out / "b" / "same.png.overlay.png").is_file()
-    names = [i["file_name"] for i in json.loads((out / "images.json").read_text())["images"]]
-    assert names == ["a/same.png", "b/same.png"]
 
 
 def test_14_polygons_outside_the_image_are_clipped_and_absurd_ones_refused_fast(store: Store):
