@@ -15,8 +15,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Dict
 
-import pytest
 import torch
+
+from reference import require_folder
 
 
 
@@ -42,12 +43,8 @@ BASE_CONFIG = "queryinst_r50_fpn_1x_coco"
 
 
 def require_reference() -> Path:
-    """The reference folder; skipped locally when absent, an error in CI."""
-    if not (REFERENCE_DIR / "weights_queryinst.py").is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"QueryInst reference vectors not found at {REFERENCE_DIR}")
-        pytest.skip(f"QueryInst reference vectors not found at {REFERENCE_DIR}")
-    return REFERENCE_DIR
+    """The QueryInst reference folder (see :func:`reference.require_folder`)."""
+    return require_folder(REFERENCE_DIR, "weights_queryinst.py", "QueryInst reference vectors")
 
 
 @lru_cache(maxsize=None)

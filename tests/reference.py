@@ -21,13 +21,18 @@ CONFIGS = {
 }
 
 
-def require_reference() -> Path:
-    """The reference folder; skipped locally when absent, an error in CI."""
-    if not (REFERENCE_DIR / "weights.py").is_file():
+def require_folder(directory: Path, marker: str, what: str = "reference vectors") -> Path:
+    """``directory`` when it holds ``marker``; skipped locally when absent, an error in CI."""
+    if not (directory / marker).is_file():
         if os.environ.get("CI"):
-            pytest.fail(f"reference vectors not found at {REFERENCE_DIR}")
-        pytest.skip(f"reference vectors not found at {REFERENCE_DIR}")
-    return REFERENCE_DIR
+            pytest.fail(f"{what} not found at {directory}")
+        pytest.skip(f"{what} not found at {directory}")
+    return directory
+
+
+def require_reference() -> Path:
+    """The FastInst reference folder (see :func:`require_folder`)."""
+    return require_folder(REFERENCE_DIR, "weights.py")
 
 
 @lru_cache(maxsize=None)
