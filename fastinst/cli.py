@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
