@@ -49,7 +49,8 @@ def open_page(context, url: str, query: str = ""):
     pg.set_default_timeout(TIMEOUT)
     pg.goto(url + query)
     expect(pg.locator("#review-state")).to_contain_text("rev", timeout=2 * TIMEOUT)
-    expect(pg.locator("#status")).to_contain_text("opened")              # the load event ran ...
+    # the load event ran ... (it waits in the one model queue behind earlier work: as long as the page itself)
+    expect(pg.locator("#status")).to_contain_text("opened", timeout=2 * TIMEOUT)
     expect(pg.locator("#status")).not_to_contain_text("predicting")      # ... to its end
     return pg
 
