@@ -307,6 +307,7 @@ class Studio:
         if failure and not message:
             values["status"] = f"⚠ prediction failed on {entry.file_name}: {failure} (Predict again retries)"
         values["place"] = state.place()
+        state.status = values["status"]
         values.update(self.ask_values(state))
         if full:
             values["model_picker"] = gr.update(choices=self.model_choices(), value=self.project.model.version)

@@ -358,6 +358,15 @@ def cancel_question(st: SessionState) -> str:
     return "cancelled: nothing changed"
 
 
+def switch_tab(key: str) -> Callable[[SessionState], str]:
+    """Show another view; the status line keeps its message (a reload that restores the tab
+    selects it after the load event has written "opened ...")."""
+    def action(st: SessionState) -> str:
+        st.tab = key
+        return st.status
+    return action
+
+
 def wire_selection(w: Wiring) -> None:
     """Selecting instances, filters, tab switches and the Explain controls."""
     c, s, state, on, act = w.c, w.studio, w.state, w.on, w.act
@@ -372,7 +381,7 @@ def wire_selection(w: Wiring) -> None:
     on(c["dup_iou"].release, act(set_attr("dup_iou", float), "filter"), [state, c["dup_iou"]],
        api_name="set_duplicate_iou", trigger_mode="always_last")
     for key in ("inspect", "explain", "correct", "train", "evaluate", "coco"):
-        on(c[f"tab_{key}"].select, act(set_attr("tab", str, key), "filter"), [state])
+        on(c[f"tab_{key}"].select, act(switch_tab(key), "filter"), [state])
     on(c["activation"].input, act(set_attr("activation", str), "activation"), [state, c["activation"]],
        api_name="set_activation")
     on(c["layer"].release, act(set_attr("layer", int), "layer"), [state, c["layer"]], api_name="set_layer",

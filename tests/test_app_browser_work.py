@@ -188,12 +188,15 @@ def test_one_undo_reverts_a_bulk_accept(context, studio) -> None:
     pg.keyboard.press("Control+z")
     expect(pg.locator("#status")).to_contain_text(f"undo: accept {len(todo)} shown proposals")
     assert {i.id: i.state for i in project.instances(entry.id)} == before
+    pg.click("#tab-inspect-button")                             # switching views keeps the message
+    expect(pg.locator("#inspect-image img")).to_be_visible()
+    expect(pg.locator("#status")).to_contain_text(f"undo: accept {len(todo)} shown proposals")
+    pg.click("#tab-correct-button")
     pg.keyboard.press("Control+y")
     expect(pg.locator("#status")).to_contain_text(f"redo: accept {len(todo)} shown proposals")
     assert all(project.store.annotation(i.id).state == "accepted" for i in todo)
 
 
-@pytest.mark.slow  # flaky in the full suite: the load event's status stayed blank (issue 8 stays open)
 def test_reload_keeps_the_place_and_two_tabs_keep_their_own(context, studio) -> None:
     project, url = studio
     entry, other = project.images()[4], project.images()[0]
@@ -220,7 +223,6 @@ def test_reload_keeps_the_place_and_two_tabs_keep_their_own(context, studio) -> 
     expect(pg.locator("#review-state")).to_contain_text(entry.file_name)
 
 
-@pytest.mark.slow  # flaky in the full suite: the load event's status stayed blank (issue 8 stays open)
 def test_leaving_with_unsaved_paint_warns(context, studio) -> None:
     project, url = studio
     entry = project.images()[0]
@@ -274,6 +276,7 @@ def test_model_versions_switch_there_and_back(context, studio, tmp_path) -> None
     expect(header).to_contain_text(file_version(worse))
     choose(original)                                              # and back
     expect(header).to_contain_text(original)
+    expect(pg.locator("#status")).to_contain_text(f"switched to {original}")
     expect(pg.locator("#status")).not_to_contain_text("predicting")
     proposals = [i for i in project.instances(entry.id) if i.state == "proposed"]
     assert proposals and all(i.model_version == original for i in proposals)
@@ -281,7 +284,6 @@ def test_model_versions_switch_there_and_back(context, studio, tmp_path) -> None
     assert rows and all(r == original for r in rows if r)
 
 
-@pytest.mark.slow  # flaky in the full suite: the load event's status stayed blank (issue 8 stays open)
 def test_adding_images_from_the_browser(context, studio, tmp_path) -> None:
     project, url = studio
     root = project.store.dataset(project.dataset_id).image_root
