@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from sqlalchemy import Engine, case, select, update
+from sqlalchemy import Engine, case, func, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from annotations import history, rle
@@ -57,13 +57,30 @@ def edit_image(
     expected_revision: int | None,
     user: str,
 ) -> Iterator[ImageEdit]:
-    """Run an edit of one image in a transaction and record it in the image's history."""
+    """Run an edit of one image in a transaction and record it in the image's history.
+
+    "Reviewed, no objects" is a statement the person makes (``set_review_state``), never a side
+    effect: an edit that takes the last accepted object from a reviewed image also sets it back to
+    "in_progress", in the same edit (one undo step), and says so in its summary.
+    """
     with write_session(engine) as session:
         image = lock_image(session, image_id, expected_revision, user, summary)
         edit = ImageEdit(session, image, ChangeLog(), summary)
+        had_objects = image.review_state == "reviewed" and accepted_count(session, image_id) > 0
         yield edit
+        if had_objects and image.review_state == "reviewed" and accepted_count(session, image_id) == 0:
+            edit.log.review_state = ("reviewed", "in_progress")
+            image.review_state = "in_progress"
+            edit.summary += "; no accepted object is left, so the image is no longer reviewed"
         image.last_action = edit.summary
         history.record(session, image, user, action, edit.summary, edit.log)
+
+
+def accepted_count(session: Session, image_id: int) -> int:
+    """How many accepted annotations the image holds (as the session sees them now)."""
+    session.flush()
+    return int(session.scalar(select(func.count()).select_from(Annotation).where(
+        Annotation.image_id == image_id, Annotation.state == "accepted")) or 0)
 
 
 def image_of_annotation(session: Session, ann_id: int) -> int:

@@ -268,10 +268,22 @@ class Wiring:
         safe, refresh = friendly(fn), self.studio.refresh
 
         def handler(st: SessionState, *args: Any) -> list[Any]:
-            if parts == "all":
-                st.asking = ""
-            return refresh(st, safe(st, *args), parts)
+            if parts != "all":
+                return refresh(st, safe(st, *args), parts)
+            st.asking = ""
+            image_id, was = st.image_id, self.review_state(st.image_id)
+            message = safe(st, *args)
+            if was == "reviewed" and image_id == st.image_id and self.review_state(image_id) == "in_progress":
+                message += " · no accepted object is left: the image is no longer reviewed (M marks it again)"
+            return refresh(st, message, parts)
         return handler
+
+    def review_state(self, image_id: int | None) -> str | None:
+        """The image's review state in the store (None without an image)."""
+        try:
+            return None if image_id is None else self.project.image(image_id).review_state
+        except Exception:  # noqa: BLE001 - an image that went away has no state to compare
+            return None
 
     def act_select(self, fn: Callable[[SessionState, gr.SelectData], str],
                    parts: str = "select") -> Callable[..., list[Any]]:

@@ -3,6 +3,8 @@ never duplicated, an undecided proposal is never read as "no object", one action
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
@@ -83,3 +85,26 @@ def test_bulk_accept_is_one_undo_step_with_a_true_description(store: Store, imag
     assert store.undo(image).summary == f"delete_annotation on annotation {ids[1]}"
     assert store.undo(image).summary.startswith("replace_predictions from m1")
     assert store.undo(image) is None
+
+
+def test_reviewed_no_objects_is_only_ever_said_by_the_person(store: Store, image: int, tmp_path):
+    ids = store.replace_predictions(image, np.stack([blob(0, 4, 0, 4), blob(10, 14, 10, 14)]),
+                                    [3, 8], [0.9, 0.8], "m1")
+    store.set_review_state(image, "reviewed", undecided="accept", min_score=0.5)
+    store.delete_annotation(ids[0])                 # one object left: still reviewed
+    assert store.image(image).review_state == "reviewed"
+    before = state_of(store, image)
+    store.set_state(ids[1], "rejected")             # the last one goes: no longer reviewed
+    assert store.image(image).review_state == "in_progress"
+    assert "no longer reviewed" in store.history(image)[-1].summary
+    doc = json.loads(store.export_coco(store.image(image).dataset_id, tmp_path / "e.json",
+                                       only_reviewed=True).read_text())
+    assert store.image(image).file_name not in [i["file_name"] for i in doc["images"]]
+    store.undo(image)                               # one step back: the object and "reviewed"
+    assert state_of(store, image) == before
+    store.redo(image)
+    store.set_review_state(image, "reviewed")       # said by the person: reviewed, no objects
+    assert store.image(image).review_state == "reviewed"
+    drawn = store.add_annotation(image, blob(20, 24, 20, 24), 3, state="accepted")
+    store.delete_annotation(drawn)                  # an object added and removed again
+    assert store.image(image).review_state == "in_progress"

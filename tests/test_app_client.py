@@ -110,6 +110,15 @@ def test_predict_correct_export(studio) -> None:
         assert match, "an exported mask differs from what was accepted/edited/drawn"
         assert name is None or match[0][1] == name
 
+    # rejecting every accepted object of the reviewed image: "reviewed, no objects" is never
+    # implied, the image goes back to in progress and the status says why
+    accepted = [a.id for a in project.store.annotations(image_id) if a.state == "accepted"]
+    for ann_id in accepted:
+        client.predict(ann_id, api_name="/select_instance")
+        r = as_dict(client.predict(api_name="/reject"))
+    assert "no longer reviewed" in r["status"] and "in progress" in r["review_state"], r
+    assert project.image(image_id).review_state == "in_progress"
+
 
 def test_corrupt_image_is_reported_and_nothing_is_lost(studio) -> None:
     project, client = studio

@@ -61,6 +61,7 @@ class Person:
     def __init__(self, project, client: Client, rng: random.Random, versions: list[str]) -> None:
         self.project, self.client, self.rng = project, client, rng
         self.store = project.store
+        self.had_objects = False                 # the edit in progress took a reviewed image with objects
         self.images = {e.id: Img() for e in project.images()}
         self.order = [e.id for e in project.images()]
         self.sizes = {e.id: (e.height, e.width) for e in project.images()}
@@ -90,6 +91,16 @@ class Person:
         """The person is about to change the current image: remember how it was."""
         self.img.undo.append((label, copy.deepcopy(self.img.anns), self.img.review))
         self.img.redo.clear()
+        self.had_objects = self.img.review == "reviewed" and self.accepted_any()
+
+    def accepted_any(self) -> bool:
+        return any(a.state == "accepted" for a in self.img.anns.values())
+
+    def settle_review(self) -> None:
+        """After an edit: a reviewed image whose last accepted object went is in progress again
+        ("reviewed, no objects" is only ever said by the person)."""
+        if self.had_objects and self.img.review == "reviewed" and not self.accepted_any():
+            self.img.review = "in_progress"
 
     def visible(self) -> list[int]:
         return [i for i, a in self.img.anns.items() if a.state == "accepted" or (
@@ -162,6 +173,7 @@ class Person:
         self.img.anns[ann].state = state
         out = self.call(api="/accept" if state == "accepted" else "/reject")
         assert state in out["status"]
+        self.settle_review()
 
     def delete(self) -> None:
         ann = self.select(self.visible())
@@ -170,6 +182,7 @@ class Person:
         self.edit(f"delete_annotation on annotation {ann}")
         del self.img.anns[ann]
         assert "deleted" in self.call(api="/delete")["status"]
+        self.settle_review()
         self.selected = None
 
     def relabel(self) -> None:
