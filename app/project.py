@@ -342,8 +342,8 @@ class Project:
             raise StudioError("choose image files or a .zip of images first")
         root = self.store.dataset(self.dataset_id).image_root
         known = {r.content_hash: r.file_name for r in self.store.list_images(self.dataset_id) if r.content_hash}
-        items = list(uploaded_items(paths))
-        report = UploadReport([], [], [])
+        report = UploadReport([], [], [], [])
+        items = list(uploaded_items(paths, report.not_images))
         for done, (name, data) in enumerate(items, 1):
             digest = hashlib.sha256(data).hexdigest()
             if digest in known:
@@ -395,6 +395,7 @@ class UploadReport:
     added: list[str]
     duplicates: list[str]     # "name (same content as existing)"
     unreadable: list[str]     # "name: reason"
+    not_images: list[str]     # "archive.zip: entry" (zip entries that are not image files)
 
     def summary(self) -> str:
         """One line for the status, naming what was skipped and why."""
@@ -403,12 +404,17 @@ class UploadReport:
             text += f"; skipped {len(self.duplicates)} exact duplicates: " + ", ".join(self.duplicates[:5])
         if self.unreadable:
             text += f"; skipped {len(self.unreadable)} unreadable: " + "; ".join(self.unreadable[:5])
+        if self.not_images:
+            text += (f"; skipped {len(self.not_images)} zip entries that are not images: "
+                     + ", ".join(self.not_images[:5]))
         return text
 
 
-def uploaded_items(paths: list[Path]) -> Iterator[tuple[str, bytes]]:
+def uploaded_items(paths: list[Path], not_images: list[str]) -> Iterator[tuple[str, bytes]]:
     """(file name, bytes) of every uploaded image: files as they are, and the image files inside
-    .zip archives (only their base names are used, so nothing is written outside the folder)."""
+    .zip archives (only their base names are used, so nothing is written outside the folder).
+    Other zip entries are appended to ``not_images`` as "archive.zip: entry" (folders, hidden
+    files and macOS ``__MACOSX`` metadata are passed over without a word)."""
     import zipfile
     for path in paths:
         if path.suffix.lower() == ".zip":
@@ -423,6 +429,8 @@ def uploaded_items(paths: list[Path]) -> Iterator[tuple[str, bytes]]:
                         continue
                     if Path(name).suffix.lower() in IMAGE_SUFFIXES:
                         yield name, archive.read(info)
+                    else:
+                        not_images.append(f"{path.name}: {info.filename}")
         else:
             yield path.name, path.read_bytes()
 
