@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from annotations import ConflictError, Store
+from annotations import ConflictError, ImageRecord, Store
 from fastinst.errors import ImageError
 from fastinst.images import IMAGE_SUFFIXES, image_size
 from app.session import LRUCache, ModelSlot
@@ -27,19 +27,6 @@ PROPOSAL_FLOOR = 0.05     # predictions below this score are not stored at all
 
 class StudioError(Exception):
     """A problem to show to the person using the studio (bad file, missing image, ...)."""
-
-
-@dataclass(frozen=True)
-class ImageEntry:
-    """One image of the project as the views see it."""
-
-    id: int
-    file_name: str
-    width: int
-    height: int
-    review_state: str
-    revision: int
-    num_annotations: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,15 +119,13 @@ class Project:
 
     # ------------------------------------------------------------------ images and categories
 
-    def images(self) -> list[ImageEntry]:
+    def images(self) -> list[ImageRecord]:
         """Every image of the dataset in COCO id order."""
-        return [ImageEntry(r.id, r.file_name, r.width, r.height, r.review_state, r.revision,
-                           r.num_annotations) for r in self.store.list_images(self.dataset_id)]
+        return self.store.list_images(self.dataset_id)
 
-    def image(self, image_id: int) -> ImageEntry:
+    def image(self, image_id: int) -> ImageRecord:
         """One image with its current revision and review state."""
-        r = self.store.image(image_id)
-        return ImageEntry(r.id, r.file_name, r.width, r.height, r.review_state, r.revision)
+        return self.store.image(image_id)
 
     def pixels(self, image_id: int) -> np.ndarray:
         """The image as (H,W,3) uint8 RGB (cached); StudioError when the file is unreadable."""

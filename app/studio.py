@@ -19,7 +19,8 @@ import gradio as gr
 import numpy as np
 
 from app import explain_view, inspect_view, render
-from app.project import ImageEntry, Instance, Project, StudioError, held_out_ap
+from annotations import ImageRecord
+from app.project import Instance, Project, StudioError, held_out_ap
 from app.session import LRUCache, SessionState
 from app.versions import VersionModels
 
@@ -134,7 +135,7 @@ class Studio:
         return (f"**FastInst Studio** · project *{name}* · {len(images)} images, {done} reviewed · "
                 f"model `{self.project.model.version}` ({self.project.model.description})")
 
-    def review_text(self, e: ImageEntry, instances: list[Instance]) -> str:
+    def review_text(self, e: ImageRecord, instances: list[Instance]) -> str:
         """The image's file name, review state ("reviewed, no objects" when it holds none), revision,
         and a failed prediction."""
         state = e.review_state.replace("_", " ")
