@@ -2,7 +2,6 @@
 model, whose predictions must be meaningful at first sight (mask AP >= 50 on those images)."""
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ import pytest
 from gradio_client import Client
 
 from app.demo import DEMO_WEIGHTS, demo_dataset, demo_split
-from test_app_launch import ROOT, wait_for_http
+from test_app_launch import ROOT, stop, wait_for_http
 from test_app_support import free_port
 
 
@@ -43,12 +42,7 @@ def test_launch_without_arguments_serves_the_demo(tmp_path: Path) -> None:
         rows = client.predict(0.5, api_name="/set_min_score")[6]["data"]
         assert rows, "the demo model finds shapes above 0.5 on the first demo image"
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            output = proc.communicate(timeout=30)[0]
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            output = proc.communicate()[0]
+        output = stop(proc)
     assert "held-out demo images" in output
 
 

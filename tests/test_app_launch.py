@@ -25,6 +25,16 @@ def run_launch(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
+def stop(proc: subprocess.Popen) -> str:
+    """Stop a launched studio as Ctrl+C does (killed after 30 s); returns everything it printed."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.communicate(timeout=30)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()[0]
+
+
 def wait_for_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> str:
     """The page body once the server answers (fails early if the process dies)."""
     deadline = time.time() + timeout
@@ -76,12 +86,7 @@ def test_launch_serves_an_image_folder_behind_a_login(dataset: Path) -> None:
         assert "000000.png" in result[1]
         assert (dataset / "studio-data" / "project" / "studio.db").is_file()
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            output = proc.communicate(timeout=30)[0]
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            output = proc.communicate()[0]
+        output = stop(proc)
     assert "added 2 images" in output
     assert "skipped unreadable image broken.png" in output
 
