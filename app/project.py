@@ -177,7 +177,7 @@ class Project:
         version = self.model.version
         return self.predictions.get_or_create(
             (version, image_id),
-            lambda: self.model.run(lambda p: p.predict(self.pixels(image_id))).filter(PROPOSAL_FLOOR))
+            lambda: self.model.run(lambda p: p.predict(self.pixels(image_id), min_score=PROPOSAL_FLOOR)))
 
     def was_predicted(self, image_id: int) -> bool:
         """True when the current model already wrote proposals for this image (even if all of them

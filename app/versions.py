@@ -49,7 +49,7 @@ class VersionModels:
         slot = self.slot(name)
         return self.predictions.get_or_create(
             (name, image_id),
-            lambda: slot.run(lambda p: p.predict(self.project.pixels(image_id))).filter(PROPOSAL_FLOOR))
+            lambda: slot.run(lambda p: p.predict(self.project.pixels(image_id), min_score=PROPOSAL_FLOOR)))
 
     def preset(self, name: str) -> str:
         """The preset of version ``name``."""

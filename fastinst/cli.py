@@ -139,7 +139,7 @@ def _predict(args) -> int:
             failed.append(name)
             tqdm.write(f"skipped {name}: {exc}", file=sys.stderr)
             continue
-        pred = predictor.predict(rgb).filter(args.score_threshold)
+        pred = predictor.predict(rgb, min_score=args.score_threshold)
         catalogue.append({"id": image_id, "file_name": name, "height": pred.image_size[0], "width": pred.image_size[1]})
         results += to_coco_results(pred.masks, pred.scores, pred.classes, image_id,
                                    list(range(1, len(predictor.class_names) + 1)))

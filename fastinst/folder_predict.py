@@ -146,9 +146,8 @@ def predict_folder(predictor: Predictor, root: str | Path, out: str | Path, *, b
         for items in loader:
             records = []
             for group in _same_size_groups(items):
-                preds = predictor.predict_prepared([(tensor, size) for _, tensor, size, _ in group])
+                preds = predictor.predict_prepared([(tensor, size) for _, tensor, size, _ in group], score_threshold)
                 for (index, _, size, _), pred in zip(group, preds):
-                    pred = pred.filter(score_threshold)
                     records.append({"file_name": files[index], "height": size[0], "width": size[1],
                                     "annotations": to_coco_results(pred.masks, pred.scores, pred.classes,
                                                                    index + 1, category_ids)})

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -111,82 +111,113 @@ def _spans(weights: Tensor) -> Tensor:
 
 
 def instance_inference_lowres(class_logits: Tensor, mask_logits: Tensor, resize: MaskResize,
-                              topk: int = 100, chunk: int = 16) -> Instances:
+                              topk: int = 100, min_score: float = 0.0, dense: Optional[bool] = None) -> Instances:
     """The fast path of :func:`instance_inference`, from stride-8 logits: same rules, same results.
 
     ``class_logits (Q,K+1)``, ``mask_logits (Q,h8,w8)`` (before any resize), ``resize`` the
     official resize to the output size ``(H,W)``. The top-k (query, class) pairs are chosen from the
-    class logits alone (as officially); each selected query's logits are then resized only inside
-    the box where they can be positive and thresholded there. That box is exact, not a heuristic:
-    bilinear resizing is a convex combination of samples, so an output pixel whose samples are all
-    ``<= 0`` has a logit ``<= 0`` (mask False, no part of the mask score).
+    class logits alone (as officially); each selected query's mask is computed once (a query is
+    often selected with several classes) and shared by its instances.
 
-    Queries whose boxes nearly coincide (their union wastes less than half again their areas) are
-    processed together, up to ``chunk`` at a time: a few large tensor operations instead of many
-    small ones. Float memory: one group of box logits; the result is the ``(N,H,W)`` bool masks.
+    ``min_score``: return only the instances scoring at least this, exactly those
+    ``Prediction.filter(min_score)`` keeps of the full result, without computing the masks of the
+    pairs that cannot reach it: score = class prob x mask score, and the mask score (a mean of
+    sigmoids) is at most 1, so a pair whose class prob is below ``min_score`` is dropped unseen.
+
+    On CPU a query's logits are resized only inside the box where they can be positive and
+    thresholded there. That box is exact, not a heuristic: bilinear resizing is a convex combination
+    of samples, so an output pixel whose samples are all ``<= 0`` has a logit ``<= 0`` (mask False,
+    no part of the mask score). On a GPU (or with ``dense=True``) the selected queries are resized
+    over the whole output in a few batched operations. Float memory: one query's box (CPU) or 16 queries' ``(H,W)`` logits
+    (GPU); the result is the ``(N,H,W)`` bool masks, ``N <= topk``.
     """
     num_classes = class_logits.shape[1] - 1
     probs = F.softmax(class_logits.float(), dim=-1)[:, :-1].flatten()
-    topk = min(topk, probs.numel())
-    class_probs, flat = probs.topk(topk, sorted=True)
+    class_probs, flat = probs.topk(min(topk, probs.numel()), sorted=True)
+    if min_score > 0:
+        reachable = class_probs >= min_score
+        class_probs, flat = class_probs[reachable], flat[reachable]
     query = torch.div(flat, num_classes, rounding_mode="floor")
     classes = flat % num_classes
-    height, width = resize.output_size
-    device = mask_logits.device
     unique, inverse = torch.unique(query, return_inverse=True)
-    boxes = _positive_boxes(mask_logits[unique] > 0, resize).tolist()
-    unique_scores = torch.zeros(len(unique), dtype=torch.float32, device=device)
-    crops: Dict[int, Tuple[List[int], Tensor]] = {}
-    rows, cols = resize.rows.to(device), resize.cols.to(device)
-    row_src, col_src = resize.row_src_span.tolist(), resize.col_src_span.tolist()
-    for group, (y0, y1, x0, x1) in _group_boxes(boxes, chunk):
-        a, b = row_src[0][y0], row_src[1][y1 - 1] + 1
-        c, d = col_src[0][x0], col_src[1][x1 - 1] + 1
-        samples = mask_logits[unique[group], a:b, c:d].float()
-        logits = rows[y0:y1, a:b] @ samples @ cols[x0:x1, c:d].T  # (n, y1-y0, x1-x0)
-        mask = logits > 0
-        for k, u in enumerate(group):  # sigmoid only where the mask is (often a small part of the box)
-            inside = logits[k][mask[k]]
-            unique_scores[u] = inside.sigmoid_().sum() / (inside.numel() + 1e-6)
-            crops[u] = ([y0, y1, x0, x1], mask[k])
+    if not (mask_logits.device.type != "cpu" if dense is None else dense):
+        unique_scores, masks_of = _masks_in_boxes(mask_logits[unique], resize)
+    else:
+        unique_scores, masks_of = _masks_dense(mask_logits[unique], resize)
     mask_scores = unique_scores[inverse]
     scores = class_probs * mask_scores
     order = scores.argsort(descending=True, stable=True)
-    masks = _zeros_bool((topk, height, width), device)
-    for n, u in enumerate(inverse[order].tolist()):
-        if u in crops:
-            (y0, y1, x0, x1), crop = crops[u]
-            masks[n, y0:y1, x0:x1] = crop
+    if min_score > 0:
+        order = order[scores[order] >= min_score]
+    masks = masks_of(inverse[order])
     return Instances(masks, scores[order], classes[order], query[order], class_probs[order], mask_scores[order])
 
 
-def _zeros_bool(shape: Tuple[int, ...], device: torch.device) -> Tensor:
-    """A zero bool tensor; on CPU backed by ``numpy.zeros`` (calloc: the OS supplies zeroed pages
-    on first touch, so the untouched part of ``(N,H,W)`` masks costs nothing to allocate)."""
-    if device.type == "cpu":
-        return torch.from_numpy(np.zeros(shape, dtype=bool))
-    return torch.zeros(shape, dtype=torch.bool, device=device)
+def mask_scores_from_logits(logits: Tensor, count: Tensor | int) -> Tensor:
+    """The official mask score, mean sigmoid over the mask ``logits > 0``, of ``logits (..., H, W)``
+    whose masks have ``count`` pixels (per leading index): ``(...)`` float32, 0 for an empty mask.
+
+    Computed as ``(sum(max(sigmoid(x) - 0.5, 0)) + 0.5 * count) / (count + 1e-6)``, which needs no
+    gather of the mask pixels: ``sigmoid(x) - 0.5`` is > 0 exactly where ``x > 0`` (0 at ``x = 0``)
+    and, for ``sigmoid(x) >= 0.5``, exact in float32 (Sterbenz lemma). Overwrites ``logits``.
+    """
+    inside = logits.sigmoid_().sub_(0.5).clamp_min_(0).flatten(-2).sum(-1)
+    return (inside + 0.5 * count) / (count + 1e-6)
 
 
-def _group_boxes(boxes: List[List[int]], chunk: int) -> List[Tuple[List[int], List[int]]]:
-    """Indices of non-empty ``(y0, y1, x0, x1)`` boxes grouped (by area, greedily) so that each
-    group's union box is at most 1.5x the sum of its members' areas -> ``[(indices, union box)]``."""
-    def area(box: List[int]) -> int:
-        return max(box[1] - box[0], 0) * max(box[3] - box[2], 0)
+MasksOf = Callable[[Tensor], Tensor]
 
-    order = sorted((i for i, box in enumerate(boxes) if area(box) > 0), key=lambda i: area(boxes[i]))
-    groups: List[Tuple[List[int], List[int]]] = []
-    for i in order:
-        box = boxes[i]
-        if groups:
-            members, union = groups[-1]
-            merged = [min(union[0], box[0]), max(union[1], box[1]), min(union[2], box[2]), max(union[3], box[3])]
-            if len(members) < chunk and area(merged) <= 1.5 * (sum(area(boxes[m]) for m in members) + area(box)):
-                members.append(i)
-                groups[-1] = (members, merged)
-                continue
-        groups.append(([i], list(box)))
-    return groups
+
+def _masks_in_boxes(logits: Tensor, resize: MaskResize) -> Tuple[Tensor, MasksOf]:
+    """CPU: ``logits (U,h8,w8)`` -> ``(mask scores (U,), masks_of)``; ``masks_of(indices (N,))`` is
+    the ``(N,H,W)`` bool masks of those queries, pasted from their box crops.
+
+    Per query: resize inside the box (two small matmuls), threshold with numpy (an order of
+    magnitude faster than a torch comparison into bool on CPU), score with
+    :func:`mask_scores_from_logits` in place. One query at a time keeps the box in cache.
+    """
+    boxes = _positive_boxes(logits > 0, resize).tolist()
+    row_src, col_src = resize.row_src_span.tolist(), resize.col_src_span.tolist()
+    scores = torch.zeros(len(boxes), dtype=torch.float32)
+    crops: Dict[int, Tuple[Tuple[int, int, int, int], np.ndarray]] = {}
+    for u, (y0, y1, x0, x1) in enumerate(boxes):
+        if y1 <= y0 or x1 <= x0:
+            continue  # no positive sample: empty mask, score 0
+        a, b = row_src[0][y0], row_src[1][y1 - 1] + 1
+        c, d = col_src[0][x0], col_src[1][x1 - 1] + 1
+        box = resize.rows[y0:y1, a:b] @ (logits[u, a:b, c:d].float() @ resize.cols[x0:x1, c:d].T)
+        positive = box.numpy() > 0
+        scores[u] = mask_scores_from_logits(box, int(np.count_nonzero(positive)))
+        crops[u] = ((y0, y1, x0, x1), positive)
+    height, width = resize.output_size
+
+    def masks_of(indices: Tensor) -> Tensor:
+        masks = np.zeros((len(indices), height, width), dtype=bool)  # calloc: untouched pages cost nothing
+        for n, u in enumerate(indices.tolist()):
+            if u in crops:
+                (y0, y1, x0, x1), crop = crops[u]
+                masks[n, y0:y1, x0:x1] = crop
+        return torch.from_numpy(masks)
+
+    return scores, masks_of
+
+
+def _masks_dense(logits: Tensor, resize: MaskResize, chunk: int = 16) -> Tuple[Tensor, MasksOf]:
+    """GPU: ``logits (U,h8,w8)`` -> ``(mask scores (U,), masks_of)`` from whole-image resizes,
+    ``chunk`` queries at a time (no host syncs; the ``(U,H,W)`` bool masks are kept)."""
+    rows, cols = resize.rows.to(logits.device), resize.cols.to(logits.device)
+    scores, masks = [], []
+    for start in range(0, logits.shape[0], chunk):
+        full = rows @ logits[start:start + chunk].float() @ cols.T
+        positive = full > 0
+        scores.append(mask_scores_from_logits(full, positive.flatten(1).sum(1)))
+        masks.append(positive)
+    height, width = resize.output_size
+    if not masks:
+        return torch.zeros(0, device=logits.device), lambda indices: torch.zeros(
+            (len(indices), height, width), dtype=torch.bool, device=logits.device)
+    all_masks = torch.cat(masks)
+    return torch.cat(scores), lambda indices: all_masks[indices.to(logits.device)]
 
 
 def _positive_boxes(positive: Tensor, resize: MaskResize) -> Tensor:

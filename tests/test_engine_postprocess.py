@@ -1,7 +1,12 @@
-"""Instance, semantic and panoptic inference on hand-built logits with known answers."""
+"""Instance, semantic and panoptic inference on hand-built logits with known answers, and the fast
+path's post-processing against the official one on random logits."""
+import pytest
 import torch
+import torch.nn.functional as F
 
-from fastinst.postprocess import instance_inference, panoptic_inference, semantic_inference
+from fastinst.model import upsample_masks
+from fastinst.postprocess import (MaskResize, instance_inference, instance_inference_lowres, mask_scores_from_logits,
+                                  panoptic_inference, semantic_inference)
 
 BIG = 20.0
 
@@ -51,3 +56,56 @@ def test_panoptic_drops_no_object_and_merges_stuff():
 def test_panoptic_with_nothing_confident_is_empty():
     seg, info = panoptic_inference(torch.zeros(3, 3), _masks(), thing_classes=[0])
     assert info == [] and not seg.any()
+
+
+def _random_case(seed: int, queries: int = 24, classes: int = 5):
+    """Class logits, smooth stride-8 mask logits, and the official resize of a 10x14 map to an
+    image shown at 75x110 inside an 80x112 input, output at 151x223 (both resizes non-trivial)."""
+    g = torch.Generator().manual_seed(seed)
+    class_logits = torch.randn(queries, classes + 1, generator=g) * 3
+    coarse = torch.randn(queries, 1, 4, 5, generator=g) * 4 - 2
+    mask_logits = F.interpolate(coarse, size=(10, 14), mode="bilinear", align_corners=False)[:, 0]
+    mask_logits[0] = -5.0  # a query with an empty mask
+    resize = MaskResize.official((10, 14), (80, 112), (75, 110), (151, 223))
+    return class_logits, mask_logits, resize
+
+
+def _official(class_logits, mask_logits, topk):
+    logits = upsample_masks(mask_logits, (80, 112), (75, 110), (151, 223))
+    return instance_inference(class_logits, logits, topk=topk)
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["boxes (CPU)", "dense (GPU branch, run on CPU)"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lowres_inference_equals_the_official_post_processing(seed, dense):
+    class_logits, mask_logits, resize = _random_case(seed)
+    expected = _official(class_logits, mask_logits, topk=60)
+    got = instance_inference_lowres(class_logits, mask_logits, resize, topk=60, dense=dense)
+    assert torch.equal(got.query_indices, expected.query_indices) and torch.equal(got.classes, expected.classes)
+    torch.testing.assert_close(got.scores, expected.scores, rtol=0, atol=1e-6)
+    torch.testing.assert_close(got.mask_scores, expected.mask_scores, rtol=0, atol=1e-6)
+    assert (got.masks != expected.masks).sum() <= 2  # pixels whose logit is 0 up to float rounding
+    assert not got.masks[got.query_indices == 0].any() and (got.mask_scores[got.query_indices == 0] == 0).all()
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("min_score", [0.0, 0.02, 0.1, 0.3, 0.95])
+def test_min_score_gives_exactly_the_filtered_full_result(min_score, dense):
+    class_logits, mask_logits, resize = _random_case(3)
+    full = instance_inference_lowres(class_logits, mask_logits, resize, topk=100, dense=dense)
+    keep = full.scores >= min_score
+    got = instance_inference_lowres(class_logits, mask_logits, resize, topk=100, min_score=min_score, dense=dense)
+    assert 0 < int(keep.sum()) < len(full.scores) or min_score in (0.0, 0.95)
+    assert torch.equal(got.query_indices, full.query_indices[keep]) and torch.equal(got.classes, full.classes[keep])
+    assert torch.equal(got.scores, full.scores[keep]) and torch.equal(got.masks, full.masks[keep])
+
+
+def test_mask_score_without_gathering_the_mask_pixels():
+    logits = torch.tensor([[[0.0, 1e-8, -1e-8], [30.0, -30.0, 2.0]], [[-1.0, -2.0, 0.0], [-3.0, 0.0, -0.5]]])
+    positive = logits > 0
+    sig = logits.sigmoid()
+    count = positive.flatten(1).sum(1)
+    expected = (sig * positive).flatten(1).sum(1) / (count + 1e-6)
+    got = mask_scores_from_logits(logits.clone(), count)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-7)
+    assert got[1] == 0 and got[0] > 0.5
