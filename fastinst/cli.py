@@ -49,6 +49,7 @@ def _add_predict(sub) -> None:
     p.add_argument("--score-threshold", type=float, default=0.3,
                    help="minimum score for overlays and results (default: %(default)s; 0 keeps all 100)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    _add_backend(p)
     p.add_argument("--no-overlays", action="store_true", help="write only the JSON")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist in --out")
     p.add_argument("--max-pixels", type=int, default=None, help="largest image accepted, in pixels (default 100 "
@@ -68,8 +69,15 @@ def _add_predict_folder(sub) -> None:
     p.add_argument("--workers", type=int, default=2, help="image-loading processes per rank (default: %(default)s)")
     p.add_argument("--score-threshold", type=float, default=0.0, help="minimum score kept (default: keep all 100)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present; one GPU per torchrun rank), cpu, cuda")
+    _add_backend(p)
     p.add_argument("--overwrite", action="store_true", help="discard earlier (partial) results and start again")
     p.set_defaults(func=_predict_folder)
+
+
+def _add_backend(p) -> None:
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="run the network with PyTorch (default) or onnxruntime on the CPU (exported to ONNX on "
+                   "first use per input size; needs the 'onnx' extra)")
 
 
 def _predict_folder(args) -> int:
@@ -77,7 +85,7 @@ def _predict_folder(args) -> int:
 
     if not list_images(args.root):
         raise FastInstError(f"no images found under {args.root}")
-    shard, device = init_distributed(args.device)
+    shard, device = init_distributed("cpu" if args.backend == "onnxruntime" and args.device == "auto" else args.device)
     args.device = str(device)
     try:
         out = predict_folder(_load_predictor(args), args.root, args.out, batch_size=args.batch_size,
@@ -108,14 +116,16 @@ def _load_predictor(args):
     from .predictor import Predictor
 
     path = Path(args.weights)
+    if args.backend == "onnxruntime" and args.device not in ("auto", "cpu"):
+        raise FastInstError(f"--backend onnxruntime runs on the CPU; drop --device {args.device} or use --device cpu")
     if path.suffix == ".safetensors":
-        return Predictor.from_checkpoint(path, device=args.device)
+        return Predictor.from_checkpoint(path, device=args.device, backend=args.backend)
     if not args.preset:
         raise FastInstError("an official checkpoint needs --preset (the architecture it was trained with)")
     model = build_model(args.preset)
     load_official(model, path)
     names = json.loads(Path(args.class_names).read_text()) if args.class_names else coco_class_names()
-    return Predictor(model, names, device=args.device)
+    return Predictor(model, names, device=args.device, backend=args.backend)
 
 
 def _predict(args) -> int:

@@ -26,12 +26,17 @@ K+1 classes, drop the last; top-100 of the Q*K (query, class) probabilities; eac
 mask logits resized bilinearly (``align_corners=False``) to H x W, cropped to the unpadded resized
 image, resized to the original size; mask = logit > 0; score = probability x mean sigmoid inside
 the mask. :class:`OnnxModel` returns the model's output dict, so
-:func:`fastinst.postprocess.instance_inference_lowres` applies unchanged.
+:func:`fastinst.postprocess.instance_inference_lowres` applies unchanged. :class:`OnnxForward` is
+the Predictor's onnxruntime backend (``Predictor(..., backend="onnxruntime")``, ``--backend
+onnxruntime``): it exports one graph per input shape on first use.
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
+import weakref
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -103,3 +108,36 @@ class OnnxModel:
         heads: List[Dict[str, Tensor]] = [{"pred_masks": m} for m in out.pop("head_masks")]
         out["heads"] = heads
         return out
+
+
+class OnnxForward:
+    """The forward pass of ``model`` run by onnxruntime on CPU, with :class:`FastInst`'s output dict.
+
+    ONNX graphs have fixed input sizes here (see the module docstring), so the graph of each input
+    shape ``(B,3,H,W)`` is exported on its first use (seconds for the tiny preset, about a minute
+    for R50 ones) into ``cache_dir`` (default: a temporary folder removed with this object) and
+    kept open. ``threads``: onnxruntime's intra-op threads (default: ``torch.get_num_threads()``,
+    so both backends use the same cores). Outputs equal PyTorch's within float32 rounding
+    (``tests/test_engine_onnx.py``: logits within 5e-4, same selected queries).
+    """
+
+    def __init__(self, model: FastInst, *, cache_dir: Optional[str | Path] = None,
+                 threads: Optional[int] = None) -> None:
+        self.model = model
+        self.threads = threads or torch.get_num_threads()
+        if cache_dir is None:
+            cache_dir = tempfile.mkdtemp(prefix="fastinst-onnx-")
+            weakref.finalize(self, shutil.rmtree, cache_dir, True)
+        self.cache_dir = Path(cache_dir)
+        self.sessions: Dict[Tuple[int, int, int], OnnxModel] = {}
+
+    def __call__(self, images: Tensor) -> Dict[str, object]:
+        """``images (B,3,H,W)`` float32 (as :meth:`FastInst.preprocess` returns) -> output dict."""
+        key = (int(images.shape[0]), int(images.shape[-2]), int(images.shape[-1]))
+        if key not in self.sessions:
+            batch, height, width = key
+            path = self.cache_dir / f"fastinst_b{batch}_{height}x{width}.onnx"
+            if not path.is_file():
+                export_onnx(self.model, path, height=height, width=width, batch=batch)
+            self.sessions[key] = OnnxModel(path, threads=self.threads)
+        return self.sessions[key](images)

@@ -17,10 +17,13 @@ from .checkpoint import load_checkpoint
 from .cuda import AcceleratedForward, CudaConfig, to_device
 from .fast import optimize_for_inference, prepare_batch
 from .model import FastInst, upsample_masks
+from .onnx_export import OnnxForward
 from .images import ImageLike, load_image
 from .postprocess import (Instances, MaskResize, instance_inference, instance_inference_lowres, panoptic_inference,
                           semantic_inference)
 from .transforms import resize_shortest_edge
+
+BACKENDS = ("torch", "onnxruntime")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -145,26 +148,40 @@ class Predictor:
             on ``model`` itself (the baseline of ``benchmarks/bench_engine.py``).
         cuda: GPU options of the fast path (autocast, compiled size buckets with CUDA graphs; see
             :mod:`fastinst.cuda`); ignored on CPU. None: the fast path in float32, eager.
+        backend: ``"torch"`` (default) or ``"onnxruntime"``: the fast path's network exported to ONNX
+            and run by onnxruntime on CPU (:class:`fastinst.onnx_export.OnnxForward`; one export per
+            input size, on first use), then the same post-processing. Same outputs within float32
+            rounding. Needs ``fast=True`` and a CPU device (``"auto"`` picks the CPU).
+
+    Raises ``ValueError`` on a class-name count that does not match the model, an unknown backend,
+    or onnxruntime with ``fast=False`` or a CUDA device.
     """
 
     def __init__(self, model: FastInst, class_names: Sequence[str], *, device: str | torch.device = "auto",
-                 topk: int = 100, fast: bool = True, cuda: Optional[CudaConfig] = None) -> None:
+                 topk: int = 100, fast: bool = True, cuda: Optional[CudaConfig] = None,
+                 backend: str = "torch") -> None:
         if len(class_names) != model.num_classes:
             raise ValueError(f"{len(class_names)} class names for a model with {model.num_classes} classes")
-        self.device = resolve_device(device)
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        self.device = torch.device("cpu") if backend == "onnxruntime" and str(device) == "auto" else resolve_device(device)
+        if backend == "onnxruntime" and (not fast or self.device.type != "cpu"):
+            raise ValueError("the onnxruntime backend runs the fast path on the CPU: use fast=True, device='cpu'")
         model = model.to(self.device).eval()
         self.model = optimize_for_inference(model) if fast else model
         self.fast = fast
+        self.backend = backend
+        self.onnx = OnnxForward(optimize_for_inference(model, channels_last=False)) if backend == "onnxruntime" else None
         self.accelerated = AcceleratedForward(self.model, cuda) if fast and cuda is not None else None
         self.class_names = list(class_names)
         self.topk = topk
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "auto", topk: int = 100,
-                        fast: bool = True) -> "Predictor":
+                        fast: bool = True, backend: str = "torch") -> "Predictor":
         """Load one of our checkpoints (see :mod:`fastinst.checkpoint`)."""
         model, info = load_checkpoint(path)
-        return cls(model, info.class_names, device=device, topk=topk, fast=fast)
+        return cls(model, info.class_names, device=device, topk=topk, fast=fast, backend=backend)
 
     def prepare(self, image: ImageLike) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """Image -> ``((3,h,w) uint8 RGB resized with the official rule, original (H, W))``.
@@ -204,7 +221,10 @@ class Predictor:
         """Outputs of :meth:`prepare` -> predictions (one forward pass for all; ``min_score`` as in
         :meth:`predict`)."""
         batch, sizes = self.model.preprocess([to_device(tensor, self.device) for tensor, _ in prepared])
-        if self.accelerated is not None:
+        if self.onnx is not None:
+            out = self.onnx(batch)
+            padded = (int(batch.shape[-2]), int(batch.shape[-1]))
+        elif self.accelerated is not None:
             out, padded = self.accelerated(batch)
         else:
             out = self.model(prepare_batch(self.model, batch))

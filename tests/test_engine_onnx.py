@@ -1,11 +1,12 @@
-"""ONNX export round trip: the exported graph run by onnxruntime gives PyTorch's outputs."""
+"""ONNX export round trip: the exported graph run by onnxruntime gives PyTorch's outputs, and the
+Predictor's onnxruntime backend gives the torch backend's predictions."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from fastinst import build_model
+from fastinst import Predictor, build_model
 from fastinst.official import convert_state_dict
 from fastinst.onnx_export import OnnxModel, export_onnx
 from fastinst.postprocess import MaskResize, instance_inference_lowres
@@ -13,6 +14,8 @@ from fastinst.postprocess import MaskResize, instance_inference_lowres
 from reference import case, official_state_dict
 
 pytest.importorskip("onnxruntime")
+
+NAMES = ["a", "b", "c"]
 
 
 def _compare(ort_out: dict, torch_out: dict) -> None:
@@ -23,16 +26,31 @@ def _compare(ort_out: dict, torch_out: dict) -> None:
         torch.testing.assert_close(mine["pred_masks"], theirs["pred_masks"], rtol=1e-4, atol=5e-4)
 
 
-def test_tiny_round_trip_through_onnxruntime(tmp_path):
+@pytest.fixture(scope="module")
+def predictors():
+    """A tiny model's torch and onnxruntime Predictors; the 240x320 test image is exported once
+    (96x128 input) and shared by the tests below."""
     torch.manual_seed(0)
     model = build_model("tiny", num_classes=3).eval()
-    path = export_onnx(model, tmp_path / "tiny.onnx", height=96, width=128)
-    runner = OnnxModel(path)
-    image = torch.randint(0, 255, (3, 90, 128), dtype=torch.uint8)  # padded to 96x128 by preprocess
-    batch, sizes = model.preprocess([image])
+    return (Predictor(model, NAMES, device="cpu"), Predictor(model, NAMES, device="auto", backend="onnxruntime"))
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    img = np.full((240, 320, 3), 40, np.uint8)
+    img[60:160, 80:200] = (200, 50, 50)
+    img[150:220, 220:300] = (40, 160, 220)
+    return np.clip(img + rng.integers(0, 20, img.shape), 0, 255).astype(np.uint8)
+
+
+def test_tiny_round_trip_through_onnxruntime(predictors, image):
+    torch_predictor, ort_predictor = predictors
+    batch, sizes = torch_predictor.model.preprocess([torch_predictor.prepare(image)[0]])
+    assert tuple(batch.shape[-2:]) == (96, 128)
     with torch.no_grad():
-        expected = model(batch)
-    got = runner(batch)
+        expected = torch_predictor.model(batch)
+    got = ort_predictor.onnx(batch)
     _compare(got, expected)
     resize = MaskResize.official((12, 16), (96, 128), sizes[0], (180, 256))
     a = instance_inference_lowres(got["pred_logits"][0], got["pred_masks"][0], resize, topk=20)
@@ -40,8 +58,33 @@ def test_tiny_round_trip_through_onnxruntime(tmp_path):
     assert torch.equal(a.query_indices, b.query_indices) and torch.equal(a.classes, b.classes)
     torch.testing.assert_close(a.scores, b.scores, rtol=0, atol=2e-4)
     assert (a.masks != b.masks).float().mean() < 1e-4
+    runner = next(iter(ort_predictor.onnx.sessions.values()))
     with pytest.raises(ValueError, match="takes 96x128 inputs"):
         runner(torch.zeros(1, 3, 128, 96))
+
+
+def test_onnxruntime_backend_predicts_what_torch_predicts(predictors, image):
+    """Same instances (queries and classes), scores within 2e-4 (the reference tolerance), masks
+    that differ on at most 1e-4 of the pixels, same explanation tensors within 5e-4."""
+    torch_predictor, ort_predictor = predictors
+    assert ort_predictor.device.type == "cpu" and ort_predictor.backend == "onnxruntime"
+    a, b = torch_predictor.predict(image), ort_predictor.predict(image)
+    assert len(a) == len(b) == 96  # 32 queries x 3 classes
+    assert np.array_equal(a.query_indices, b.query_indices) and np.array_equal(a.classes, b.classes)
+    np.testing.assert_allclose(b.scores, a.scores, rtol=0, atol=2e-4)
+    assert (a.masks != b.masks).mean() < 1e-4
+    torch.testing.assert_close(b.explanation.head_mask_logits, a.explanation.head_mask_logits, rtol=1e-4, atol=5e-4)
+    kept = ort_predictor.predict(image, min_score=0.02)
+    assert np.array_equal(kept.query_indices, b.filter(0.02).query_indices)
+    assert len(ort_predictor.onnx.sessions) == 1  # one export for the one input size
+
+
+def test_onnxruntime_backend_refuses_what_it_cannot_run():
+    model = build_model("tiny", num_classes=3)
+    with pytest.raises(ValueError, match="fast=True"):
+        Predictor(model, NAMES, device="cpu", fast=False, backend="onnxruntime")
+    with pytest.raises(ValueError, match="unknown backend"):
+        Predictor(model, NAMES, backend="tensorrt")
 
 
 def test_export_refuses_unpadded_sizes(tmp_path):
