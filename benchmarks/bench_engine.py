@@ -5,12 +5,17 @@ torchvision's Mask R-CNN R50-FPN, measured in the same process, alternating, on 
     python benchmarks/bench_engine.py --presets D1-R50-576 --batch 1 --reps 7 --threads 2
     python benchmarks/bench_engine.py --device cuda --presets D1-R50-576 D3-R50-640 --batch 1 8   # GPU
 
-Every repetition runs each variant once, in turn (straight, fast, Mask R-CNN), so a load change on
+    python benchmarks/bench_engine.py --presets tiny --batch 1 --threads 1 --no-maskrcnn --onnxruntime
+
+Every repetition runs each variant once, in turn (straight, fast, fast at the studio's score floor,
+onnxruntime when asked, Mask R-CNN), so a load change on
 a shared machine hits all of them alike; the table shows medians and the ratios of the medians.
 Stages (hooks on the submodules, CUDA-synchronised): ``preprocess`` (load, official resize,
 normalise + pad), ``backbone``, ``pixel_decoder``, ``proposal`` (IA-guided query selection),
 ``decoder`` (layers and heads, without the proposal), ``postprocess`` (instances, masks at the image
-size, explanation). ``forward`` = backbone to decoder. Peak memory: the largest resident-set growth
+size, explanation). ``forward`` = backbone to decoder. "At the floor" is the studio's call,
+``predict(image, min_score=0.05)``: the same instances as ``predict(image).filter(0.05)``, whose
+post-processing skips the masks of the instances that cannot reach the floor. Peak memory: the largest resident-set growth
 during one prediction (sampled every 2 ms; CPU) or ``torch.cuda.max_memory_allocated`` (CUDA).
 Mask R-CNN gets the same image, resized by its own transform to the preset's test size, random
 weights (no download), ``box_detections_per_img=100``.
@@ -43,6 +48,7 @@ from fastinst.fast import prepare_batch  # noqa: E402
 from fastinst.predictor import Geometry  # noqa: E402
 
 DEMO_MODEL = REPO / "app" / "assets" / "demo_model.safetensors"
+STUDIO_FLOOR = 0.05  # app.project.PROPOSAL_FLOOR: the studio stores no instance below it
 STAGES = ("preprocess", "backbone", "pixel_decoder", "proposal", "decoder", "postprocess")
 
 
@@ -128,8 +134,9 @@ class StageClock:
             handle.remove()
 
 
-def run_fastinst(predictor: Predictor, images: List[np.ndarray]) -> Dict[str, float]:
-    """One timed batch prediction -> stage seconds (+ ``total``, ``forward``, ``peak_mib``)."""
+def run_fastinst(predictor: Predictor, images: List[np.ndarray], min_score: float = 0.0) -> Dict[str, float]:
+    """One timed batch prediction -> stage seconds (+ ``total``, ``forward``, ``peak_mib``); the
+    network's stages are NaN for the onnxruntime backend (one opaque call)."""
     clock = StageClock(predictor.model, predictor.device)
     try:
         with PeakMemory(predictor.device) as memory, torch.inference_mode():
@@ -137,7 +144,10 @@ def run_fastinst(predictor: Predictor, images: List[np.ndarray]) -> Dict[str, fl
             prepared = [predictor.prepare(image) for image in images]
             batch, sizes = predictor.model.preprocess([t for t, _ in prepared])
             after_pre = clock.now()
-            if predictor.accelerated is not None:  # GPU options: bucket padding, autocast, compiled graphs
+            if predictor.onnx is not None:
+                out = predictor.onnx(batch)
+                padded = (int(batch.shape[-2]), int(batch.shape[-1]))
+            elif predictor.accelerated is not None:  # GPU options: bucket padding, autocast, compiled graphs
                 out, padded = predictor.accelerated(batch)
             else:
                 batch = prepare_batch(predictor.model, batch)
@@ -145,11 +155,11 @@ def run_fastinst(predictor: Predictor, images: List[np.ndarray]) -> Dict[str, fl
                 padded = (int(batch.shape[-2]), int(batch.shape[-1]))
             after_forward = clock.now()
             for i, (size, (_, original)) in enumerate(zip(sizes, prepared)):
-                predictor._assemble(out, i, Geometry(padded, size, original))
+                predictor._assemble(out, i, Geometry(padded, size, original), min_score)
             end = clock.now()
     finally:
         clock.remove()
-    t = dict(clock.times)
+    t = {stage: clock.times.get(stage, float("nan")) for stage in ("backbone", "pixel_decoder", "proposal", "decoder")}
     t["decoder"] -= t["proposal"]
     t.update(preprocess=after_pre - start, postprocess=end - after_forward, forward=after_forward - after_pre,
              total=end - start, peak_mib=memory.peak_mib)
@@ -187,7 +197,8 @@ def agreement(a, b) -> Dict[str, float]:
             "flipped_mask_pixels": flipped}
 
 
-def bench(preset: str, batch: int, device: torch.device, reps: int, with_maskrcnn: bool) -> Dict[str, object]:
+def bench(preset: str, batch: int, device: torch.device, reps: int, with_maskrcnn: bool,
+          with_onnxruntime: bool = False) -> Dict[str, object]:
     if preset == "tiny" and DEMO_MODEL.is_file():
         model, info = load_checkpoint(DEMO_MODEL)
         names, weights = info.class_names, "demo model"
@@ -200,7 +211,13 @@ def bench(preset: str, batch: int, device: torch.device, reps: int, with_maskrcn
     images = [scene(i) for i in range(batch)]
     check = agreement(fast.predict(images[0]), straight.predict(images[0]))
     variants: Dict[str, Callable] = {"straight": lambda: run_fastinst(straight, images),
-                                     "fast": lambda: run_fastinst(fast, images)}
+                                     "fast": lambda: run_fastinst(fast, images),
+                                     "fast_floor": lambda: run_fastinst(fast, images, STUDIO_FLOOR)}
+    if with_onnxruntime and device.type == "cpu":
+        ort = Predictor(model, names, device=device, backend="onnxruntime")
+        check["onnxruntime_vs_straight"] = agreement(ort.predict(images[0]), straight.predict(images[0]))
+        variants["onnxruntime"] = lambda: run_fastinst(ort, images)
+        variants["onnxruntime_floor"] = lambda: run_fastinst(ort, images, STUDIO_FLOOR)
     if device.type == "cuda":  # the opt-in GPU options, compiled for this benchmark's one padded size
         tensor, _ = fast.prepare(images[0])
         bucket = tuple(-(-d // 32) * 32 for d in tensor.shape[-2:])
@@ -217,7 +234,7 @@ def bench(preset: str, batch: int, device: torch.device, reps: int, with_maskrcn
             samples[name].append(fn())
     medians = {name: {k: statistics.median(s[k] for s in runs) for k in runs[0]} for name, runs in samples.items()}
     return {"preset": preset, "weights": weights, "batch": batch, "device": str(device),
-            "threads": torch.get_num_threads(), "reps": reps, "image": "640x480", "agreement": check,
+            "threads": torch.get_num_threads(), "reps": reps, "topk": fast.topk, "image": "640x480", "agreement": check,
             "medians": medians}
 
 
@@ -232,7 +249,17 @@ def report(row: Dict[str, object]) -> None:
     b = row["batch"]
     print(f"  images/s end to end: straight {b / s['total']:.2f}, fast {b / f['total']:.2f}")
     print(f"  peak memory growth during a prediction: straight {s['peak_mib']:.0f} MiB, fast {f['peak_mib']:.0f} MiB")
-    print(f"  fast end to end / fast forward: {f['total'] / f['forward']:.2f}")
+    print(f"  fast end to end / fast forward: {f['total'] / f['forward']:.2f} (all {row['topk']} instances)")
+    fl = med["fast_floor"]
+    print(f"  at the studio's floor (min_score={STUDIO_FLOOR}, what the studio asks for): end to end "
+          f"{1000 * fl['total']:.1f} ms, post-processing {1000 * fl['postprocess']:.1f} ms, "
+          f"end to end / forward {fl['total'] / fl['forward']:.2f}, /straight end to end {fl['total'] / s['total']:.2f}")
+    if "onnxruntime" in med:
+        o, of = med["onnxruntime"], med["onnxruntime_floor"]
+        print(f"  onnxruntime backend: forward {1000 * o['forward']:.1f} ms (/fast forward {o['forward'] / f['forward']:.2f}, "
+              f"/straight forward {o['forward'] / s['forward']:.2f}), end to end {1000 * o['total']:.1f} ms "
+              f"(/straight {o['total'] / s['total']:.2f}); at the floor {1000 * of['total']:.1f} ms "
+              f"(end to end / torch fast forward {of['total'] / f['forward']:.2f})")
     if "fast_bf16_compiled" in med:
         g = med["fast_bf16_compiled"]
         print(f"  fast + bf16 autocast + torch.compile (CUDA graphs): forward {1000 * g['forward']:.1f} ms, end to end "
@@ -252,6 +279,8 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--no-maskrcnn", action="store_true", help="skip the torchvision Mask R-CNN baseline")
+    parser.add_argument("--onnxruntime", action="store_true", help="also the onnxruntime backend (CPU; exports the "
+                        "network first, seconds to minutes)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     if args.threads:
@@ -262,7 +291,7 @@ def main() -> int:
     rows = []
     for preset in args.presets:
         for batch in args.batch:
-            rows.append(bench(preset, batch, device, args.reps, not args.no_maskrcnn))
+            rows.append(bench(preset, batch, device, args.reps, not args.no_maskrcnn, args.onnxruntime))
             report(rows[-1])
             sys.stdout.flush()
     if args.json:
