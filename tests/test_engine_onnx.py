@@ -107,3 +107,14 @@ def test_d1_reference_cases_through_onnxruntime(index, tmp_path):
     torch.testing.assert_close(out["pred_logits"], ref["decoder.head1.pred_logits"], rtol=1e-4, atol=1e-4)
     for j, head in enumerate(out["heads"]):
         torch.testing.assert_close(head["pred_masks"], ref[f"decoder.head{j}.pred_masks"], rtol=1e-4, atol=5e-4)
+
+
+def test_cli_backend_onnxruntime_refuses_a_gpu_in_one_line(tmp_path, image, capsys):
+    from PIL import Image
+
+    from fastinst.cli import main
+
+    Image.fromarray(image).save(tmp_path / "a.png")
+    code = main(["predict", str(tmp_path / "a.png"), "--weights", str(tmp_path / "m.safetensors"),
+                 "--out", str(tmp_path / "out"), "--backend", "onnxruntime", "--device", "cuda"])
+    assert code == 2 and "--backend onnxruntime runs on the CPU" in capsys.readouterr().err
