@@ -249,7 +249,7 @@ def report(row: Dict[str, object]) -> None:
     b = row["batch"]
     print(f"  images/s end to end: straight {b / s['total']:.2f}, fast {b / f['total']:.2f}")
     print(f"  peak memory growth during a prediction: straight {s['peak_mib']:.0f} MiB, fast {f['peak_mib']:.0f} MiB")
-    print(f"  fast end to end / fast forward: {f['total'] / f['forward']:.2f} (all {row['topk']} instances)")
+    print(f"  fast end to end / fast forward: {f['total'] / f['forward']:.2f} (all instances, top-{row['topk']})")
     fl = med["fast_floor"]
     print(f"  at the studio's floor (min_score={STUDIO_FLOOR}, what the studio asks for): end to end "
           f"{1000 * fl['total']:.1f} ms, post-processing {1000 * fl['postprocess']:.1f} ms, "
