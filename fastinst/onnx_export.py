@@ -32,6 +32,7 @@ onnxruntime``): it exports one graph per input shape on first use.
 """
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 import weakref
@@ -74,9 +75,17 @@ def export_onnx(model: FastInst, path: str | Path, *, height: int, width: int, b
     example = torch.zeros(batch, 3, height, width)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        program = torch.onnx.export(wrapper, (example,), dynamo=True, opset_version=opset,
-                                    input_names=["images"], output_names=list(OUTPUT_NAMES), verbose=False)
+    # onnxscript warns once per Split node that it does not constant-fold ops with several outputs
+    # (the graph is correct either way); a CLI run would print dozens of those lines
+    folding = logging.getLogger("onnxscript.optimizer._constant_folding")
+    level = folding.level
+    folding.setLevel(logging.ERROR)
+    try:
+        with torch.no_grad():
+            program = torch.onnx.export(wrapper, (example,), dynamo=True, opset_version=opset,
+                                        input_names=["images"], output_names=list(OUTPUT_NAMES), verbose=False)
+    finally:
+        folding.setLevel(level)
     program.save(str(path))
     return path
 
