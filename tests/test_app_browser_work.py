@@ -22,6 +22,7 @@ from test_app_support import make_project, served
 pw = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
 expect = pw.expect
 REVIEWED = re.compile(r"(?<!un)reviewed")
+SWITCH = 3 * TIMEOUT  # ms: a model switch loads a checkpoint and predicts, behind earlier work in the queue
 
 
 def second_model(folder: Path, class_names: list[str], seed: int) -> Path:
@@ -255,7 +256,7 @@ def test_model_versions_switch_there_and_back(context, studio, tmp_path) -> None
     entry = project.images()[5]
     pg = open_page(context, url, f"?image={entry.id}")
     header = pg.locator("#project-info")
-    expect(header).to_contain_text(original)
+    expect(header).to_contain_text(original, timeout=SWITCH)
 
     def choose(version: str) -> None:
         pg.locator("#model-picker input").click()
@@ -264,20 +265,20 @@ def test_model_versions_switch_there_and_back(context, studio, tmp_path) -> None
         pg.click("#btn-use-model")
 
     choose(file_version(better))
-    expect(header).to_contain_text(file_version(better))
+    expect(header).to_contain_text(file_version(better), timeout=SWITCH)
     expect(pg.locator("#status")).to_contain_text(re.compile(
-        f"switched to {re.escape(file_version(better))}.* proposals from"))
+        f"switched to {re.escape(file_version(better))}.* proposals from"), timeout=SWITCH)
     proposals = [i for i in project.instances(entry.id) if i.state == "proposed"]
     assert all(i.model_version == file_version(better) for i in proposals)
     choose(file_version(worse))                                  # lower held-out AP: it asks
-    expect(pg.locator("#ask-text")).to_contain_text("lower held-out AP")
+    expect(pg.locator("#ask-text")).to_contain_text("lower held-out AP", timeout=SWITCH)
     assert project.model.version == file_version(better)
     pg.click("#btn-ask-switch-yes")
-    expect(header).to_contain_text(file_version(worse))
+    expect(header).to_contain_text(file_version(worse), timeout=SWITCH)
     choose(original)                                              # and back
-    expect(header).to_contain_text(original)
-    expect(pg.locator("#status")).to_contain_text(f"switched to {original}")
-    expect(pg.locator("#status")).not_to_contain_text("predicting")
+    expect(header).to_contain_text(original, timeout=SWITCH)
+    expect(pg.locator("#status")).to_contain_text(f"switched to {original}", timeout=SWITCH)
+    expect(pg.locator("#status")).not_to_contain_text("predicting", timeout=SWITCH)
     proposals = [i for i in project.instances(entry.id) if i.state == "proposed"]
     assert proposals and all(i.model_version == original for i in proposals)
     rows = pg.locator("#instance-table tbody tr td:nth-child(7)").all_inner_texts()
