@@ -22,7 +22,13 @@ MaskGuide = Callable[[Dict[str, Tensor], Tensor], Tuple[Tensor, list]]
 
 
 class DualPathLayer(nn.Module):
-    """One decoder layer: ``(queries (B,Q+A,C), pixels (B,HW,C)) -> (queries, pixels)``."""
+    """One decoder layer: ``(queries (B,Q+A,C), pixels (B,HW,C)) -> (queries, pixels)``.
+
+    ``num_placed``: the last ``num_placed`` rows of ``queries`` are queries placed by a person
+    (:mod:`fastinst.placed_queries`). They attend to the pixels and to the other queries like any
+    query, but nothing attends to them (neither the pixels nor any query), so the other rows and
+    the pixels come out exactly as without them, and placed queries do not see each other.
+    """
 
     def __init__(self, dim: int, num_heads: int, ffn_dim: int) -> None:
         super().__init__()
@@ -33,11 +39,16 @@ class DualPathLayer(nn.Module):
         self.query_ffn = FeedForward(dim, ffn_dim)
 
     def forward(
-        self, queries: Tensor, pixels: Tensor, query_pos: Tensor, pixel_pos: Tensor, blocked: Optional[Tensor]
+        self, queries: Tensor, pixels: Tensor, query_pos: Tensor, pixel_pos: Tensor, blocked: Optional[Tensor],
+        num_placed: int = 0,
     ) -> Tuple[Tensor, Tensor]:
-        pixels = self.pixel_ffn(self.pixel_cross_attn(pixels, queries, pixel_pos, query_pos))
+        keys, key_pos = queries, query_pos
+        if num_placed:
+            keys, key_pos = queries[:, :-num_placed], query_pos[:, :-num_placed]
+        pixels = self.pixel_ffn(self.pixel_cross_attn(pixels, keys, pixel_pos, key_pos))
         queries = self.query_cross_attn(queries, pixels, query_pos, pixel_pos, blocked)
-        queries = self.query_self_attn(queries, queries, query_pos, query_pos)
+        keys = queries[:, :-num_placed] if num_placed else queries
+        queries = self.query_self_attn(queries, keys, query_pos, key_pos)
         queries = self.query_ffn(queries)
         return queries, pixels
 

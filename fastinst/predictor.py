@@ -6,6 +6,9 @@ to image coordinates on demand, with the same post-processing as the final masks
 """
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -15,6 +18,7 @@ import torch
 
 from .checkpoint import load_checkpoint
 from .cuda import AcceleratedForward, CudaConfig, to_device
+from .placed_queries import decode_with_placed, placed_instances, points_to_indices
 from .fast import optimize_for_inference, prepare_batch
 from .model import FastInst, upsample_masks
 from .onnx_export import OnnxForward
@@ -64,6 +68,8 @@ class Explanation:
     query_points: (Q,2) (x, y) centres of those positions in original-image pixels.
     head_mask_logits: (L+1,Q,h8,w8) mask logits of every prediction head (0 = initial queries).
     class_logits: (Q,K+1) the final head's class logits.
+    num_placed: how many of the ``Q`` queries (the last ones) were placed by a person
+        (:meth:`Predictor.place_queries`); 0 for a plain prediction.
     """
 
     class_probs: torch.Tensor
@@ -72,6 +78,7 @@ class Explanation:
     head_mask_logits: torch.Tensor
     class_logits: torch.Tensor
     geometry: Geometry
+    num_placed: int = 0
 
     @property
     def num_layers(self) -> int:
@@ -152,6 +159,11 @@ class Predictor:
             and run by onnxruntime on CPU (:class:`fastinst.onnx_export.OnnxForward`; one export per
             input size, on first use), then the same post-processing. Same outputs within float32
             rounding. Needs ``fast=True`` and a CPU device (``"auto"`` picks the CPU).
+        feature_cache: how many images' pixel-decoder maps are kept (least recently predicted
+            dropped first) so that :meth:`place_queries` on an image just predicted costs only
+            the decoder and heads. About ``3 * 256 * H * W / 64 * 4`` bytes per image (11 MB at
+            640x853); 0 keeps none. The onnxruntime graph does not output the maps: with that
+            backend a click runs the torch network first.
 
     Raises ``ValueError`` on a class-name count that does not match the model, an unknown backend,
     or onnxruntime with ``fast=False`` or a CUDA device.
@@ -159,7 +171,7 @@ class Predictor:
 
     def __init__(self, model: FastInst, class_names: Sequence[str], *, device: str | torch.device = "auto",
                  topk: int = 100, fast: bool = True, cuda: Optional[CudaConfig] = None,
-                 backend: str = "torch") -> None:
+                 backend: str = "torch", feature_cache: int = 4) -> None:
         if len(class_names) != model.num_classes:
             raise ValueError(f"{len(class_names)} class names for a model with {model.num_classes} classes")
         if backend not in BACKENDS:
@@ -175,6 +187,9 @@ class Predictor:
         self.accelerated = AcceleratedForward(self.model, cuda) if fast and cuda is not None else None
         self.class_names = list(class_names)
         self.topk = topk
+        self.feature_cache = feature_cache
+        self._features: "OrderedDict[str, Tuple[List[torch.Tensor], Geometry]]" = OrderedDict()
+        self._features_lock = threading.Lock()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "auto", topk: int = 100,
@@ -220,8 +235,15 @@ class Predictor:
                          min_score: float = 0.0) -> List[Prediction]:
         """Outputs of :meth:`prepare` -> predictions (one forward pass for all; ``min_score`` as in
         :meth:`predict`)."""
+        out, geometries = self._forward(prepared)
+        return [self._assemble(out, i, geometry, min_score) for i, geometry in enumerate(geometries)]
+
+    def _forward(self, prepared: Sequence[Tuple[torch.Tensor, Tuple[int, int]]],
+                 onnx: bool = True) -> Tuple[dict, List[Geometry]]:
+        """The network on prepared images (onnxruntime when that is the backend and ``onnx``);
+        each image's pixel-decoder maps, when the output has them, go to the feature cache."""
         batch, sizes = self.model.preprocess([to_device(tensor, self.device) for tensor, _ in prepared])
-        if self.onnx is not None:
+        if self.onnx is not None and onnx:
             out = self.onnx(batch)
             padded = (int(batch.shape[-2]), int(batch.shape[-1]))
         elif self.accelerated is not None:
@@ -229,8 +251,74 @@ class Predictor:
         else:
             out = self.model(prepare_batch(self.model, batch))
             padded = (int(batch.shape[-2]), int(batch.shape[-1]))
-        return [self._assemble(out, i, Geometry(padded, size, original), min_score)
-                for i, (size, (_, original)) in enumerate(zip(sizes, prepared))]
+        geometries = [Geometry(padded, size, original) for size, (_, original) in zip(sizes, prepared)]
+        for i, ((tensor, _), geometry) in enumerate(zip(prepared, geometries)):
+            if "features" in out:
+                # a batch's slice is copied so that the cache does not hold the whole batch's maps
+                maps = [f[i:i + 1] if f.shape[0] == 1 else f[i:i + 1].clone() for f in out["features"]]
+                self._keep_features(image_key(tensor), maps, geometry)
+        return out, geometries
+
+    @torch.inference_mode()
+    def place_queries(self, image: ImageLike, points: Sequence[Tuple[float, float]], *,
+                      with_selected: bool = False) -> Prediction:
+        """Queries placed by a person at ``points`` ``(x, y)`` (original-image pixels) -> instances.
+
+        Each point's stride-16 cell gives a query exactly as the IA-guided selection would (same
+        feature map, same positional embedding), decoded with the image's selected queries by the
+        same layers and heads (:mod:`fastinst.placed_queries`: nothing else changes, and the
+        placed queries do not affect each other). The pixel-decoder maps come from the feature
+        cache when this image was predicted recently (then a click costs the decoder and the
+        heads only); otherwise the image is predicted first.
+
+        Returns a :class:`Prediction` with one instance per point, in the order of ``points`` (not
+        sorted; class = arg-max, see :func:`~fastinst.placed_queries.placed_instances`), whose
+        ``query_indices`` are ``Q + k`` for point ``k``; or, with ``with_selected``, the selected
+        and placed queries' instances together by the usual top-k. The explanation covers the
+        ``Q + P`` queries (per-layer masks of the placed ones included).
+
+        Raises:
+            ValueError: no point, or a point outside the image.
+        """
+        if not len(points):
+            raise ValueError("place_queries needs at least one (x, y) point")
+        tensor, original = self.prepare(image)
+        cached = self._cached_features(image_key(tensor))
+        if cached is None:
+            out, (geometry,) = self._forward([(tensor, original)], onnx=False)
+            cached = out["features"], geometry
+        features, geometry = cached
+        indices = points_to_indices(points, geometry.original, geometry.resized, geometry.padded,
+                                    tuple(features[1].shape[-2:])).to(self.device)
+        amp = self.accelerated.dtype if self.accelerated is not None else None
+        with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            out = decode_with_placed(self.model.decoder, features, indices[None])
+        if with_selected:
+            return self._assemble(out, 0, geometry)
+        class_logits = out["pred_logits"][0].float()
+        first = class_logits.shape[0] - len(points)
+        inst = placed_instances(class_logits[first:], geometry.to_image(out["pred_masks"][0, first:].float()))
+        return Prediction(
+            masks=inst.masks.cpu().numpy(), scores=inst.scores.cpu().numpy(), classes=inst.classes.cpu().numpy(),
+            query_indices=(inst.query_indices + first).cpu().numpy(), class_names=self.class_names,
+            explanation=self._explain(out, 0, geometry, class_logits),
+        )
+
+    def _keep_features(self, key: str, features: List[torch.Tensor], geometry: Geometry) -> None:
+        if self.feature_cache <= 0:
+            return
+        with self._features_lock:
+            self._features[key] = (features, geometry)
+            self._features.move_to_end(key)
+            while len(self._features) > self.feature_cache:
+                self._features.popitem(last=False)
+
+    def _cached_features(self, key: str) -> Optional[Tuple[List[torch.Tensor], Geometry]]:
+        with self._features_lock:
+            if key not in self._features:
+                return None
+            self._features.move_to_end(key)
+            return self._features[key]
 
     def _assemble(self, out: dict, i: int, geometry: Geometry, min_score: float = 0.0) -> Prediction:
         class_logits = out["pred_logits"][i].float()
@@ -243,19 +331,28 @@ class Predictor:
             inst = instance_inference(class_logits, mask_logits, self.topk)
             keep = inst.scores >= min_score
             inst = Instances(*(getattr(inst, f.name)[keep] for f in fields(Instances)))
-        explanation = Explanation(
+        return Prediction(
+            masks=inst.masks.cpu().numpy(), scores=inst.scores.float().cpu().numpy(),
+            classes=inst.classes.cpu().numpy(), query_indices=inst.query_indices.cpu().numpy(),
+            class_names=self.class_names, explanation=self._explain(out, i, geometry, class_logits),
+        )
+
+    def _explain(self, out: dict, i: int, geometry: Geometry, class_logits: torch.Tensor) -> Explanation:
+        return Explanation(
             class_probs=out["proposal_logits"][i].float().softmax(0).cpu(),
             query_indices=out["query_indices"][i].cpu(),
             query_points=_query_points(out["query_indices"][i].cpu(), out["proposal_logits"].shape[-2:], geometry),
             head_mask_logits=torch.stack([h["pred_masks"][i] for h in out["heads"]]).float().cpu(),
             class_logits=class_logits.cpu(),
             geometry=geometry,
+            num_placed=int(out.get("num_placed", 0)),
         )
-        return Prediction(
-            masks=inst.masks.cpu().numpy(), scores=inst.scores.float().cpu().numpy(),
-            classes=inst.classes.cpu().numpy(), query_indices=inst.query_indices.cpu().numpy(),
-            class_names=self.class_names, explanation=explanation,
-        )
+
+
+def image_key(tensor: torch.Tensor) -> str:
+    """Content key of a prepared ``(3,h,w)`` uint8 image (size and a BLAKE2 digest of its bytes)."""
+    pixels = np.ascontiguousarray(tensor.permute(1, 2, 0).cpu().numpy())
+    return f"{tuple(pixels.shape)}:{hashlib.blake2b(pixels, digest_size=16).hexdigest()}"
 
 
 def _query_points(indices: torch.Tensor, map_size, geometry: Geometry) -> np.ndarray:
