@@ -194,6 +194,7 @@ class NewAnnotation:
     state: str
     score: float | None = None
     model_version: str | None = None
+    extra: dict[str, Any] | None = None
 
 
 def insert_annotations(edit: ImageEdit, new: list[NewAnnotation]) -> list[Annotation]:
@@ -211,7 +212,7 @@ def insert_annotations(edit: ImageEdit, new: list[NewAnnotation]) -> list[Annota
             category_id=int(item.category_id), rle_counts=item.counts, area=area,
             bbox_x=x, bbox_y=y, bbox_w=w, bbox_h=h, iscrowd=False, source=item.source,
             state=item.state, score=None if item.score is None else float(item.score),
-            model_version=item.model_version, created_at=now,
+            model_version=item.model_version, extra=item.extra, created_at=now,
         ))
     edit.session.add_all(rows)
     edit.session.flush()

@@ -92,6 +92,7 @@ class AnnotationRecord:
     state: str
     score: float | None
     model_version: str | None
+    extra: dict[str, Any] | None = None   # non-standard keys (e.g. ``placed_query``: [x, y])
 
     @cached_property
     def mask(self) -> np.ndarray:
@@ -121,6 +122,7 @@ class AnnotationRecord:
             state=ann.state,
             score=ann.score,
             model_version=ann.model_version,
+            extra=ann.extra,
         )
 
 

@@ -360,6 +360,50 @@ class Store:
             edit.summary = f"add_annotation {ann.id} (category {category_id})"
             return ann.id
 
+    def place_proposal(
+        self,
+        image_id: int,
+        mask: np.ndarray,
+        category_id: int,
+        score: float,
+        model_version: str,
+        point: tuple[int, int],
+        *,
+        replaces: int | None = None,
+        expected_revision: int | None = None,
+        user: str | None = None,
+    ) -> int:
+        """Store the instance of a query a person placed at ``point`` ``(x, y)`` (image pixels)
+        as a proposal: ``source="predicted"``, ``state="proposed"``, the model version, and
+        ``extra={"placed_query": [x, y]}`` (exported with the annotation). ``replaces``: the
+        undecided placed proposal this one re-places, deleted in the same edit (one undo step).
+        Returns the new annotation id.
+
+        Raises:
+            InvalidInputError: the image is reviewed, or ``replaces`` is not an undecided placed
+                proposal of this image (a decided annotation is never replaced).
+        """
+        with self._edit(image_id, "place_proposal", f"place_proposal on image {image_id}",
+                        expected_revision, user) as edit:
+            editing.refuse_proposals_if_reviewed(edit.image, "proposed")
+            editing.require_category(edit.session, edit.image.dataset_id, category_id)
+            mask = rle.check_mask(mask, edit.image.height, edit.image.width, f"image {image_id}")
+            if replaces is not None:
+                old = editing.locked_annotation(edit.session, replaces)
+                if old.image_id != image_id or old.state != "proposed" or not (old.extra or {}).get("placed_query"):
+                    raise InvalidInputError(
+                        f"annotation {replaces} is not an undecided placed proposal of image {image_id}")
+                edit.log.changed(old.id, history.snapshot(old), None)
+                edit.session.delete(old)
+                edit.session.flush()
+            x, y = (int(v) for v in point)
+            [ann] = editing.insert_annotations(edit, [editing.NewAnnotation(
+                rle.encode_mask(mask), category_id, "predicted", "proposed", float(score), model_version,
+                {"placed_query": [x, y]})])
+            edit.summary = (f"place_proposal {ann.id} at (x={x}, y={y})"
+                            + (f" replacing {replaces}" if replaces is not None else ""))
+            return ann.id
+
     def update_mask(
         self, ann_id: int, mask: np.ndarray, expected_revision: int | None = None, *,
         user: str | None = None,

@@ -119,6 +119,19 @@ def add_painted(project: Project, state: SessionState, value: str | None, class_
     return f"added #{ann_id} {class_name} ({int(mask.sum())} px)"
 
 
+# ------------------------------------------------------------------------------ placed query
+
+def query_click(project: Project, state: SessionState, x: int, y: int) -> str:
+    """Place a query at image pixel ``(x, y)``: the model's mask and class there become a
+    proposal (selected, to accept, relabel or edit); a click inside an undecided placed proposal
+    places it again. The hook a client-side canvas calls with the image pixel it got."""
+    if state.image_id is None:
+        raise StudioError("open an image first")
+    ann_id, message = project.place_query(state.image_id, int(x), int(y), state.revision)
+    state.selected = ann_id
+    return message
+
+
 # ---------------------------------------------------------------------------------- polygon
 
 def polygon_click(state: SessionState, x: int, y: int) -> str:

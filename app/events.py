@@ -53,7 +53,10 @@ def set_tool(st: SessionState, value: str) -> str:
     st.tool = value if value in TOOLS else "select"
     if st.tool != "polygon":
         st.polygon = []
-    return "polygon: click the corners, Enter closes" if st.tool == "polygon" else ""
+    hints = {"polygon": "polygon: click the corners, Enter closes",
+             "query": "query: click an object the model missed to get its mask and class; "
+                      "click inside a placed proposal to place it again"}
+    return hints.get(st.tool, "")
 
 
 def cancel_polygon(st: SessionState) -> str:
@@ -63,13 +66,18 @@ def cancel_polygon(st: SessionState) -> str:
 
 
 def on_correct_click(studio: Studio) -> Callable[..., str]:
-    """Click on the Correct image: select (select tool) or add a vertex (polygon tool)."""
+    """Click on the Correct image: select (select tool), add a vertex (polygon tool) or place a
+    query (query tool). ``evt.index`` is the (x, y) screen pixel; image pixels are it // zoom."""
     def action(st: SessionState, evt: gr.SelectData) -> str:
         x, y = (int(v) for v in evt.index)
-        if st.tool == "polygon":
-            k = studio.zoom(st.image_id)
-            return correct_view.polygon_click(st, x // k, y // k)
-        return studio.pick_at(st, x, y)
+        if st.tool == "select":
+            return studio.pick_at(st, x, y)
+        if st.image_id is None:
+            raise StudioError("open an image first")
+        k = studio.zoom(st.image_id)
+        if st.tool == "query":
+            return correct_view.query_click(studio.project, st, x // k, y // k)
+        return correct_view.polygon_click(st, x // k, y // k)
     return action
 
 

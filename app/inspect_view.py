@@ -17,13 +17,14 @@ ASCII_MARKS = {"proposed": "?", "accepted": "ok", "rejected": "x"}   # OpenCV's 
 
 def visible_instances(instances: Sequence[Instance], min_score: float,
                       show_rejected: bool = False) -> list[Instance]:
-    """The instances a person should see: every accepted one, proposals at or above ``min_score``,
-    rejected ones only on request. Ordered top-first: decided ones, then proposals by score."""
+    """The instances a person should see: every accepted one, proposals at or above ``min_score``
+    (and those of queries a person placed, whatever their score), rejected ones only on request.
+    Ordered top-first: decided ones, then proposals by score."""
     keep = []
     for inst in instances:
         if inst.state == "rejected" and not show_rejected:
             continue
-        if inst.state == "proposed" and (inst.score or 0.0) < min_score:
+        if inst.state == "proposed" and inst.placed_at is None and (inst.score or 0.0) < min_score:
             continue
         keep.append(inst)
     return sorted(keep, key=lambda i: (i.state != "accepted", -(i.score if i.score is not None else 1.0), i.id))

@@ -44,6 +44,7 @@ class Instance:
     model_version: str | None = None
     bbox: tuple[int, int, int, int] = (0, 0, 0, 0)   # (x, y, w, h) pixels, from the store
     area: int = 0                                    # mask pixels, from the store
+    placed_at: tuple[int, int] | None = None         # (x, y) of the query a person placed, if any
 
 
 @dataclass(frozen=True)
@@ -288,9 +289,37 @@ class Project:
                              class_name=names.get(r.category_id, str(r.category_id)), score=r.score,
                              source=r.source, state=r.state, query=self._query_of(r, image_id),
                              model_version=r.model_version, bbox=tuple(int(round(v)) for v in r.bbox),
-                             area=int(r.area))
+                             area=int(r.area), placed_at=_placed_at(r.extra))
                     for r in self.store.annotations(image_id, include_rejected=True)]
         return self.instances_cache.get_or_create((image_id, revision), load)
+
+    def place_query(self, image_id: int, x: int, y: int, expected_revision: int | None) -> tuple[int, str]:
+        """A query placed at image pixel ``(x, y)``: the model's mask and class there, stored as a
+        proposal of the current model version (see ``Store.place_proposal``). A click inside an
+        undecided placed proposal re-places that one (it is replaced, in one undo step); nothing a
+        person decided changes. Returns (annotation id, what happened).
+
+        Raises StudioError: the image is reviewed, the point is outside it, or the model finds no
+        mask there (nothing is stored then).
+        """
+        entry = self.image(image_id)
+        if entry.review_state == "reviewed":
+            raise StudioError("this image is reviewed: press Reopen before placing queries on it")
+        if not (0 <= x < entry.width and 0 <= y < entry.height):
+            raise StudioError(f"({x}, {y}) is outside {entry.file_name} ({entry.width}x{entry.height})")
+        version = self.model.version
+        pred = self.model.run(lambda p: p.place_queries(self.pixels(image_id), [(x, y)]))
+        if not pred.masks[0].any():
+            raise StudioError(f"no mask from a query at ({x}, {y}): the model sees background there")
+        name = pred.class_names[int(pred.classes[0])]
+        replaced = next((i for i in self.instances(image_id, expected_revision)
+                         if i.placed_at is not None and i.state == "proposed" and i.mask[y, x]), None)
+        old = None if replaced is None else replaced.id
+        ann_id = self.edit(image_id, expected_revision, lambda rev: self.store.place_proposal(
+            image_id, pred.masks[0], self.category_id(name), float(pred.scores[0]), version, (x, y),
+            replaces=old, expected_revision=rev))
+        verb = f"re-placed #{old} as" if old is not None else "placed a query:"
+        return ann_id, f"{verb} #{ann_id} {name} {float(pred.scores[0]):.2f} ({int(pred.masks[0].sum())} px)"
 
     # ----------------------------------------------------------------------------------- edits
 
@@ -371,6 +400,12 @@ class Project:
         out = self.work_dir / "exports" / ("reviewed.json" if only_reviewed else "all_images.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         return self.store.export_coco(self.dataset_id, out, only_reviewed=only_reviewed)
+
+
+def _placed_at(extra: dict[str, Any] | None) -> tuple[int, int] | None:
+    """The ``(x, y)`` a stored annotation's query was placed at (``extra["placed_query"]``)."""
+    point = (extra or {}).get("placed_query")
+    return (int(point[0]), int(point[1])) if point else None
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Any, Callable, Generic, Hashable, TypeVar
 
 V = TypeVar("V")
 
-TOOLS = ("select", "polygon")
+TOOLS = ("select", "polygon", "query")   # query: place a query where clicked (Project.place_query)
 
 
 @dataclass

@@ -165,7 +165,8 @@ def build_correct_tab(c: dict[str, Any], names: list[str]) -> None:
     """Clickable overlay, review actions, polygon tool, mask painter."""
     with gr.Row():
         with gr.Column(scale=3):
-            gr.Markdown("**Click** to select an instance, or to add a corner with the polygon tool")
+            gr.Markdown("**Click** to select an instance, to add a corner with the polygon tool, or to place "
+                        "a query with the query tool (the model's mask and class where you click)")
             c["correct_image"] = gr.Image(show_label=False, elem_id="correct-image", format="png",
                                           interactive=False, buttons=["fullscreen"])
         with gr.Column(scale=2):
