@@ -64,7 +64,6 @@ def gather(feature_map: Tensor, pos: Tensor, indices: Tensor) -> Tuple[Tensor, T
     return features, query_pos
 
 
-@torch.no_grad()
 def decode_with_placed(decoder: FastInstDecoder, features: List[Tensor], placed: Tensor) -> Dict[str, object]:
     """Decode the selected queries and ``placed (B,P)`` flat stride-16 positions in one pass.
 
@@ -74,6 +73,8 @@ def decode_with_placed(decoder: FastInstDecoder, features: List[Tensor], placed:
     (B,Q+P,K+1)``, ``pred_masks (B,Q+P,h8,w8)``, ``heads`` (L+1 dicts, per-layer masks of all
     ``Q+P``), ``query_indices (B,Q+P)``, ``query_locations (B,Q+P,2)``, ``proposal_logits``, and
     ``num_placed = P``. The first ``Q`` rows equal the prediction's (see the module docstring).
+    In training mode every head gives class logits and gradients flow (click-aware training,
+    :mod:`training.click_queries`); callers at inference run it under ``torch.inference_mode``.
     """
     proposal_map, pixel_map = features[1], features[2]
     batch, size8 = pixel_map.shape[0], pixel_map.shape[-2:]
@@ -91,7 +92,7 @@ def decode_with_placed(decoder: FastInstDecoder, features: List[Tensor], placed:
 
     def head(index: int) -> Dict[str, Tensor]:
         rows = torch.cat([queries[:, :num_selected], queries[:, queries.shape[1] - num_placed:]], dim=1)
-        logits, masks = decoder.heads[index](rows, pixels, index == len(decoder.layers))
+        logits, masks = decoder.heads[index](rows, pixels, decoder.training or index == len(decoder.layers))
         return {"pred_logits": logits, "pred_masks": masks.view(batch, rows.shape[1], *size8)}
 
     heads = [head(0)]

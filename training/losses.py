@@ -44,6 +44,9 @@ class LossConfig:
     oversample_ratio: float = 3.0
     importance_ratio: float = 0.75
     deep_supervision: bool = True
+    # click-aware training (training.click_queries): queries placed at random interior points of the
+    # objects, each supervised with its object; this weight scales their losses, 0 = off (official)
+    click_weight: float = 0.0
 
 
 def sigmoid_ce_loss(logits: Tensor, labels: Tensor, num_masks: float) -> Tensor:

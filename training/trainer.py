@@ -36,9 +36,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from fastinst import FastInst, build_model, save_checkpoint
+from fastinst.placed_queries import decode_with_placed
 
 from . import distributed
 from .augment import AugmentConfig, augment_for
+from .click_queries import click_losses, sample_clicks
 from .checkpoints import RESUME_NAME, load_resume, rng_state, save_resume, set_rng_state
 from .data import CocoInstances, IterationBatchSampler, collate, pad_targets
 from .init_weights import load_initial_weights
@@ -193,6 +195,10 @@ class Trainer:
         self.model = self._build_model().to(info.device).train()
         self.dataset.augment_config = config.augment or augment_for(self.model.input_spec.min_size)
         self.criterion = FastInstCriterion(len(self.class_names), config.loss)
+        if config.loss.click_weight > 0 and info.world_size > 1:
+            raise ValueError("click-aware training (loss.click_weight > 0) runs on one process only: its second "
+                             "decoder pass is outside the DistributedDataParallel forward")
+        self.click_rng = torch.Generator().manual_seed(config.seed + 1)
         self.optimizer = build_optimizer(self.model, config.lr, config.weight_decay, config.backbone_lr_multiplier)
         steps = [round(f * self.max_iters) for f in config.lr_steps]
         self.scheduler = build_scheduler(self.optimizer, steps, config.lr_gamma, config.warmup_iters, config.warmup_factor)
@@ -280,9 +286,15 @@ class Trainer:
         local = sum(int(t["labels"].numel()) for t in targets)
         num_masks = max(distributed.all_reduce_sum(local, device) / self.info.world_size, 1.0)
         guide = self.criterion.mask_guide(targets, self.model.decoder.num_aux_queries)
+        clicks = self.config.loss.click_weight > 0
         with torch.autocast(device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
             outputs = self.ddp(batch, mask_guide=guide)
+            if clicks:
+                placed, matches = sample_clicks(targets, tuple(outputs["features"][1].shape[-2:]), self.click_rng)
+                clicked = decode_with_placed(self.model.decoder, outputs["features"], placed.to(device))
         losses = self.criterion(outputs, targets, num_masks)
+        if clicks:
+            losses.update(click_losses(self.criterion, clicked, matches, targets, num_masks))
         total = sum(losses.values())
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
