@@ -8,6 +8,18 @@ Both fine-tunes start from the shipped demo model with the demo recipe
 (:func:`training.make_demo_model.demo_config`) at a fine-tuning learning rate, same seed, same
 data order; only ``click_weight`` differs. The baseline fine-tune separates the effect of the
 click queries from that of simply training longer. Runs on the CPU (one thread each).
+
+Measured (``--iters 150 --images 100``, lr 1e-4, click weight 1, batch 8; 217 objects):
+
+| model | one click, all objects | IoU >= 0.85 | missed objects: count, one click |
+|---|---|---|---|
+| shipped demo model | 0.837 | 72.8% | 14, 0.571 |
+| fine-tuned, no click queries | 0.835 | 75.6% | 12, 0.567 |
+| fine-tuned, click queries | **0.859** | **78.8%** | 10, 0.371 |
+
+Click queries raise the one-click IoU on all objects by 0.024 over the same fine-tune without
+them; on the few objects each model misses (different objects per model, 10-14 of them) the
+figures are too few to conclude, and there they went down. Not on by default.
 """
 from __future__ import annotations
 
