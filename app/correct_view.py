@@ -73,13 +73,24 @@ def relabel(project: Project, state: SessionState, class_name: str, revision: in
 
 
 def undo(project: Project, state: SessionState, revision: int | None, redo: bool = False) -> str:
-    """Undo (or redo) the image's last edit — one user action, whoever made it — and say which."""
+    """Undo (or redo) the image's last edit — one user action, whoever made it — and say which.
+    A prediction run is not undone: a stray Ctrl+Z right after opening an image would otherwise
+    wipe its proposals, and the image would look as if it held no object."""
     if state.image_id is None:
         raise StudioError("open an image first")
+    if not redo and last_applied_action(project, state.image_id) == "replace_predictions":
+        return ("nothing to undo: the model's proposals are not an edit of yours "
+                "(reject what is wrong, or Predict again)")
     step = project.store.redo if redo else project.store.undo
     done = project.edit(state.image_id, revision, lambda rev: step(state.image_id, expected_revision=rev))
     word = "redo" if redo else "undo"
     return f"{word}: {done.summary}" if done is not None else f"nothing to {word}"
+
+
+def last_applied_action(project: Project, image_id: int) -> str | None:
+    """The action of the edit an undo would revert (None when there is none)."""
+    applied = [e for e in project.store.history(image_id) if e.status == "applied"]
+    return applied[-1].action if applied else None
 
 
 def reopen(project: Project, state: SessionState, revision: int | None) -> str:

@@ -46,6 +46,9 @@ def test_predict_correct_export(studio) -> None:
     assert "unreviewed" in r["review_state"] and Path(r["inspect_image"]).is_file()
     r = as_dict(client.predict(api_name="/predict"))
     assert "proposals" in r["status"], r["status"]
+    r = as_dict(client.predict(api_name="/undo"))          # a stray Ctrl+Z keeps the proposals
+    assert "nothing to undo: the model's proposals" in r["status"], r["status"]
+    assert any(a.state == "proposed" for a in project.store.annotations(image_id))
     r = as_dict(client.predict(0.05, api_name="/set_min_score"))
     rows = r["instance_table"]["data"]
     assert len(rows) >= 5, "the model should propose at least 5 instances at score >= 0.05"

@@ -247,6 +247,9 @@ class Person:
         if not stack:
             assert f"nothing to {word}" in out["status"], out["status"]
             return
+        if not redo and stack[-1][0].startswith("replace_predictions"):
+            assert "nothing to undo: the model's proposals" in out["status"], out["status"]
+            return
         label, anns, review = stack.pop()
         other.append((label, copy.deepcopy(img.anns), img.review))
         img.anns, img.review = anns, review
