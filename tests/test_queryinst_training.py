@@ -113,7 +113,7 @@ def test_tiny_trains_on_synthetic_shapes_to_held_out_ap(tmp_path):
     Measured (queryinst/README.md): mask AP 70.2 after 1000 iterations of 8 images, 46 minutes on the shared 2-core CPU.
     """
     from training.make_demo_model import make_demo_dataset
-    from queryinst.train import tiny_config, train
+    from training.queryinst_trainer import tiny_config, train
     from queryinst.checkpoint import load_checkpoint
 
     train_json, val_json = make_demo_dataset(tmp_path / "data")

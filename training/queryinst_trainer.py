@@ -5,7 +5,7 @@ backbone lr x0.1, gradient norm clipped at 0.1, linear warm-up from 0.001 over 1
 lr x0.1 at 8/12 and 11/12 of training, random horizontal flip; losses of :mod:`queryinst.criterion`.
 The ``tiny`` preset trains from scratch (backbone lr x1, shorter warm-up; see :func:`tiny_config`).
 
-    python -m queryinst.train --train-json train.json --image-root images/ --val-json val.json \\
+    python -m training.queryinst_trainer --train-json train.json --image-root images/ --val-json val.json \\
         --val-image-root val/ --preset tiny --max-iters 3000 --output-dir runs/queryinst-tiny
 """
 from __future__ import annotations
@@ -21,20 +21,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fastinst.coco_results import to_coco_results
 from fastinst.predictor import resolve_device
-from training.augment import resize
-from training.data import CocoInstances
-from training.evaluate import coco_mask_metrics
-from training.optim import lr_factor
+from queryinst.checkpoint import load_checkpoint, save_checkpoint
+from queryinst.criterion import QueryInstCriterion, boxes_from_masks
+from queryinst.model import QueryInst
+from queryinst.official import load_matching
+from queryinst.presets import build_model
+from queryinst.transforms import keep_ratio_size
 
-from .checkpoint import save_checkpoint
-from .criterion import QueryInstCriterion, boxes_from_masks
-from .model import QueryInst
-from .official import load_matching
-from .predictor import Predictor
-from .presets import build_model
-from .transforms import keep_ratio_size
+from .augment import resize
+from .data import CocoInstances
+from .evaluate import evaluate_model
+from .optim import lr_factor
 
 
 @dataclass
@@ -102,8 +100,6 @@ def train(config: TrainConfig, progress: Optional[Callable[[int, int, Dict[str, 
     data = CocoInstances(config.train_json, config.image_root, keep_empty=True)
     model = build_model(config.preset, num_classes=len(data.class_names))
     if config.init_weights:
-        from .checkpoint import load_checkpoint
-
         source, _ = load_checkpoint(config.init_weights)
         load_matching(model, source.state_dict(), Path(config.init_weights).name)
     model.to(device).train()
@@ -138,12 +134,14 @@ def train(config: TrainConfig, progress: Optional[Callable[[int, int, Dict[str, 
         if progress:
             progress(it + 1, config.max_iters, record)
         if config.eval_period and config.val_json and (it + 1) % config.eval_period == 0 and it + 1 < config.max_iters:
-            metrics = evaluate(model, data.class_names, config.val_json, config.val_image_root or config.image_root)
+            metrics = evaluate_model(model, data.class_names, config.val_json, config.val_image_root or config.image_root,
+                                     progress=False)
             bar.write(f"iteration {it + 1}: mask AP {metrics['segm/AP']:.1f}")
             model.train()
     metrics: Dict[str, object] = {}
     if config.val_json:
-        metrics = evaluate(model, data.class_names, config.val_json, config.val_image_root or config.image_root)
+        metrics = evaluate_model(model, data.class_names, config.val_json, config.val_image_root or config.image_root,
+                                 progress=False)
     provenance = {"config": {k: v for k, v in asdict(config).items()}, "train_seconds": round(time.time() - start, 1),
                   "iterations": len(history), "final_loss": history[-1]["total"] if history else None}
     path = save_checkpoint(out_dir / "model_final.safetensors", model.cpu().eval(), preset=config.preset,
@@ -152,22 +150,8 @@ def train(config: TrainConfig, progress: Optional[Callable[[int, int, Dict[str, 
     return path
 
 
-@torch.inference_mode()
-def evaluate(model: QueryInst, class_names: Sequence[str], json_path: str, image_root: str,
-             device: str = "auto") -> Dict[str, Optional[float]]:
-    """pycocotools mask AP of ``model`` on a COCO dataset (official inference, all instances kept)."""
-    dataset = CocoInstances(json_path, image_root, keep_empty=True)
-    predictor = Predictor(model, class_names, device=device, explain=False)
-    category_ids = dataset.category_ids
-    results = []
-    for index in range(len(dataset)):
-        pred = predictor.predict(dataset.load_image(index).permute(1, 2, 0).numpy())
-        results += to_coco_results(pred.masks, pred.scores, pred.classes, dataset.image_ids[index], category_ids)
-    return coco_mask_metrics(dataset.coco, results, dataset.image_ids)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m queryinst.train", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training.queryinst_trainer", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train-json", required=True)
     p.add_argument("--image-root", required=True)
