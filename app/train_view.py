@@ -58,6 +58,11 @@ def start(project: Project, start_from: str | None, iterations: float = 0, lr: f
         preset = read_info(record.path).preset
     else:
         raise StudioError(f"{name!r} is an official checkpoint: start the studio with it (--weights) to fine-tune it")
+    from engines.load import display_name, weights_model
+    model = weights_model(record.path, preset)
+    if model != "fastinst":   # the fine-tuning worker (training.worker) runs FastInst's trainer
+        raise StudioError(f"`{name}` is a {display_name(model)} model: the studio fine-tunes FastInst models only; "
+                          f"train it with python -m training.queryinst_trainer")
     device = "cuda" if project.model.device.type == "cuda" else "cpu"
     overrides = Overrides(max_iters=int(iterations) or None, lr=float(lr) or None, batch_size=int(batch) or None)
     try:
@@ -246,17 +251,18 @@ def match_instances(a: Any, b: Any, iou: float = 0.5) -> tuple[set[int], set[int
 
 
 def render_comparison(image: np.ndarray, before: Any, after: Any, min_score: float,
-                      titles: tuple[str, str] = ("before", "after")) -> np.ndarray:
+                      titles: tuple[str, str] = ("before", "after"),
+                      words: tuple[str, str] = ("gone", "new")) -> np.ndarray:
     """The same image twice, large: ``before``'s instances left, ``after``'s right. Instances
     without a same-class partner (IoU >= 0.5) on the other side are outlined thickly: red on the
-    left (gone after fine-tuning), green on the right (new)."""
+    left (gone after fine-tuning), green on the right (new); ``words`` name the two counts."""
     b, a = before.filter(min_score), after.filter(min_score)
     kept_b, kept_a = match_instances(b, a)
     k = render.display_factor(*image.shape[:2], min_side=COMPARE_MIN_SIDE)
     big = render.enlarge(image, k)
     tiles = []
-    for pred, kept, title, mark, word in ((b, kept_b, titles[0], (230, 40, 40), "gone"),
-                                          (a, kept_a, titles[1], (40, 210, 60), "new")):
+    for pred, kept, title, mark, word in ((b, kept_b, titles[0], (230, 40, 40), words[0]),
+                                          (a, kept_a, titles[1], (40, 210, 60), words[1])):
         masks = render.enlarge_masks(pred.masks, k) if len(pred) else pred.masks
         labels = [f"{pred.class_names[int(c)]} {s:.2f}" for c, s in zip(pred.classes, pred.scores)]
         tile = render.overlay_instances(big, masks, [render.colour_for(i) for i in range(len(pred))], labels)

@@ -85,6 +85,10 @@ class Predictor(Protocol):
     class_names: List[str]
     device: torch.device
 
+    @property
+    def num_layers(self) -> int:
+        """How many layers its explanations hold (``Explanation.num_layers``)."""
+
     def predict(self, image: Any, min_score: float = 0.0) -> Prediction:
         """The image's instances scoring at least ``min_score`` (the same as ``.filter(min_score)``)."""
 

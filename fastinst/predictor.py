@@ -195,6 +195,11 @@ class Predictor:
         model, info = load_checkpoint(path)
         return cls(model, info.class_names, device=device, **kwargs)
 
+    @property
+    def num_layers(self) -> int:
+        """Layers of the explanation: the initial head and one per decoder layer."""
+        return len(self.model.decoder.heads)
+
     def prepare(self, image: ImageLike) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """Image -> ``((3,h,w) uint8 RGB resized with the official rule, original (H, W))``.
 

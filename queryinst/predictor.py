@@ -106,6 +106,11 @@ class Predictor:
         model, info = load_checkpoint(path)
         return cls(model, info.class_names, device=device, **kwargs)
 
+    @property
+    def num_layers(self) -> int:
+        """Layers of the explanation: the stages."""
+        return int(self.model.num_stages)
+
     def predict_batch(self, images: Sequence[ImageLike], min_score: float = 0.0) -> List[Prediction]:
         """One :class:`Prediction` per image (one forward pass each: padding a batch to its largest
         image would change the results, as in the official batched inference)."""
