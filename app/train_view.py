@@ -21,7 +21,7 @@ from app.project import Project, StudioError
 from app.versions import VersionModels
 
 LOSS_SERIES = {"loss": "total (smoothed)", "loss_raw": "total (each iteration)", "proposal": "IA proposals",
-               "ce": "class", "mask": "mask BCE", "dice": "dice"}
+               "ce": "class", "mask": "mask BCE", "dice": "dice", "l1": "box L1", "giou": "box GIoU"}
 AP_SERIES = {"segm/AP": "AP", "segm/AP50": "AP50", "segm/AP75": "AP75"}
 COMPARE_MIN_SIDE = 512     # the before/after pictures are drawn at least this large
 
@@ -54,20 +54,17 @@ def start(project: Project, start_from: str | None, iterations: float = 0, lr: f
     if name == project.model.version:
         preset = project.model.preset
     elif record.path.endswith(".safetensors"):
-        from fastinst.checkpoint import read_info
-        preset = read_info(record.path).preset
+        from engines.load import checkpoint_preset
+        preset = checkpoint_preset(record.path)
     else:
         raise StudioError(f"{name!r} is an official checkpoint: start the studio with it (--weights) to fine-tune it")
-    from engines.load import display_name, weights_model
-    model = weights_model(record.path, preset)
-    if model != "fastinst":   # the fine-tuning worker (training.worker) runs FastInst's trainer
-        raise StudioError(f"`{name}` is a {display_name(model)} model: the studio fine-tunes FastInst models only; "
-                          f"train it with python -m training.queryinst_trainer")
+    from engines.load import weights_model
     device = "cuda" if project.model.device.type == "cuda" else "cpu"
     overrides = Overrides(max_iters=int(iterations) or None, lr=float(lr) or None, batch_size=int(batch) or None)
     try:
         run_id = prepare_run(project.store, project.dataset_id, parent_version=name, parent_path=record.path,
-                             preset=str(preset), work_dir=project.work_dir, device=device, overrides=overrides)
+                             preset=str(preset), work_dir=project.work_dir, device=device, overrides=overrides,
+                             model=weights_model(record.path, preset))
     except ValueError as e:
         raise StudioError(str(e)) from None
     launch_worker(project.store, run_id)

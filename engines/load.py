@@ -124,8 +124,7 @@ def load_predictor(weights: str | Path, *, model: Optional[str] = None, preset: 
     package = _package(found)
     if path.suffix.lower() not in OFFICIAL_SUFFIXES:
         predictor = package.Predictor.from_checkpoint(path, device=device, **kwargs)
-        meta_preset = _read_preset(path)
-        return Loaded(predictor, found, meta_preset)
+        return Loaded(predictor, found, checkpoint_preset(path))
     official = importlib.import_module(f"{MODELS[found][0]}.official")
     if found == "queryinst":
         from queryinst.presets import preset_for_file
@@ -143,11 +142,18 @@ def load_predictor(weights: str | Path, *, model: Optional[str] = None, preset: 
     return Loaded(package.Predictor(net, list(class_names), device=device, **kwargs), found, preset)
 
 
-def _read_preset(path: Path) -> str:
-    from safetensors import safe_open
+def checkpoint_preset(path: str | Path) -> str:
+    """The preset recorded in one of our ``.safetensors`` checkpoints (either model's)."""
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        return str((f.metadata() or {}).get("preset"))
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            preset = (f.metadata() or {}).get("preset")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{Path(path).name}: not a readable checkpoint ({exc})") from None
+    if not preset:
+        raise CheckpointError(f"{Path(path).name}: no preset in its metadata")
+    return str(preset)
 
 
 def _official_class_names(model: str, path: Path) -> List[str]:

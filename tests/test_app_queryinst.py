@@ -142,3 +142,31 @@ def test_fastinst_and_queryinst_side_by_side(setup) -> None:
     assert np.array_equal(versions.predict(other, image_id).masks, oracle.masks)
     with pytest.raises(StudioError, match="choose another model version"):
         evaluate_view.side_by_side(project, versions, project.model.version, image_id, 0.5)
+
+
+def test_studio_fine_tunes_queryinst_in_a_worker(setup) -> None:
+    """The Fine-tune view runs QueryInst's recipe in the worker process (the one training loop)
+    and shows its loss parts; the run's model is a QueryInst checkpoint."""
+    from dataclasses import replace
+
+    from engines.load import weights_model
+    from test_app_finetune import poll_until
+
+    folder, weights, config = setup
+    project = open_project(replace(config, data_dir=folder / "ft"), log=lambda m: None)
+    for entry in project.images():
+        project.predict(entry.id)
+        for inst in project.instances(entry.id)[:3]:
+            project.store.set_state(inst.id, "accepted")
+        project.store.set_review_state(entry.id, "reviewed", undecided="reject")
+    with served(project) as url:
+        client = Client(url, verbose=False)
+        message = client.predict(project.model.version, 4, 0, 0, api_name="/finetune_start")[0]
+        assert "started" in message, message
+        view = poll_until(client, {"done", "stopped", "failed"})
+    assert view["phase"] == "done", view["progress"]
+    run = project.store.list_training_runs(project.dataset_id)[-1]
+    assert run.config["model"] == "queryinst" and run.iteration == 4
+    assert {"box GIoU", "box L1", "class", "dice"} <= {row[2] for row in view["loss_plot"]["data"]}
+    assert "IA proposals" not in {row[2] for row in view["loss_plot"]["data"]}
+    assert weights_model(Path(run.path) / "model_final.safetensors") == "queryinst"
