@@ -144,9 +144,11 @@ def test_fastinst_and_queryinst_side_by_side(setup) -> None:
         evaluate_view.side_by_side(project, versions, project.model.version, image_id, 0.5)
 
 
+@pytest.mark.slow
 def test_studio_fine_tunes_queryinst_in_a_worker(setup) -> None:
     """The Fine-tune view runs QueryInst's recipe in the worker process (the one training loop)
-    and shows its loss parts; the run's model is a QueryInst checkpoint."""
+    and shows its loss parts; the run's model is a QueryInst checkpoint (slow: 85 s measured on the
+    shared machine)."""
     from dataclasses import replace
 
     from engines.load import weights_model
