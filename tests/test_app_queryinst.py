@@ -172,3 +172,12 @@ def test_studio_fine_tunes_queryinst_in_a_worker(setup) -> None:
     assert {"box GIoU", "box L1", "class", "dice"} <= {row[2] for row in view["loss_plot"]["data"]}
     assert "IA proposals" not in {row[2] for row in view["loss_plot"]["data"]}
     assert weights_model(Path(run.path) / "model_final.safetensors") == "queryinst"
+
+
+def test_the_query_tool_says_it_needs_fastinst(setup) -> None:
+    from dataclasses import replace
+
+    folder, weights, config = setup
+    project = open_project(replace(config, data_dir=folder / "tool"), log=lambda m: None)
+    with pytest.raises(StudioError, match="the query tool needs a FastInst model"):
+        project.place_query(project.images()[0].id, 10, 10, None)
