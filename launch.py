@@ -2,7 +2,9 @@
 
     python launch.py                                   # demo: synthetic shapes + the shipped demo model
     python launch.py --images DIR [--coco JSON] --weights model.safetensors
-    python launch.py --weights fastinst_R50.pth --preset R50_3x --images DIR
+    python launch.py --weights fastinst_R50.pth --preset D3-R50-640 --images DIR
+    python launch.py --model queryinst --weights queryinst_r50_fpn_1x_coco_20210907_084916-5a8f1998.pth --images DIR
+    python launch.py --weights fastinst.safetensors --compare queryinst.safetensors --images DIR   # side by side
     python launch.py --host 0.0.0.0 --auth alice:secret   # beyond loopback a login is required
 """
 from __future__ import annotations
@@ -22,7 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, help="folder of images to annotate (default: the demo project)")
     p.add_argument("--coco", type=Path, help="COCO JSON to import (file names relative to --images)")
     p.add_argument("--weights", type=Path, help="model checkpoint: ours (.safetensors) or official (.pth/.pkl)")
-    p.add_argument("--preset", help="architecture of an official checkpoint (e.g. D1-R50-576); see python -m fastinst stats")
+    p.add_argument("--model", choices=["fastinst", "queryinst"], help="the model --weights must hold (default: "
+                   "whatever the file holds; a file of another model is refused with a message)")
+    p.add_argument("--preset", help="architecture of an official checkpoint (e.g. D1-R50-576; QueryInst's is read "
+                   "from the released file name); see python -m fastinst stats / python -m queryinst stats")
+    p.add_argument("--compare", type=Path, help="weights of another model (e.g. QueryInst beside FastInst) to show "
+                   "side by side with --weights on the Evaluate tab (registered as a model version)")
     p.add_argument("--db", help="annotation store URL (default: sqlite file in the project folder)")
     p.add_argument("--data-dir", type=Path, default=Path("studio-data"),
                    help="where projects, exports and fine-tuned models are kept (default: studio-data)")
@@ -41,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(argv: list[str] | None = None) -> StudioConfig:
     """Parse the command line into a validated StudioConfig (ConfigError on bad combinations)."""
     a = build_parser().parse_args(argv)
-    config = StudioConfig(images=a.images, coco=a.coco, weights=a.weights, preset=a.preset, db=a.db,
+    config = StudioConfig(images=a.images, coco=a.coco, weights=a.weights, preset=a.preset, model=a.model, compare=a.compare, db=a.db,
                           host=a.host, port=a.port, auth=parse_auth(a.auth), device=a.device,
                           data_dir=a.data_dir, strict=a.strict)
     config.validate()

@@ -26,6 +26,8 @@ class StudioConfig:
     coco: Path | None = None            # COCO JSON to import (images resolved against ``images``)
     weights: Path | None = None         # our checkpoint (.safetensors) or an official .pth/.pkl
     preset: str | None = None           # model preset, needed for official checkpoints
+    model: str | None = None            # "fastinst" | "queryinst"; None: whatever --weights holds
+    compare: Path | None = None         # another model's weights, registered as a version to compare with
     db: str | None = None               # SQLAlchemy URL of the annotation store
     host: str = "127.0.0.1"
     port: int = 7860
@@ -58,6 +60,10 @@ class StudioConfig:
             raise ConfigError(f"--coco {self.coco}: no such file")
         if self.weights is not None and not self.weights.is_file():
             raise ConfigError(f"--weights {self.weights}: no such file")
+        if self.compare is not None and not self.compare.is_file():
+            raise ConfigError(f"--compare {self.compare}: no such file")
+        if self.model not in (None, "fastinst") and self.weights is None:
+            raise ConfigError(f"--model {self.model} needs --weights (the shipped demo model is a FastInst model)")
         if not (0 < self.port < 65536):
             raise ConfigError(f"--port {self.port}: not a TCP port")
         if not is_loopback(self.host) and not self.auth:

@@ -4,6 +4,8 @@
 - Per image: false positives, false negatives and wrong classes at IoU 0.5 (COCOeval's matching,
   :mod:`training.analysis`), worst first; a picked image is drawn with its errors marked.
 - The confusion between classes (rows: the objects' classes, columns: what the model said).
+- Side by side: the current model and any other version (e.g. FastInst beside QueryInst) on the
+  open image, with the instances only one of them found outlined.
 - Review next: the unreviewed images, most uncertain first (score ambiguity, and how much an
   instance's mask still changes between the last two decoder layers).
 
@@ -153,3 +155,18 @@ def review_next(project: Project, models: VersionModels, version: str, limit: in
     ranked = rank_for_review({i: image_uncertainty(models.predict(version, i)) for i in entries})
     return [[i, entries[i].file_name, round(u.score, 3), round(u.ambiguity, 3), round(u.mask_change, 3), u.instances]
             for i, u in ranked[:limit]]
+
+
+def side_by_side(project: Project, models: VersionModels, other: str, image_id: int, min_score: float) -> np.ndarray:
+    """The current model's instances (left) and version ``other``'s (right) on one image, each
+    titled with its version and model; instances without a same-class partner at mask IoU >= 0.5
+    on the other side are outlined (red: only left, green: only right)."""
+    from engines.load import display_name
+    from app.train_view import render_comparison
+
+    current = project.model.version
+    if not other or other == current:
+        raise StudioError("choose another model version to compare the current model with")
+    left, right = models.predict(current, image_id), models.predict(other, image_id)
+    titles = (f"{display_name(project.model.model)} {current}", f"{display_name(models.slot(other).model)} {other}")
+    return render_comparison(project.pixels(image_id), left, right, min_score, titles, ("only here", "only here"))

@@ -299,14 +299,17 @@ class Project:
         undecided placed proposal re-places that one (it is replaced, in one undo step); nothing a
         person decided changes. Returns (annotation id, what happened).
 
-        Raises StudioError: the image is reviewed, the point is outside it, or the model finds no
-        mask there (nothing is stored then).
+        Raises StudioError: the image is reviewed, the point is outside it, the model has no point
+        queries (QueryInst), or the model finds no mask there (nothing is stored then).
         """
         entry = self.image(image_id)
         if entry.review_state == "reviewed":
             raise StudioError("this image is reviewed: press Reopen before placing queries on it")
         if not (0 <= x < entry.width and 0 <= y < entry.height):
             raise StudioError(f"({x}, {y}) is outside {entry.file_name} ({entry.width}x{entry.height})")
+        if not hasattr(self.model.predictor, "place_queries"):   # FastInst's queries are image positions
+            raise StudioError(f"the query tool needs a FastInst model; {self.model.description} has learned "
+                              f"proposal boxes, not point queries")
         version = self.model.version
         pred = self.model.run(lambda p: p.place_queries(self.pixels(image_id), [(x, y)]))
         if not pred.masks[0].any():

@@ -1,4 +1,4 @@
-"""Pictures the studio shows: instance overlays, activation heatmaps, per-layer mask strips.
+"""Pictures the studio shows: instance overlays, activation heatmaps, boxes, per-layer mask strips.
 
 Every function takes plain numpy arrays and returns an ``(H, W, 3)`` uint8 RGB image, so the
 views can be tested without Gradio and the benchmark can time them alone. Colours are RGB tuples.
@@ -184,10 +184,41 @@ def mask_diff_overlay(image: np.ndarray, mask: np.ndarray, previous: np.ndarray 
     return out
 
 
+def draw_boxes(image: np.ndarray, boxes: np.ndarray, colours: Sequence[RGB], thickness: int = 1) -> np.ndarray:
+    """(N,4) xyxy pixel boxes drawn as rectangles in their colours (one colour per box)."""
+    out = as_rgb(image).copy()
+    for box, colour in zip(np.asarray(boxes, np.float32).reshape(-1, 4), colours):
+        x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+        cv2.rectangle(out, (x0, y0), (x1, y1), colour, thickness, cv2.LINE_AA)
+    return out
+
+
+def box_track(image: np.ndarray, proposals: np.ndarray, boxes: np.ndarray, colours: Sequence[RGB],
+              track: np.ndarray | None = None, colour: RGB = (255, 255, 255)) -> np.ndarray:
+    """Every proposal box (N,4) as a thin grey rectangle, ``boxes`` (M,4) in ``colours``, and one
+    query's ``track`` (S+1,4: its proposal, then its box after every stage) from dark to ``colour``,
+    its centres joined, so how each stage moved the box is visible. Boxes xyxy in pixels."""
+    out = draw_boxes(image, proposals, [(150, 150, 150)] * len(proposals), 1)
+    out = draw_boxes(out, boxes, colours, 2)
+    if track is None:
+        return out
+    track = np.asarray(track, np.float32)
+    n = len(track)
+    for i, box in enumerate(track):
+        w = (i + 1) / n
+        shade = tuple(int(round(c * (0.3 + 0.7 * w))) for c in colour)
+        out = draw_boxes(out, box[None], [shade], 3 if i == n - 1 else 1)
+    centres = np.stack([(track[:, 0] + track[:, 2]) / 2, (track[:, 1] + track[:, 3]) / 2], 1)
+    cv2.polylines(out, [np.round(centres).astype(np.int32)], False, colour, 1, cv2.LINE_AA)
+    return out
+
+
 def layer_strip(image: np.ndarray, layer_masks: np.ndarray, colour: RGB, tile_width: int = 220,
-                titles: Sequence[str] | None = None, selected: int | None = None) -> np.ndarray:
+                titles: Sequence[str] | None = None, selected: int | None = None,
+                layer_boxes: np.ndarray | None = None) -> np.ndarray:
     """(L,H,W) bool masks -> one image with L tiles side by side, each the mask over the image
-    (scaled to ``tile_width``), titled, the ``selected`` tile framed in white."""
+    (scaled to ``tile_width``), titled, the ``selected`` tile framed in white; with
+    ``layer_boxes`` (L,4) xyxy image pixels, each tile also shows its layer's box."""
     base = as_rgb(image)
     h, w = base.shape[:2]
     tw = int(tile_width)
@@ -202,6 +233,8 @@ def layer_strip(image: np.ndarray, layer_masks: np.ndarray, colour: RGB, tile_wi
             prev = cv2.resize(layer_masks[i - 1].astype(np.uint8), (tw, th),
                               interpolation=cv2.INTER_NEAREST).astype(bool)
         tile = mask_diff_overlay(small, m, prev, colour)
+        if layer_boxes is not None:
+            tile = draw_boxes(tile, np.asarray(layer_boxes[i], np.float32) * (tw / w), [(255, 255, 255)], 1)
         x0 = i * (tw + gap)
         strip[head:, x0:x0 + tw] = tile
         title = titles[i] if titles is not None else f"layer {i}"

@@ -142,12 +142,13 @@ class ModelSlot:
     """
 
     def __init__(self, predictor: Any, version: str, description: str = "", *,
-                 weights: Path | None = None, preset: str | None = None) -> None:
+                 weights: Path | None = None, preset: str | None = None, model: str = "fastinst") -> None:
         self._predictor = predictor
         self.version = version
         self.description = description
         self.weights = weights        # the file the model came from (fine-tuning starts from it)
         self.preset = preset
+        self.model = model            # which model (a key of engines.load.MODELS)
         self._lock = threading.Lock()
 
     @property
@@ -173,3 +174,4 @@ class ModelSlot:
             self.description = other.description
             self.weights = other.weights
             self.preset = other.preset
+            self.model = other.model

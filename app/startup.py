@@ -10,27 +10,37 @@ from app.project import Project, add_folder_images, file_version, find_or_create
 from app.session import ModelSlot
 
 Log = Callable[[str], None]
-OFFICIAL_SUFFIXES = {".pth", ".pkl"}
 
 
-def load_model(weights: Path, preset: str | None, device: str) -> ModelSlot:
-    """Our checkpoint (.safetensors, carries its preset and classes) or an official detectron2
-    checkpoint (.pth/.pkl, needs ``preset``; COCO's 80 classes) -> the process's ModelSlot."""
-    from fastinst import Predictor, build_model
-    if weights.suffix.lower() in OFFICIAL_SUFFIXES:
-        from fastinst.cli import coco_class_names
-        from fastinst.official import load_official
-        if not preset:
-            raise ConfigError(f"--weights {weights.name} is an official checkpoint: give its --preset")
-        model = build_model(preset)
-        load_official(model, weights)
-        predictor = Predictor(model, coco_class_names(), device=device)
-    else:
-        from fastinst.checkpoint import read_info
-        preset = read_info(weights).preset
-        predictor = Predictor.from_checkpoint(weights, device=device)
-    description = f"{weights.name} ({preset}) on {predictor.device}"
-    return ModelSlot(predictor, file_version(weights), description, weights=weights, preset=preset)
+def load_model(weights: Path, preset: str | None, device: str, model: str | None = None) -> ModelSlot:
+    """Our checkpoint (.safetensors, carries its model, preset and classes) or a released one
+    (.pth/.pkl: FastInst's needs ``preset``; COCO's 80 classes) -> the process's ModelSlot.
+
+    Raises:
+        ConfigError: ``model`` is given and the file holds another model (the message names both),
+            or a released FastInst file comes without its preset.
+    """
+    from engines.load import display_name, load_predictor
+    from fastinst.errors import CheckpointError
+    try:
+        loaded = load_predictor(weights, model=model, preset=preset, device=device)
+    except CheckpointError as e:
+        raise ConfigError(f"--weights {weights.name}: {e}") from None
+    description = f"{display_name(loaded.model)} {weights.name} ({loaded.preset}) on {loaded.predictor.device}"
+    return ModelSlot(loaded.predictor, file_version(weights), description, weights=weights, preset=loaded.preset,
+                     model=loaded.model)
+
+
+def same_model(weights: Path, model: str | None) -> bool:
+    """True when ``model`` is None or ``weights`` (readable) holds that model."""
+    from engines.load import weights_model
+    from fastinst.errors import CheckpointError
+    if model is None:
+        return True
+    try:
+        return weights_model(weights) == model
+    except CheckpointError:
+        return False
 
 
 def dataset_name(config: StudioConfig) -> str:
@@ -60,10 +70,11 @@ def open_project(config: StudioConfig, log: Log = print) -> Project:
     store = Store(config.db_url)
     dataset_id, created = find_or_create_dataset(store, dataset_name(config), images)
     active = store.active_model_version(dataset_id)
-    if config.weights is None and active is not None and active.path and Path(active.path).is_file():
+    if (config.weights is None and active is not None and active.path and Path(active.path).is_file()
+            and same_model(Path(active.path), config.model)):
         weights = Path(active.path)      # the version this project last switched to
     log(f"loading model {weights} ...")
-    slot = load_model(weights, config.preset, config.device)
+    slot = load_model(weights, config.preset, config.device, config.model)
     if config.coco is not None and (created or not store.list_images(dataset_id)):
         # also after an earlier failed import left the dataset empty: never serve it silently
         log(f"importing {config.coco} ...")
@@ -77,6 +88,10 @@ def open_project(config: StudioConfig, log: Log = print) -> Project:
             log(f"skipped unreadable image {message}")
     if slot.version not in {m.name for m in store.list_model_versions()}:
         store.record_model_version(slot.version, str(weights))
+    if config.compare is not None:   # loaded on first use, by the side-by-side view
+        other = file_version(config.compare)
+        if other not in {m.name for m in store.list_model_versions()}:
+            store.record_model_version(other, str(config.compare.resolve()))
     store.set_active_model_version(dataset_id, slot.version)
     return Project(store, dataset_id, slot, cache_size=config.cache_size, work_dir=config.project_dir)
 

@@ -197,13 +197,16 @@ class Studio:
         return out
 
     def explain_maps(self, state: SessionState, inst: Instance | None) -> tuple[Any, Any, Any]:
-        """(Explanation, activation map, layer masks or None) for the session's image, cached
-        per model version so that moving between instances, heads and maps re-renders only."""
+        """(Explanation, activation map or None for a model without one, layer masks or None) for
+        the session's image, cached per model version so that moving between instances, heads and
+        maps re-renders only."""
         version, image_id = self.project.model.version, state.image_id
         pred = self.project.prediction(image_id)
         exp = pred.explanation
-        heat = self.maps.get_or_create(("act", version, image_id, state.activation),
-                                       lambda: explain_view.activation_map(exp, state.activation, pred.class_names))
+        heat = None
+        if explain_view.has_activation(exp):
+            heat = self.maps.get_or_create(("act", version, image_id, state.activation),
+                                           lambda: explain_view.activation_map(exp, state.activation, pred.class_names))
         masks = None
         if inst is not None and inst.query is not None and inst.model_version == version:
             masks = self.maps.get_or_create(("layers", version, image_id, inst.query),
@@ -212,8 +215,9 @@ class Studio:
 
     def render_explain(self, state: SessionState, shown: list[Instance], inst: Instance | None,
                        parts: str) -> dict[str, Any]:
-        """Explain's outputs; ``parts`` "layer" redraws only the head shown large, "activation"
-        only the heatmap; the rest is kept."""
+        """Explain's outputs; ``parts`` "layer" redraws only the layer shown large, "activation"
+        only the heatmap; the rest is kept. The overview is FastInst's IA heatmap or QueryInst's
+        proposal and stage boxes, whichever the model's explanation holds."""
         small = self.project.pixels(state.image_id)
         k = render.display_factor(*small.shape[:2])
         image = render.enlarge(small, k)
@@ -223,9 +227,12 @@ class Studio:
         if parts != "layer":
             queries = explain_view.model_queries(shown, self.project.model.version)
             emphasis = inst if masks is not None else None
-            points = (np.asarray(exp.query_points, np.float32) + 0.5) * k - 0.5
-            out["explain_heatmap"] = self.png(
-                explain_view.render_heatmap(image, heat_map, points, queries, emphasis))
+            if heat_map is None:
+                overview = explain_view.render_proposals(image, exp, queries, emphasis, k)
+            else:
+                points = (np.asarray(exp.query_points, np.float32) + 0.5) * k - 0.5
+                overview = explain_view.render_heatmap(image, heat_map, points, queries, emphasis)
+            out["explain_heatmap"] = self.png(overview)
         if parts not in ("layer", "activation"):
             out["explain_info"] = explain_view.describe_query(exp, inst, names, masks)
         layers_key = (state.image_id, self.project.model.version, inst.id if inst else None, state.layer)
@@ -233,14 +240,16 @@ class Studio:
             return out   # same query and head as already shown: the layer pictures stay
         state.layers_for = layers_key
         if parts != "activation":
+            boxes = exp.layer_boxes(inst.query) if masks is not None else None
+            boxes = boxes * k if boxes is not None else None
             if masks is None:
                 out["layer_strip"] = out["layer_view"] = None
             elif parts == "layer":   # the strip stays; only the head shown large changes
                 out["layer_view"] = self.png(explain_view.render_layer(
-                    image, render.enlarge_masks(masks, k), render.KEPT_RGB, state.layer))
+                    image, render.enlarge_masks(masks, k), render.KEPT_RGB, state.layer, boxes))
             else:
-                strip, large = explain_view.render_layers(image, render.enlarge_masks(masks, k),
-                                                          render.KEPT_RGB, state.layer)
+                strip, large = explain_view.render_layers(image, render.enlarge_masks(masks, k), render.KEPT_RGB,
+                                                          state.layer, exp.layer_titles(), boxes)
                 out["layer_strip"], out["layer_view"] = self.png(strip), self.png(large)
         return out
 

@@ -21,7 +21,7 @@ from app.project import Project, StudioError
 from app.versions import VersionModels
 
 LOSS_SERIES = {"loss": "total (smoothed)", "loss_raw": "total (each iteration)", "proposal": "IA proposals",
-               "ce": "class", "mask": "mask BCE", "dice": "dice"}
+               "ce": "class", "mask": "mask BCE", "dice": "dice", "l1": "box L1", "giou": "box GIoU"}
 AP_SERIES = {"segm/AP": "AP", "segm/AP50": "AP50", "segm/AP75": "AP75"}
 COMPARE_MIN_SIDE = 512     # the before/after pictures are drawn at least this large
 
@@ -54,15 +54,17 @@ def start(project: Project, start_from: str | None, iterations: float = 0, lr: f
     if name == project.model.version:
         preset = project.model.preset
     elif record.path.endswith(".safetensors"):
-        from fastinst.checkpoint import read_info
-        preset = read_info(record.path).preset
+        from engines.load import checkpoint_preset
+        preset = checkpoint_preset(record.path)
     else:
         raise StudioError(f"{name!r} is an official checkpoint: start the studio with it (--weights) to fine-tune it")
+    from engines.load import weights_model
     device = "cuda" if project.model.device.type == "cuda" else "cpu"
     overrides = Overrides(max_iters=int(iterations) or None, lr=float(lr) or None, batch_size=int(batch) or None)
     try:
         run_id = prepare_run(project.store, project.dataset_id, parent_version=name, parent_path=record.path,
-                             preset=str(preset), work_dir=project.work_dir, device=device, overrides=overrides)
+                             preset=str(preset), work_dir=project.work_dir, device=device, overrides=overrides,
+                             model=weights_model(record.path, preset))
     except ValueError as e:
         raise StudioError(str(e)) from None
     launch_worker(project.store, run_id)
@@ -246,17 +248,18 @@ def match_instances(a: Any, b: Any, iou: float = 0.5) -> tuple[set[int], set[int
 
 
 def render_comparison(image: np.ndarray, before: Any, after: Any, min_score: float,
-                      titles: tuple[str, str] = ("before", "after")) -> np.ndarray:
+                      titles: tuple[str, str] = ("before", "after"),
+                      words: tuple[str, str] = ("gone", "new")) -> np.ndarray:
     """The same image twice, large: ``before``'s instances left, ``after``'s right. Instances
     without a same-class partner (IoU >= 0.5) on the other side are outlined thickly: red on the
-    left (gone after fine-tuning), green on the right (new)."""
+    left (gone after fine-tuning), green on the right (new); ``words`` name the two counts."""
     b, a = before.filter(min_score), after.filter(min_score)
     kept_b, kept_a = match_instances(b, a)
     k = render.display_factor(*image.shape[:2], min_side=COMPARE_MIN_SIDE)
     big = render.enlarge(image, k)
     tiles = []
-    for pred, kept, title, mark, word in ((b, kept_b, titles[0], (230, 40, 40), "gone"),
-                                          (a, kept_a, titles[1], (40, 210, 60), "new")):
+    for pred, kept, title, mark, word in ((b, kept_b, titles[0], (230, 40, 40), words[0]),
+                                          (a, kept_a, titles[1], (40, 210, 60), words[1])):
         masks = render.enlarge_masks(pred.masks, k) if len(pred) else pred.masks
         labels = [f"{pred.class_names[int(c)]} {s:.2f}" for c, s in zip(pred.classes, pred.scores)]
         tile = render.overlay_instances(big, masks, [render.colour_for(i) for i in range(len(pred))], labels)

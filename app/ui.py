@@ -137,25 +137,33 @@ def build_inspect_tab(c: dict[str, Any]) -> None:
                                   label="Images (click to open)")
 
 
-def build_explain_tab(c: dict[str, Any], names: list[str], num_heads: int) -> None:
-    """IA heatmap with query positions, per-head mask strip, one head large."""
+def build_explain_tab(c: dict[str, Any], names: list[str], num_heads: int, stages: bool = False) -> None:
+    """FastInst: IA heatmap with query positions, per-head mask strip, one head large. ``stages``
+    (QueryInst): proposal and stage boxes, per-stage mask strip with boxes, one stage large."""
     with gr.Row():
         with gr.Column(scale=3):
-            gr.Markdown("**Instance activation (IA) map** — dots: the positions picked as queries; "
-                        "rings: the shown instances' queries; cross: the selected one")
+            if stages:
+                gr.Markdown("**Proposals and stages** — grey: the learned proposal boxes; coloured: the shown "
+                            "instances' boxes; white, dark to bright: the selected query's box from its proposal "
+                            "through every stage")
+            else:
+                gr.Markdown("**Instance activation (IA) map** — dots: the positions picked as queries; "
+                            "rings: the shown instances' queries; cross: the selected one")
             c["explain_heatmap"] = gr.Image(show_label=False, elem_id="explain-heatmap", format="png",
                                             interactive=False, buttons=["fullscreen"])
         with gr.Column(scale=2):
             c["activation"] = gr.Radio(explain_view.activation_choices(names), value="foreground",
-                                       label="Heatmap shows", elem_id="activation-choice")
+                                       label="Heatmap shows", elem_id="activation-choice", visible=not stages)
             c["explain_info"] = gr.Markdown(elem_id="explain-info")
-    gr.Markdown("**The selected query's mask after every decoder head** — blue: kept from the previous "
-                "head, green: added by this layer, red: removed by it.")
+    what = "stage, with the stage's box" if stages else "decoder head"
+    gr.Markdown(f"**The selected query's mask after every {what}** — blue: kept from the previous "
+                "one, green: added by this one, red: removed by it.")
     c["layer_strip"] = gr.Image(show_label=False, elem_id="layer-strip", format="png", interactive=False,
                                 buttons=["fullscreen"])
     with gr.Row():
         c["layer"] = gr.Slider(0, num_heads - 1, value=num_heads - 1, step=1,
-                               label="Head shown large (0 = the query before any layer)",
+                               label="Stage shown large (0 = the first stage)" if stages else
+                               "Head shown large (0 = the query before any layer)",
                                elem_id="layer-slider", scale=1)
         c["layer_view"] = gr.Image(show_label=False, elem_id="layer-view", format="png", interactive=False,
                                    buttons=["fullscreen"], scale=3)
@@ -208,7 +216,7 @@ def build_app(project: Project, png_level: int = 1) -> gr.Blocks:
     ``app.studio.png``."""
     studio = Studio(project, png_level)
     names = project.class_names()
-    num_heads = len(project.model.predictor.model.decoder.heads)
+    num_heads = project.model.predictor.num_layers
     with gr.Blocks(title="FastInst Studio", delete_cache=(900, 3600)) as demo:
         c: dict[str, Any] = {"state": gr.State(SessionState())}
         build_header(c)
@@ -216,7 +224,7 @@ def build_app(project: Project, png_level: int = 1) -> gr.Blocks:
             with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect") as c["tab_inspect"]:
                 build_inspect_tab(c)
             with gr.Tab("Explain", id="explain", elem_id="tab-explain") as c["tab_explain"]:
-                build_explain_tab(c, names, num_heads)
+                build_explain_tab(c, names, num_heads, stages=project.model.model == "queryinst")
             with gr.Tab("Correct", id="correct", elem_id="tab-correct") as c["tab_correct"]:
                 build_correct_tab(c, names)
             with gr.Tab("Fine-tune", id="train", elem_id="tab-train") as c["tab_train"]:
@@ -394,7 +402,7 @@ def wire_selection(w: Wiring) -> None:
     on(c["dup_iou"].release, act(set_attr("dup_iou", float), "filter"), [state, c["dup_iou"]],
        api_name="set_duplicate_iou", trigger_mode="always_last")
     for key in ("inspect", "explain", "correct", "train", "evaluate", "coco"):
-        on(c[f"tab_{key}"].select, act(switch_tab(key), "filter"), [state])
+        on(c[f"tab_{key}"].select, act(switch_tab(key), "filter"), [state], api_name=f"show_{key}")
     on(c["activation"].input, act(set_attr("activation", str), "activation"), [state, c["activation"]],
        api_name="set_activation")
     on(c["layer"].release, act(set_attr("layer", int), "layer"), [state, c["layer"]], api_name="set_layer",
@@ -549,6 +557,12 @@ def build_evaluate_tab() -> dict[str, Any]:
         with gr.Column(scale=3):
             v["image"] = gr.Image(label="green: correct · red: false positive · orange: wrong class · yellow: missed",
                                   format="png", elem_id="ev-image", interactive=False, buttons=["fullscreen"])
+    with gr.Row():
+        v["cmp_version"] = gr.Dropdown(label="Side by side: the current model and", elem_id="cmp-version",
+                                       allow_custom_value=True, scale=3)
+        v["cmp_run"] = gr.Button("Compare on the open image", elem_id="btn-compare-models", scale=1)
+    v["cmp_image"] = gr.Image(label="Left: the current model · right: the other · thick outlines: found by one only",
+                              format="png", elem_id="cmp-image", interactive=False, buttons=["fullscreen"])
     v["review"] = gr.Button("Review next: rank the unreviewed images by how unsure the model is",
                             elem_id="btn-review-next")
     v["review_table"] = gr.Dataframe(headers=evaluate_view.REVIEW_HEADERS, elem_id="ev-review-next",
@@ -596,9 +610,26 @@ def wire_evaluate_tab(w: Wiring, v: dict[str, Any], demo: gr.Blocks) -> None:
     v["images"].select(pick, None, v["image"], api_visibility="private")
     v["review"].click(review, [v["version"]], v["review_table"], concurrency_id=MODEL_QUEUE, concurrency_limit=1,
                       api_name="review_next")
+    def side_by_side(st: SessionState, other: str | None) -> Any:
+        try:
+            if st.image_id is None:
+                raise StudioError("open an image first")
+            return studio.png(evaluate_view.side_by_side(project, studio.versions, other or "", st.image_id,
+                                                         st.min_score))
+        except _expected_errors() as e:
+            gr.Warning(str(e))
+            return gr.skip()
+
+    v["cmp_run"].click(side_by_side, [w.state, v["cmp_version"]], v["cmp_image"], concurrency_id=MODEL_QUEUE,
+                       concurrency_limit=1, api_name="compare_models")
     w.on(v["review_table"].select, open_row, [w.state])
-    demo.load(lambda: gr.update(choices=[m.name for m in project.store.list_model_versions()],
-                                value=project.model.version), None, v["version"], api_visibility="private")
+
+    def versions() -> tuple[Any, Any]:
+        names = [m.name for m in project.store.list_model_versions()]
+        others = [n for n in names if n != project.model.version]
+        return (gr.update(choices=names, value=project.model.version),
+                gr.update(choices=others, value=others[-1] if others else None))
+    demo.load(versions, None, [v["version"], v["cmp_version"]], api_visibility="private")
 
 
 # ----------------------------------------------------------------------------------- COCO tab

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from app.config import ConfigError
 from app.project import PROPOSAL_FLOOR, Project, StudioError
 from app.session import LRUCache, ModelSlot
 
@@ -26,8 +27,8 @@ class VersionModels:
         """The model of version ``name`` (the current one, or loaded from its checkpoint).
 
         Raises:
-            StudioError: unknown version, missing file, or an official checkpoint that is not
-                the current model (its preset is not recorded).
+            StudioError: unknown version, missing file, or a file that does not load (e.g. a
+                released FastInst checkpoint, whose preset is not recorded).
         """
         if name == self.project.model.version:
             return self.project.model
@@ -37,9 +38,10 @@ class VersionModels:
             record = self.project.store.model_version(name)
             if record is None or not record.path or not Path(record.path).is_file():
                 raise StudioError(f"model version {name!r} has no checkpoint file here")
-            if not record.path.endswith(".safetensors"):
-                raise StudioError(f"{name!r} is an official checkpoint: open it with launch.py --weights to use it")
-            return load_model(Path(record.path), None, str(self.project.model.device))
+            try:
+                return load_model(Path(record.path), None, str(self.project.model.device))
+            except ConfigError as e:
+                raise StudioError(f"model version {name!r}: {e}") from None
         return self.slots.get_or_create(name, load)
 
     def predict(self, name: str, image_id: int) -> Any:

@@ -26,7 +26,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastinst", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_predict(sub)
+    add_predict(sub, "fastinst")
     _add_predict_folder(sub)
     _add_stats(sub)
     args = parser.parse_args(argv)
@@ -37,24 +37,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
 
 
-def _add_predict(sub) -> None:
+def add_predict(sub, model: str) -> None:
+    """The ``predict`` command for ``model`` (a key of :data:`engines.load.MODELS`); the same command
+    serves every model (``python -m queryinst predict`` adds it with ``"queryinst"``)."""
+    from engines.load import display_name, presets
+
+    name = display_name(model)
     p = sub.add_parser("predict", help="segment images; write COCO results JSON and overlay PNGs")
     p.add_argument("images", nargs="+", help="image files or folders of images")
-    p.add_argument("--weights", required=True, help="a FastInst Studio .safetensors checkpoint, or an official "
-                   "detectron2 .pth/.pkl with --preset")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="architecture of an official checkpoint "
-                   "(e.g. D1-R50-576 for fastinst_R50_ppm-fpn_x1_576_*.pth)")
+    p.add_argument("--weights", required=True, help=f"a FastInst Studio .safetensors checkpoint of {name}, or a "
+                   "released .pth/.pkl")
+    p.add_argument("--preset", choices=sorted(presets(model)), help="architecture of a released checkpoint "
+                   f"(see python -m {model} stats)")
     p.add_argument("--class-names", help="JSON file with the class names of an official checkpoint (default: COCO's 80)")
     p.add_argument("--out", default="predictions", help="output folder (default: %(default)s)")
     p.add_argument("--score-threshold", type=float, default=0.3,
-                   help="minimum score for overlays and results (default: %(default)s; 0 keeps all 100)")
+                   help="minimum score for overlays and results (default: %(default)s; 0 keeps all)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
-    _add_backend(p)
+    if model == "fastinst":
+        _add_backend(p)
     p.add_argument("--no-overlays", action="store_true", help="write only the JSON")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist in --out")
     p.add_argument("--max-pixels", type=int, default=None, help="largest image accepted, in pixels (default 100 "
                    "million, or $FASTINST_MAX_PIXELS); larger ones are skipped with a message")
-    p.set_defaults(func=_predict)
+    p.set_defaults(func=_predict, model=model)
 
 
 def _add_predict_folder(sub) -> None:
@@ -71,7 +77,7 @@ def _add_predict_folder(sub) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if present; one GPU per torchrun rank), cpu, cuda")
     _add_backend(p)
     p.add_argument("--overwrite", action="store_true", help="discard earlier (partial) results and start again")
-    p.set_defaults(func=_predict_folder)
+    p.set_defaults(func=_predict_folder, model="fastinst")
 
 
 def _add_backend(p) -> None:
@@ -112,20 +118,17 @@ def _add_stats(sub) -> None:
 
 
 def _load_predictor(args):
-    from .official import load_official
-    from .predictor import Predictor
+    """The predictor of ``--weights`` (through :func:`engines.load.load_predictor`, which refuses
+    another model's weights with a message naming both)."""
+    from engines.load import load_predictor, read_class_names
 
-    path = Path(args.weights)
-    if args.backend == "onnxruntime" and args.device not in ("auto", "cpu"):
+    backend = getattr(args, "backend", "torch")    # FastInst only (its onnxruntime path)
+    if backend == "onnxruntime" and args.device not in ("auto", "cpu"):
         raise FastInstError(f"--backend onnxruntime runs on the CPU; drop --device {args.device} or use --device cpu")
-    if path.suffix == ".safetensors":
-        return Predictor.from_checkpoint(path, device=args.device, backend=args.backend)
-    if not args.preset:
-        raise FastInstError("an official checkpoint needs --preset (the architecture it was trained with)")
-    model = build_model(args.preset)
-    load_official(model, path)
-    names = json.loads(Path(args.class_names).read_text()) if args.class_names else coco_class_names()
-    return Predictor(model, names, device=args.device, backend=args.backend)
+    names = read_class_names(args.class_names) if args.class_names else None
+    extra = {"backend": backend} if backend != "torch" else {}
+    return load_predictor(args.weights, model=args.model, preset=args.preset, device=args.device,
+                          class_names=names, **extra).predictor
 
 
 def _predict(args) -> int:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+
+from engines import contract
 
 from .checkpoint import load_checkpoint
 from .cuda import AcceleratedForward, CudaConfig, to_device
@@ -72,6 +74,7 @@ class Explanation:
         (:meth:`Predictor.place_queries`); 0 for a plain prediction.
     """
 
+    model = "fastinst"
     class_probs: torch.Tensor
     query_indices: torch.Tensor
     query_points: np.ndarray
@@ -100,24 +103,22 @@ class Explanation:
         logits = self.geometry.to_image(self.head_mask_logits[:, query])
         return (logits.sigmoid() > 0.5).numpy()
 
+    def layer_titles(self) -> List[str]:
+        """Head 0 is the queries' mask before any decoder layer, head L the final one."""
+        titles = ["queries (head 0)"] + [f"after layer {k}" for k in range(1, self.num_layers)]
+        if self.num_layers > 1:
+            titles[-1] += " = final"
+        return titles
+
+    def layer_boxes(self, query: int) -> None:
+        """FastInst predicts no boxes (the contract's ``None``)."""
+        return None
+
 
 @dataclass
-class Prediction:
-    """Instances of one image, sorted by score (descending), at the original image size."""
-
-    masks: np.ndarray          # (N,H,W) bool
-    scores: np.ndarray         # (N,) float32
-    classes: np.ndarray        # (N,) int64, index into class_names
-    query_indices: np.ndarray  # (N,) int64, the query that produced each instance
-    class_names: List[str]
-    explanation: Explanation
-
-    def __len__(self) -> int:
-        return int(self.scores.shape[0])
-
-    @property
-    def image_size(self) -> Tuple[int, int]:
-        return self.explanation.geometry.original
+class Prediction(contract.Prediction):
+    """:class:`engines.contract.Prediction` (``boxes`` are the masks' bounding boxes), plus the semantic
+    and panoptic readings of the same pass."""
 
     def semantic(self) -> np.ndarray:
         """``(H,W)`` int64 class map from the same pass (official semantic inference, then arg-max)."""
@@ -132,12 +133,6 @@ class Prediction:
         seg, info = panoptic_inference(exp.class_logits, exp.geometry.to_image(exp.head_mask_logits[-1]),
                                        thing_classes, object_mask_threshold, overlap_threshold)
         return seg.numpy(), info
-
-    def filter(self, min_score: float) -> "Prediction":
-        """The instances scoring at least ``min_score`` (no model run)."""
-        keep = self.scores >= min_score
-        return replace(self, masks=self.masks[keep], scores=self.scores[keep], classes=self.classes[keep],
-                       query_indices=self.query_indices[keep])
 
 
 class Predictor:
@@ -164,6 +159,7 @@ class Predictor:
             the decoder and heads. About ``3 * 256 * H * W / 64 * 4`` bytes per image (11 MB at
             640x853); 0 keeps none. The onnxruntime graph does not output the maps: with that
             backend a click runs the torch network first.
+        explain: keep the explanation (False: ``Prediction.explanation`` is None, as evaluation wants).
 
     Raises ``ValueError`` on a class-name count that does not match the model, an unknown backend,
     or onnxruntime with ``fast=False`` or a CUDA device.
@@ -171,7 +167,8 @@ class Predictor:
 
     def __init__(self, model: FastInst, class_names: Sequence[str], *, device: str | torch.device = "auto",
                  topk: int = 100, fast: bool = True, cuda: Optional[CudaConfig] = None,
-                 backend: str = "torch", feature_cache: int = 4) -> None:
+                 backend: str = "torch", feature_cache: int = 4,
+                 explain: bool = True) -> None:
         if len(class_names) != model.num_classes:
             raise ValueError(f"{len(class_names)} class names for a model with {model.num_classes} classes")
         if backend not in BACKENDS:
@@ -190,13 +187,18 @@ class Predictor:
         self.feature_cache = feature_cache
         self._features: "OrderedDict[str, Tuple[List[torch.Tensor], Geometry]]" = OrderedDict()
         self._features_lock = threading.Lock()
+        self.explain = explain
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "auto", topk: int = 100,
-                        fast: bool = True, backend: str = "torch") -> "Predictor":
-        """Load one of our checkpoints (see :mod:`fastinst.checkpoint`)."""
+    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "auto", **kwargs) -> "Predictor":
+        """Load one of our checkpoints (see :mod:`fastinst.checkpoint`); ``kwargs`` as the constructor's."""
         model, info = load_checkpoint(path)
-        return cls(model, info.class_names, device=device, topk=topk, fast=fast, backend=backend)
+        return cls(model, info.class_names, device=device, **kwargs)
+
+    @property
+    def num_layers(self) -> int:
+        """Layers of the explanation: the initial head and one per decoder layer."""
+        return len(self.model.decoder.heads)
 
     def prepare(self, image: ImageLike) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """Image -> ``((3,h,w) uint8 RGB resized with the official rule, original (H, W))``.
@@ -300,6 +302,7 @@ class Predictor:
         inst = placed_instances(class_logits[first:], geometry.to_image(out["pred_masks"][0, first:].float()))
         return Prediction(
             masks=inst.masks.cpu().numpy(), scores=inst.scores.cpu().numpy(), classes=inst.classes.cpu().numpy(),
+            boxes=contract.mask_boxes(inst.masks).cpu().numpy(),
             query_indices=(inst.query_indices + first).cpu().numpy(), class_names=self.class_names,
             explanation=self._explain(out, 0, geometry, class_logits),
         )
@@ -334,7 +337,8 @@ class Predictor:
         return Prediction(
             masks=inst.masks.cpu().numpy(), scores=inst.scores.float().cpu().numpy(),
             classes=inst.classes.cpu().numpy(), query_indices=inst.query_indices.cpu().numpy(),
-            class_names=self.class_names, explanation=self._explain(out, i, geometry, class_logits),
+            class_names=self.class_names, boxes=contract.mask_boxes(inst.masks).cpu().numpy(),
+            explanation=self._explain(out, i, geometry, class_logits) if self.explain else None,
         )
 
     def _explain(self, out: dict, i: int, geometry: Geometry, class_logits: torch.Tensor) -> Explanation:

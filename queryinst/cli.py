@@ -1,25 +1,28 @@
-"""Command line: ``python -m queryinst stats`` (parameters and GFLOPs of each QueryInst preset,
-with FastInst's presets beside them), and :func:`load_predictor` for a common ``predict`` command.
+"""Command line: ``python -m queryinst predict|stats``.
+
+predict: images -> COCO results JSON + overlay PNGs (the project's one predict command,
+         :func:`fastinst.cli.add_predict`, here refusing weights of another model).
+stats:   parameters and GFLOPs of each QueryInst preset, with FastInst's presets beside them.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
-from fastinst.cli import coco_class_names
+from fastinst.cli import add_predict
 from fastinst.errors import FastInstError
 
-from .presets import PRESETS, build_model, preset_for_file
+from .presets import PRESETS, build_model
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m queryinst", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    add_predict(sub, "queryinst")
     s = sub.add_parser("stats", help="parameters and GFLOPs per preset, beside FastInst's")
     s.add_argument("--presets", nargs="*", default=list(PRESETS), help="QueryInst presets (default: all)")
     s.add_argument("--no-fastinst", action="store_true", help="leave out the FastInst presets")
@@ -30,23 +33,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except FastInstError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-
-
-def load_predictor(weights: str | Path, preset: Optional[str] = None, device: str = "auto"):
-    """Our checkpoint, or a released mmdetection one (preset given or read from the file name)."""
-    from .official import load_official, read_official
-    from .predictor import Predictor
-
-    path = Path(weights)
-    if path.suffix == ".safetensors":
-        return Predictor.from_checkpoint(path, device=device)
-    preset = preset or preset_for_file(path.name)
-    if preset is None:
-        raise FastInstError(f"{path.name}: cannot tell the architecture from the file name; pass --preset")
-    model = build_model(preset)
-    load_official(model, path)
-    names = read_official(path).class_names or coco_class_names()
-    return Predictor(model, names, device=device, explain=False)
 
 
 def count_flops(model: torch.nn.Module, height: int, width: int) -> float:

@@ -1,20 +1,22 @@
 """Predictor: images in, instances and their explanation out, from one forward pass.
 
-The same contract as :class:`fastinst.Predictor` (``masks``, ``scores``, ``classes``,
-``query_indices``, sorted by score; plus ``boxes``). The explanation holds what QueryInst's stages
+The project's contract (:mod:`engines.contract`), as :class:`fastinst.Predictor`: a
+:class:`~engines.contract.Prediction` with ``masks``, ``scores``, ``classes``, ``boxes`` (the
+model's own) and ``query_indices``, sorted by score. The explanation holds what QueryInst's stages
 did in that pass: the learned proposal boxes, every stage's refined box and class scores for every
 query, and every stage's own mask (each stage's mask head on that stage's query and refined box,
 as in training; the official inference runs only the last).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from engines.contract import Prediction
 from fastinst.predictor import resolve_device
 from fastinst.images import ImageLike, load_image
 
@@ -35,6 +37,7 @@ class Explanation:
     query_classes: (N,) the class whose masks ``stage_mask_logits`` holds (final arg-max).
     """
 
+    model = "queryinst"
     proposal_boxes: np.ndarray
     stage_boxes: np.ndarray
     stage_scores: np.ndarray
@@ -55,6 +58,16 @@ class Explanation:
         """``(S,4)`` how each stage moved the query's box (x0, y0, x1, y1 deltas in pixels)."""
         return np.diff(self.box_track(query), axis=0)
 
+    def layer_titles(self) -> List[str]:
+        """``stage 1`` .. ``stage S`` (the last one is the final prediction)."""
+        titles = [f"stage {k}" for k in range(1, self.num_layers + 1)]
+        titles[-1] += " = final"
+        return titles
+
+    def layer_boxes(self, query: int) -> np.ndarray:
+        """``(S,4)`` float32 xyxy: the query's box after every stage (the contract's per-layer boxes)."""
+        return self.stage_boxes[:, query].astype(np.float32)
+
     def layer_mask(self, query: int, head: int) -> np.ndarray:
         """``(H,W)`` bool: stage ``head``'s mask of ``query``, pasted in that stage's box."""
         box = torch.from_numpy(self.stage_boxes[head, query][None])
@@ -64,32 +77,6 @@ class Explanation:
         """``(S,H,W)`` bool: the query's mask after every stage."""
         boxes = torch.from_numpy(self.stage_boxes[:, query])
         return paste_masks(self.stage_mask_logits[:, query].sigmoid(), boxes, self.image_size).numpy()
-
-
-@dataclass
-class Prediction:
-    """Instances of one image, sorted by score (descending), at the original image size."""
-
-    masks: np.ndarray          # (M,H,W) bool
-    scores: np.ndarray         # (M,) float32
-    classes: np.ndarray        # (M,) int64, index into class_names
-    boxes: np.ndarray          # (M,4) float32 xyxy pixels, not clipped (official)
-    query_indices: np.ndarray  # (M,) int64, the query (proposal) of each instance
-    class_names: List[str]
-    explanation: Explanation | None
-
-    def __len__(self) -> int:
-        return int(self.scores.shape[0])
-
-    @property
-    def image_size(self) -> Tuple[int, int]:
-        return tuple(self.masks.shape[1:])  # type: ignore[return-value]
-
-    def filter(self, min_score: float) -> "Prediction":
-        """The instances scoring at least ``min_score`` (no model run)."""
-        keep = self.scores >= min_score
-        return replace(self, masks=self.masks[keep], scores=self.scores[keep], classes=self.classes[keep],
-                       boxes=self.boxes[keep], query_indices=self.query_indices[keep])
 
 
 class Predictor:
@@ -119,9 +106,20 @@ class Predictor:
         model, info = load_checkpoint(path)
         return cls(model, info.class_names, device=device, **kwargs)
 
+    @property
+    def num_layers(self) -> int:
+        """Layers of the explanation: the stages."""
+        return int(self.model.num_stages)
+
+    def predict_batch(self, images: Sequence[ImageLike], min_score: float = 0.0) -> List[Prediction]:
+        """One :class:`Prediction` per image (one forward pass each: padding a batch to its largest
+        image would change the results, as in the official batched inference)."""
+        return [self.predict(image, min_score) for image in images]
+
     @torch.inference_mode()
-    def predict(self, image: ImageLike) -> Prediction:
-        """One image (path, PIL image or ``(H,W,3)`` uint8 RGB array) -> :class:`Prediction`."""
+    def predict(self, image: ImageLike, min_score: float = 0.0) -> Prediction:
+        """One image (path, PIL image or ``(H,W,3)`` uint8 RGB array) -> :class:`Prediction` of the
+        instances scoring at least ``min_score`` (0: all ``max_per_img``, as the official code)."""
         rgb = load_image(image)
         spec = self.model.input_spec
         resized, scale = resize_keep_ratio(rgb, spec.min_size, spec.max_size)
@@ -135,7 +133,7 @@ class Predictor:
         return Prediction(masks=inst.masks.cpu().numpy(), scores=inst.scores.cpu().numpy(),
                           classes=inst.classes.cpu().numpy(), boxes=inst.boxes.cpu().numpy().astype(np.float32),
                           query_indices=inst.query_indices.cpu().numpy(), class_names=self.class_names,
-                          explanation=explanation)
+                          explanation=explanation).filter(min_score)
 
     @staticmethod
     def _explain(out: dict, scale: Tuple[float, float], original: Tuple[int, int]) -> Explanation:

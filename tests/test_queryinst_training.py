@@ -113,13 +113,14 @@ def test_tiny_trains_on_synthetic_shapes_to_held_out_ap(tmp_path):
     Measured (queryinst/README.md): mask AP 70.2 after 1000 iterations of 8 images, 46 minutes on the shared 2-core CPU.
     """
     from training.make_demo_model import make_demo_dataset
-    from queryinst.train import tiny_config, train
+    from training.queryinst_trainer import tiny_config
+    from training.trainer import train
     from queryinst.checkpoint import load_checkpoint
 
     train_json, val_json = make_demo_dataset(tmp_path / "data")
     path = train(tiny_config(train_json=str(train_json), image_root=str(train_json.parent / "images"),
                              val_json=str(val_json), val_image_root=str(val_json.parent / "images"),
-                             max_iters=1000, output_dir=str(tmp_path / "run"), device="cpu"))
+                             max_iters=1000, output_dir=str(tmp_path / "run"), device="cpu", num_workers=0))
     _, info = load_checkpoint(path)
     assert info.metrics["segm/AP"] >= MIN_HELD_OUT_AP
 

@@ -1,8 +1,7 @@
-"""COCO mask AP of a FastInst model with pycocotools, and the ``python -m training.evaluate`` CLI.
+"""COCO mask AP of any of the project's models with pycocotools, and the ``python -m training.evaluate`` CLI.
 
-Inference follows the official test pipeline (as :class:`fastinst.Predictor`): shortest-edge
-resize to the model's ``input_spec`` with PIL bilinear, normalise + pad, forward, masks upsampled to
-the original size, top-100 (query, class) pairs. Under ``torchrun`` every process predicts its
+Inference is the model's own Predictor (:mod:`engines.contract`; the official test pipeline of
+FastInst or QueryInst) without its explanation. Under ``torchrun`` every process predicts its
 share of the images and rank 0 scores the gathered results.
 """
 from __future__ import annotations
@@ -15,7 +14,6 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-import numpy as np
 import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -23,39 +21,14 @@ from tqdm import tqdm
 
 from annotations.coco_parse import load_json, read_coco, read_results
 from annotations.errors import AnnotationError
-from fastinst import FastInst, FastInstError, load_checkpoint
+from engines.load import load_predictor, predictor_for
+from fastinst import FastInstError
 from fastinst.coco_results import to_coco_results
-from fastinst.fast import optimize_for_inference, prepare_batch
-from fastinst.postprocess import MaskResize, instance_inference_lowres
-from fastinst.transforms import resize_shortest_edge
 
 from . import distributed
 from .data import CocoInstances, coco_from_parsed
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-
-
-@torch.inference_mode()
-def predict_batch(model: FastInst, images: Sequence[torch.Tensor], topk: int = 100) -> List[Dict[str, np.ndarray]]:
-    """Official test-time inference on ``(3,H,W)`` uint8 images -> per image ``{"masks" (N,H,W)
-    bool, "scores" (N,), "classes" (N,)}`` at each image's original size. ``model`` may be a
-    fast-path copy (:func:`fastinst.fast.optimize_for_inference`); masks are resized only inside
-    their boxes (:func:`fastinst.postprocess.instance_inference_lowres`, same results)."""
-    spec = model.input_spec
-    resized, originals = [], []
-    for image in images:
-        rgb = image.permute(1, 2, 0).numpy()
-        originals.append(rgb.shape[:2])
-        resized.append(torch.from_numpy(resize_shortest_edge(rgb, spec.min_size, spec.max_size).copy()).permute(2, 0, 1))
-    batch, sizes = model.preprocess(resized)
-    out = model(prepare_batch(model, batch))
-    results = []
-    for i, (size, original) in enumerate(zip(sizes, originals)):
-        resize = MaskResize.official(tuple(out["pred_masks"].shape[-2:]), tuple(batch.shape[-2:]), size, original)
-        inst = instance_inference_lowres(out["pred_logits"][i].float(), out["pred_masks"][i], resize, topk)
-        results.append({"masks": inst.masks.cpu().numpy(), "scores": inst.scores.float().cpu().numpy(),
-                        "classes": inst.classes.cpu().numpy()})
-    return results
 
 
 def category_ids_for(class_names: Sequence[str], dataset: CocoInstances) -> List[int]:
@@ -70,23 +43,31 @@ def category_ids_for(class_names: Sequence[str], dataset: CocoInstances) -> List
     return list(dataset.category_ids)
 
 
-def collect_results(model: FastInst, dataset: CocoInstances, category_ids: Sequence[int], *, batch_size: int = 4,
-                    max_images: Optional[int] = None, rank: int = 0, world_size: int = 1,
+def collect_results(model: torch.nn.Module | object, dataset: CocoInstances, category_ids: Sequence[int], *,
+                    batch_size: int = 4, max_images: Optional[int] = None, rank: int = 0, world_size: int = 1,
                     progress: bool = True) -> List[Dict[str, object]]:
-    """COCO result dicts for this process's share (every ``world_size``-th image) of the dataset."""
+    """COCO result dicts for this process's share (every ``world_size``-th image) of the dataset.
+
+    ``model``: a network of any of the project's models (run by its Predictor, on the network's
+    device, in eval mode) or a Predictor (:class:`engines.contract.Predictor`)."""
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
     mine = list(range(rank, count, world_size))
-    model = optimize_for_inference(model)  # an eval-mode copy: the caller's model is untouched
+    predictor = model if not isinstance(model, torch.nn.Module) else predictor_for(
+        model, [str(k) for k in range(model.num_classes)], device=_device_of(model), explain=False)
     results: List[Dict[str, object]] = []
     bar = tqdm(total=len(mine), desc="evaluate", disable=not progress or rank != 0, leave=False)
     for start in range(0, len(mine), batch_size):
         chunk = mine[start:start + batch_size]
-        images = [dataset.load_image(i) for i in chunk]
-        for index, pred in zip(chunk, predict_batch(model, images)):
-            results += to_coco_results(pred["masks"], pred["scores"], pred["classes"], dataset.image_ids[index], category_ids)
+        images = [dataset.load_image(i).permute(1, 2, 0).numpy() for i in chunk]
+        for index, pred in zip(chunk, predictor.predict_batch(images)):
+            results += to_coco_results(pred.masks, pred.scores, pred.classes, dataset.image_ids[index], category_ids)
         bar.update(len(chunk))
     bar.close()
     return results
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def coco_mask_metrics(coco: COCO, results: List[Dict[str, object]], image_ids: Sequence[int],
@@ -116,18 +97,20 @@ def coco_mask_metrics(coco: COCO, results: List[Dict[str, object]], image_ids: S
     return metrics
 
 
-def evaluate_model(model: FastInst, class_names: Sequence[str], json_path: str | Path, image_root: str | Path, *,
-                   batch_size: int = 4, max_images: Optional[int] = None, progress: bool = True,
-                   verbose: bool = False, strict: bool = False) -> Dict[str, Optional[float]]:
-    """Mask AP of ``model`` on a COCO dataset. Call on every process under torchrun; every process
-    gets the metrics (computed on rank 0)."""
+def evaluate_model(model: torch.nn.Module | object, class_names: Sequence[str], json_path: str | Path,
+                   image_root: str | Path, *, batch_size: int = 4, max_images: Optional[int] = None,
+                   progress: bool = True, verbose: bool = False, strict: bool = False) -> Dict[str, Optional[float]]:
+    """Mask AP of ``model`` (a FastInst or QueryInst network, left in its train/eval mode, or a
+    Predictor) on a COCO dataset. Call on every process under torchrun; every process gets the
+    metrics (computed on rank 0)."""
     dataset = CocoInstances(json_path, image_root, keep_empty=True, strict=strict)
-    was_training = model.training
-    model.eval()
+    network = model if isinstance(model, torch.nn.Module) else None
+    was_training = network is not None and network.training
     rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if torch.distributed.is_initialized() else (0, 1)
     mine = collect_results(model, dataset, category_ids_for(class_names, dataset), batch_size=batch_size,
                            max_images=max_images, rank=rank, world_size=world, progress=progress)
-    model.train(was_training)
+    if network is not None:
+        network.train(was_training)
     gathered = distributed.gather_objects(mine)
     metrics: Dict[str, Optional[float]] = {}
     if rank == 0:
@@ -137,15 +120,15 @@ def evaluate_model(model: FastInst, class_names: Sequence[str], json_path: str |
     return distributed.broadcast_object(metrics)
 
 
-def evaluate(checkpoint: str | Path | FastInst, json_path: str | Path, image_root: str | Path, *,
+def evaluate(checkpoint: str | Path | torch.nn.Module, json_path: str | Path, image_root: str | Path, *,
              class_names: Optional[Sequence[str]] = None, device: str = "auto", batch_size: int = 4,
              max_images: Optional[int] = None, progress: bool = True, verbose: bool = False,
              strict: bool = False) -> Dict[str, Optional[float]]:
-    """Mask AP of a checkpoint (our ``.safetensors``) or a model (then pass ``class_names``)."""
+    """Mask AP of a checkpoint (our ``.safetensors`` of either model) or a network (then pass ``class_names``)."""
     dev = distributed.resolve_device(device)
     if isinstance(checkpoint, (str, Path)):
-        model, info = load_checkpoint(checkpoint, device=dev)
-        class_names = info.class_names
+        model = load_predictor(checkpoint, device=str(dev), explain=False).predictor
+        class_names = model.class_names
     else:
         model = checkpoint.to(dev)
         if class_names is None:

@@ -80,8 +80,10 @@ def worker_threads() -> int:
 
 
 def prepare_run(store: Any, dataset_id: int, *, parent_version: str, parent_path: str | Path, preset: str,
-                work_dir: str | Path, device: str = "auto", overrides: Overrides = Overrides()) -> int:
-    """Record a fine-tuning run of ``parent_version`` on the dataset's reviewed images; returns its id.
+                work_dir: str | Path, device: str = "auto", overrides: Overrides = Overrides(),
+                model: str = "fastinst") -> int:
+    """Record a fine-tuning run of ``parent_version`` (a ``model``: "fastinst" or "queryinst",
+    :func:`engines.load.weights_model` tells) on the dataset's reviewed images; returns its id.
 
     Writes ``work_dir/finetune/run-NNNN/{reviewed,train,heldout}.json``.
 
@@ -112,16 +114,20 @@ def prepare_run(store: Any, dataset_id: int, *, parent_version: str, parent_path
     (out / "heldout.json").write_text(json.dumps(held))
     d = finetune_defaults(len(train_ids), preset)
     batch = overrides.batch_size or d.batch_size
+    recipe = {}
+    if model == "queryinst":   # the official optimiser settings (training.queryinst_trainer)
+        from .queryinst_trainer import OFFICIAL, TINY
+        recipe = {k: (TINY if preset == "tiny" else OFFICIAL)[k] for k in ("weight_decay", "clip_grad_norm")}
     image_root = str(store.dataset(dataset_id).image_root)
     config = TrainConfig(
-        train_json=str(out / "train.json"), image_root=image_root, val_json=str(out / "heldout.json"),
+        model=model, train_json=str(out / "train.json"), image_root=image_root, val_json=str(out / "heldout.json"),
         val_image_root=image_root, preset=preset, init_weights=str(parent_path), output_dir=str(out),
         max_iters=overrides.max_iters or d.max_iters, batch_size=batch, lr=overrides.lr or d.lr,
         backbone_lr_multiplier=d.backbone_lr_multiplier, warmup_iters=0, device=device, num_workers=0,
         num_threads=worker_threads(), progress_bar=False, checkpoint_period=d.eval_period, eval_period=d.eval_period,
         eval_batch_size=4, eval_at_start=True, keep_best=True, early_stop_patience=d.early_stop_patience,
         loss=LossConfig(num_points=d.num_points), log_period=d.eval_period, seed=0, resume=True,
-        keep_empty_images=True)
+        keep_empty_images=True, **recipe)
     report = {"heldout": sorted(im["file_name"] for im in held["images"]),
               "train": sorted(im["file_name"] for im in train["images"]), "defaults": d.describe()}
     store.update_training_run(run_id, path=str(out), config=config.to_dict(), max_iters=config.max_iters,

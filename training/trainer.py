@@ -1,7 +1,8 @@
-"""Training loop: the FastInst recipe on a COCO dataset, resumable, single process or torchrun/DDP.
+"""Training loop: any of the project's models (``TrainConfig.model``; its parts in
+:mod:`training.recipes`) on a COCO dataset, resumable, single process or torchrun/DDP.
 
 ``train(TrainConfig(...), progress=cb, should_stop=flag) -> Path`` trains, evaluates and returns
-the final model saved with :func:`fastinst.save_checkpoint`. In ``output_dir`` it keeps:
+the final model saved with its model's ``save_checkpoint``. In ``output_dir`` it keeps:
 
 - ``last_checkpoint.pt``: everything needed to resume exactly (model, optimiser, scheduler, grad
   scaler, iteration, RNG states), written every ``checkpoint_period`` iterations, when stopped
@@ -35,17 +36,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from fastinst import FastInst, build_model, save_checkpoint
-from fastinst.placed_queries import decode_with_placed
 
 from . import distributed
-from .augment import AugmentConfig, augment_for
-from .click_queries import click_losses, sample_clicks
+from .augment import AugmentConfig
 from .checkpoints import RESUME_NAME, load_resume, rng_state, save_resume, set_rng_state
-from .data import CocoInstances, IterationBatchSampler, collate, pad_targets
-from .init_weights import load_initial_weights
-from .losses import FastInstCriterion, LossConfig
+from .data import CocoInstances, IterationBatchSampler, collate
+from .losses import LossConfig
 from .optim import build_optimizer, build_scheduler
+from .recipes import recipe_for
 
 ProgressFn = Callable[[int, int, Dict[str, float]], None]
 StopFn = Callable[[], bool]
@@ -57,7 +55,8 @@ METRICS_NAME = "metrics.jsonl"
 
 @dataclass
 class TrainConfig:
-    """One training run. Defaults are the official FastInst COCO recipe where one exists.
+    """One training run of ``model`` ("fastinst" or "queryinst"). Defaults are the official FastInst
+    COCO recipe where one exists (``loss`` is FastInst's; QueryInst's weights are the official ones).
 
     ``batch_size`` counts images per iteration over all processes (detectron2's IMS_PER_BATCH).
     ``max_iters=None`` trains ``epochs`` passes over the training images. ``lr_steps`` are
@@ -69,6 +68,7 @@ class TrainConfig:
 
     train_json: str
     image_root: str
+    model: str = "fastinst"
     val_json: Optional[str] = None
     val_image_root: Optional[str] = None
     preset: str = "tiny"
@@ -192,9 +192,10 @@ class Trainer:
         self.class_names = self.dataset.class_names
         self.max_iters = config.max_iters or math.ceil(config.epochs * len(self.dataset) / config.batch_size)
         torch.manual_seed(config.seed)  # identical initial weights on every process
+        self.recipe = recipe_for(config.model)
         self.model = self._build_model().to(info.device).train()
-        self.dataset.augment_config = config.augment or augment_for(self.model.input_spec.min_size)
-        self.criterion = FastInstCriterion(len(self.class_names), config.loss)
+        self.dataset.augment_config = config.augment or self.recipe.augment(self.model)
+        self.criterion = self.recipe.criterion(len(self.class_names), config.loss)
         if config.loss.click_weight > 0 and info.world_size > 1:
             raise ValueError("click-aware training (loss.click_weight > 0) runs on one process only: its second "
                              "decoder pass is outside the DistributedDataParallel forward")
@@ -211,11 +212,12 @@ class Trainer:
         self._resume_if_possible()
         self.ddp = self._wrap()
 
-    def _build_model(self) -> FastInst:
-        model = build_model(self.config.preset, num_classes=len(self.class_names))
+    def _build_model(self) -> torch.nn.Module:
+        model = self.recipe.build(self.config.preset, len(self.class_names))
         self.init_report: Dict[str, object] = {}
         if self.config.init_weights:
-            how, notes = load_initial_weights(model, self.config.init_weights, self.config.preset, self.class_names)
+            how, notes = self.recipe.load_initial_weights(model, self.config.init_weights, self.config.preset,
+                                                          self.class_names)
             self.init_report = {"init_weights": str(self.config.init_weights), "how": how, "notes": notes}
         return model
 
@@ -224,7 +226,7 @@ class Trainer:
             return self.model
         ids = [self.info.device.index] if self.info.device.type == "cuda" else None
         return DistributedDataParallel(self.model, device_ids=ids,
-                                       find_unused_parameters=not self.config.loss.deep_supervision)
+                                       find_unused_parameters=self.recipe.find_unused_parameters(self.config.loss))
 
     @property
     def resume_path(self) -> Path:
@@ -281,20 +283,11 @@ class Trainer:
     def step(self, samples: list) -> Dict[str, float]:
         """One optimisation step on this process's ``samples``; returns the loss values."""
         device = self.info.device
-        batch, _ = self.model.preprocess([s["image"] for s in samples])
-        targets = pad_targets(samples, tuple(batch.shape[-2:]), device)
-        local = sum(int(t["labels"].numel()) for t in targets)
+        local = sum(int(s["labels"].numel()) for s in samples)
         num_masks = max(distributed.all_reduce_sum(local, device) / self.info.world_size, 1.0)
-        guide = self.criterion.mask_guide(targets, self.model.decoder.num_aux_queries)
-        clicks = self.config.loss.click_weight > 0
-        with torch.autocast(device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
-            outputs = self.ddp(batch, mask_guide=guide)
-            if clicks:
-                placed, matches = sample_clicks(targets, tuple(outputs["features"][1].shape[-2:]), self.click_rng)
-                clicked = decode_with_placed(self.model.decoder, outputs["features"], placed.to(device))
-        losses = self.criterion(outputs, targets, num_masks)
-        if clicks:
-            losses.update(click_losses(self.criterion, clicked, matches, targets, num_masks))
+        clicks = self.click_rng if self.config.loss.click_weight > 0 else None
+        losses = self.recipe.losses(self.ddp, self.model, self.criterion, samples, device, self.dtype, num_masks,
+                                    clicks)
         total = sum(losses.values())
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
@@ -392,8 +385,8 @@ class Trainer:
         self.evals[self.iteration] = value
         if best_before is None or value > best_before:
             if cfg.keep_best and self.info.is_main:
-                save_checkpoint(self.out / BEST_NAME, self.model, preset=cfg.preset, class_names=self.class_names,
-                                provenance=self._provenance(stopped=False), metrics=metrics)
+                self.recipe.save(self.out / BEST_NAME, self.model, preset=cfg.preset, class_names=self.class_names,
+                                 provenance=self._provenance(stopped=False), metrics=metrics)
             self.emit("best", {**metrics, "iteration": self.iteration})
         elif cfg.early_stop_patience:
             best_at = max(it for it, v in self.evals.items() if v == max(self.evals.values()))
@@ -433,8 +426,8 @@ class Trainer:
                   "early_stopped": self.early_stopped, "best_iteration": self.best_iteration()})
         path = self.out / FINAL_NAME
         if self.info.is_main:
-            save_checkpoint(path, self.model, preset=cfg.preset, class_names=self.class_names,
-                            provenance=self._provenance(stopped), metrics=self.last_eval)
+            self.recipe.save(path, self.model, preset=cfg.preset, class_names=self.class_names,
+                             provenance=self._provenance(stopped), metrics=self.last_eval)
         distributed.barrier()
         if cfg.keep_best and (self.out / BEST_NAME).is_file():
             return self.out / BEST_NAME
@@ -468,8 +461,8 @@ class MetricWindow:
 
 def train(config: TrainConfig, progress: Optional[ProgressFn] = None, should_stop: Optional[StopFn] = None,
           on_event: Optional[EventFn] = None) -> Path:
-    """Train (or resume) one run; returns the path of the final :func:`fastinst.save_checkpoint`
-    file, or of the best one with ``keep_best`` (when an evaluation ran).
+    """Train (or resume) one run; returns the path of the final checkpoint (the model's own
+    ``save_checkpoint`` format), or of the best one with ``keep_best`` (when an evaluation ran).
 
     ``progress(iteration, max_iters, metrics)`` is called after every iteration on rank 0;
     ``should_stop()`` is polled after every iteration (a True stops the run cleanly: a resume

@@ -32,15 +32,18 @@ HEARTBEAT_S = 5.0        # how often the worker says it is alive
 FLUSH_S = 1.0            # how often progress and loss points are written
 STOP_POLL_S = 2.0        # how often the store is asked whether to stop
 EMA = 0.1                # weight of a new loss value in the smoothed curve
-LOSS_PARTS = ("proposal", "ce", "mask", "dice")   # loss_<part>[...]: summed over heads
+LOSS_PARTS = ("proposal", "ce", "mask", "dice", "l1", "giou")   # loss_<part>[...]: summed over heads / stages
 
 
 def loss_parts(values: Dict[str, float]) -> Dict[str, float]:
-    """The total loss and its parts summed over every head: ``{"loss", "proposal", "ce", "mask",
-    "dice"}`` from the criterion's ``loss_<part>[_head<j>|_guided<i>]`` values."""
+    """The total loss and its parts summed over every head or stage: ``{"loss", "proposal", "ce",
+    "mask", "dice"}`` (FastInst) or ``{"loss", "ce", "dice", "l1", "giou"}`` (QueryInst) from the
+    recipe's ``loss_<part>[_head<j>|_guided<i>|_stage<s>]`` values; a part the model lacks is left out."""
     out = {"loss": float(values["loss"])}
     for part in LOSS_PARTS:
-        out[part] = float(sum(v for k, v in values.items() if k == f"loss_{part}" or k.startswith(f"loss_{part}_")))
+        terms = [v for k, v in values.items() if k == f"loss_{part}" or k.startswith(f"loss_{part}_")]
+        if terms:
+            out[part] = float(sum(terms))
     return out
 
 
@@ -192,12 +195,14 @@ def new_run(store: Any, args: argparse.Namespace) -> int:
         raise ValueError(f"no registered model version {args.start_from!r} with a checkpoint")
     preset = args.preset
     if preset is None and version.path.endswith(".safetensors"):
-        from fastinst.checkpoint import read_info
-        preset = read_info(version.path).preset
+        from engines.load import checkpoint_preset
+        preset = checkpoint_preset(version.path)
     if preset is None:
         raise ValueError(f"{version.path} is an official checkpoint: give --preset")
+    from engines.load import weights_model
     return prepare_run(store, dataset, parent_version=version.name, parent_path=version.path, preset=preset,
-                       work_dir=args.work_dir, device=args.device, overrides=Overrides(max_iters=args.iters))
+                       work_dir=args.work_dir, device=args.device, overrides=Overrides(max_iters=args.iters),
+                       model=weights_model(version.path, preset))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
