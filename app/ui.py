@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
-from app import correct_view, evaluate_view, explain_view, inspect_view, painter, train_view
+from app import canvas, correct_view, evaluate_view, explain_view, inspect_view, painter, train_view
 from app.config import StudioConfig, is_loopback
 from app.events import (cancel_polygon, gallery_items, on_correct_click,
                         painter_loader, select_instance, select_row, set_attr, set_tool_handler)
@@ -126,8 +126,7 @@ def build_inspect_tab(c: dict[str, Any]) -> None:
     with gr.Row():
         with gr.Column(scale=3):
             gr.Markdown("Predictions and annotations — **click a mask to select it**")
-            c["inspect_image"] = gr.Image(show_label=False, elem_id="inspect-image", format="png",
-                                          interactive=False, buttons=["fullscreen"])
+            c["inspect_image"] = canvas.build("inspect-image")
         with gr.Column(scale=2):
             c["instance_table"] = gr.Dataframe(headers=inspect_view.TABLE_HEADERS, elem_id="instance-table",
                                                interactive=False, label="Instances (click a row to select)")
@@ -167,8 +166,7 @@ def build_correct_tab(c: dict[str, Any], names: list[str]) -> None:
         with gr.Column(scale=3):
             gr.Markdown("**Click** to select an instance, to add a corner with the polygon tool, or to place "
                         "a query with the query tool (the model's mask and class where you click)")
-            c["correct_image"] = gr.Image(show_label=False, elem_id="correct-image", format="png",
-                                          interactive=False, buttons=["fullscreen"])
+            c["correct_image"] = canvas.build("correct-image")
         with gr.Column(scale=2):
             c["tool"] = gr.Radio(list(TOOLS), value="select", label="Click tool", elem_id="tool")
             with gr.Row():
@@ -296,6 +294,19 @@ class Wiring:
             return refresh(st, safe(st, evt), parts)
         return handler
 
+    def act_canvas(self, fn: Callable[[SessionState, canvas.Click], str]) -> Callable[..., list[Any]]:
+        """Like ``act`` for a canvas click (its event data: see ``app.canvas``): a selection
+        refreshes the selection's parts, another tool everything."""
+        safe, refresh = friendly(fn), self.studio.refresh
+
+        def handler(st: SessionState, evt: gr.EventData) -> list[Any]:
+            try:
+                click = canvas.read_click(evt._data)
+            except (KeyError, TypeError, ValueError) as e:
+                return refresh(st, f"⚠ unreadable canvas click: {e}", "none")
+            return refresh(st, safe(st, click), "select" if click.tool == "select" else "all")
+        return handler
+
     def follow_model(self, st: SessionState) -> Iterator[list[Any]]:
         """Redraw the session's image (predicting it if the model changed) and the header."""
         yield from self.studio.navigate(st, lambda x: x.image_id)
@@ -385,7 +396,7 @@ def wire_selection(w: Wiring) -> None:
     c, s, state, on, act = w.c, w.studio, w.state, w.on, w.act
     on(c["instance_picker"].input, act(select_instance, "select"), [state, c["instance_picker"]],
        api_name="select_instance")
-    on(c["inspect_image"].select, w.act_select(lambda st, evt: s.pick_at(st, *evt.index)), [state])
+    on(c["inspect_image"].select, w.act_canvas(on_correct_click(s)), [state])
     on(c["instance_table"].select, w.act_select(select_row), [state])
     on(c["min_score"].release, act(set_attr("min_score", float), "filter"), [state, c["min_score"]],
        api_name="set_min_score", trigger_mode="always_last")
@@ -405,7 +416,7 @@ def wire_correct(w: Wiring) -> None:
     """Review actions, polygon tool and mask painter: each one store edit, saved at once."""
     c, s, p, state, on = w.c, w.studio, w.project, w.state, w.on
     rev = lambda st: st.revision  # noqa: E731 - the revision the session last saw
-    on(c["correct_image"].select, w.act_select(on_correct_click(s), "filter"), [state])
+    on(c["correct_image"].select, w.act_canvas(on_correct_click(s)), [state])
     on(c["tool"].input, set_tool_handler(s), [state, c["tool"]], api_name="set_tool")
     actions = [
         ("accept", lambda st: correct_view.set_state(p, st, "accepted", rev(st)), [], "accept"),
