@@ -61,6 +61,12 @@ def served(project: Project) -> Iterator[str]:
         demo.close()
 
 
+def canvas_image(value: str) -> Path:
+    """The image file an annotation canvas value (``app.canvas.value``) draws."""
+    import json
+    return Path(json.loads(value)["image"].removeprefix("gradio_api/file="))
+
+
 def as_dict(result: tuple) -> dict:
     """A client result tuple keyed by output name."""
     return dict(zip(CLIENT_OUTPUTS, result))
