@@ -201,12 +201,6 @@ function draw() {
   cv.dataset.minScore = String(minScore);
   if (data) info.textContent = `${list.length} shown of ${data.instances.length} · ${Math.round(view.s * 100)}%`;
 }
-function readFilters() {
-  const range = document.querySelector('#min-score input[type=range]');
-  if (range) minScore = Number(range.value);
-  const rej = document.querySelector('#show-rejected input[type=checkbox]');
-  if (rej) showRejected = rej.checked;
-}
 async function load() {
   const v = parse(props.value);
   const mine = ++gen;
@@ -292,16 +286,19 @@ stage.addEventListener('pointerup', (e) => {
   if (d && !d.moved && d.button === 0) click(e);
 });
 stage.addEventListener('pointerleave', () => { if (hover !== null) { hover = null; draw(); } });
-stage.addEventListener('keydown', (e) => { if (e.key === 'f' || e.key === 'F') { fit(); e.stopPropagation(); } });
 element.querySelector('.anncanvas-fit').addEventListener('click', fit);
 element.querySelector('.anncanvas-zoom-in').addEventListener('click', () => { const r = cv.getBoundingClientRect(); zoomAt(1.25, r.width / 2, r.height / 2); });
 element.querySelector('.anncanvas-zoom-out').addEventListener('click', () => { const r = cv.getBoundingClientRect(); zoomAt(0.8, r.width / 2, r.height / 2); });
-document.addEventListener('input', (e) => {
-  if (e.target.closest && e.target.closest('#min-score, #show-rejected')) { readFilters(); draw(); }
-}, true);
-document.addEventListener('change', (e) => {
-  if (e.target.closest && e.target.closest('#min-score, #show-rejected')) { readFilters(); draw(); }
-}, true);
+function onFilter(e) {   // the filter inputs as they move (read from the event: the page updates later)
+  const t = e.target;
+  if (!t.closest) return;
+  if (t.closest('#min-score') && t.type !== 'checkbox') {
+    const v = Number(t.value);
+    if (t.value !== '' && !isNaN(v)) { minScore = v; draw(); }
+  } else if (t.closest('#show-rejected') && t.type === 'checkbox') { showRejected = t.checked; draw(); }
+}
+document.addEventListener('input', onFilter, true);
+document.addEventListener('change', onFilter, true);
 new ResizeObserver(() => { if (data && fitFor === data.image && view.s) draw(); }).observe(stage);
 new IntersectionObserver((seen) => { if (seen.some(s => s.isIntersecting) && data) fit(); }).observe(stage);
 watch('value', load);

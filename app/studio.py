@@ -32,7 +32,7 @@ VIEW_OUTPUTS = {"inspect": ("inspect_image", "instance_table", "instance_info"),
 VIEW_OUTPUT_NAMES = [name for names in VIEW_OUTPUTS.values() for name in names]
 ASK_BOXES = ("undecided", "empty", "switch")   # the questions the header can ask (see SessionState.asking)
 OUTPUT_NAMES = ["state", "image_picker", "review_state", "instance_picker", "status", "project_info",
-                *VIEW_OUTPUT_NAMES, "place", "model_picker", "ask_text", *(f"ask_{k}" for k in ASK_BOXES)]
+                *VIEW_OUTPUT_NAMES, "place", "model_picker", "ask_text", *(f"ask_{k}" for k in ASK_BOXES), "class_picker"]
 
 
 def cache_folder() -> Path:
@@ -156,7 +156,7 @@ class Studio:
 
     def ask_values(self, state: SessionState) -> dict[str, Any]:
         """The question box: its text and which answer row is visible."""
-        values = {f"ask_{k}": gr.update(visible=state.asking == k) for k in ASK_BOXES}
+        values: dict[str, Any] = {f"ask_{k}": gr.update(visible=state.asking == k) for k in ASK_BOXES}
         values["ask_text"] = self._question(state) if state.asking else ""
         return values
 
@@ -278,7 +278,7 @@ class Studio:
         visible ones are re-sent from ``state.sent``: both are cheap for Gradio, unlike
         ``gr.skip()``, which makes it rebuild the component's configuration."""
         values: dict[str, Any] = dict.fromkeys(OUTPUT_NAMES)
-        values.update(state=state, status=message)
+        values.update(state=state, status=message, class_picker=gr.skip())
         full = parts == "all" or not self._header
         if full:
             self._header = self.header_info()
@@ -317,6 +317,8 @@ class Studio:
         choices = inspect_view.instance_choices(shown, state.dup_iou)
         same_list = parts in ("select", "layer", "activation") or choices == state.picker_choices
         state.picker_choices = choices
+        if inst is not None:         # the Class picker follows the selection (L relabels from there)
+            values["class_picker"] = inst.class_name
         values["instance_picker"] = state.selected if same_list else gr.update(choices=choices,
                                                                                value=state.selected)
         return [values[name] for name in OUTPUT_NAMES]
