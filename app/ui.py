@@ -103,6 +103,15 @@ KEYS_JS = """
 }
 """
 
+EXPLAIN_HELP = (
+    "**Instance activation (IA) map**: for every pixel, the probability (colour bar: blue 0, red 1) "
+    "that an object (*foreground*) or one class is there, from the model's auxiliary head. The model "
+    "places its **queries** (white dots) where it is high: a query is a slot the decoder turns into "
+    "one mask, class and score. Rings: the queries of the shown instances, numbered with their ids; "
+    "cross: the selected one. *Why a 0.95 instance can sit on a low value*: the map is read from one "
+    "pixel before the decoder; the score comes after every decoder layer (**head**) has gathered "
+    "evidence from the whole object.")
+
 # ------------------------------------------------------------------------------------ layout
 
 def build_header(c: dict[str, Any]) -> None:
@@ -174,8 +183,7 @@ def build_explain_tab(c: dict[str, Any], names: list[str], num_heads: int) -> No
     """IA heatmap with query positions, per-head mask strip, one head large."""
     with gr.Row():
         with gr.Column(scale=3):
-            gr.Markdown("**Instance activation (IA) map** — dots: the positions picked as queries; "
-                        "rings: the shown instances' queries; cross: the selected one")
+            gr.Markdown(EXPLAIN_HELP, elem_id="explain-help")
             c["explain_heatmap"] = gr.Image(show_label=False, elem_id="explain-heatmap", format="png",
                                             interactive=False, buttons=["fullscreen"])
         with gr.Column(scale=2):

@@ -226,7 +226,7 @@ def run_project(project: Any, name: str, repeats: int, layers: bool) -> dict[str
             pg.locator("#instance-picker input").fill(f"#{ann} ")
             pg.locator("#instance-picker input").press("ArrowDown")
             pg.locator("#instance-picker input").press("Enter")
-            pg.wait_for_function(f"() => document.querySelector('#instance-info').innerText.includes('#{ann} ')")
+            pg.wait_for_function(f"() => document.querySelector('#instance-picker input').value.startsWith('#{ann} ')")
             pg.wait_for_timeout(300)
             before = pg.evaluate(f"__stamp('{sel}')")
             t, = measure("__key('a')", f"return __fresh('{sel}', {json.dumps(before)})")

@@ -112,3 +112,58 @@ def test_threshold_and_show_rejected_are_drawn_in_the_browser(page, studio) -> N
     expect(canvas).not_to_have_attribute("data-shown", re.compile(rf"(^|,){proposal.id}(,|$)"))
     page.locator("#show-rejected input").check()
     expect(canvas).to_have_attribute("data-shown", re.compile(rf"(^|,){proposal.id}(,|$)"))
+
+
+def test_keys_work_on_the_inspect_canvas_and_the_class_picker_follows(page, studio) -> None:
+    project, _, (top, below) = studio
+    image_id = project.images()[0].id
+    names = project.class_names()
+    status = page.locator("#status")
+    picker = page.locator("#class-picker input")
+    # Enter in the confidence box applies the typed number (the server's table follows)
+    box = page.locator("#min-score input[type=number]")
+    box.fill("0.05")
+    box.press("Enter")
+    rows = len(visible_instances(project.instances(image_id), 0.05))
+    expect(page.locator("#instance-table [role=grid]")).to_have_attribute("aria-rowcount", str(rows + 1))
+    # the Class picker follows the selection, and L relabels with what it shows
+    click_pixel(page, "inspect-image", 205, 155)            # only the top square there
+    expect_selected(page, top)
+    expect(picker).to_have_value(names[0])                 # the squares were drawn as the first class
+    picker.fill(names[1])
+    picker.press("ArrowDown")
+    picker.press("Enter")
+    page.locator("#inspect-image .anncanvas-info").click()
+    page.keyboard.press("l")
+    expect(status).to_contain_text(f"#{top}: {names[0]} → {names[1]}")
+    click_pixel(page, "inspect-image", 285, 215)            # the lower square: its class shows
+    expect_selected(page, below)
+    expect(picker).to_have_value(names[0])
+    click_pixel(page, "inspect-image", 205, 155)
+    expect(picker).to_have_value(names[1])
+    # A, Delete, Ctrl+Z and Shift+A on the Inspect view, pressed quickly
+    proposal = next(i for i in visible_instances(project.instances(image_id), 0.05) if i.state == "proposed")
+    page.locator("#instance-picker input").fill(f"#{proposal.id} ")
+    page.locator("#instance-picker input").press("ArrowDown")
+    page.locator("#instance-picker input").press("Enter")
+    expect_selected(page, proposal.id)
+    page.locator("#inspect-image .anncanvas-info").click()
+    page.keyboard.press("a")
+    expect(status).to_contain_text(f"#{proposal.id} {proposal.class_name}: accepted")
+    page.keyboard.press("Delete")
+    expect(status).to_contain_text(f"deleted #{proposal.id}")
+    page.keyboard.press("Control+z")
+    expect(status).to_contain_text("undo")
+    assert project.store.annotation(proposal.id).state == "accepted"
+    todo = [i for i in visible_instances(project.instances(image_id), 0.05) if i.state == "proposed"]
+    page.keyboard.press("Shift+A")
+    expect(status).to_contain_text(f"accept {len(todo)} shown proposals")
+    assert all(project.store.annotation(i.id).state == "accepted" for i in todo)
+    # "?" shows the shortcuts, Esc hides them
+    overlay = page.locator("#keys-overlay")
+    expect(overlay).to_be_hidden()
+    page.keyboard.press("?")
+    expect(overlay).to_be_visible()
+    expect(overlay).to_contain_text("accept the selected instance")
+    page.keyboard.press("Escape")
+    expect(overlay).to_be_hidden()
