@@ -77,6 +77,7 @@ let view = {s: 1, ox: 0, oy: 0}, fitFor = null;
 let hover = null, selected = null, seq = 0;
 let minScore = 0.5, showRejected = false, serverMin = null, serverRej = null;
 let lastClick = null, drag = null, pending = false;
+let scene = null, sceneKey = '', dataGen = 0;   // the scene without hover, redrawn only when it changes
 
 function parse(t) { try { return JSON.parse(t || '{}'); } catch (e) { return {}; } }
 function loadImage(url) {
@@ -90,8 +91,9 @@ function decode(entry, colour) {
   for (let k = 4; k < entry.length; k++) { if (on) bits.fill(1, p, p + entry[k]); p += entry[k]; on ^= 1; }
   const fill = new OffscreenCanvas(Math.max(w, 1), Math.max(h, 1));
   const edge = new OffscreenCanvas(Math.max(w, 1), Math.max(h, 1));
+  const white = new OffscreenCanvas(Math.max(w, 1), Math.max(h, 1));
   if (w && h) {
-    const a = new ImageData(w, h), b = new ImageData(w, h);
+    const a = new ImageData(w, h), b = new ImageData(w, h), c2 = new ImageData(w, h);
     for (let r = 0; r < h; r++) for (let c = 0; c < w; c++) {
       const i = r * w + c;
       if (!bits[i]) continue;
@@ -99,12 +101,14 @@ function decode(entry, colour) {
       a.data[o] = colour[0]; a.data[o + 1] = colour[1]; a.data[o + 2] = colour[2]; a.data[o + 3] = 255;
       if (c === 0 || r === 0 || c === w - 1 || r === h - 1 || !bits[i - 1] || !bits[i + 1] || !bits[i - w] || !bits[i + w]) {
         b.data[o] = colour[0]; b.data[o + 1] = colour[1]; b.data[o + 2] = colour[2]; b.data[o + 3] = 255;
+        c2.data[o] = c2.data[o + 1] = c2.data[o + 2] = c2.data[o + 3] = 255;
       }
     }
     fill.getContext('2d').putImageData(a, 0, 0);
     edge.getContext('2d').putImageData(b, 0, 0);
+    white.getContext('2d').putImageData(c2, 0, 0);
   }
-  return {x, y, w, h, bits, fill, edge};
+  return {x, y, w, h, bits, fill, edge, white};
 }
 function shown() {
   if (!data) return [];
@@ -151,45 +155,56 @@ function label(inst, strong) {
   ctx.fillStyle = strong ? '#000' : '#fff';
   ctx.fillText(text, x + 4 * d, y + 12 * d);
 }
+function paintScene(list, d) {   // the image, every shown mask and the selection, for this view
+  if (!scene || scene.width !== cv.width || scene.height !== cv.height) scene = new OffscreenCanvas(cv.width, cv.height);
+  const sx = scene.getContext('2d');
+  sx.setTransform(1, 0, 0, 1, 0, 0);
+  sx.clearRect(0, 0, scene.width, scene.height);
+  if (!data || !img) return;
+  sx.setTransform(view.s * d, 0, 0, view.s * d, view.ox * d, view.oy * d);
+  sx.imageSmoothingEnabled = view.s < 1;
+  sx.drawImage(img, 0, 0);
+  sx.imageSmoothingEnabled = false;
+  for (let k = list.length - 1; k >= 0; k--) {
+    const inst = list[k], m = masks.get(inst.key);
+    sx.globalAlpha = inst.state === 'rejected' ? 0.2 : (inst.id === selected ? 0.6 : 0.4);
+    sx.drawImage(m.fill, m.x, m.y);
+    sx.globalAlpha = 1;
+    sx.drawImage(m.edge, m.x, m.y);
+  }
+  const sel = list.find(i => i.id === selected);
+  if (sel) { const m = masks.get(sel.key); sx.drawImage(m.white, m.x, m.y); }
+  if (data.polygon && data.polygon.length) {
+    sx.strokeStyle = '#fff'; sx.fillStyle = '#fff'; sx.lineWidth = 2 / view.s;
+    sx.beginPath();
+    data.polygon.forEach(([px, py], k) => k ? sx.lineTo(px + 0.5, py + 0.5) : sx.moveTo(px + 0.5, py + 0.5));
+    sx.stroke();
+    for (const [px, py] of data.polygon) sx.fillRect(px + 0.5 - 3 / view.s, py + 0.5 - 3 / view.s, 6 / view.s, 6 / view.s);
+  }
+}
 function draw() {
   resize();
   const d = window.devicePixelRatio || 1;
+  const list = shown();
+  const key = [dataGen, view.s, view.ox, view.oy, minScore, showRejected, selected, cv.width, cv.height].join('|');
+  if (key !== sceneKey) { paintScene(list, d); sceneKey = key; }
   ctx.setTransform(1, 0, 0, 1, 0, 0);
   ctx.clearRect(0, 0, cv.width, cv.height);
-  const list = shown();
-  if (data && img) {
+  if (scene) ctx.drawImage(scene, 0, 0);
+  const hov = list.find(i => i.id === hover && i.id !== selected);
+  if (hov && data && img) {    // the hovered one on top of the cached scene: brighter, outlined
+    const m = masks.get(hov.key);
     ctx.setTransform(view.s * d, 0, 0, view.s * d, view.ox * d, view.oy * d);
-    ctx.imageSmoothingEnabled = view.s < 1;
-    ctx.drawImage(img, 0, 0);
     ctx.imageSmoothingEnabled = false;
-    for (let k = list.length - 1; k >= 0; k--) {
-      const inst = list[k], m = masks.get(inst.key);
-      const on = inst.id === selected || inst.id === hover;
-      ctx.globalAlpha = inst.state === 'rejected' ? 0.2 : (on ? 0.6 : 0.4);
-      ctx.drawImage(m.fill, m.x, m.y);
-      ctx.globalAlpha = 1;
-      ctx.drawImage(m.edge, m.x, m.y);
-    }
-    const sel = list.find(i => i.id === selected);
-    if (sel) {   // the selected one: its outline again, in white, on top
-      const m = masks.get(sel.key);
-      ctx.globalCompositeOperation = 'source-over';
-      ctx.filter = 'brightness(0) invert(1)';
-      ctx.drawImage(m.edge, m.x, m.y);
-      ctx.filter = 'none';
-    }
-    if (data.polygon && data.polygon.length) {
-      ctx.strokeStyle = '#fff'; ctx.fillStyle = '#fff'; ctx.lineWidth = 2 / view.s;
-      ctx.beginPath();
-      data.polygon.forEach(([px, py], k) => k ? ctx.lineTo(px + 0.5, py + 0.5) : ctx.moveTo(px + 0.5, py + 0.5));
-      ctx.stroke();
-      for (const [px, py] of data.polygon) ctx.fillRect(px + 0.5 - 3 / view.s, py + 0.5 - 3 / view.s, 6 / view.s, 6 / view.s);
-    }
+    ctx.globalAlpha = 0.35;
+    ctx.drawImage(m.fill, m.x, m.y);
+    ctx.globalAlpha = 1;
+    ctx.drawImage(m.edge, m.x, m.y);
     ctx.setTransform(1, 0, 0, 1, 0, 0);
-    for (const id of [hover, selected]) {
-      const inst = list.find(i => i.id === id);
-      if (inst) label(inst, id === selected);
-    }
+  }
+  for (const id of [hover, selected]) {
+    const inst = list.find(i => i.id === id);
+    if (inst) label(inst, id === selected);
   }
   frame += 1;
   cv.dataset.frame = String(frame);
@@ -198,7 +213,6 @@ function draw() {
   cv.dataset.hover = hover == null ? '' : String(hover);
   cv.dataset.shown = list.map(i => i.id).join(',');
   cv.dataset.view = `${view.s},${view.ox},${view.oy}`;
-  cv.dataset.minScore = String(minScore);
   if (data) info.textContent = `${list.length} shown of ${data.instances.length} · ${Math.round(view.s * 100)}%`;
 }
 async function load() {
@@ -219,6 +233,7 @@ async function load() {
   }
   const fresh = !data || data.width !== v.width || data.height !== v.height || data.image !== v.image;
   data = v;
+  dataGen += 1;
   if ((v.seq ?? 0) >= seq) selected = v.selected ?? null;
   if (v.min_score !== serverMin) { serverMin = v.min_score; minScore = v.min_score; }
   if (v.show_rejected !== serverRej) { serverRej = v.show_rejected; showRejected = v.show_rejected; }
@@ -262,7 +277,7 @@ stage.addEventListener('wheel', (e) => {
 stage.addEventListener('pointerdown', (e) => {
   stage.focus({preventScroll: true});
   drag = {x: e.clientX, y: e.clientY, ox: view.ox, oy: view.oy, moved: false, button: e.button};
-  stage.setPointerCapture(e.pointerId);
+  try { stage.setPointerCapture(e.pointerId); } catch (err) { /* a synthetic pointer */ }
 });
 stage.addEventListener('pointermove', (e) => {
   if (drag) {

@@ -42,9 +42,9 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 LARGE = (960, 1280)        # (H, W) of the generated project's images
 
 # In-page timer: run ``act`` then resolve with the ms until every predicate in ``done`` holds (each
-# one's own time, taken on the next animation frame after it first held; -1: not within 20 s).
+# one's own time, taken on the next animation frame after it first held; -1: not within ``limit`` ms).
 MEASURE_JS = """
-async ([act, done]) => {
+async ([act, done, limit]) => {
   const action = new Function(act), checks = done.map((d) => new Function(d));
   return await new Promise((resolve) => {
     const times = checks.map(() => null);
@@ -64,7 +64,7 @@ async ([act, done]) => {
     const t0 = performance.now();
     action();
     check();
-    setTimeout(() => { if (!over) finish(); }, 20000);
+    setTimeout(() => { if (!over) finish(); }, limit);
   });
 }
 """
@@ -173,8 +173,8 @@ def run_project(project: Any, name: str, repeats: int, layers: bool) -> dict[str
         pg.evaluate(HELPERS_JS)
         pg.wait_for_timeout(1000)
 
-        def measure(act: str, *done: str) -> list[float]:
-            return pg.evaluate(MEASURE_JS, [act, list(done)])
+        def measure(act: str, *done: str, limit: int = 20_000) -> list[float]:
+            return pg.evaluate(MEASURE_JS, [act, list(done), limit])
 
         shown = visible_instances(project.instances(first.id), 0.3)
         points = []
@@ -261,7 +261,7 @@ def run_project(project: Any, name: str, repeats: int, layers: bool) -> dict[str
                 image = f"return __fresh('{sel}', {json.dumps(before)})"
                 done = (f"return __fresh('{sel}', {json.dumps(before)}) && {status} && "
                         f"document.querySelector('#review-state').innerText.includes('{project.image(nxt).file_name}')")
-            t_image, t_done = measure("__key('n')", image, done)
+            t_image, t_done = measure("__key('n')", image, done, limit=120_000)
             if was:
                 add("next image (predicted)", t_done)
             else:
@@ -297,6 +297,8 @@ def table(new: dict[str, dict[str, list[float]]], old: dict[str, dict[str, list[
         for name, values in rows.items():
             good = [v for v in values if v >= 0]
             cell = f"{statistics.median(good):.0f} / {pct(good, 0.9):.0f}" if good else "timed out"
+            if good and len(good) < len(values):
+                cell += f" ({len(values) - len(good)} of {len(values)} timed out)"
             line = f"| {project} | {name} | {cell} |"
             if old:
                 before = [v for v in (old.get(project) or {}).get(name, []) if v >= 0]
