@@ -237,18 +237,6 @@ def layer_strip(image: np.ndarray, layer_masks: np.ndarray, colour: RGB, tile_wi
     return strip
 
 
-def polygon_preview(image: np.ndarray, points: Sequence[tuple[int, int]], colour: RGB) -> np.ndarray:
-    """Draw the vertices and edges of an open polygon being clicked out on the image."""
-    out = as_rgb(image).copy()
-    pts = np.asarray(points, np.int32).reshape(-1, 2)
-    if len(pts) >= 2:
-        cv2.polylines(out, [pts], False, colour, 2, cv2.LINE_AA)
-    for x, y in pts:
-        cv2.circle(out, (int(x), int(y)), 4, colour, -1, cv2.LINE_AA)
-        cv2.circle(out, (int(x), int(y)), 4, (255, 255, 255), 1, cv2.LINE_AA)
-    return out
-
-
 def polygon_mask(points: Sequence[tuple[int, int]], size: tuple[int, int]) -> np.ndarray:
     """Rasterise a closed polygon of (x, y) vertices into an (H,W) bool mask; size is (H, W)."""
     mask = np.zeros(size, np.uint8)
