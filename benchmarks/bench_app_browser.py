@@ -197,7 +197,7 @@ def run_project(project: Any, repeats: int, layers: bool, first_id: int | None =
                              f"return __view('{sel}').dataset.hover === '{ann}'")
                 add("hover", t)
             pg.wait_for_function(f"() => {{ const e = __view('{sel}'); return e && (e.tagName === 'CANVAS' || "
-                                 "(e.complete && e.naturalWidth > 0)); }}")
+                                 "(e.complete && e.naturalWidth > 0)); }")
             before = pg.evaluate(f"__stamp('{sel}')")
             shown_done = (f"return __view('{sel}').dataset.selected === '{ann}'" if canvas
                           else f"return __fresh('{sel}', {json.dumps(before)})")

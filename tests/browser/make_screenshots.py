@@ -23,7 +23,7 @@ from app.startup import open_project  # noqa: E402
 from test_app_browser import ARGS, CHROMIUM, inner_pixel, click_pixel, expect_canvas, set_number  # noqa: E402
 from test_app_support import served  # noqa: E402
 
-VIEWPORT = {"width": 1360, "height": 1000}
+VIEWPORT = {"width": 1440, "height": 900}
 
 
 def busiest_image(project) -> tuple[int, float]:
