@@ -73,7 +73,7 @@ const ctx = cv.getContext('2d');
 const info = element.querySelector('.anncanvas-info');
 const masks = new Map();           // mask key -> {x, y, w, h, bits, fill, edge}
 let data = null, img = null, imgUrl = null, gen = 0, frame = 0;
-let view = {s: 1, ox: 0, oy: 0}, fitFor = null;
+let view = {s: 1, ox: 0, oy: 0}, fitFor = null, fittedWidth = 0;
 let hover = null, selected = null, seq = 0;
 let minScore = 0.5, showRejected = false, serverMin = null, serverRej = null;
 let lastClick = null, drag = null, pending = false;
@@ -135,6 +135,7 @@ function fit() {
   if (!data) return;
   const r = resize();
   const s = Math.min(r.width / data.width, r.height / data.height);
+  fittedWidth = r.width;
   view = {s, ox: (r.width - data.width * s) / 2, oy: (r.height - data.height * s) / 2};
   draw();
 }
@@ -315,7 +316,8 @@ function onFilter(e) {   // the filter inputs as they move (read from the event:
 document.addEventListener('input', onFilter, true);
 document.addEventListener('change', onFilter, true);
 new ResizeObserver(() => { if (data && fitFor === data.image && view.s) draw(); }).observe(stage);
-new IntersectionObserver((seen) => { if (seen.some(s => s.isIntersecting) && data) fit(); }).observe(stage);
+// fitted while hidden (a tab not shown yet has no size): fit again once it shows
+new IntersectionObserver((seen) => { if (seen.some(s => s.isIntersecting) && data && fittedWidth < 2) fit(); }).observe(stage);
 watch('value', load);
 load();
 """

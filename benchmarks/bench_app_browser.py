@@ -27,6 +27,7 @@ on the same projects; the shared 2-core machine makes bare times noisy, compare 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -151,12 +152,24 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+def serve(stack: contextlib.ExitStack, project: Any, tries: int = 3) -> str:
+    """Launch the studio (Gradio's start-up check of localhost can time out on a loaded machine:
+    try again)."""
+    from test_app_support import served
+    for attempt in range(tries):
+        try:
+            return stack.enter_context(served(project))
+        except ValueError:
+            if attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def run_project(project: Any, repeats: int, layers: bool, first_id: int | None = None) -> dict[str, list[float]]:
     """Every interaction on ``project`` in one headless Chromium session; ms lists by name."""
     import numpy as np
     from playwright.sync_api import sync_playwright
     from app.inspect_view import visible_instances
-    from test_app_support import served
     images = project.images()
     predicted = [e for e in images if not project.needs_prediction(e.id)]
     first = project.image(first_id) if first_id is not None else predicted[0]
@@ -166,7 +179,9 @@ def run_project(project: Any, repeats: int, layers: bool, first_id: int | None =
     def add(key: str, value: float) -> None:
         out.setdefault(key, []).append(value)
 
-    with served(project) as url, sync_playwright() as p:
+    with contextlib.ExitStack() as stack:
+        url = serve(stack, project)
+        p = stack.enter_context(sync_playwright())
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
         pg = browser.new_page(viewport={"width": 1440, "height": 900})
         pg.set_default_timeout(120_000)
