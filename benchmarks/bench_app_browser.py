@@ -4,9 +4,10 @@
 
 Two projects: the demo (128x128 shapes, the demo model's own predictions) and a generated one of
 1280x960 images with 50 objects each (their masks stored as the current model's proposals, random
-scores). Each interaction is started inside the page (a synthetic pointer or key event, so the
-browser's own input latency is not counted, the same for any page) and timed with
-``performance.now()`` until the page shows the result and the next frame is drawn:
+scores). A click is a real mouse click timed from its pointer press; the other interactions are started
+inside the page (a synthetic pointer or key event: the browser's own input latency, the same for
+any page, is not counted); each is timed with ``performance.now()`` until the page shows the
+result and the next frame is drawn:
 
 * hover: the canvas highlights the instance under the pointer;
 * select: the canvas draws the selection; "select, server" until the instance details (server)
@@ -42,34 +43,33 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--no-first-run", "--disable-dev-shm-usage"]
 LARGE = (960, 1280)        # (H, W) of the generated project's images
 
-# In-page timer: run ``act`` then resolve with the ms until every predicate in ``done`` holds (each
-# one's own time, taken on the next animation frame after it first held (checked on every DOM
-# change and every 4 ms); -1: not within ``limit`` ms).
+# In-page timer (``__measure``): run ``act`` (or wait for the next real pointer press, when
+# ``onInput``) and resolve with the ms from then until each predicate in ``done`` holds (each one's
+# own time, taken on the next animation frame after it first held; checked on every DOM change and
+# every 4 ms; -1: not within ``limit`` ms).
 MEASURE_JS = """
-async ([act, done, limit]) => {
-  const action = new Function(act), checks = done.map((d) => new Function(d));
-  return await new Promise((resolve) => {
-    const times = checks.map(() => null);
-    let over = false;
-    const finish = () => { over = true; obs.disconnect(); clearInterval(poll); resolve(times.map((t) => t ?? -1)); };
-    const check = () => {
-      if (over) return;
-      checks.forEach((c, k) => {
-        let ok = false;
-        try { ok = times[k] === null && c(); } catch (e) { ok = false; }
-        if (ok) { times[k] = -2; requestAnimationFrame(() => { times[k] = performance.now() - t0;
-                                                                if (times.every((t) => t >= 0)) finish(); }); }
-      });
-    };
-    const obs = new MutationObserver(check);
-    obs.observe(document.body, {subtree: true, attributes: true, childList: true, characterData: true});
-    const poll = setInterval(check, 4);   // input values change without a DOM mutation
-    const t0 = performance.now();
-    action();
-    check();
-    setTimeout(() => { if (!over) finish(); }, limit);
-  });
-}
+() => { window.__measure = (act, done, limit, onInput) => new Promise((resolve) => {
+  const checks = done.map((d) => new Function(d));
+  const times = checks.map(() => null);
+  let over = false, t0 = onInput ? null : performance.now();
+  const finish = () => { over = true; obs.disconnect(); clearInterval(poll); resolve(times.map((t) => t ?? -1)); };
+  const check = () => {
+    if (over || t0 === null) return;
+    checks.forEach((c, k) => {
+      let ok = false;
+      try { ok = times[k] === null && c(); } catch (e) { ok = false; }
+      if (ok) { times[k] = -2; requestAnimationFrame(() => { times[k] = performance.now() - t0;
+                                                              if (times.every((t) => t !== null && t >= 0)) finish(); }); }
+    });
+  };
+  if (onInput) document.addEventListener('pointerdown', (e) => { t0 = e.timeStamp; }, {capture: true, once: true});
+  const obs = new MutationObserver(check);
+  obs.observe(document.body, {subtree: true, attributes: true, childList: true, characterData: true});
+  const poll = setInterval(check, 4);   // input values change without a DOM mutation
+  if (act) new Function(act)();
+  check();
+  setTimeout(() => { if (!over) finish(); }, limit);
+}); }
 """
 
 HELPERS_JS = """
@@ -86,14 +86,6 @@ HELPERS_JS = """
     const left = r.left + (r.width - el.naturalWidth * scale) / 2, top = r.top + (r.height - el.naturalHeight * scale) / 2;
     const zoom = el.naturalWidth / width;
     return [left + (x + 0.5) * zoom * scale, top + (y + 0.5) * zoom * scale];
-  };
-  window.__click = (sel, x, y, width) => {
-    const [cx, cy] = __pt(sel, x, y, width), el = __view(sel);
-    const target = el.tagName === 'CANVAS' ? el.parentElement : el;
-    const o = {clientX: cx, clientY: cy, bubbles: true, button: 0, pointerId: 1, isPrimary: true};
-    target.dispatchEvent(new PointerEvent('pointerdown', o));
-    target.dispatchEvent(new PointerEvent('pointerup', o));
-    if (el.tagName !== 'CANVAS') target.dispatchEvent(new MouseEvent('click', o));
   };
   window.__key = (key) => document.body.dispatchEvent(new KeyboardEvent('keydown', {key, bubbles: true}));
   window.__fresh = (sel, before) => { const el = __view(sel);
@@ -188,10 +180,17 @@ def run_project(project: Any, repeats: int, layers: bool, first_id: int | None =
         pg.goto(f"{url}?image={first.id}&t=0.30")
         pg.wait_for_function("() => document.querySelector('#status')?.innerText.includes('opened')")
         pg.evaluate(HELPERS_JS)
+        pg.evaluate(MEASURE_JS)
         pg.wait_for_timeout(1000)
 
         def measure(act: str, *done: str, limit: int = 20_000) -> list[float]:
-            return pg.evaluate(MEASURE_JS, [act, list(done), limit])
+            return pg.evaluate("([a, d, l]) => __measure(a, d, l, false)", [act, list(done), limit])
+
+        def measure_click(x: float, y: float, *done: str, limit: int = 20_000) -> list[float]:
+            """A real mouse click at page point (x, y), timed from its pointer press."""
+            pg.evaluate("([d, l]) => { window.__pending = __measure('', d, l, true); }", [list(done), limit])
+            pg.mouse.click(x, y)
+            return pg.evaluate("() => window.__pending")
 
         shown = visible_instances(project.instances(first.id), 0.3)
         points = []
@@ -202,7 +201,8 @@ def run_project(project: Any, repeats: int, layers: bool, first_id: int | None =
             if top.id == inst.id:
                 points.append((inst.id, int(xs[k]), int(ys[k])))
         sel = "#inspect-image"
-        pg.locator(sel).scroll_into_view_if_needed()
+        pg.evaluate(f"document.querySelector('{sel} canvas, {sel} img').scrollIntoView({{block: 'start'}})")
+        pg.wait_for_timeout(300)
         canvas = pg.locator(f"{sel} canvas").count() > 0
         for k in range(repeats):
             ann, x, y = points[k % len(points)]
@@ -216,8 +216,9 @@ def run_project(project: Any, repeats: int, layers: bool, first_id: int | None =
             before = pg.evaluate(f"__stamp('{sel}')")
             shown_done = (f"return __view('{sel}').dataset.selected === '{ann}'" if canvas
                           else f"return __fresh('{sel}', {json.dumps(before)})")
-            t_canvas, t_server = measure(f"__click('{sel}', {x}, {y}, {width})", shown_done,
-                                         f"return document.querySelector('#instance-info').innerText.includes('#{ann} ')")
+            px, py = pg.evaluate("([s, x, y, w]) => __pt(s, x, y, w)", [sel, x, y, width])
+            t_canvas, t_server = measure_click(
+                px, py, shown_done, f"return document.querySelector('#instance-info').innerText.includes('#{ann} ')")
             add("select", t_canvas)
             add("select, server", t_server)
         for k in range(repeats):
