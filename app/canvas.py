@@ -220,13 +220,16 @@ async function load() {
   const v = parse(props.value);
   const mine = ++gen;
   if (!v.token) { data = null; img = null; imgUrl = null; info.textContent = 'no image'; draw(); return; }
-  if (v.image !== imgUrl) {
-    const im = await loadImage(v.image);
+  // the picture and the masks are fetched at the same time
+  const picture = v.image !== imgUrl ? loadImage(v.image) : null;
+  const runs = v.instances.some(i => !masks.has(i.key)) ? fetch(v.masks).then(r => r.json()) : null;
+  if (picture) {
+    const im = await picture;
     if (mine !== gen) return;
     img = im; imgUrl = v.image;
   }
-  if (v.instances.some(i => !masks.has(i.key))) {
-    const all = await (await fetch(v.masks)).json();
+  if (runs) {
+    const all = await runs;
     if (mine !== gen) return;
     const wanted = new Set(v.instances.map(i => i.key));
     for (const key of [...masks.keys()]) if (!wanted.has(key)) masks.delete(key);
