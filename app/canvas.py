@@ -13,8 +13,9 @@ API (what ``value`` builds, a JSON string):
   ``{"<id>": [x, y, w, h, run, run, ...]}``: each mask cropped to its box ``(x, y, w, h)``,
   row-major, as alternating runs of 0s and 1s starting with 0s (see ``mask_runs``);
 * ``instances``: every instance of the image, top first (``inspect_view.visible_instances``'s
-  order), with ``id``, ``label``, ``score``, ``state``, ``colour`` (RGB) and ``key`` (its mask's
-  digest: the browser decodes only masks it has not seen);
+  order), with ``id``, ``label``, ``score``, ``state``, ``placed`` (a query a person placed: shown
+  whatever the threshold), ``colour`` (RGB) and ``key`` (its mask's digest: the browser decodes
+  only masks it has not seen);
 * ``selected``, ``min_score``, ``show_rejected``, ``polygon`` (vertices, image pixels), ``mode``
   ("inspect": clicks select; "correct": clicks use the tool chosen in ``#tool``), ``seq``.
 
@@ -113,7 +114,7 @@ function decode(entry, colour) {
 function shown() {
   if (!data) return [];
   return data.instances.filter(i => !(i.state === 'rejected' && !showRejected) &&
-                                    !(i.state === 'proposed' && (i.score ?? 0) < minScore - 1e-9) &&
+                                    !(i.state === 'proposed' && !i.placed && (i.score ?? 0) < minScore - 1e-9) &&
                                     masks.has(i.key));
 }
 function hits(x, y) {
@@ -379,7 +380,8 @@ def value(*, token: str, image_path: str, size: tuple[int, int], masks: Masks,
     """The canvas's value (see the module doc). ``size`` is the image's (H, W); ``instances``
     are all of the image's, top first."""
     rows = [{"id": i.id, "label": instance_label(i), "score": i.score, "state": i.state,
-             "colour": list(colour_for(i.id)), "key": masks.keys[i.id]} for i in instances]
+             "placed": i.placed_at is not None, "colour": list(colour_for(i.id)), "key": masks.keys[i.id]}
+            for i in instances]
     return json.dumps({"token": token, "image": file_url(image_path), "width": size[1], "height": size[0],
                        "masks": file_url(masks.path), "instances": rows, "selected": selected,
                        "min_score": round(float(min_score), 4), "show_rejected": bool(show_rejected),
