@@ -19,6 +19,8 @@ SHORTCUTS = [
     ("Ctrl+Z / Ctrl+Y", "undo / redo"), ("M", "mark the image reviewed"),
     ("N / P", "next / previous image"), ("E", "open the selected mask in the painter"),
     ("Enter / Esc", "close / cancel the polygon"), ("K", "keep the selected near-duplicate, reject the others"),
+    ("F", "fit the image"), ("wheel / drag", "zoom / pan the image"),
+    ("click again", "select the instance below"), ("?", "show / hide this list"),
 ]
 
 

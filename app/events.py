@@ -7,7 +7,7 @@ import cv2
 import gradio as gr
 import numpy as np
 
-from app import correct_view, painter
+from app import canvas, correct_view, painter
 from app.project import StudioError
 from app.session import TOOLS, SessionState
 from app.studio import Studio, png, png_rgba
@@ -65,19 +65,18 @@ def cancel_polygon(st: SessionState) -> str:
     return "polygon cancelled"
 
 
-def on_correct_click(studio: Studio) -> Callable[..., str]:
-    """Click on the Correct image: select (select tool), add a vertex (polygon tool) or place a
-    query (query tool). ``evt.index`` is the (x, y) screen pixel; image pixels are it // zoom."""
-    def action(st: SessionState, evt: gr.SelectData) -> str:
-        x, y = (int(v) for v in evt.index)
-        if st.tool == "select":
-            return studio.pick_at(st, x, y)
+def on_correct_click(studio: Studio) -> Callable[[SessionState, canvas.Click], str]:
+    """A click on a canvas (Inspect or Correct) at image pixel (x, y) with the tool the browser
+    reports: select (the browser's pick), add a polygon vertex, or place a query (query tool)."""
+    def action(st: SessionState, click: canvas.Click) -> str:
+        if click.tool == "select":
+            return studio.pick(st, click)
+        st.canvas_seq = max(st.canvas_seq, click.seq)
         if st.image_id is None:
             raise StudioError("open an image first")
-        k = studio.zoom(st.image_id)
-        if st.tool == "query":
-            return correct_view.query_click(studio.project, st, x // k, y // k)
-        return correct_view.polygon_click(st, x // k, y // k)
+        if click.tool == "query":
+            return correct_view.query_click(studio.project, st, click.x, click.y)
+        return correct_view.polygon_click(st, click.x, click.y)
     return action
 
 

@@ -45,15 +45,18 @@ def model_queries(instances: Sequence[Instance], version: str | None) -> list[In
 
 
 def render_heatmap(image: np.ndarray, activation: np.ndarray, query_points: np.ndarray,
-                   instances: Sequence[Instance], selected: Instance | None) -> np.ndarray:
-    """Activation heatmap over the image; every query position as a dot, the shown instances'
-    queries as rings in their colours, the selected instance's query as a large ring with a cross."""
+                   instances: Sequence[Instance], selected: Instance | None,
+                   title: str = "probability (0 = none, 1 = certain)") -> np.ndarray:
+    """Activation heatmap over the image with its colour bar below; every query position as a
+    dot, the shown instances' queries as rings in their colours numbered with the instance ids,
+    the selected instance's query as a large ring with a cross."""
     heat = render.heatmap_overlay(image, activation)
     points = np.asarray(query_points, np.float32)
     ringed = [i.query for i in instances]
     colours = [render.colour_for(i.id) for i in instances]
     emphasis = selected.query if selected is not None else None
-    return render.mark_points(heat, points, ringed, colours, emphasis)
+    marked = render.mark_points(heat, points, ringed, colours, emphasis, [f"#{i.id}" for i in instances])
+    return np.vstack([marked, render.colour_bar(marked.shape[1], title)])
 
 
 def render_proposals(image: np.ndarray, explanation: Any, instances: Sequence[Instance],

@@ -12,7 +12,6 @@ from app.project import Instance
 TABLE_HEADERS = ["id", "class", "score", "state", "source", "area", "model", "flag"]
 
 STATE_MARKS = {"proposed": "?", "accepted": "✓", "rejected": "✗"}
-ASCII_MARKS = {"proposed": "?", "accepted": "ok", "rejected": "x"}   # OpenCV's fonts are ASCII only
 
 
 def visible_instances(instances: Sequence[Instance], min_score: float,
@@ -30,24 +29,11 @@ def visible_instances(instances: Sequence[Instance], min_score: float,
     return sorted(keep, key=lambda i: (i.state != "accepted", -(i.score if i.score is not None else 1.0), i.id))
 
 
-def instance_label(inst: Instance, ascii_only: bool = False) -> str:
+def instance_label(inst: Instance) -> str:
     """Short tag: id, class, score (for predictions) and review mark."""
     score = f" {inst.score:.2f}" if inst.score is not None and inst.source == "predicted" else ""
-    mark = (ASCII_MARKS if ascii_only else STATE_MARKS).get(inst.state, "")
+    mark = STATE_MARKS.get(inst.state, "")
     return f"#{inst.id} {inst.class_name}{score} {mark}".rstrip()
-
-
-def render_overlay(image: np.ndarray, instances: Sequence[Instance], selected: int | None,
-                   labels: bool = True) -> np.ndarray:
-    """The image with each instance's mask in its own colour, the selected one emphasised."""
-    if not instances:
-        return render.as_rgb(image)
-    masks = np.stack([i.mask for i in instances])
-    colours = [render.colour_for(i.id) for i in instances]
-    index = next((k for k, i in enumerate(instances) if i.id == selected), None)
-    tags = [instance_label(i, ascii_only=True) for i in instances] if labels else None
-    anchors = [(i.bbox[0], i.bbox[1]) for i in instances]
-    return render.overlay_instances(image, masks, colours, tags, selected=index, anchors=anchors)
 
 
 def pick_instance(instances: Sequence[Instance], x: int, y: int) -> int | None:

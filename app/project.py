@@ -113,6 +113,8 @@ class Project:
         self.predictions: LRUCache[Any] = LRUCache(cache_size)
         self.pixels_cache: LRUCache[np.ndarray] = LRUCache(cache_size)
         self.instances_cache: LRUCache[list[Instance]] = LRUCache(4 * cache_size)
+        # each image's last decoded masks by (annotation id, RLE): an edit re-decodes only what changed
+        self.masks_cache: LRUCache[dict[tuple[int, str], np.ndarray]] = LRUCache(cache_size)
         self._queries: dict[int, int] = {}   # annotation id -> query index (current process)
         self.failed: dict[tuple[str, int], str] = {}   # (model version, image id) -> why it failed
         self._slots: dict[str, ModelSlot] = {}          # loaded model versions, for switching back
@@ -232,7 +234,7 @@ class Project:
         """Why the current model's prediction of this image failed, if it did."""
         return self.failed.get((self.model.version, image_id))
 
-    def _query_of(self, record: Any, image_id: int) -> int | None:
+    def _query_of(self, record: Any, image_id: int, names: dict[int, str]) -> int | None:
         """Which query of the current model produced a predicted annotation, if known or
         recoverable (same model version: match class and score in a fresh forward pass)."""
         if record.source != "predicted" or record.model_version != self.model.version:
@@ -240,7 +242,6 @@ class Project:
         if record.id in self._queries:
             return self._queries[record.id]
         pred = self.prediction(image_id)
-        names = self.class_names_by_id()
         for k in range(len(pred)):
             if (names.get(record.category_id) == pred.class_names[int(pred.classes[k])]
                     and record.score is not None and abs(float(pred.scores[k]) - record.score) < 1e-6):
@@ -285,12 +286,19 @@ class Project:
 
         def load() -> list[Instance]:
             names = self.class_names_by_id()
-            return [Instance(id=r.id, mask=r.mask, category_id=r.category_id,
+            records = self.store.annotations(image_id, include_rejected=True)
+            known = self.masks_cache.get(image_id) or {}
+            masks = {}
+            for r in records:
+                key = (r.id, r.rle_counts)
+                masks[key] = known[key] if key in known else r.mask
+            self.masks_cache.put(image_id, masks)
+            return [Instance(id=r.id, mask=masks[(r.id, r.rle_counts)], category_id=r.category_id,
                              class_name=names.get(r.category_id, str(r.category_id)), score=r.score,
-                             source=r.source, state=r.state, query=self._query_of(r, image_id),
+                             source=r.source, state=r.state, query=self._query_of(r, image_id, names),
                              model_version=r.model_version, bbox=tuple(int(round(v)) for v in r.bbox),
                              area=int(r.area), placed_at=_placed_at(r.extra))
-                    for r in self.store.annotations(image_id, include_rejected=True)]
+                    for r in records]
         return self.instances_cache.get_or_create((image_id, revision), load)
 
     def place_query(self, image_id: int, x: int, y: int, expected_revision: int | None) -> tuple[int, str]:

@@ -136,6 +136,26 @@ def colormap(values: np.ndarray, vmin: float = 0.0, vmax: float = 1.0) -> np.nda
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def colour_bar(width: int, title: str, vmin: float = 0.0, vmax: float = 1.0) -> np.ndarray:
+    """A horizontal key for ``colormap``: (H,W,3) uint8, ``width`` pixels wide, the gradient from
+    ``vmin`` to ``vmax`` with ticks at both ends and the middle, and ``title`` above it."""
+    scale = max(0.4, width / 1400)
+    (_, th), base = cv2.getTextSize("0", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    line = th + base + 6
+    out = np.full((3 * line + 14, width, 3), 255, np.uint8)
+    cv2.putText(out, title, (4, line - base - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    out[line:line + 14 + line // 2, 4:width - 4] = colormap(np.linspace(vmin, vmax, max(1, width - 8))[None, :],
+                                                            vmin, vmax)
+    for frac in (0.0, 0.5, 1.0):
+        x = int(4 + frac * (width - 9))
+        text = f"{vmin + frac * (vmax - vmin):g}"
+        (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        tx = int(np.clip(x - tw // 2, 2, width - tw - 2))
+        cv2.putText(out, text, (tx, out.shape[0] - base - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return out
+
+
 def heatmap_overlay(image: np.ndarray, activation: np.ndarray, alpha: float = 0.55) -> np.ndarray:
     """Blend a [0,1] activation map (H,W) over a greyed copy of the image, colour-mapped."""
     base = as_rgb(image)
@@ -147,9 +167,11 @@ def heatmap_overlay(image: np.ndarray, activation: np.ndarray, alpha: float = 0.
 
 
 def mark_points(image: np.ndarray, points: np.ndarray, highlight: Sequence[int] = (),
-                highlight_colours: Sequence[RGB] = (), emphasis: int | None = None) -> np.ndarray:
+                highlight_colours: Sequence[RGB] = (), emphasis: int | None = None,
+                highlight_labels: Sequence[str] = ()) -> np.ndarray:
     """Mark query locations (Q,2) (x, y) pixels: small white dots; highlighted ones as coloured
-    rings; ``emphasis`` (one query index) as a large ring with a cross so it stands out."""
+    rings, each tagged with its ``highlight_labels`` entry (e.g. the instance id) when given;
+    ``emphasis`` (one query index) as a large ring with a cross so it stands out."""
     out = as_rgb(image).copy()
     r = max(2, min(out.shape[:2]) // 160)
     for x, y in np.asarray(points, np.float32).reshape(-1, 2):
@@ -158,6 +180,9 @@ def mark_points(image: np.ndarray, points: np.ndarray, highlight: Sequence[int] 
     for q, colour in zip(highlight, highlight_colours):
         x, y = (int(round(v)) for v in points[q])
         cv2.circle(out, (x, y), 3 * r, colour, 2, cv2.LINE_AA)
+    for q, colour, text in zip(highlight, highlight_colours, highlight_labels):
+        x, y = (int(round(v)) for v in points[q])
+        _draw_label(out, text, x + 3 * r, y - 3 * r, colour)
     if emphasis is not None:
         x, y = (int(round(v)) for v in points[emphasis])
         cv2.circle(out, (x, y), 6 * r, (0, 0, 0), 5, cv2.LINE_AA)
@@ -243,18 +268,6 @@ def layer_strip(image: np.ndarray, layer_masks: np.ndarray, colour: RGB, tile_wi
         if i == selected:
             cv2.rectangle(strip, (x0, head), (x0 + tw - 1, head + th - 1), (255, 255, 255), 2)
     return strip
-
-
-def polygon_preview(image: np.ndarray, points: Sequence[tuple[int, int]], colour: RGB) -> np.ndarray:
-    """Draw the vertices and edges of an open polygon being clicked out on the image."""
-    out = as_rgb(image).copy()
-    pts = np.asarray(points, np.int32).reshape(-1, 2)
-    if len(pts) >= 2:
-        cv2.polylines(out, [pts], False, colour, 2, cv2.LINE_AA)
-    for x, y in pts:
-        cv2.circle(out, (int(x), int(y)), 4, colour, -1, cv2.LINE_AA)
-        cv2.circle(out, (int(x), int(y)), 4, (255, 255, 255), 1, cv2.LINE_AA)
-    return out
 
 
 def polygon_mask(points: Sequence[tuple[int, int]], size: tuple[int, int]) -> np.ndarray:

@@ -43,6 +43,7 @@ class SessionState:
     switch_to: str | None = None         # the model version a "switch" question is about
     dup_iou: float = 0.9                 # same-class proposals overlapping this much are flagged
     status: str = ""                     # the status line last sent (a tab switch keeps it)
+    canvas_seq: int = 0                  # the last canvas click handled (the browser's counter)
 
     def select_image(self, image_id: int) -> None:
         """Move to another image: forget the per-image selection and the open polygon."""

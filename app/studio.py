@@ -7,7 +7,6 @@ encoder).
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 import uuid
@@ -18,7 +17,7 @@ import cv2
 import gradio as gr
 import numpy as np
 
-from app import explain_view, inspect_view, render
+from app import canvas, explain_view, inspect_view, render
 from annotations import ImageRecord
 from app.project import Instance, Project, StudioError, held_out_ap
 from app.session import LRUCache, SessionState
@@ -33,7 +32,7 @@ VIEW_OUTPUTS = {"inspect": ("inspect_image", "instance_table", "instance_info"),
 VIEW_OUTPUT_NAMES = [name for names in VIEW_OUTPUTS.values() for name in names]
 ASK_BOXES = ("undecided", "empty", "switch")   # the questions the header can ask (see SessionState.asking)
 OUTPUT_NAMES = ["state", "image_picker", "review_state", "instance_picker", "status", "project_info",
-                *VIEW_OUTPUT_NAMES, "place", "model_picker", "ask_text", *(f"ask_{k}" for k in ASK_BOXES)]
+                *VIEW_OUTPUT_NAMES, "place", "model_picker", "ask_text", *(f"ask_{k}" for k in ASK_BOXES), "class_picker"]
 
 
 def cache_folder() -> Path:
@@ -101,6 +100,8 @@ class Studio:
         self._header = ""                                 # project line, rebuilt on "all" refreshes
         self.tokens = itertools.count(1)                  # painter sessions
         self.thumbs: LRUCache[str] = LRUCache(4096)       # gallery thumbnail files by image id
+        self.canvas_images: LRUCache[str] = LRUCache(256)  # image PNG files for the canvas, by image id
+        self.canvas_masks: LRUCache[canvas.Masks] = LRUCache(256)  # mask files by (image id, revision)
 
     # ------------------------------------------------------------------ shared pieces
 
@@ -155,7 +156,7 @@ class Studio:
 
     def ask_values(self, state: SessionState) -> dict[str, Any]:
         """The question box: its text and which answer row is visible."""
-        values = {f"ask_{k}": gr.update(visible=state.asking == k) for k in ASK_BOXES}
+        values: dict[str, Any] = {f"ask_{k}": gr.update(visible=state.asking == k) for k in ASK_BOXES}
         values["ask_text"] = self._question(state) if state.asking else ""
         return values
 
@@ -172,29 +173,32 @@ class Studio:
 
     # ---------------------------------------------------------------------- renders
 
-    def zoom(self, image_id: int) -> int:
-        """Screen zoom of an image (small images are drawn enlarged; clicks are divided by it)."""
+    def canvas_value(self, state: SessionState, mode: str) -> str:
+        """The annotation canvas's value for the session's image (see ``app.canvas``): the image
+        and mask files are written once per image and per revision."""
+        image_id, revision = state.image_id, state.revision
         entry = self.project.image(image_id)
-        return render.display_factor(entry.height, entry.width)
-
-    def on_screen(self, state: SessionState, shown: list[Instance]) -> tuple[np.ndarray, list[Instance], int]:
-        """The image and the shown instances at screen scale, and the zoom factor."""
-        image = self.project.pixels(state.image_id)
-        k = render.display_factor(*image.shape[:2])
-        if k == 1:
-            return image, shown, 1
-        big = [dataclasses.replace(i, mask=render.enlarge_masks(i.mask, k), bbox=tuple(v * k for v in i.bbox))
-               for i in shown]
-        return render.enlarge(image, k), big, k
+        image_path = self.canvas_images.get(image_id)
+        if image_path is None or not Path(image_path).is_file():
+            image_path = self.png(self.project.pixels(image_id))
+            self.canvas_images.put(image_id, image_path)
+        everything = inspect_view.visible_instances(self.project.instances(image_id, revision), 0.0, True)
+        masks = self.canvas_masks.get((image_id, revision))
+        if masks is None or not Path(masks.path).is_file():
+            masks = canvas.write_masks(everything, cache_folder() / f"{uuid.uuid4().hex}.json")
+            self.canvas_masks.put((image_id, revision), masks)
+        return canvas.value(token=f"{image_id}:{revision}", image_path=image_path,
+                            size=(entry.height, entry.width), masks=masks, instances=everything,
+                            selected=state.selected, min_score=state.min_score,
+                            show_rejected=state.show_rejected, mode=mode, polygon=state.polygon,
+                            seq=state.canvas_seq)
 
     def render_inspect(self, state: SessionState, shown: list[Instance], inst: Instance | None,
                        parts: str) -> dict[str, Any]:
-        """Inspect's outputs: the overlay, the table (unchanged by a selection) and the details."""
-        image, big, _ = self.on_screen(state, shown)
-        out = {"inspect_image": self.png(inspect_view.render_overlay(image, big, state.selected)),
-               "instance_table": KEEP if parts == "select" else inspect_view.instance_rows(shown, state.dup_iou),
-               "instance_info": inspect_view.describe(inst)}
-        return out
+        """Inspect's outputs: the canvas, the table (unchanged by a selection) and the details."""
+        return {"inspect_image": self.canvas_value(state, "inspect"),
+                "instance_table": KEEP if parts == "select" else inspect_view.instance_rows(shown, state.dup_iou),
+                "instance_info": inspect_view.describe(inst)}
 
     def explain_maps(self, state: SessionState, inst: Instance | None) -> tuple[Any, Any, Any]:
         """(Explanation, activation map or None for a model without one, layer masks or None) for
@@ -255,13 +259,8 @@ class Studio:
 
     def render_correct(self, state: SessionState, shown: list[Instance], inst: Instance | None,
                        parts: str) -> dict[str, Any]:
-        """Correct's output: the overlay with the polygon being drawn."""
-        image, big, k = self.on_screen(state, shown)
-        out = inspect_view.render_overlay(image, big, state.selected)
-        if state.polygon:
-            out = render.polygon_preview(out, [(x * k + k // 2, y * k + k // 2) for x, y in state.polygon],
-                                         (255, 255, 255))
-        return {"correct_image": self.png(out)}
+        """Correct's output: the canvas (with the polygon being drawn)."""
+        return {"correct_image": self.canvas_value(state, "correct")}
 
     def render_view(self, state: SessionState, shown: list[Instance], inst: Instance | None,
                     parts: str) -> dict[str, Any]:
@@ -288,7 +287,7 @@ class Studio:
         visible ones are re-sent from ``state.sent``: both are cheap for Gradio, unlike
         ``gr.skip()``, which makes it rebuild the component's configuration."""
         values: dict[str, Any] = dict.fromkeys(OUTPUT_NAMES)
-        values.update(state=state, status=message)
+        values.update(state=state, status=message, class_picker=gr.skip())
         full = parts == "all" or not self._header
         if full:
             self._header = self.header_info()
@@ -327,6 +326,8 @@ class Studio:
         choices = inspect_view.instance_choices(shown, state.dup_iou)
         same_list = parts in ("select", "layer", "activation") or choices == state.picker_choices
         state.picker_choices = choices
+        if inst is not None:         # the Class picker follows the selection (L relabels from there)
+            values["class_picker"] = inst.class_name
         values["instance_picker"] = state.selected if same_list else gr.update(choices=choices,
                                                                                value=state.selected)
         return [values[name] for name in OUTPUT_NAMES]
@@ -435,8 +436,15 @@ class Studio:
             state.image_id, states, rev, summary=summary))
         return summary
 
-    def pick_at(self, state: SessionState, x: int, y: int) -> str:
-        """Select the instance under a clicked screen pixel (or clear the selection)."""
-        k = self.zoom(state.image_id)
-        state.selected = inspect_view.pick_instance(self.shown(state), x // k, y // k)
+    def pick(self, state: SessionState, click: canvas.Click) -> str:
+        """Select what a canvas click picked: the browser's pick when it is one of the image's
+        instances covering the clicked pixel, else the topmost shown instance there (or none)."""
+        state.canvas_seq = max(state.canvas_seq, click.seq)
+        everything = self.project.instances(state.image_id, state.revision) if state.image_id else []
+        mine = next((i for i in everything if i.id == click.pick), None)
+        inside = mine is not None and 0 <= click.y < mine.mask.shape[0] and 0 <= click.x < mine.mask.shape[1]
+        if inside and mine.mask[click.y, click.x]:
+            state.selected = mine.id
+        else:
+            state.selected = inspect_view.pick_instance(self.shown(state), click.x, click.y)
         return "" if state.selected is not None else "no instance there"

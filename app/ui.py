@@ -8,13 +8,14 @@ clicks has a stable ``elem_id``.
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import gradio as gr
 
-from app import correct_view, evaluate_view, explain_view, inspect_view, painter, train_view
+from app import canvas, correct_view, evaluate_view, explain_view, inspect_view, painter, train_view
 from app.config import StudioConfig, is_loopback
 from app.events import (cancel_polygon, gallery_items, on_correct_click,
                         painter_loader, select_instance, select_row, set_attr, set_tool_handler)
@@ -30,16 +31,37 @@ CSS = """
 .ft-fill { height: 100%; background: var(--color-accent); transition: width .4s; }
 .ft-text { margin-top: 4px; font-size: 0.9em; }
 #layer-strip img, #compare-image img { object-fit: contain; }
+#keys-overlay { position: fixed; inset: 0; background: rgba(0,0,0,0.45); z-index: 1000; display: flex;
+                align-items: center; justify-content: center; }
+#keys-overlay[hidden] { display: none; }
+#keys-overlay .keys-card { background: var(--background-fill-primary); color: var(--body-text-color);
+                           border-radius: 10px; padding: 18px 24px; max-width: 560px; }
+#keys-overlay td { padding: 2px 10px 2px 0; }
+#keys-overlay kbd { border: 1px solid var(--border-color-primary); border-radius: 4px; padding: 0 6px; }
 """
 
 KEYS_JS = """
 () => {
-  const keys = {a: "btn-accept", r: "btn-reject", Delete: "btn-delete", Backspace: "btn-delete",
-                l: "btn-relabel", A: "btn-accept-all", m: "btn-reviewed", n: "btn-next", p: "btn-prev",
-                e: "btn-edit-load", Enter: "btn-polygon-close", Escape: "btn-polygon-cancel", k: "btn-keep-one"};
+  // keys that act on the selected instance work wherever an annotation canvas is shown
+  const canvasKeys = {a: "btn-accept", r: "btn-reject", Delete: "btn-delete", Backspace: "btn-delete",
+                      l: "btn-relabel", A: "btn-accept-all", e: "btn-edit-load", Enter: "btn-polygon-close",
+                      Escape: "btn-polygon-cancel", k: "btn-keep-one"};
+  const keys = {m: "btn-reviewed", n: "btn-next", p: "btn-prev"};
+  const shortcuts = __SHORTCUTS__;
+  const overlay = document.createElement("div");
+  overlay.id = "keys-overlay";
+  overlay.hidden = true;
+  overlay.innerHTML = "<div class='keys-card'><b>Keyboard shortcuts</b><table>" +
+    shortcuts.map(([k, what]) => `<tr><td><kbd>${k}</kbd></td><td>${what}</td></tr>`).join("") +
+    "</table><p>? or Esc closes this list</p></div>";
+  document.body.appendChild(overlay);
+  overlay.addEventListener("click", () => { overlay.hidden = true; });
+  const canvasShown = () => [...document.querySelectorAll("#inspect-image canvas, #correct-image canvas")]
+    .find((c) => c.offsetParent !== null);
   // leaving the page with painted strokes that were not saved asks first
   let savedStrokes = "";
   document.addEventListener("click", (ev) => {
+    if (ev.target.closest && ev.target.closest("#btn-keys-help")) overlay.hidden = !overlay.hidden;
     if (ev.target.closest && ev.target.closest("#btn-edit-save, #btn-edit-add, #btn-edit-load, #btn-edit-new")) {
       const st = document.querySelector("#mask-painter .painter-status");
       savedStrokes = st ? st.textContent : "";
@@ -52,14 +74,26 @@ KEYS_JS = """
   });
   document.addEventListener("keydown", (ev) => {
     const t = ev.target;
+    // Enter in a slider's number box applies the typed number (as leaving the box does)
+    if (ev.key === "Enter" && t && t.matches && t.matches("input[type=number]")) {
+      ev.preventDefault(); t.blur(); return;
+    }
     if (t && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName))) return;
     if (t && t.closest && t.closest("#mask-painter")) return;
+    if (ev.key === "?" || (ev.key === "Escape" && !overlay.hidden)) {
+      ev.preventDefault(); overlay.hidden = ev.key === "Escape" ? true : !overlay.hidden; return;
+    }
     let id = null;
     const mod = ev.ctrlKey || ev.metaKey;
     if (mod && ev.key.toLowerCase() === "z") id = ev.shiftKey ? "btn-redo" : "btn-undo";
     else if (mod && ev.key.toLowerCase() === "y") id = "btn-redo";
     else if (mod || ev.altKey) return;
-    else id = keys[ev.key];
+    else if (ev.key === "f" || ev.key === "F") {
+      const c = canvasShown();
+      if (c) { ev.preventDefault(); c.closest(".anncanvas").querySelector(".anncanvas-fit").click(); }
+      return;
+    }
+    else id = keys[ev.key] || (canvasShown() ? canvasKeys[ev.key] : null);
     if (!id) return;
     const el = document.getElementById(id);
     if (!el || el.offsetParent === null || el.disabled) return;
@@ -68,6 +102,15 @@ KEYS_JS = """
   });
 }
 """
+
+EXPLAIN_HELP = (
+    "**Instance activation (IA) map**: for every pixel, the probability (colour bar: blue 0, red 1) "
+    "that an object (*foreground*) or one class is there, from the model's auxiliary head. The model "
+    "places its **queries** (white dots) where it is high: a query is a slot the decoder turns into "
+    "one mask, class and score. Rings: the queries of the shown instances, numbered with their ids; "
+    "cross: the selected one. *Why a 0.95 instance can sit on a low value*: the map is read from one "
+    "pixel before the decoder; the score comes after every decoder layer (**head**) has gathered "
+    "evidence from the whole object.")
 
 # ------------------------------------------------------------------------------------ layout
 
@@ -126,8 +169,7 @@ def build_inspect_tab(c: dict[str, Any]) -> None:
     with gr.Row():
         with gr.Column(scale=3):
             gr.Markdown("Predictions and annotations — **click a mask to select it**")
-            c["inspect_image"] = gr.Image(show_label=False, elem_id="inspect-image", format="png",
-                                          interactive=False, buttons=["fullscreen"])
+            c["inspect_image"] = canvas.build("inspect-image")
         with gr.Column(scale=2):
             c["instance_table"] = gr.Dataframe(headers=inspect_view.TABLE_HEADERS, elem_id="instance-table",
                                                interactive=False, label="Instances (click a row to select)")
@@ -145,10 +187,9 @@ def build_explain_tab(c: dict[str, Any], names: list[str], num_heads: int, stage
             if stages:
                 gr.Markdown("**Proposals and stages** — grey: the learned proposal boxes; coloured: the shown "
                             "instances' boxes; white, dark to bright: the selected query's box from its proposal "
-                            "through every stage")
+                            "through every stage", elem_id="explain-help")
             else:
-                gr.Markdown("**Instance activation (IA) map** — dots: the positions picked as queries; "
-                            "rings: the shown instances' queries; cross: the selected one")
+                gr.Markdown(EXPLAIN_HELP, elem_id="explain-help")
             c["explain_heatmap"] = gr.Image(show_label=False, elem_id="explain-heatmap", format="png",
                                             interactive=False, buttons=["fullscreen"])
         with gr.Column(scale=2):
@@ -169,32 +210,35 @@ def build_explain_tab(c: dict[str, Any], names: list[str], num_heads: int, stage
                                    buttons=["fullscreen"], scale=3)
 
 
-def build_correct_tab(c: dict[str, Any], names: list[str]) -> None:
-    """Clickable overlay, review actions, polygon tool, mask painter."""
+def build_review_bar(c: dict[str, Any], names: list[str]) -> None:
+    """The actions on the selected instance, above the views: its keys work wherever the canvas
+    is (Inspect or Correct), and the Class picker follows the selection."""
+    with gr.Row(elem_id="review-bar", equal_height=True):
+        c["accept"] = gr.Button("Accept (A)", elem_id="btn-accept", variant="primary", size="sm", min_width=60)
+        c["reject"] = gr.Button("Reject (R)", elem_id="btn-reject", variant="stop", size="sm", min_width=60)
+        c["delete"] = gr.Button("Delete (Del)", elem_id="btn-delete", size="sm", min_width=60)
+        c["accept_all"] = gr.Button("Accept all shown (Shift+A)", elem_id="btn-accept-all", size="sm", min_width=90)
+        c["class_picker"] = gr.Dropdown(names, value=names[0] if names else None, label="Class",
+                                        elem_id="class-picker", allow_custom_value=True, min_width=120, scale=2)
+        c["relabel"] = gr.Button("Relabel (L)", elem_id="btn-relabel", size="sm", min_width=60)
+        c["undo"] = gr.Button("↶ Undo (Ctrl+Z)", elem_id="btn-undo", size="sm", min_width=60)
+        c["redo"] = gr.Button("↷ Redo (Ctrl+Y)", elem_id="btn-redo", size="sm", min_width=60)
+        c["keys_help"] = gr.Button("Keys (?)", elem_id="btn-keys-help", size="sm", min_width=50)
+
+
+def build_correct_tab(c: dict[str, Any]) -> None:
+    """Clickable canvas, click tool, near-duplicates, polygon tool, mask painter."""
     with gr.Row():
         with gr.Column(scale=3):
             gr.Markdown("**Click** to select an instance, to add a corner with the polygon tool, or to place "
                         "a query with the query tool (the model's mask and class where you click)")
-            c["correct_image"] = gr.Image(show_label=False, elem_id="correct-image", format="png",
-                                          interactive=False, buttons=["fullscreen"])
+            c["correct_image"] = canvas.build("correct-image")
         with gr.Column(scale=2):
             c["tool"] = gr.Radio(list(TOOLS), value="select", label="Click tool", elem_id="tool")
-            with gr.Row():
-                c["accept"] = gr.Button("Accept (A)", elem_id="btn-accept", variant="primary")
-                c["reject"] = gr.Button("Reject (R)", elem_id="btn-reject", variant="stop")
-                c["delete"] = gr.Button("Delete (Del)", elem_id="btn-delete")
-            c["accept_all"] = gr.Button("Accept every shown proposal (Shift+A)", elem_id="btn-accept-all")
             with gr.Row(equal_height=True):
                 c["dup_iou"] = gr.Slider(0.5, 1.0, value=0.9, step=0.01, label="Near-duplicate at mask IoU ≥",
                                          elem_id="dup-iou", scale=2)
                 c["keep_one"] = gr.Button("Keep this one (K)", elem_id="btn-keep-one", scale=1)
-            with gr.Row(equal_height=True):
-                c["class_picker"] = gr.Dropdown(names, value=names[0] if names else None, label="Class",
-                                                elem_id="class-picker", scale=2, allow_custom_value=True)
-                c["relabel"] = gr.Button("Relabel (L)", elem_id="btn-relabel", scale=1)
-            with gr.Row():
-                c["undo"] = gr.Button("↶ Undo (Ctrl+Z)", elem_id="btn-undo")
-                c["redo"] = gr.Button("↷ Redo (Ctrl+Y)", elem_id="btn-redo")
             with gr.Row():
                 c["poly_close"] = gr.Button("Close polygon (Enter)", elem_id="btn-polygon-close")
                 c["poly_cancel"] = gr.Button("Cancel polygon (Esc)", elem_id="btn-polygon-cancel")
@@ -220,13 +264,14 @@ def build_app(project: Project, png_level: int = 1) -> gr.Blocks:
     with gr.Blocks(title="FastInst Studio", delete_cache=(900, 3600)) as demo:
         c: dict[str, Any] = {"state": gr.State(SessionState())}
         build_header(c)
+        build_review_bar(c, names)
         with gr.Tabs(elem_id="views") as c["views"]:
             with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect") as c["tab_inspect"]:
                 build_inspect_tab(c)
             with gr.Tab("Explain", id="explain", elem_id="tab-explain") as c["tab_explain"]:
                 build_explain_tab(c, names, num_heads, stages=project.model.model == "queryinst")
             with gr.Tab("Correct", id="correct", elem_id="tab-correct") as c["tab_correct"]:
-                build_correct_tab(c, names)
+                build_correct_tab(c)
             with gr.Tab("Fine-tune", id="train", elem_id="tab-train") as c["tab_train"]:
                 train_ui = build_train_tab()
             with gr.Tab("Evaluate", id="evaluate", elem_id="tab-evaluate") as c["tab_evaluate"]:
@@ -302,6 +347,19 @@ class Wiring:
 
         def handler(st: SessionState, evt: gr.SelectData) -> list[Any]:
             return refresh(st, safe(st, evt), parts)
+        return handler
+
+    def act_canvas(self, fn: Callable[[SessionState, canvas.Click], str]) -> Callable[..., list[Any]]:
+        """Like ``act`` for a canvas click (its event data: see ``app.canvas``): a selection
+        refreshes the selection's parts, another tool everything."""
+        safe, refresh = friendly(fn), self.studio.refresh
+
+        def handler(st: SessionState, evt: gr.EventData) -> list[Any]:
+            try:
+                click = canvas.read_click(evt._data)
+            except (KeyError, TypeError, ValueError) as e:
+                return refresh(st, f"⚠ unreadable canvas click: {e}", "none")
+            return refresh(st, safe(st, click), "select" if click.tool == "select" else "all")
         return handler
 
     def follow_model(self, st: SessionState) -> Iterator[list[Any]]:
@@ -393,7 +451,7 @@ def wire_selection(w: Wiring) -> None:
     c, s, state, on, act = w.c, w.studio, w.state, w.on, w.act
     on(c["instance_picker"].input, act(select_instance, "select"), [state, c["instance_picker"]],
        api_name="select_instance")
-    on(c["inspect_image"].select, w.act_select(lambda st, evt: s.pick_at(st, *evt.index)), [state])
+    on(c["inspect_image"].select, w.act_canvas(on_correct_click(s)), [state])
     on(c["instance_table"].select, w.act_select(select_row), [state])
     on(c["min_score"].release, act(set_attr("min_score", float), "filter"), [state, c["min_score"]],
        api_name="set_min_score", trigger_mode="always_last")
@@ -413,7 +471,7 @@ def wire_correct(w: Wiring) -> None:
     """Review actions, polygon tool and mask painter: each one store edit, saved at once."""
     c, s, p, state, on = w.c, w.studio, w.project, w.state, w.on
     rev = lambda st: st.revision  # noqa: E731 - the revision the session last saw
-    on(c["correct_image"].select, w.act_select(on_correct_click(s), "filter"), [state])
+    on(c["correct_image"].select, w.act_canvas(on_correct_click(s)), [state])
     on(c["tool"].input, set_tool_handler(s), [state, c["tool"]], api_name="set_tool")
     actions = [
         ("accept", lambda st: correct_view.set_state(p, st, "accepted", rev(st)), [], "accept"),
@@ -696,7 +754,8 @@ def wire_coco_tab(w: Wiring, k: dict[str, Any]) -> None:
 
 def launch_kwargs() -> dict[str, Any]:
     """Look-and-feel arguments of ``Blocks.launch`` (Gradio 6 takes them there)."""
-    return {"css": CSS, "js": KEYS_JS, "theme": gr.themes.Soft()}
+    keys = KEYS_JS.replace("__SHORTCUTS__", json.dumps(correct_view.SHORTCUTS, ensure_ascii=False))
+    return {"css": CSS, "js": keys, "theme": gr.themes.Soft()}
 
 
 def start(project: Project, *, host: str = "127.0.0.1", port: int | None = None,

@@ -115,8 +115,8 @@ def server_times(project: Any, image_id: int, repeats: int) -> dict[str, list[fl
         results[f"confidence slider ({tab})"] = timed(
             repeats, lambda k: run(slider, [None, threshold + 0.001 * (k % 3)]))
     state.tab = "inspect"
-    results["click on a mask (inspect)"] = timed(repeats, lambda k: run(
-        click, [None], gr.SelectData(click_block, {"index": points[k % 2], "value": None})))
+    results["click on a mask (inspect)"] = timed(repeats, lambda k: run(click, [None], gr.EventData(
+        click_block, {"x": points[k % 2][0], "y": points[k % 2][1], "tool": "select", "pick": ids[k % 2], "seq": k})))
     state.tab = "explain"
     state.selected = ids[0]
     results["switch layer view (explain)"] = timed(repeats, lambda k: run(layer, [None, k % heads]))

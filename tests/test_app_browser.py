@@ -58,7 +58,7 @@ def page(browser, studio):
     except AssertionError as e:
         shot(pg, "failed-load")
         raise AssertionError(f"page did not load; status: {pg.inner_text('#status')!r}") from e
-    expect(pg.locator("#inspect-image img")).to_be_visible()
+    expect_canvas(pg, "inspect-image")
     yield pg
     context.close()
 
@@ -75,19 +75,26 @@ def set_number(pg, elem_id: str, value: float) -> None:
     box.press("Tab")
 
 
-def click_pixel(pg, elem_id: str, x: int, y: int, width: int) -> None:
-    """Click pixel (x, y) of the project's image (``width`` pixels wide) where an image component
-    draws it (the studio may draw small images enlarged; the browser may scale the picture)."""
-    img = pg.locator(f"#{elem_id} img").first
-    img.scroll_into_view_if_needed()
-    pg.wait_for_function("e => e.complete && e.naturalWidth > 0", arg=img.element_handle())
-    box = img.bounding_box()
-    nw, nh = img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
-    scale = min(box["width"] / nw, box["height"] / nh)
-    left = box["x"] + (box["width"] - nw * scale) / 2
-    top = box["y"] + (box["height"] - nh * scale) / 2
-    zoom = nw / width
-    pg.mouse.click(left + (x + 0.5) * zoom * scale, top + (y + 0.5) * zoom * scale)
+def expect_canvas(pg, elem_id: str):
+    """Wait until the annotation canvas ``elem_id`` has drawn an image; returns its <canvas>."""
+    cv = pg.locator(f"#{elem_id} canvas")
+    expect(cv).to_have_attribute("data-token", re.compile(r"^\d+:\d+$"))
+    return cv
+
+
+def canvas_point(pg, elem_id: str, x: float, y: float) -> tuple[float, float]:
+    """Page coordinates of image pixel (x, y)'s centre where the canvas ``elem_id`` draws it now
+    (its ``data-view``: screen = image * scale + offset)."""
+    cv = expect_canvas(pg, elem_id)
+    cv.scroll_into_view_if_needed()
+    s, ox, oy = (float(v) for v in cv.get_attribute("data-view").split(","))
+    box = cv.bounding_box()
+    return box["x"] + ox + (x + 0.5) * s, box["y"] + oy + (y + 0.5) * s
+
+
+def click_pixel(pg, elem_id: str, x: int, y: int) -> None:
+    """Click image pixel (x, y) on the canvas ``elem_id``, wherever it is drawn (zoomed, panned)."""
+    pg.mouse.click(*canvas_point(pg, elem_id, x, y))
 
 
 def painter_stroke(pg, tool: str, start: tuple[float, float], end: tuple[float, float]) -> None:
@@ -133,7 +140,7 @@ def select_by_click(pg, project, image_id: int, elem_id: str, index: int = 0) ->
     shown = shown_now(project, image_id)
     masks = np.stack([i.mask for i in shown])
     k, point = next((k, p) for k in range(index, len(shown)) if (p := inner_pixel(masks, k)) is not None)
-    click_pixel(pg, elem_id, *point, project.image(image_id).width)
+    click_pixel(pg, elem_id, *point)
     expect(pg.locator("#instance-picker input")).to_have_value(re.compile(f"#{shown[k].id} "), timeout=TIMEOUT)
     return shown[k].id
 
@@ -144,17 +151,18 @@ def test_inspect_filters_and_selects_by_click(page, studio) -> None:
     set_number(page, "min-score", 0.05)
     shown = shown_now(project, image_id)
     expect_rows(page, len(shown))
-    img = page.locator("#inspect-image img")
-    assert img.evaluate("e => [e.naturalWidth, e.naturalHeight]") == [640, 480]   # drawn 2x: small image
+    canvas = expect_canvas(page, "inspect-image")   # the canvas draws what the filter shows, top first
+    expect(canvas).to_have_attribute("data-shown", ",".join(str(i.id) for i in shown))
     chosen = select_by_click(page, project, image_id, "inspect-image", index=1)
     expect(page.locator("#instance-info")).to_contain_text(f"#{chosen} ")
     set_number(page, "min-score", 1.0)
     expect_rows(page, len(visible_instances(project.instances(image_id), 1.0)))
+    expect(canvas).to_have_attribute("data-shown", ",".join(str(i.id) for i in shown_now(project, image_id, 1.0)))
     set_number(page, "min-score", 0.05)
     expect_rows(page, len(shown))
     shot(page, "inspect")
     # next image with the N key, back through the gallery
-    page.locator("#inspect-image img").click()   # focus off the number box
+    page.locator("#inspect-image .anncanvas-info").click()   # focus off the number box
     page.keyboard.press("n")
     expect(page.locator("#review-state")).to_contain_text("000001.png")
     page.locator("#gallery-box").get_by_text("All images").click()
@@ -189,7 +197,7 @@ def test_correct_with_keys_polygon_and_painter(page, studio) -> None:
     image_id = project.images()[0].id
     set_number(page, "min-score", 0.05)
     page.click("#tab-correct-button")
-    expect(page.locator("#correct-image img")).to_be_visible()
+    expect_canvas(page, "correct-image")
     status = page.locator("#status")
 
     # accept with the A key
@@ -211,7 +219,7 @@ def test_correct_with_keys_polygon_and_painter(page, studio) -> None:
     page.locator("#tool label", has_text="polygon").click()
     corners = [(20, 20), (90, 20), (90, 70), (20, 70)]
     for k, (x, y) in enumerate(corners):
-        click_pixel(page, "correct-image", x, y, 320)
+        click_pixel(page, "correct-image", x, y)
         expect(status).to_contain_text(f"polygon: {k + 1} point")
     page.keyboard.press("Enter")
     expect(status).to_contain_text("from a polygon")

@@ -36,7 +36,7 @@ def test_click_a_missed_object_with_the_query_tool_accept_and_export(context, de
         pg.locator("#tool").get_by_label("query").check()
         expect(pg.locator("#status")).to_contain_text("query: click an object")
         start = time.perf_counter()
-        click_pixel(pg, "correct-image", x, y, entry.width)
+        click_pixel(pg, "correct-image", x, y)
         expect(pg.locator("#status")).to_contain_text(re.compile(rf"placed a query: #\d+ {MISSED_CLASS}"))
         click_s = time.perf_counter() - start
         print(f"click to visible {click_s * 1e3:.0f} ms; Predict again to visible {predict_s * 1e3:.0f} ms "

@@ -16,7 +16,7 @@ from pycocotools import mask as mask_utils
 
 from app.inspect_view import visible_instances
 from app.project import file_version
-from test_app_browser import TIMEOUT, browser, click_pixel, inner_pixel, shot  # noqa: F401 - fixture
+from test_app_browser import TIMEOUT, browser, click_pixel, expect_canvas, inner_pixel, shot  # noqa: F401 - fixture
 from test_app_support import make_project, served
 
 pw = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
@@ -87,7 +87,7 @@ def test_rapid_next_presses_predict_every_visited_image(context, studio, tmp_pat
     pg = open_page(context, url)
     images = project.images()
     expect(pg.locator("#review-state")).to_contain_text(images[0].file_name)
-    pg.locator("#inspect-image img").click()
+    pg.locator("#inspect-image .anncanvas-info").click()
     for _ in range(4):                       # a person pressing N four times, 150 ms apart
         pg.keyboard.press("n")
         pg.wait_for_timeout(150)
@@ -104,7 +104,7 @@ def test_rapid_next_presses_predict_every_visited_image(context, studio, tmp_pat
     expect(pg.locator("#instance-table [role=grid]")).to_have_attribute("aria-rowcount", str(len(shown) + 1))
     # accept what is shown, reject the rest, and the export is exactly what was shown
     pg.click("#tab-correct-button")
-    expect(pg.locator("#correct-image img")).to_be_visible()
+    expect_canvas(pg, "correct-image")
     pg.keyboard.press("Shift+A")
     expect(pg.locator("#status")).to_contain_text(f"accept {len(shown)} shown proposals")
     pg.keyboard.press("m")
@@ -126,7 +126,7 @@ def test_predict_again_after_accept_adds_no_duplicate(context, studio, tmp_path)
     shown = visible_instances(project.instances(entry.id), 0.3)
     masks = np.stack([i.mask for i in shown])
     k, point = next((k, p) for k in range(len(shown)) if (p := inner_pixel(masks, k)) is not None)
-    click_pixel(pg, "correct-image", *point, entry.width)
+    click_pixel(pg, "correct-image", *point)
     expect(pg.locator("#instance-picker input")).to_have_value(re.compile(f"#{shown[k].id} "))
     pg.keyboard.press("a")
     expect(pg.locator("#status")).to_contain_text("accepted")
@@ -150,7 +150,7 @@ def test_mark_reviewed_asks_and_the_export_follows_the_answer(context, studio, t
     pg = open_page(context, url, f"?image={first.id}&t=0.5")
     undecided = [i for i in project.instances(first.id) if i.state == "proposed"]
     assert undecided, "the model proposes something on this image"
-    pg.locator("#inspect-image img").click()
+    pg.locator("#inspect-image .anncanvas-info").click()
     pg.keyboard.press("m")
     expect(pg.locator("#ask-text")).to_contain_text(f"{len(undecided)} proposals are undecided")
     pg.click("#btn-ask-undecided-cancel")                      # cancel: nothing changes
@@ -168,7 +168,7 @@ def test_mark_reviewed_asks_and_the_export_follows_the_answer(context, studio, t
     pg = open_page(context, url, f"?image={second.id}")
     expect(pg.locator("#review-state")).to_contain_text(second.file_name)
     assert [i for i in project.instances(second.id) if i.state == "proposed"]
-    pg.locator("#inspect-image img").click()
+    pg.locator("#inspect-image .anncanvas-info").click()
     pg.keyboard.press("m")
     pg.click("#btn-ask-undecided-reject")
     expect(pg.locator("#review-state")).to_contain_text("reviewed, no objects")
@@ -183,14 +183,14 @@ def test_one_undo_reverts_a_bulk_accept(context, studio) -> None:
     before = {i.id: i.state for i in project.instances(entry.id)}
     todo = [i for i in visible_instances(project.instances(entry.id), 0.05) if i.state == "proposed"]
     assert len(todo) >= 2
-    pg.locator("#correct-image img").click()
+    pg.locator("#correct-image .anncanvas-info").click()
     pg.keyboard.press("Shift+A")
     expect(pg.locator("#status")).to_contain_text(f"accept {len(todo)} shown proposals")
     pg.keyboard.press("Control+z")
     expect(pg.locator("#status")).to_contain_text(f"undo: accept {len(todo)} shown proposals")
     assert {i.id: i.state for i in project.instances(entry.id)} == before
     pg.click("#tab-inspect-button")                             # switching views keeps the message
-    expect(pg.locator("#inspect-image img")).to_be_visible()
+    expect_canvas(pg, "inspect-image")
     expect(pg.locator("#status")).to_contain_text(f"undo: accept {len(todo)} shown proposals")
     pg.click("#tab-correct-button")
     pg.keyboard.press("Control+y")

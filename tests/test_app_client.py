@@ -13,7 +13,7 @@ from pycocotools import mask as mask_utils
 from app import painter
 from app.inspect_view import visible_instances
 from fastinst import Predictor
-from test_app_support import as_dict, make_project, served
+from test_app_support import as_dict, canvas_image, make_project, served
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_predict_correct_export(studio) -> None:
     image_id = project.images()[0].id
     entry = project.image(image_id)
     r = as_dict(client.predict(image_id, api_name="/open_image"))
-    assert "unreviewed" in r["review_state"] and Path(r["inspect_image"]).is_file()
+    assert "unreviewed" in r["review_state"] and canvas_image(r["inspect_image"]).is_file()
     r = as_dict(client.predict(api_name="/predict"))
     assert "proposals" in r["status"], r["status"]
     r = as_dict(client.predict(api_name="/undo"))          # a stray Ctrl+Z keeps the proposals
@@ -135,7 +135,7 @@ def test_corrupt_image_is_reported_and_nothing_is_lost(studio) -> None:
         r = as_dict(client.predict(broken.id, api_name="/open_image"))
         assert "cannot read image" in r["status"]
         r = as_dict(client.predict(images[0].id, api_name="/open_image"))
-        assert r["status"].startswith("opened") and Path(r["inspect_image"]).is_file()
+        assert r["status"].startswith("opened") and canvas_image(r["inspect_image"]).is_file()
         assert len(project.images()) == len(images)
     finally:
         path.write_bytes(original)

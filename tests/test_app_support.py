@@ -17,7 +17,7 @@ CLASSES = ["circle", "square", "triangle"]
 # Outputs of every studio event as the gradio_client sees them (the State is not sent).
 CLIENT_OUTPUTS = ["image_picker", "review_state", "instance_picker", "status", "project_info",
                   "inspect_image", "instance_table", "instance_info", "explain_heatmap", "explain_info",
-                  "layer_strip", "layer_view", "correct_image", "place", "model_picker", "ask_text"]
+                  "layer_strip", "layer_view", "correct_image", "place", "model_picker", "ask_text", "class_picker"]
 
 
 def model_weights(folder: Path) -> Path:
@@ -59,6 +59,12 @@ def served(project: Project) -> Iterator[str]:
         yield demo.local_url
     finally:
         demo.close()
+
+
+def canvas_image(value: str) -> Path:
+    """The image file an annotation canvas value (``app.canvas.value``) draws."""
+    import json
+    return Path(json.loads(value)["image"].removeprefix("gradio_api/file="))
 
 
 def as_dict(result: tuple) -> dict:

@@ -20,10 +20,10 @@ from app.config import StudioConfig  # noqa: E402
 from app.demo import DEMO_WEIGHTS  # noqa: E402
 from app.inspect_view import visible_instances  # noqa: E402
 from app.startup import open_project  # noqa: E402
-from test_app_browser import ARGS, CHROMIUM, inner_pixel, click_pixel, set_number  # noqa: E402
+from test_app_browser import ARGS, CHROMIUM, inner_pixel, click_pixel, expect_canvas, set_number  # noqa: E402
 from test_app_support import served  # noqa: E402
 
-VIEWPORT = {"width": 1360, "height": 1000}
+VIEWPORT = {"width": 1440, "height": 900}
 
 
 def busiest_image(project) -> tuple[int, float]:
@@ -68,7 +68,6 @@ def main() -> int:
                                log=print)
         image_id, min_score = busiest_image(project)
         shown = visible_instances(project.instances(image_id), min_score)
-        width = project.image(image_id).width
         with served(project) as url, sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             pg = browser.new_page(viewport=VIEWPORT)
@@ -79,7 +78,7 @@ def main() -> int:
             set_number(pg, "min-score", min_score)
             pg.wait_for_timeout(1500)
             x, y = inner_pixel(np.stack([i.mask for i in shown]), 0) or (0, 0)
-            click_pixel(pg, "inspect-image", x, y, width)
+            click_pixel(pg, "inspect-image", x, y)
             expect(pg.locator("#instance-info")).to_contain_text(f"#{shown[0].id} ")
             pg.wait_for_timeout(800)
             shoot(pg, args.out / "inspect.png", "#views")
@@ -88,7 +87,7 @@ def main() -> int:
             pg.wait_for_timeout(1500)
             shoot(pg, args.out / "explain.png", "#views")
             pg.click("#tab-correct-button")
-            expect(pg.locator("#correct-image img")).to_be_visible()
+            expect_canvas(pg, "correct-image")
             pg.keyboard.press("e")
             expect(pg.locator("#mask-painter .painter-status")).to_contain_text("ready")
             pg.wait_for_timeout(1000)
