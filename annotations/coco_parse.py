@@ -311,23 +311,29 @@ def read_results(path: str | Path, ground_truth: ParsedCoco, *, strict: bool = F
     ``image_names`` (the results file's image id -> file name, e.g. ``images.json`` of
     ``python -m fastinst predict``, whose ids are its own) results are matched to the ground truth
     by file name instead. Returns the accepted results as clean dicts (integer ids, compressed RLE,
-    ``score``) and the report. An empty list is an ordinary result.
+    ``score``) and the report. An empty list, or a COCO document whose ``annotations`` are taken
+    as the results, is read with a finding that says so.
 
     Raises:
         CocoFormatError: not a JSON list, every result refused, or any finding in strict mode.
     """
     name = display_name or Path(path).name
     data = load_json(Path(path), name)
-    if isinstance(data, dict) and "annotations" in data:
+    report = CocoReport(name, strict=strict)
+    if isinstance(data, dict) and isinstance(data.get("annotations"), list):
+        report.add(name, "a COCO document, not a results list: its 'annotations' are read as the results",
+                   "repaired")
         data = data["annotations"]
     if not isinstance(data, list):
         raise CocoFormatError(f"{name}: a results file must be a JSON list, not {_kind(data)}")
+    if not data:
+        report.add(name, "holds no results: every AP of it is 0", "refused")
     if image_names is not None:
         by_name = {image.file_name: image.file_id for image in ground_truth.images}
         data = [_by_file_name(result, image_names, by_name) for result in data]
     document = {"images": [], "categories": [], "annotations": data}
-    parsed = ParsedCoco(ground_truth.images, ground_truth.categories, [], None,
-                        CocoReport(name, strict=strict), image_ids=ground_truth.image_ids)
+    parsed = ParsedCoco(ground_truth.images, ground_truth.categories, [], None, report,
+                        image_ids=ground_truth.image_ids)
     parsed.annotations = _parse_annotations(document["annotations"], name, parsed, keep_scores=True,
                                             results=True)
     if data and not parsed.annotations:
@@ -570,6 +576,9 @@ def _parse_annotation(
     category_id = _int(raw.get("category_id"), "'category_id'")
     if category_id not in category_ids:
         raise _Refused(f"category_id {category_id} is not in categories")
+    for key, value in (("image_id", raw.get("image_id")), ("category_id", raw.get("category_id"))):
+        if isinstance(value, float) or (key == "category_id" and isinstance(value, str)):
+            report.add(where, f"{key} {value!r} read as the integer {int(float(value))}", "repaired")
     iscrowd = raw.get("iscrowd", 0)
     if iscrowd not in (0, 1) or isinstance(iscrowd, float):
         raise _Refused(f"'iscrowd' must be 0 or 1, got {iscrowd!r}")

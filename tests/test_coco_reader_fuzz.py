@@ -158,3 +158,17 @@ def test_reader_fuzz_long_run():
     rng = np.random.default_rng(1234)
     for _ in range(20000):
         check_document(random_document(rng))
+
+
+def test_ids_of_another_type_are_read_and_each_reported() -> None:
+    document = {"images": [{"id": 1, "file_name": "a.png", "width": 10, "height": 10}],
+                "categories": [{"id": 2, "name": "circle"}],
+                "annotations": [{"id": 7, "image_id": 1.0, "category_id": "2", "iscrowd": 0,
+                                 "segmentation": [[1, 1, 5, 1, 5, 5]]}]}
+    parsed = parse_coco(document, "typed.json")
+    assert [(a.image_coco_id, a.category_id) for a in parsed.annotations] == [(1, 2)]
+    assert parsed.report.lines() == [
+        "repaired: annotations[0] (id 7) in typed.json: image_id 1.0 read as the integer 1",
+        "repaired: annotations[0] (id 7) in typed.json: category_id '2' read as the integer 2"]
+    with pytest.raises(CocoFormatError, match="image_id 1.0 read as the integer 1 .strict mode"):
+        parse_coco(document, "typed.json", strict=True)

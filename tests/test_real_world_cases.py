@@ -166,6 +166,11 @@ def test_13_empty_image_and_no_predictions(store: Store, tmp_path: Path):
     gt, images = folder / "annotations.json", folder / "images"
     assert evaluate_results(gt, folder / "predictions_empty.json", images)["segm/AP"] == 0.0
     assert evaluate_results(gt, folder / "predictions_perfect.json", images)["segm/AP"] == pytest.approx(100.0)
+    wrapped = tmp_path / "wrapped.json"         # a COCO document where a results list belongs
+    wrapped.write_text(json.dumps({"annotations": json.loads((folder / "predictions_perfect.json").read_text())}))
+    metrics = evaluate_results(gt, wrapped, images)
+    assert metrics["segm/AP"] == pytest.approx(100.0)
+    assert "repaired: wrapped.json: a COCO document, not a results list" in metrics["report"][-1]
     background = json.loads(gt.read_text())
     background["images"] = [i for i in background["images"] if i["file_name"] == "background_only.png"]
     background["annotations"] = []
@@ -309,7 +314,8 @@ def test_every_entry_point_gives_the_same_report(store: Store, tmp_path: Path):
     training = CocoInstances(gt, images).report.lines()
     (tmp_path / "none.json").write_text("[]")
     evaluation = evaluate_results(gt, tmp_path / "none.json", images)["report"]
-    assert store_report.lines()[1:] == upload_report.lines()[1:] == training == evaluation
+    assert store_report.lines()[1:] == upload_report.lines()[1:] == training == evaluation[:-1]
+    assert evaluation[-1] == "refused: none.json: holds no results: every AP of it is 0"
     assert any("(id 'frame-1')" in line for line in training) and len(training) >= 6
 
 
