@@ -380,6 +380,7 @@ class Studio:
         from annotations import UndecidedProposalsError
         if state.image_id is None:
             raise StudioError("open an image first")
+        self.project.pixels(state.image_id)      # an image nobody could see is never reviewed
         instances = self.project.instances(state.image_id, state.revision)
         undecided = answer if answer in ("accept", "reject") else "refuse"
         will_accept = [i for i in instances if i.state == "accepted" or (
@@ -397,7 +398,7 @@ class Studio:
             return f"{len(e.proposal_ids)} undecided proposals: accept, reject or cancel"
         state.asking = ""
         n = sum(i.state == "accepted" for i in self.project.instances(state.image_id))
-        what = f"{n} objects" if n else "no objects"
+        what = f"{n} object{'s' if n != 1 else ''}" if n else "no objects"
         extra = (f" (accepted {decided['accepted']}, rejected {decided['rejected']} proposals)"
                  if decided["accepted"] or decided["rejected"] else "")
         return f"image marked reviewed, {what}{extra}"

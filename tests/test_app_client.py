@@ -134,6 +134,9 @@ def test_corrupt_image_is_reported_and_nothing_is_lost(studio) -> None:
     try:
         r = as_dict(client.predict(broken.id, api_name="/open_image"))
         assert "cannot read image" in r["status"]
+        r = as_dict(client.predict(api_name="/mark_reviewed"))     # nobody saw it: never reviewed
+        assert "cannot read image" in r["status"] and "no objects" not in r["ask_text"], r
+        assert project.image(broken.id).review_state == broken.review_state
         r = as_dict(client.predict(images[0].id, api_name="/open_image"))
         assert r["status"].startswith("opened") and canvas_image(r["inspect_image"]).is_file()
         assert len(project.images()) == len(images)
