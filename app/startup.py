@@ -80,10 +80,12 @@ def open_project(config: StudioConfig, log: Log = print) -> Project:
         log(f"importing {config.coco} ...")
         for line in store.import_coco(dataset_id, config.coco, images, strict=config.strict).lines():
             log(line)
-    if config.coco is None:
+    if config.coco is None or config.images is not None:
+        # --images is the folder to annotate: its images the COCO file does not list come too
         added, skipped = add_folder_images(store, dataset_id, images)
         if added:
-            log(f"added {added} images from {images}")
+            log(f"added {added} images from {images}" + ("" if config.coco is None else
+                f" that {config.coco.name} does not list"))
         for message in skipped:
             log(f"skipped unreadable image {message}")
     if slot.version not in {m.name for m in store.list_model_versions()}:

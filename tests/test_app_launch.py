@@ -113,3 +113,22 @@ def test_failed_coco_import_is_reported_and_retried_on_the_next_launch(dataset: 
     log: list[str] = []
     project = open_project(config, log=log.append)
     assert len(project.images()) == len(document["images"]) and any(line.startswith("imported") for line in log)
+
+
+def test_images_the_coco_file_does_not_list_are_added_and_said(dataset: Path, tmp_path: Path) -> None:
+    import shutil
+    from app.config import StudioConfig
+    from app.startup import open_project
+    folder = tmp_path / "images"
+    shutil.copytree(dataset / "shapes" / "images", folder)
+    document = json.loads((dataset / "shapes" / "annotations.json").read_text())
+    unlisted = document["images"].pop()
+    document["annotations"] = [a for a in document["annotations"] if a["image_id"] != unlisted["id"]]
+    (tmp_path / "part.json").write_text(json.dumps(document))
+    config = StudioConfig(images=folder, coco=tmp_path / "part.json", weights=model_weights(dataset),
+                          device="cpu", data_dir=tmp_path / "data")
+    log: list[str] = []
+    project = open_project(config, log=log.append)
+    names = {e.file_name for e in project.images()}
+    assert unlisted["file_name"] in names and len(names) == len(document["images"]) + 1
+    assert f"added 1 images from {folder} that part.json does not list" in log
