@@ -74,6 +74,11 @@ def test_prepare_run_records_split_revision_and_config(tmp_path: Path) -> None:
     train = json.loads(Path(run.config["train_json"]).read_text())
     held = json.loads(Path(run.config["val_json"]).read_text())
     assert dataset_revision(train, held) == run.dataset_revision
+    # settings the person typed are what runs, and what the start message says
+    typed = store.training_run(prepare_run(store, dataset, parent_version="v0", parent_path=weights, preset="tiny",
+                                           work_dir=tmp_path, overrides=Overrides(max_iters=20, batch_size=2)))
+    assert (typed.config["max_iters"], typed.config["batch_size"]) == (20, 2)
+    assert typed.report["defaults"].startswith("20 iterations of 2 images ("), typed.report["defaults"]
 
 
 def test_too_few_reviewed_images_is_refused(tmp_path: Path) -> None:

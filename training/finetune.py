@@ -11,6 +11,8 @@ worker that continues from the run's last checkpoint.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import json
 import os
@@ -113,7 +115,9 @@ def prepare_run(store: Any, dataset_id: int, *, parent_version: str, parent_path
     (out / "train.json").write_text(json.dumps(train))
     (out / "heldout.json").write_text(json.dumps(held))
     d = finetune_defaults(len(train_ids), preset)
-    batch = overrides.batch_size or d.batch_size
+    batch, iters = overrides.batch_size or d.batch_size, overrides.max_iters or d.max_iters
+    d = dataclasses.replace(d, max_iters=iters, batch_size=batch, lr=overrides.lr or d.lr,
+                            epochs=iters * batch / len(train_ids))     # what will run, said as it is
     recipe = {}
     if model == "queryinst":   # the official optimiser settings (training.queryinst_trainer)
         from .queryinst_trainer import OFFICIAL, TINY
@@ -122,7 +126,7 @@ def prepare_run(store: Any, dataset_id: int, *, parent_version: str, parent_path
     config = TrainConfig(
         model=model, train_json=str(out / "train.json"), image_root=image_root, val_json=str(out / "heldout.json"),
         val_image_root=image_root, preset=preset, init_weights=str(parent_path), output_dir=str(out),
-        max_iters=overrides.max_iters or d.max_iters, batch_size=batch, lr=overrides.lr or d.lr,
+        max_iters=d.max_iters, batch_size=d.batch_size, lr=d.lr,
         backbone_lr_multiplier=d.backbone_lr_multiplier, warmup_iters=0, device=device, num_workers=0,
         num_threads=worker_threads(), progress_bar=False, checkpoint_period=d.eval_period, eval_period=d.eval_period,
         eval_batch_size=4, eval_at_start=True, keep_best=True, early_stop_patience=d.early_stop_patience,
