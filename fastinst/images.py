@@ -32,7 +32,7 @@ ImageLike = Union[str, Path, Image.Image, np.ndarray]
 DEFAULT_MAX_PIXELS = 100_000_000
 """Default pixel limit (100 Mpx: a 12000x8000 photo fits; a 16000x12000 orthophoto does not)."""
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 """File suffixes (lower case) that folder scans treat as images."""
 
 _ORIENTATION_TAG = 0x0112

@@ -152,6 +152,11 @@ def test_12_every_image_mode_loads_as_rgb_with_its_contrast(tmp_path: Path):
     assert gray16[10, 12, 0] > gray16[0, 0, 0] and gray16[0, 0, 0] < 255
     cmyk = load_image(folder / "images" / "cmyk.jpg")[10, 12].astype(int)
     assert cmyk[0] > cmyk[1] and cmyk[0] > cmyk[2]
+    from PIL import Image                          # a GIF is found by folder scans and read as RGB
+    from app.project import image_files
+    Image.open(folder / "images" / "palette.png").save(tmp_path / "palette.gif")
+    assert image_files(tmp_path) == [Path("palette.gif")]
+    assert np.array_equal(load_image(tmp_path / "palette.gif"), load_image(folder / "images" / "palette.png"))
     training = CocoInstances(folder / "annotations.json", folder / "images")
     for index in range(len(training)):
         sample = training.load(index)
