@@ -168,6 +168,7 @@ class ParsedCoco:
     report: CocoReport
     kinds: dict[str, int] = field(default_factory=dict)
     image_ids: dict[Any, int] = field(default_factory=dict)
+    category_aliases: dict[int, int] = field(default_factory=dict)  # a repeated name's id -> the first's
 
     def to_coco_dict(self) -> dict[str, Any]:
         """A clean COCO instances document of what was accepted: integer ids, RLE segmentations,
@@ -290,13 +291,14 @@ def parse_coco(
     raw_images = _section(data, "images", name, required=True)
     raw_categories = _section(data, "categories", name, required=True)
     raw_annotations = _section(data, "annotations", name, required=False)
-    categories = _parse_categories(raw_categories, name, report)
+    categories, aliases = _parse_categories(raw_categories, name, report)
     images, image_ids = _parse_images(raw_images, name, report, image_sizer)
     if raw_images and not images and image_sizer is not None:
         first = report.refused[0] if report.refused else "see the report"
         hint = " Is the image folder right?" if "image not found" in str(first) else ""
         raise CocoFormatError(f"{name}: none of its {len(raw_images)} images could be used; the first: {first}.{hint}")
-    parsed = ParsedCoco(images, categories, [], _info(data), report, image_ids=image_ids)
+    parsed = ParsedCoco(images, categories, [], _info(data), report, image_ids=image_ids,
+                        category_aliases=aliases)
     parsed.annotations = _parse_annotations(raw_annotations, name, parsed, keep_scores)
     return parsed
 
@@ -333,7 +335,7 @@ def read_results(path: str | Path, ground_truth: ParsedCoco, *, strict: bool = F
         data = [_by_file_name(result, image_names, by_name) for result in data]
     document = {"images": [], "categories": [], "annotations": data}
     parsed = ParsedCoco(ground_truth.images, ground_truth.categories, [], None, report,
-                        image_ids=ground_truth.image_ids)
+                        image_ids=ground_truth.image_ids, category_aliases=ground_truth.category_aliases)
     parsed.annotations = _parse_annotations(document["annotations"], name, parsed, keep_scores=True,
                                             results=True)
     if data and not parsed.annotations:
@@ -422,9 +424,14 @@ class _IdMapper:
 # ------------------------------------------------------------------------------------ categories
 
 
-def _parse_categories(raw_categories: list, name: str, report: CocoReport) -> list[ParsedCategory]:
+def _parse_categories(raw_categories: list, name: str,
+                      report: CocoReport) -> tuple[list[ParsedCategory], dict[int, int]]:
+    """The accepted categories, and ``{id: id of the first category of the same name}`` for a
+    name given twice (its annotations are read as that first category: a class is its name)."""
     categories: list[ParsedCategory] = []
     seen: dict[int, int] = {}
+    by_name: dict[str, ParsedCategory] = {}
+    aliases: dict[int, int] = {}
     for index, raw in enumerate(raw_categories):
         where = f"categories[{index}] in {name}"
         try:
@@ -436,8 +443,16 @@ def _parse_categories(raw_categories: list, name: str, report: CocoReport) -> li
             report.add(where, f"{refusal}; the category and its annotations are left out", "refused")
             continue
         seen[category.coco_id] = index
+        first = by_name.get(category.name)
+        if first is not None:
+            report.add(f"categories[{index}] (id {category.coco_id}) in {name}", f"the name {category.name!r} is also categories["
+                       f"{first.index}] (id {first.coco_id}): its annotations are read as category "
+                       f"{first.coco_id}", "repaired")
+            aliases[category.coco_id] = first.coco_id
+            continue
+        by_name[category.name] = category
         categories.append(category)
-    return categories
+    return categories, aliases
 
 
 def _parse_category(index: int, raw: Any) -> ParsedCategory:
@@ -574,6 +589,7 @@ def _parse_annotation(
             report.add(where, f"string id mapped to integer id {coco_id}", "repaired")
     image = _annotation_image(raw.get("image_id"), parsed.image_ids, images)
     category_id = _int(raw.get("category_id"), "'category_id'")
+    category_id = parsed.category_aliases.get(category_id, category_id)
     if category_id not in category_ids:
         raise _Refused(f"category_id {category_id} is not in categories")
     for key, value in (("image_id", raw.get("image_id")), ("category_id", raw.get("category_id"))):

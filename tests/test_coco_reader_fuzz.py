@@ -172,3 +172,16 @@ def test_ids_of_another_type_are_read_and_each_reported() -> None:
         "repaired: annotations[0] (id 7) in typed.json: category_id '2' read as the integer 2"]
     with pytest.raises(CocoFormatError, match="image_id 1.0 read as the integer 1 .strict mode"):
         parse_coco(document, "typed.json", strict=True)
+
+
+def test_a_category_name_given_twice_is_one_class_and_reported() -> None:
+    square = [[1, 1, 5, 1, 5, 5, 1, 5]]
+    document = {"images": [{"id": 1, "file_name": "a.png", "width": 10, "height": 10}],
+                "categories": [{"id": 1, "name": "circle"}, {"id": 4, "name": "circle"}],
+                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": square},
+                                {"id": 2, "image_id": 1, "category_id": 4, "segmentation": square}]}
+    parsed = parse_coco(document, "twice.json")
+    assert [c.name for c in parsed.categories] == ["circle"]
+    assert [a.category_id for a in parsed.annotations] == [1, 1]
+    assert parsed.report.lines() == ["repaired: categories[1] (id 4) in twice.json: the name 'circle' is also "
+                                     "categories[0] (id 1): its annotations are read as category 1"]
