@@ -60,6 +60,14 @@ class SessionState:
                   "dup": f"{self.dup_iou:.2f}"}
         return urlencode({k: v for k, v in values.items() if v is not None})
 
+    def shown_image(self, place: str | None) -> int | None:
+        """The image id a page's place (as the page holds it, see :meth:`place`) names, if any."""
+        from urllib.parse import parse_qs
+        try:
+            return int(parse_qs(place or "").get("image", [""])[0])
+        except ValueError:
+            return None
+
     def restore(self, query: dict[str, str], tabs: tuple[str, ...]) -> None:
         """Take back a place written by :meth:`place` (bad or unknown values are ignored)."""
         def number(key: str, cast: Callable[[str], Any], low: float, high: float) -> Any:

@@ -145,7 +145,7 @@ def build_header(c: dict[str, Any]) -> None:
         c["use_model"] = gr.Button("Use this model", elem_id="btn-use-model", size="sm", scale=1, min_width=70)
     c["status"] = gr.Markdown(elem_id="status")
     build_questions(c)
-    c["place"] = gr.Textbox(visible="hidden", elem_id="place", show_label=False)
+    c["place"] = gr.Textbox("", visible="hidden", elem_id="place", show_label=False)
 
 
 def build_questions(c: dict[str, Any]) -> None:
@@ -467,6 +467,21 @@ def wire_selection(w: Wiring) -> None:
        trigger_mode="always_last")
 
 
+def on_shown_image(studio: Studio, fn: Callable[..., str]) -> Callable[..., str]:
+    """An edit that takes the page's place as its last argument and runs only if the page shows
+    the session's image: a key pressed while the page is behind never changes an image the person
+    cannot see (the page is brought up to date instead). An empty place (an API call) is not checked."""
+    def action(st: SessionState, *args: Any) -> str:
+        *args, place = args
+        shown = st.shown_image(place)
+        if shown is not None and st.image_id is not None and shown != st.image_id:
+            name = studio.project.image(st.image_id).file_name
+            raise StudioError(f"the page was behind (it showed another image): nothing was changed; it now "
+                              f"shows {name}, press the key again")
+        return fn(st, *args)
+    return action
+
+
 def wire_correct(w: Wiring) -> None:
     """Review actions, polygon tool and mask painter: each one store edit, saved at once."""
     c, s, p, state, on = w.c, w.studio, w.project, w.state, w.on
@@ -489,18 +504,19 @@ def wire_correct(w: Wiring) -> None:
          ["painter", "class_picker"], "add_mask"),
     ]
     for button, fn, extra, api in actions:
-        on(c[button].click, w.act(fn), [state, *(c[n] for n in extra)], api_name=api)
+        on(c[button].click, w.act(on_shown_image(s, fn)), [state, *(c[n] for n in extra), c["place"]],
+           api_name=api)
     on(c["poly_cancel"].click, w.act(cancel_polygon, "filter"), [state], api_name="cancel_polygon")
     reviews = [("reviewed", None, "mark_reviewed"), ("ask_undecided_accept", "accept", "review_accept_shown"),
                ("ask_undecided_reject", "reject", "review_reject_undecided"),
                ("ask_empty_yes", "empty", "review_no_objects")]
     for button, answer, api in reviews:
-        w.refresh_gallery(on(c[button].click, w.act(lambda st, a=answer: s.mark_reviewed(st, a)), [state],
-                             api_name=api))
+        w.refresh_gallery(on(c[button].click, w.act(on_shown_image(s, lambda st, a=answer: s.mark_reviewed(st, a))),
+                             [state, c["place"]], api_name=api))
     for button in ("ask_undecided_cancel", "ask_empty_no"):
         on(c[button].click, w.act(cancel_question, "filter"), [state])
-    w.refresh_gallery(on(c["reopen"].click, w.act(lambda st: correct_view.reopen(p, st, rev(st))), [state],
-                         api_name="reopen"))
+    w.refresh_gallery(on(c["reopen"].click, w.act(on_shown_image(s, lambda st: correct_view.reopen(p, st, rev(st)))),
+                         [state, c["place"]], api_name="reopen"))
     c["paint_load"].click(painter_loader(s, selected=True), [state], [c["painter"], c["status"]],
                           api_name="edit_selected", concurrency_id=MODEL_QUEUE, concurrency_limit=1)
     c["paint_new"].click(painter_loader(s, selected=False), [state], [c["painter"], c["status"]],

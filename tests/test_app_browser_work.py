@@ -144,6 +144,23 @@ def test_predict_again_after_accept_adds_no_duplicate(context, studio, tmp_path)
     assert len(twins) == 1, f"{len(twins)} exported masks are the accepted one (IoU > 0.9)"
 
 
+def test_a_key_pressed_before_the_page_caught_up_changes_nothing(context, studio) -> None:
+    project, url = studio
+    here, there = project.images()[2], project.images()[3]
+    pg = open_page(context, url, f"?image={here.id}&tab=correct&t=0.05")
+    pg.locator("#correct-image").click()
+    before = {e: [(a.id, a.state) for a in project.store.annotations(e, include_rejected=True)]
+              for e in (here.id, there.id)}
+    pg.keyboard.press("n")                     # next image, and at once accept all shown
+    pg.keyboard.press("Shift+A")
+    expect(pg.locator("#status")).to_contain_text("the page was behind")
+    expect(pg.locator("#review-state")).to_contain_text(there.file_name)
+    after = {e: [(a.id, a.state) for a in project.store.annotations(e, include_rejected=True)]
+             for e in (here.id, there.id)}
+    assert after[here.id] == before[here.id]
+    assert after[there.id] == before[there.id], "changed an image nobody saw"
+
+
 def test_mark_reviewed_asks_and_the_export_follows_the_answer(context, studio, tmp_path) -> None:
     project, url = studio
     first, second = project.images()[2], project.images()[3]

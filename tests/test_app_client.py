@@ -210,3 +210,20 @@ def test_sessions_keep_their_own_selection_and_filters(studio) -> None:
     again = as_dict(client.predict(chosen, api_name="/select_instance"))
     assert again["instance_table"]["data"] == first["instance_table"]["data"]
     assert f"#{chosen} " in again["instance_info"]
+
+
+def test_a_key_pressed_while_the_page_is_behind_changes_nothing(studio) -> None:
+    """The page sends the place it shows with every edit: when the session has already moved on
+    (queued N presses), the edit is refused and the page catches up instead."""
+    project, client = studio
+    first, second = project.images()[0].id, project.images()[1].id
+    client.predict(second, api_name="/open_image")
+    client.predict(api_name="/predict")
+    client.predict(0.05, api_name="/set_min_score")
+    proposed = [a.id for a in project.store.annotations(second) if a.state == "proposed" and a.score >= 0.05]
+    before = [(a.id, a.state) for a in project.store.annotations(second, include_rejected=True)]
+    r = as_dict(client.predict(f"image={first}&tab=correct", api_name="/accept_shown"))
+    assert "the page was behind" in r["status"] and project.image(second).file_name in r["status"], r["status"]
+    assert [(a.id, a.state) for a in project.store.annotations(second, include_rejected=True)] == before
+    r = as_dict(client.predict(f"image={second}&tab=correct", api_name="/accept_shown"))
+    assert f"accept {len(proposed)} shown proposals" in r["status"], r["status"]
