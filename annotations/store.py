@@ -573,6 +573,13 @@ class Store:
         return editing.step_history(self.engine, image_id, "redo", expected_revision,
                                     user or self.user)
 
+    def last_applied_edit(self, image_id: int) -> EditRecord | None:
+        """The edit an undo of the image would revert (None when there is none)."""
+        with read_session(self.engine) as session:
+            self._image_row(session, image_id)
+            edit = history.last_applied(session, image_id)
+            return None if edit is None else EditRecord.from_row(edit)
+
     def history(self, image_id: int) -> list[EditRecord]:
         """The image's edit history, oldest first."""
         with read_session(self.engine) as session:

@@ -80,19 +80,14 @@ def undo(project: Project, state: SessionState, revision: int | None, redo: bool
     wipe its proposals, and the image would look as if it held no object."""
     if state.image_id is None:
         raise StudioError("open an image first")
-    if not redo and last_applied_action(project, state.image_id) == "replace_predictions":
+    last = None if redo else project.store.last_applied_edit(state.image_id)
+    if last is not None and last.action == "replace_predictions":
         return ("nothing to undo: the model's proposals are not an edit of yours "
                 "(reject what is wrong, or Predict again)")
     step = project.store.redo if redo else project.store.undo
     done = project.edit(state.image_id, revision, lambda rev: step(state.image_id, expected_revision=rev))
     word = "redo" if redo else "undo"
     return f"{word}: {done.summary}" if done is not None else f"nothing to {word}"
-
-
-def last_applied_action(project: Project, image_id: int) -> str | None:
-    """The action of the edit an undo would revert (None when there is none)."""
-    applied = [e for e in project.store.history(image_id) if e.status == "applied"]
-    return applied[-1].action if applied else None
 
 
 def reopen(project: Project, state: SessionState, revision: int | None) -> str:
