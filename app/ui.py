@@ -19,6 +19,7 @@ from app import canvas, correct_view, evaluate_view, explain_view, inspect_view,
 from app.config import StudioConfig, is_loopback
 from app.events import (cancel_polygon, gallery_items, on_correct_click,
                         painter_loader, select_instance, select_row, set_attr, set_tool_handler)
+from annotations import NotFoundError
 from app.project import PROPOSAL_FLOOR, Project, StudioError
 from app.session import TOOLS, SessionState
 from app.studio import MODEL_QUEUE, OUTPUT_NAMES, Studio, _expected_errors, cache_folder, friendly
@@ -336,7 +337,7 @@ class Wiring:
         """The image's review state in the store (None without an image)."""
         try:
             return None if image_id is None else self.project.image(image_id).review_state
-        except Exception:  # noqa: BLE001 - an image that went away has no state to compare
+        except NotFoundError:              # an image that went away has no state to compare
             return None
 
     def act_select(self, fn: Callable[[SessionState, gr.SelectData], str],
