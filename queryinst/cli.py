@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -51,25 +51,24 @@ def count_flops(model: torch.nn.Module, height: int, width: int) -> float:
 def _stats(args) -> int:
     print(f"{'model':10s} {'preset':16s} {'params (M)':>11s} {'input':>10s} {'GFLOPs':>8s}")
     for name in args.presets:
-        model = build_model(name)
-        height = model.input_spec.min_size
-        width = min(int(round(height * 4 / 3)), model.input_spec.max_size)
-        params = sum(p.numel() for p in model.parameters()) / 1e6
-        print(f"{'QueryInst':10s} {name:16s} {params:11.2f} {f'{height}x{width}':>10s} "
-              f"{count_flops(model, height, width):8.1f}", flush=True)
-        del model
+        _stats_row("QueryInst", name, build_model(name), count_flops)
     if not args.no_fastinst:
         from fastinst.cli import count_flops as fastinst_flops
         from fastinst.presets import PRESETS as FASTINST_PRESETS, build_model as build_fastinst
 
         for name in FASTINST_PRESETS:
-            model = build_fastinst(name)
-            height = model.input_spec.min_size
-            width = min(int(round(height * 4 / 3)), model.input_spec.max_size)
-            params = sum(p.numel() for p in model.parameters()) / 1e6
-            print(f"{'FastInst':10s} {name:16s} {params:11.2f} {f'{height}x{width}':>10s} "
-                  f"{fastinst_flops(model, height, width):8.1f}", flush=True)
+            _stats_row("FastInst", name, build_fastinst(name), fastinst_flops)
     return 0
+
+
+def _stats_row(label: str, preset: str, model: torch.nn.Module,
+               flops: Callable[[torch.nn.Module, int, int], float]) -> None:
+    """One line: parameters and GFLOPs on a 4:3 input at the preset's test size."""
+    height = model.input_spec.min_size
+    width = min(int(round(height * 4 / 3)), model.input_spec.max_size)
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    print(f"{label:10s} {preset:16s} {params:11.2f} {f'{height}x{width}':>10s} "
+          f"{flops(model, height, width):8.1f}", flush=True)
 
 
 if __name__ == "__main__":
