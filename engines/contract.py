@@ -94,6 +94,14 @@ class Predictor(Protocol):
 
     def predict_batch(self, images: Sequence[Any], min_score: float = 0.0) -> List[Prediction]: ...
 
+    def prepare(self, image: Any) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """The image read and resized with the model's test rule: ``((3,h,w) uint8 RGB, original
+        (H, W))``. Needs no model run, so a data loader's worker processes can call it."""
+
+    def predict_prepared(self, prepared: Sequence[Tuple[torch.Tensor, Tuple[int, int]]],
+                         min_score: float = 0.0) -> List[Prediction]:
+        """Outputs of :meth:`prepare` -> one :class:`Prediction` each."""
+
 
 def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
     """``(N,H,W)`` bool -> ``(N,4)`` float32 xyxy: the first column/row holding the mask and one past

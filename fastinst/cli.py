@@ -27,7 +27,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     add_predict(sub, "fastinst")
-    _add_predict_folder(sub)
+    add_predict_folder(sub, "fastinst")
     _add_stats(sub)
     args = parser.parse_args(argv)
     try:
@@ -63,21 +63,25 @@ def add_predict(sub, model: str) -> None:
     p.set_defaults(func=_predict, model=model)
 
 
-def _add_predict_folder(sub) -> None:
+def add_predict_folder(sub, model: str) -> None:
+    """The ``predict-folder`` command for ``model`` (one command for every model, as :func:`add_predict`)."""
+    from engines.load import presets
+
     p = sub.add_parser("predict-folder", help="segment every image under a folder into one results JSON: batched, "
                        "resumable, sharded under torchrun (see fastinst.folder_predict)")
     p.add_argument("root", help="folder of images (searched recursively)")
     p.add_argument("--weights", required=True, help="as for predict")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="architecture of an official checkpoint")
+    p.add_argument("--preset", choices=sorted(presets(model)), help="architecture of an official checkpoint")
     p.add_argument("--class-names", help="JSON file with the class names of an official checkpoint (default: COCO's 80)")
     p.add_argument("--out", required=True, help="merged results JSON (partial results go to OUT.parts/)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--workers", type=int, default=2, help="image-loading processes per rank (default: %(default)s)")
-    p.add_argument("--score-threshold", type=float, default=0.0, help="minimum score kept (default: keep all 100)")
+    p.add_argument("--score-threshold", type=float, default=0.0, help="minimum score kept (default: keep all)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present; one GPU per torchrun rank), cpu, cuda")
-    _add_backend(p)
+    if model == "fastinst":
+        _add_backend(p)
     p.add_argument("--overwrite", action="store_true", help="discard earlier (partial) results and start again")
-    p.set_defaults(func=_predict_folder, model="fastinst")
+    p.set_defaults(func=_predict_folder, model=model)
 
 
 def _add_backend(p) -> None:
@@ -91,7 +95,8 @@ def _predict_folder(args) -> int:
 
     if not list_images(args.root):
         raise FastInstError(f"no images found under {args.root}")
-    shard, device = init_distributed("cpu" if args.backend == "onnxruntime" and args.device == "auto" else args.device)
+    backend = getattr(args, "backend", "torch")
+    shard, device = init_distributed("cpu" if backend == "onnxruntime" and args.device == "auto" else args.device)
     args.device = str(device)
     try:
         out = predict_folder(_load_predictor(args), args.root, args.out, batch_size=args.batch_size,

@@ -2,9 +2,13 @@
 
     python -m fastinst predict-folder photos/ --weights model.safetensors --out results.json
     torchrun --nproc_per_node=8 -m fastinst predict-folder photos/ --weights ... --out results.json
+    python -m queryinst predict-folder photos/ --weights queryinst.safetensors --out results.json
 
-- Images (recursive, sorted by path relative to the root) are read, EXIF-rotated and resized by a
-  ``torch.utils.data.DataLoader`` with worker processes, ``batch_size`` at a time; each loaded batch
+Any model of the project's contract (:class:`engines.contract.Predictor`: ``prepare`` and
+``predict_prepared``) runs here.
+
+- Images (recursive, sorted by path relative to the root) are read, EXIF-rotated and resized (the
+  predictor's ``prepare``) by a ``torch.utils.data.DataLoader`` with worker processes, ``batch_size`` at a time; each loaded batch
   is split into groups of one resized size, and each group is one forward pass (so a result does not
   depend on which other images shared its batch beyond float rounding).
 - Under ``torchrun`` rank ``r`` of ``n`` takes files ``r, r+n, r+2n...`` (gloo on CPU, NCCL on GPU,
@@ -26,20 +30,19 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from engines.contract import Predictor
+
 from .checkpoint import atomic_write
 from .coco_results import to_coco_results
 from .errors import FastInstError, ImageError
-from .images import IMAGE_SUFFIXES, load_image
-from .model import InputSpec
-from .predictor import Predictor
-from .transforms import resize_shortest_edge
+from .images import IMAGE_SUFFIXES
 
 
 
@@ -67,10 +70,12 @@ def list_images(root: str | Path) -> List[str]:
 
 
 class FolderImages(Dataset):
-    """``(index, resized (3,h,w) uint8 tensor or None, original (H, W), error or None)`` per file."""
+    """``(index, resized (3,h,w) uint8 tensor or None, original (H, W), error or None)`` per file;
+    ``prepare`` is the predictor's (image path -> resized tensor and original size)."""
 
-    def __init__(self, root: Path, files: Sequence[Tuple[int, str]], spec: InputSpec) -> None:
-        self.root, self.files, self.spec = root, list(files), spec
+    def __init__(self, root: Path, files: Sequence[Tuple[int, str]],
+                 prepare: Callable[[Path], Tuple[torch.Tensor, Tuple[int, int]]]) -> None:
+        self.root, self.files, self.prepare = root, list(files), prepare
 
     def __len__(self) -> int:
         return len(self.files)
@@ -78,12 +83,10 @@ class FolderImages(Dataset):
     def __getitem__(self, i: int):
         index, name = self.files[i]
         try:
-            rgb = load_image(self.root / name)
+            tensor, original = self.prepare(self.root / name)
         except ImageError as exc:
             return index, None, (0, 0), str(exc)
-        resized = resize_shortest_edge(rgb, self.spec.min_size, self.spec.max_size)
-        tensor = torch.from_numpy(resized.copy()).permute(2, 0, 1)
-        return index, tensor, (int(rgb.shape[0]), int(rgb.shape[1])), None
+        return index, tensor, original, None
 
 
 def _collate(items):
@@ -132,7 +135,7 @@ def predict_folder(predictor: Predictor, root: str | Path, out: str | Path, *, b
         raise FastInstError(f"{out} exists; pass --overwrite to predict again")
     done = read_parts(out)
     mine = [(i, name) for i, name in enumerate(files) if i % shard.world_size == shard.rank and name not in done]
-    loader = DataLoader(FolderImages(root, mine, predictor.model.input_spec), batch_size=batch_size,
+    loader = DataLoader(FolderImages(root, mine, predictor.prepare), batch_size=batch_size,
                         num_workers=num_workers, collate_fn=_collate, pin_memory=False)
     part = parts_dir(out) / f"rank{shard.rank}.jsonl"
     part.parent.mkdir(parents=True, exist_ok=True)

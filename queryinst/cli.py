@@ -2,6 +2,8 @@
 
 predict: images -> COCO results JSON + overlay PNGs (the project's one predict command,
          :func:`fastinst.cli.add_predict`, here refusing weights of another model).
+predict-folder: every image under a folder -> one results JSON, batched, resumable, sharded under
+         torchrun (the same command as FastInst's, :mod:`fastinst.folder_predict`).
 stats:   parameters and GFLOPs of each QueryInst preset, with FastInst's presets beside them.
 """
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from fastinst.cli import add_predict
+from fastinst.cli import add_predict, add_predict_folder
 from fastinst.errors import FastInstError
 
 from .presets import PRESETS, build_model
@@ -23,6 +25,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     add_predict(sub, "queryinst")
+    add_predict_folder(sub, "queryinst")
     s = sub.add_parser("stats", help="parameters and GFLOPs per preset, beside FastInst's")
     s.add_argument("--presets", nargs="*", default=list(PRESETS), help="QueryInst presets (default: all)")
     s.add_argument("--no-fastinst", action="store_true", help="leave out the FastInst presets")

@@ -116,17 +116,35 @@ class Predictor:
         image would change the results, as in the official batched inference)."""
         return [self.predict(image, min_score) for image in images]
 
+    def prepare(self, image: ImageLike) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """Image -> ``((3,h,w) uint8 RGB resized with the official keep-ratio rule, original (H, W))``.
+
+        Raises :class:`~fastinst.errors.ImageError` naming an unreadable file.
+        """
+        rgb = load_image(image)
+        spec = self.model.input_spec
+        resized, _ = resize_keep_ratio(rgb, spec.min_size, spec.max_size)
+        return torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1), (int(rgb.shape[0]), int(rgb.shape[1]))
+
     @torch.inference_mode()
     def predict(self, image: ImageLike, min_score: float = 0.0) -> Prediction:
         """One image (path, PIL image or ``(H,W,3)`` uint8 RGB array) -> :class:`Prediction` of the
         instances scoring at least ``min_score`` (0: all ``max_per_img``, as the official code)."""
-        rgb = load_image(image)
-        spec = self.model.input_spec
-        resized, scale = resize_keep_ratio(rgb, spec.min_size, spec.max_size)
-        batch, sizes = self.model.preprocess([torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1)])
+        return self.predict_prepared([self.prepare(image)], min_score)[0]
+
+    @torch.inference_mode()
+    def predict_prepared(self, prepared: Sequence[Tuple[torch.Tensor, Tuple[int, int]]],
+                         min_score: float = 0.0) -> List[Prediction]:
+        """Outputs of :meth:`prepare` -> one :class:`Prediction` each (one forward pass per image,
+        as :meth:`predict_batch`)."""
+        return [self._predict_one(tensor, original, min_score) for tensor, original in prepared]
+
+    def _predict_one(self, tensor: torch.Tensor, original: Tuple[int, int], min_score: float) -> Prediction:
+        height, width = int(tensor.shape[1]), int(tensor.shape[2])
+        scale = (width / original[1], height / original[0])   # (w_scale, h_scale), as resize_keep_ratio
+        batch, sizes = self.model.preprocess([tensor])
         out = self.model(batch, sizes, mask_stages="all" if self.explain else "last")
         last = out["stages"][-1]
-        original = (int(rgb.shape[0]), int(rgb.shape[1]))
         inst = instance_inference(last["class_logits"][0].float(), last["boxes"][0].float(),
                                   last["mask_logits"][0].float(), scale, original, self.max_per_img)
         explanation = self._explain(out, scale, original) if self.explain else None

@@ -103,3 +103,27 @@ def test_cli_names_each_skipped_image_and_exits_2(setup, tmp_path, capsys):
                  "--workers", "0", "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 2 and "skipped broken.jpg: " in err and (tmp_path / "r.json").is_file()
+
+
+def test_queryinst_predicts_a_folder_with_the_same_command(setup, tmp_path):
+    """``python -m queryinst predict-folder``: the same folder run as FastInst's, with QueryInst's own
+    resize rule; every image's results equal its one-image prediction, and the broken file is named."""
+    import queryinst
+    from queryinst.cli import main
+
+    _, _, root = setup
+    torch.manual_seed(0)
+    model = queryinst.build_model("tiny", num_classes=3).eval()
+    weights = tmp_path / "queryinst_tiny.safetensors"
+    queryinst.save_checkpoint(weights, model, preset="tiny", class_names=NAMES)
+    out = tmp_path / "r.json"
+    assert main(["predict-folder", str(root), "--weights", str(weights), "--out", str(out), "--batch-size", "3",
+                 "--workers", "1", "--device", "cpu"]) == 2      # 2: broken.jpg was skipped
+    merged = json.loads(out.read_text())
+    assert [e["file_name"] for e in merged["errors"]] == ["broken.jpg"]
+    assert [im["file_name"] for im in merged["images"]] == list_images(root)[1:]
+    single = queryinst.Predictor.from_checkpoint(weights, device="cpu").predict(root / "sub" / "im5.png")
+    mine = [a for a in merged["annotations"] if a["image_id"] == 7]
+    assert len(mine) == len(single) > 0
+    np.testing.assert_allclose([a["score"] for a in mine], single.scores, atol=1e-5)
+    assert merged["images"][-1]["height"] == 100 and merged["images"][-1]["width"] == 150
