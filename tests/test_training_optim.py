@@ -42,3 +42,22 @@ def test_scheduler_drives_every_group():
     lrs = sorted({round(g["lr"], 12) for g in opt.param_groups})
     assert lrs == [1e-6, 1e-5]
     assert isinstance(opt, torch.optim.AdamW)
+
+
+def test_queryinst_recipe_decays_every_parameter_as_its_official_config():
+    """mmdetection's ``queryinst_r50_fpn_1x_coco.py``: AdamW with weight decay 1e-4 and no paramwise
+    exceptions but the backbone's lr multiplier, so norms and the proposal embeddings are decayed."""
+    import queryinst
+    from training.queryinst_trainer import official_config
+
+    config = official_config(train_json="x.json", image_root=".")
+    model = queryinst.build_model("tiny", num_classes=3)
+    groups = param_groups(model, config.lr, config.weight_decay, config.backbone_lr_multiplier,
+                          config.decay_norm_and_embedding)
+    setting = {name: (g["lr"], g["weight_decay"]) for g in groups for name in g["param_names"]}
+    assert len(setting) == sum(1 for p in model.parameters() if p.requires_grad)
+    assert {wd for _, wd in setting.values()} == {1e-4}
+    modules = dict(model.named_modules())
+    decayed_types = {type(modules[name.rsplit(".", 1)[0]]) for name in setting}
+    assert nn.Embedding in decayed_types and any(issubclass(t, (nn.LayerNorm, nn.GroupNorm)) for t in decayed_types)
+    assert {lr for name, (lr, _) in setting.items() if name.startswith("backbone.")} == {1e-5}

@@ -1,6 +1,8 @@
 """Optimiser and learning-rate schedule of the official recipe.
 
-AdamW; no weight decay on normalisation layers and embeddings; the backbone's learning rate is
+AdamW; no weight decay on normalisation layers and embeddings (FastInst, detectron2's
+``WEIGHT_DECAY_NORM = WEIGHT_DECAY_EMBED = 0``; QueryInst's mmdetection config decays every
+parameter: ``decay_norm_and_embedding``); the backbone's learning rate is
 multiplied by ``backbone_lr_multiplier`` (0.1 for an ImageNet-initialised backbone). The schedule
 multiplies the rate by ``gamma`` at each step (detectron2 ``WarmupMultiStepLR``), after an optional
 linear warm-up from ``warmup_factor`` (the official config's factor 1.0 makes it a no-op).
@@ -18,11 +20,13 @@ NORM_TYPES: Tuple[type, ...] = (
 )
 
 
-def param_groups(model: nn.Module, lr: float, weight_decay: float, backbone_lr_multiplier: float) -> List[Dict[str, object]]:
+def param_groups(model: nn.Module, lr: float, weight_decay: float, backbone_lr_multiplier: float,
+                 decay_norm_and_embedding: bool = False) -> List[Dict[str, object]]:
     """Group trainable parameters by (learning rate, weight decay); each group keeps its names.
 
     A parameter is a backbone parameter when its module's qualified name starts with ``backbone``;
-    it has no weight decay when its module is a normalisation layer or an ``nn.Embedding``.
+    it has no weight decay when its module is a normalisation layer or an ``nn.Embedding``, unless
+    ``decay_norm_and_embedding``.
     """
     groups: Dict[Tuple[float, float], Dict[str, list]] = {}
     seen = set()
@@ -33,7 +37,7 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, backbone_lr_m
             seen.add(id(param))
             is_backbone = module_name == "backbone" or module_name.startswith("backbone.")
             group_lr = lr * (backbone_lr_multiplier if is_backbone else 1.0)
-            no_decay = isinstance(module, NORM_TYPES) or isinstance(module, nn.Embedding)
+            no_decay = not decay_norm_and_embedding and isinstance(module, (*NORM_TYPES, nn.Embedding))
             key = (group_lr, 0.0 if no_decay else weight_decay)
             group = groups.setdefault(key, {"params": [], "names": []})
             group["params"].append(param)
@@ -42,9 +46,11 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, backbone_lr_m
             for k, g in sorted(groups.items(), key=lambda kv: (-kv[0][0], -kv[0][1]))]
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, backbone_lr_multiplier: float) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, backbone_lr_multiplier: float,
+                    decay_norm_and_embedding: bool = False) -> torch.optim.AdamW:
     """AdamW over :func:`param_groups` (betas and eps at PyTorch's defaults, as the official code)."""
-    return torch.optim.AdamW(param_groups(model, lr, weight_decay, backbone_lr_multiplier), lr=lr)
+    return torch.optim.AdamW(param_groups(model, lr, weight_decay, backbone_lr_multiplier, decay_norm_and_embedding),
+                             lr=lr)
 
 
 def lr_factor(iteration: int, steps: Sequence[int], gamma: float, warmup_iters: int, warmup_factor: float) -> float:

@@ -4,8 +4,9 @@ Recipe (``queryinst_r50_fpn_1x_coco.py``): AdamW, lr 1e-4, weight decay 1e-4, ba
 gradient norm clipped at 0.1, linear warm-up from 0.001 over 1000 iterations, lr x0.1 at 8/12 and
 11/12 of training, keep-ratio resize to the test size and random horizontal flip; losses of
 :mod:`queryinst.criterion` (every stage). The loop (:mod:`training.trainer`: resume, DDP,
-evaluation, best model, the studio's fine-tuning worker) is FastInst's, whose optimiser leaves
-normalisation layers and embeddings out of weight decay (the official config decays everything).
+evaluation, best model, the studio's fine-tuning worker) is FastInst's; as the official config,
+every parameter is decayed (``decay_norm_and_embedding``; FastInst leaves normalisation layers and
+embeddings out).
 The ``tiny`` preset trains from scratch (backbone lr x1, lr 2e-4, clip 1.0, shorter warm-up; see
 :func:`tiny_config`).
 
@@ -19,7 +20,8 @@ from typing import Optional, Sequence
 
 from .trainer import TrainConfig, train
 
-OFFICIAL = dict(model="queryinst", lr=1e-4, weight_decay=1e-4, backbone_lr_multiplier=0.1, clip_grad_norm=0.1,
+OFFICIAL = dict(model="queryinst", lr=1e-4, weight_decay=1e-4, decay_norm_and_embedding=True,
+                backbone_lr_multiplier=0.1, clip_grad_norm=0.1,
                 warmup_iters=1000, warmup_factor=0.001, lr_steps=(8 / 12, 11 / 12), lr_gamma=0.1, batch_size=16)
 TINY = {**OFFICIAL, "preset": "tiny", "lr": 2e-4, "backbone_lr_multiplier": 1.0, "clip_grad_norm": 1.0,
         "warmup_iters": 100, "batch_size": 8}

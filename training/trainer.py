@@ -79,6 +79,7 @@ class TrainConfig:
     batch_size: int = 16
     lr: float = 1e-4
     weight_decay: float = 0.05
+    decay_norm_and_embedding: bool = False  # True: QueryInst's official config (training.optim)
     backbone_lr_multiplier: float = 0.1
     lr_steps: Tuple[float, ...] = (0.8889, 0.9630)
     lr_gamma: float = 0.1
@@ -200,7 +201,8 @@ class Trainer:
             raise ValueError("click-aware training (loss.click_weight > 0) runs on one process only: its second "
                              "decoder pass is outside the DistributedDataParallel forward")
         self.click_rng = torch.Generator().manual_seed(config.seed + 1)
-        self.optimizer = build_optimizer(self.model, config.lr, config.weight_decay, config.backbone_lr_multiplier)
+        self.optimizer = build_optimizer(self.model, config.lr, config.weight_decay, config.backbone_lr_multiplier,
+                                         config.decay_norm_and_embedding)
         steps = [round(f * self.max_iters) for f in config.lr_steps]
         self.scheduler = build_scheduler(self.optimizer, steps, config.lr_gamma, config.warmup_iters, config.warmup_factor)
         self.dtype = amp_dtype(config.amp, info.device)
