@@ -19,6 +19,7 @@ import pandas as pd
 from app import render
 from app.project import Project, StudioError
 from app.versions import VersionModels
+from training.split import choose_splits
 
 LOSS_SERIES = {"loss": "total (smoothed)", "loss_raw": "total (each iteration)", "proposal": "IA proposals",
                "ce": "class", "mask": "mask BCE", "dice": "dice", "l1": "box L1", "giou": "box GIoU"}
@@ -115,18 +116,24 @@ def use_version(project: Project, name: str | None) -> str:
 # ----------------------------------------------------------------------------------- display
 
 def split_markdown(project: Project) -> str:
-    """The fixed held-out split of the reviewed images, for the person to see."""
+    """The held-out split of the reviewed images, for the person to see: the stored sides, and the
+    sides that images reviewed since the last run will take when the next run starts (the same rule,
+    :func:`training.split.choose_splits`; nothing is stored until then)."""
     splits = project.store.image_splits(project.dataset_id)
     reviewed = [e for e in project.images() if e.review_state == "reviewed"]
-    held = [e.file_name for e in reviewed if splits.get(e.id) == "heldout"]
-    train = [e for e in reviewed if splits.get(e.id) == "train"]
-    new = [e for e in reviewed if e.id not in splits]
-    lines = [f"**{len(reviewed)} reviewed images**: {len(train)} to train on, {len(held)} held out to measure "
+    if len(reviewed) < 2:
+        return (f"**{len(reviewed)} reviewed images**: fine-tuning needs at least 2 (one is held out to measure "
+                f"the model); mark images reviewed on the Correct tab (`M`)")
+    upcoming = choose_splits({e.id: e.content_hash or e.file_name for e in reviewed}, splits)
+    side = {e.id: splits.get(e.id) or upcoming.get(e.id) for e in reviewed}
+    held = [e.file_name for e in reviewed if side[e.id] == "heldout"]
+    train = sum(side[e.id] == "train" for e in reviewed)
+    lines = [f"**{len(reviewed)} reviewed images**: {train} to train on, {len(held)} held out to measure "
              f"the model (fixed per image: an image never changes side)"]
-    if held:
-        lines.append("held out: " + ", ".join(f"`{n}`" for n in held[:40]) + (" …" if len(held) > 40 else ""))
-    if new:
-        lines.append(f"{len(new)} newly reviewed images get their side when the next run starts")
+    if upcoming:
+        lines.append(f"{len(upcoming)} of them were reviewed since the last run and take these sides when the "
+                     f"next run starts")
+    lines.append("held out: " + ", ".join(f"`{n}`" for n in held[:40]) + (" …" if len(held) > 40 else ""))
     return "\n\n".join(lines)
 
 

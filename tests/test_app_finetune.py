@@ -55,6 +55,9 @@ def test_run_in_a_worker_seen_by_a_second_client_then_used(studio) -> None:
     project, url = studio
     first, second = Client(url, verbose=False), Client(url, verbose=False)
     parent = project.model.version
+    before = poll(first)["split"]   # no run yet: the sides the first run will give, not "0 to train on"
+    assert "**5 reviewed images**: 4 to train on, 1 held out" in before, before
+    assert "5 of them were reviewed since the last run" in before
     message = first.predict(parent, 12, 0, 0, api_name="/finetune_start")[0]
     assert "started" in message, message
     assert "still" in first.predict(parent, 12, 0, 0, api_name="/finetune_start")[0]  # one run at a time
@@ -66,7 +69,11 @@ def test_run_in_a_worker_seen_by_a_second_client_then_used(studio) -> None:
     assert "running" in seen
     run = project.store.training_run(run.id)
     assert run.worker_pid not in (None, os.getpid())
-    assert "held out" in view["split"] and "Held-out mask AP" in view["metrics"]
+    assert "Held-out mask AP" in view["metrics"]
+    stored = project.store.image_splits(project.dataset_id)
+    held = [e.file_name for e in project.images() if stored[e.id] == "heldout"]
+    assert len(held) == 1 and f"held out: `{held[0]}`" in before      # the preview named the image the run held out
+    assert view["split"] == before.split("\n\n5 of them")[0] + f"\n\nheld out: `{held[0]}`"
     assert {"AP", "AP50", "AP75"} <= {row[2] for row in view["ap_plot"]["data"]}
     assert "total (smoothed)" in {row[2] for row in view["loss_plot"]["data"]}
     assert run.dataset_revision and len(run.dataset_revision) == 64
