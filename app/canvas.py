@@ -41,7 +41,7 @@ import numpy as np
 
 from app.inspect_view import instance_label
 from app.project import Instance
-from app.render import colour_for
+from fastinst.visualize import colour_for
 
 TEMPLATE = """
 <div class="anncanvas">

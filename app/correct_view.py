@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Sequence
 
 
-from app import painter, render
+from app import painter
 from app.project import Instance, Project, StudioError
 from app.session import SessionState
+from fastinst import visualize
 
 SHORTCUTS = [
     ("A", "accept the selected instance"), ("R", "reject it"), ("Delete", "delete it"),
@@ -156,7 +157,7 @@ def polygon_close(project: Project, state: SessionState, class_name: str, revisi
     if len(state.polygon) < 3:
         raise StudioError("a polygon needs at least 3 points: click on the image with the polygon tool")
     entry = project.image(state.image_id)
-    mask = render.polygon_mask(state.polygon, (entry.height, entry.width))
+    mask = visualize.polygon_mask(state.polygon, (entry.height, entry.width))
     ann_id = project.add_instance(state.image_id, mask, class_name, revision)
     state.polygon = []
     state.selected = ann_id

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from app import render
+from fastinst import visualize
 from app.project import Project, StudioError
 from app.versions import VersionModels
 
@@ -138,10 +138,10 @@ def render_errors(project: Project, ev: Evaluation, image_id: int) -> np.ndarray
         if g not in wrong_g:
             masks.append(decode(gts[g])), colours.append(FN_RGB), labels.append(f"missed {names[gts[g]['category_id']]}")
     image = project.pixels(image_id)
-    k = render.display_factor(h, w, min_side=480)
-    stack = render.enlarge_masks(np.stack(masks), k) if masks else np.zeros((0, h * k, w * k), bool)
-    out = render.overlay_instances(render.enlarge(image, k), stack, colours, labels)
-    render.title_bar(out, f"{entry.file_name}: {len(errs.false_positives)} false pos., "
+    k = visualize.display_factor(h, w, min_side=480)
+    stack = visualize.enlarge_masks(np.stack(masks), k) if masks else np.zeros((0, h * k, w * k), bool)
+    out = visualize.overlay_instances(visualize.enlarge(image, k), stack, colours, labels)
+    visualize.title_bar(out, f"{entry.file_name}: {len(errs.false_positives)} false pos., "
                           f"{len(errs.false_negatives)} missed, {len(errs.wrong_class)} wrong class")
     return out
 

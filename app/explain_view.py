@@ -5,18 +5,21 @@
   marked and the selected instance's query highlighted; for QueryInst every learned proposal box,
   the shown instances' boxes, and the selected query's box from its proposal through every stage;
 * the selected query's mask after every layer (FastInst's decoder heads, QueryInst's stages, each
-  with its box), side by side, with what each layer added (green) and removed (red), and any one
-  layer shown large.
+  with its box), cropped around the instance and enlarged (:func:`fastinst.visualize.layer_panels`),
+  what each layer added and removed hatched in two colours picked against the crop; every panel is
+  sent once per selection to one ``gr.HTML`` component (:func:`build_layers`), whose JavaScript
+  shows any one of them large, so switching the layer is answered in the browser.
 
 ``explanation`` is a Prediction's explanation (:class:`engines.contract.Explanation`).
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Sequence
 
 import numpy as np
 
-from app import render
+from fastinst import visualize
 from app.project import Instance
 
 FOREGROUND = "foreground"
@@ -50,13 +53,13 @@ def render_heatmap(image: np.ndarray, activation: np.ndarray, query_points: np.n
     """Activation heatmap over the image with its colour bar below; every query position as a
     dot, the shown instances' queries as rings in their colours numbered with the instance ids,
     the selected instance's query as a large ring with a cross."""
-    heat = render.heatmap_overlay(image, activation)
+    heat = visualize.heatmap_overlay(image, activation)
     points = np.asarray(query_points, np.float32)
     ringed = [i.query for i in instances]
-    colours = [render.colour_for(i.id) for i in instances]
+    colours = [visualize.colour_for(i.id) for i in instances]
     emphasis = selected.query if selected is not None else None
-    marked = render.mark_points(heat, points, ringed, colours, emphasis, [f"#{i.id}" for i in instances])
-    return np.vstack([marked, render.colour_bar(marked.shape[1], title)])
+    marked = visualize.mark_points(heat, points, ringed, colours, emphasis, [f"#{i.id}" for i in instances])
+    return np.vstack([marked, visualize.colour_bar(marked.shape[1], title)])
 
 
 def render_proposals(image: np.ndarray, explanation: Any, instances: Sequence[Instance],
@@ -66,31 +69,133 @@ def render_proposals(image: np.ndarray, explanation: Any, instances: Sequence[In
     final = explanation.stage_boxes[-1]
     boxes = np.stack([final[i.query] for i in instances]) if instances else np.zeros((0, 4), np.float32)
     track = explanation.box_track(selected.query) * k if selected is not None else None
-    return render.box_track(image, explanation.proposal_boxes * k, boxes * k,
-                            [render.colour_for(i.id) for i in instances], track)
+    return visualize.box_track(image, explanation.proposal_boxes * k, boxes * k,
+                            [visualize.colour_for(i.id) for i in instances], track)
 
 
-def clamp_layer(layer: int, num_heads: int) -> int:
-    """A valid head index; -1 (or anything past the end) means the final head."""
-    return num_heads - 1 if layer < 0 or layer >= num_heads else layer
+LAYERS_TEMPLATE = """
+<div class="xlayers">
+  <div class="xlayers-help"></div>
+  <div class="xlayers-strip" role="tablist" aria-label="layers"></div>
+  <div class="xlayers-main" tabindex="0" title="← / → or [ / ]: previous / next layer"></div>
+  <div class="xlayers-caption"></div>
+</div>
+"""
+
+LAYERS_CSS = """
+.xlayers-help { font-size: 0.92em; margin-bottom: 6px; }
+.xlayers-swatch { display: inline-block; width: 1.6em; height: 0.9em; vertical-align: middle; border: 1px solid #000;
+                  background-image: repeating-linear-gradient(45deg, var(--sw) 0 2px, #444 2px 6px); }
+.xlayers-strip { display: flex; gap: 6px; overflow-x: auto; padding-bottom: 4px; }
+.xlayers-strip button { flex: 0 0 auto; border: 2px solid transparent; border-radius: 6px; padding: 2px;
+                        background: var(--background-fill-secondary); font-size: 0.8em; cursor: pointer; }
+.xlayers-strip button.xlayers-on { border-color: var(--color-accent); }
+.xlayers-strip img { display: block; height: 96px; width: auto; image-rendering: pixelated; }
+.xlayers-main { margin-top: 6px; outline: none; }
+.xlayers-main img { display: block; max-width: 100%; max-height: 62vh; width: auto; image-rendering: pixelated;
+                    border-radius: 4px; }
+.xlayers-main img[hidden] { display: none; }
+.xlayers-caption { font-variant-numeric: tabular-nums; margin-top: 4px; }
+"""
+
+LAYERS_JS = r"""
+const help = element.querySelector('.xlayers-help');
+const strip = element.querySelector('.xlayers-strip');
+const main = element.querySelector('.xlayers-main');
+const caption = element.querySelector('.xlayers-caption');
+let data = null, token = null, shown = -1;
+function parse(t) { try { return JSON.parse(t || '{}'); } catch (e) { return {}; } }
+function swatch(rgb) { return `<span class="xlayers-swatch" style="--sw: rgb(${rgb.join(',')})"></span>`; }
+function show(i) {   // the browser's answer to a layer switch: no server round trip
+  if (!data || !data.panels.length) return;
+  shown = Math.max(0, Math.min(data.panels.length - 1, i));
+  main.querySelectorAll('img').forEach((im, k) => { im.hidden = k !== shown; });
+  strip.querySelectorAll('button').forEach((b, k) => {
+    b.classList.toggle('xlayers-on', k === shown); b.setAttribute('aria-selected', String(k === shown));
+  });
+  const p = data.panels[shown];
+  caption.textContent = `${p.title}: ${p.note}`;
+  element.dataset.shown = String(shown);
+}
+function load() {
+  const d = parse(props.value);
+  if ((d.token || null) === token) return;
+  token = d.token || null;
+  data = d.panels && d.panels.length ? d : null;
+  strip.replaceChildren(); main.replaceChildren(); caption.textContent = '';
+  element.dataset.token = token || '';
+  if (!data) { help.textContent = d.empty || ''; element.dataset.shown = ''; return; }
+  help.innerHTML = data.help.replace('{added}', swatch(data.added)).replace('{removed}', swatch(data.removed));
+  data.panels.forEach((p, k) => {
+    const b = document.createElement('button');
+    b.type = 'button'; b.setAttribute('role', 'tab'); b.title = `${p.title}: ${p.note}`;
+    const im = document.createElement('img'); im.src = p.url; im.alt = p.title;
+    b.append(im, document.createTextNode(p.title));
+    b.addEventListener('click', () => { show(k); main.focus({preventScroll: true}); });
+    strip.append(b);
+    const big = document.createElement('img'); big.src = p.url; big.alt = p.title; big.hidden = true;
+    main.append(big);
+  });
+  // the layer chosen before stays chosen for the next query (the last one the first time)
+  show(shown < 0 || shown >= data.panels.length ? data.panels.length - 1 : shown);
+}
+function step(ev, delta) { if (data) { ev.preventDefault(); show(shown + delta); } }
+main.addEventListener('keydown', (ev) => {
+  if (ev.key === 'ArrowLeft') step(ev, -1);
+  else if (ev.key === 'ArrowRight') step(ev, 1);
+  else if (ev.key === 'Home') step(ev, -shown);
+  else if (ev.key === 'End') step(ev, data ? data.panels.length : 0);
+});
+document.addEventListener('keydown', (ev) => {   // [ and ] wherever the panels are on screen
+  const t = ev.target;
+  if (t && (t.isContentEditable || ['INPUT', 'TEXTAREA', 'SELECT'].includes(t.tagName))) return;
+  if (ev.ctrlKey || ev.metaKey || ev.altKey || element.offsetParent === null) return;
+  if (ev.key === '[') step(ev, -1);
+  else if (ev.key === ']') step(ev, 1);
+});
+watch('value', load);
+load();
+"""
 
 
-def render_layer(image: np.ndarray, layer_masks: np.ndarray, colour: render.RGB, layer: int,
-                 layer_boxes: np.ndarray | None = None) -> np.ndarray:
-    """One layer's mask at image size, with its change from the previous layer (and its box when
-    ``layer_boxes`` (L,4) xyxy is given)."""
-    layer = clamp_layer(layer, len(layer_masks))
-    previous = layer_masks[layer - 1] if layer > 0 else None
-    out = render.mask_diff_overlay(image, layer_masks[layer], previous, colour)
-    return out if layer_boxes is None else render.draw_boxes(out, layer_boxes[layer][None], [colour], 2)
+def build_layers(elem_id: str) -> Any:
+    """The per-layer panels component (value: :func:`layers_value`)."""
+    import gradio as gr
+    return gr.HTML("", html_template=LAYERS_TEMPLATE, css_template=LAYERS_CSS, js_on_load=LAYERS_JS,
+                   elem_id=elem_id, container=False)
 
 
-def render_layers(image: np.ndarray, layer_masks: np.ndarray, colour: render.RGB, layer: int,
-                  titles: Sequence[str], layer_boxes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(strip of every layer's mask, the chosen layer's mask large with its change from the previous
-    one) for one query; ``layer_masks`` is (L,H,W) bool, ``layer_boxes`` (L,4) or None."""
-    strip = render.layer_strip(image, layer_masks, colour, titles=titles, layer_boxes=layer_boxes)
-    return strip, render_layer(image, layer_masks, colour, layer, layer_boxes)
+def layer_notes(layer_masks: np.ndarray) -> list[str]:
+    """One line per layer: its mask's area, and from the second on its IoU with the previous
+    layer's mask and how many pixels it added and removed (image pixels)."""
+    notes = [f"{int(layer_masks[0].sum())} px"]
+    for prev, cur, iou in zip(layer_masks[:-1], layer_masks[1:], layer_changes(layer_masks)):
+        notes.append(f"{int(cur.sum())} px, IoU {iou:.2f} with the previous, "
+                     f"+{int((cur & ~prev).sum())} / −{int((prev & ~cur).sum())} px")
+    return notes
+
+
+def layers_value(token: str, urls: Sequence[str], titles: Sequence[str], notes: Sequence[str],
+                 added: visualize.RGB, removed: visualize.RGB, scale: float, word: str) -> str:
+    """The panels component's value, a JSON string: ``token`` (changes with the query shown),
+    ``panels`` ([{url, title, note}] one per layer), ``added``/``removed`` (the hatching colours,
+    RGB) and ``help`` (the legend, with ``{added}``/``{removed}`` where the swatches go). ``word``
+    names a layer ("head" or "stage")."""
+    zoom = f"×{scale:g}" if scale >= 1 else f"×{scale:.2f}"
+    help_text = (f"The selected query's mask after every {word}, cropped around the instance ({zoom}). "
+                 f"Outside the mask the image is dimmed; its edge is white on black. Hatched: what this "
+                 f"{word} changed, {{added}} added, {{removed}} removed (colours picked to stand out against "
+                 f"this crop). Click a panel, or press [ / ] (← / → on the large one), to show it large.")
+    return json.dumps({"token": token, "added": list(added), "removed": list(removed), "help": help_text,
+                       "panels": [{"url": u, "title": t, "note": n} for u, t, n in zip(urls, titles, notes)]},
+                      ensure_ascii=False, separators=(",", ":"))
+
+
+def empty_layers(stages: bool) -> str:
+    """The panels component's value when no predicted instance is selected."""
+    word = "stage" if stages else "decoder head"
+    return json.dumps({"token": "", "panels": [],
+                       "empty": f"Select a predicted instance to see its query's mask after every {word}."})
 
 
 def layer_changes(layer_masks: np.ndarray) -> list[float]:
@@ -119,7 +224,7 @@ def describe_query(explanation: Any, inst: Instance | None, class_names: Sequenc
             f"({x:.0f}, {y:.0f}); foreground probability there {fg:.2f}.")
     if layer_masks is not None and len(layer_masks) > 1:
         ious = ", ".join(f"L{k + 1}: {v:.2f}" for k, v in enumerate(layer_changes(layer_masks)))
-        text += f" IoU with the previous head — {ious} (green = added, red = removed)."
+        text += f" IoU with the previous head — {ious} (the panels below hatch what each head changed)."
     return text
 
 
@@ -143,5 +248,5 @@ def describe_stages(explanation: Any, inst: Instance | None, class_names: Sequen
         text += f" Score of {inst.class_name} per stage: " + ", ".join(f"{v:.2f}" for v in scores) + "."
     if layer_masks is not None and len(layer_masks) > 1:
         ious = ", ".join(f"S{k + 2}: {v:.2f}" for k, v in enumerate(layer_changes(layer_masks)))
-        text += f" Mask IoU with the previous stage — {ious} (green = added, red = removed)."
+        text += f" Mask IoU with the previous stage — {ious} (the panels below hatch what each stage changed)."
     return text

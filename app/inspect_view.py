@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from app import render
+from fastinst import visualize
 from app.project import Instance
 
 TABLE_HEADERS = ["id", "class", "score", "state", "source", "area", "model", "flag"]
@@ -40,7 +40,7 @@ def pick_instance(instances: Sequence[Instance], x: int, y: int) -> int | None:
     """The id of the top-most visible instance under pixel (x, y), or None."""
     if not instances:
         return None
-    index = render.instance_at(np.stack([i.mask for i in instances]), int(x), int(y))
+    index = visualize.instance_at(np.stack([i.mask for i in instances]), int(x), int(y))
     return None if index is None else instances[index].id
 
 

@@ -29,7 +29,6 @@ class SessionState:
     image_id: int | None = None
     selected: int | None = None          # annotation id of the selected instance
     min_score: float = 0.5               # confidence threshold for undecided predictions
-    layer: int = -1                      # decoder head shown large in Explain; -1 = last
     activation: str = "foreground"       # "foreground" or a class name
     tool: str = "select"                 # what a click on the Correct image does
     polygon: list[tuple[int, int]] = field(default_factory=list)  # vertices being clicked out
@@ -38,7 +37,7 @@ class SessionState:
     revision: int | None = None          # the image revision last shown (edits are made against it)
     sent: dict[str, Any] = field(default_factory=dict)  # last value sent to each view output (paths, text)
     picker_choices: list[tuple[str, int]] = field(default_factory=list)  # instance picker's choices
-    layers_for: tuple | None = None      # (image, model, instance, head) the layer pictures show
+    layers_for: tuple | None = None      # (image, model, instance) the Explain layer panels show
     asking: str = ""                     # open question: "" | "undecided" | "empty" | "switch"
     switch_to: str | None = None         # the model version a "switch" question is about
     dup_iou: float = 0.9                 # same-class proposals overlapping this much are flagged

@@ -17,17 +17,18 @@ import cv2
 import gradio as gr
 import numpy as np
 
-from app import canvas, explain_view, inspect_view, render
+from app import canvas, explain_view, inspect_view
 from annotations import ImageRecord
 from app.project import Instance, Project, StudioError, held_out_ap
 from app.session import LRUCache, SessionState
 from app.versions import VersionModels
+from fastinst import visualize
 
 MODEL_QUEUE = "model"          # concurrency group of every event that may run the network
 KEEP = object()                # a view output that did not change: re-send what the session has
 
 VIEW_OUTPUTS = {"inspect": ("inspect_image", "instance_table", "instance_info"),
-                "explain": ("explain_heatmap", "explain_info", "layer_strip", "layer_view"),
+                "explain": ("explain_heatmap", "explain_info", "explain_layers"),
                 "correct": ("correct_image",)}
 VIEW_OUTPUT_NAMES = [name for names in VIEW_OUTPUTS.values() for name in names]
 ASK_BOXES = ("undecided", "empty", "switch")   # the questions the header can ask (see SessionState.asking)
@@ -59,7 +60,7 @@ def png(image: np.ndarray, level: int = 1) -> str:
     (Gradio serves it as is, without re-encoding). ``level`` is the zlib level: 0 stores (fastest,
     for a browser on this machine), 1 compresses quickly (for a remote browser)."""
     path = cache_folder() / f"{uuid.uuid4().hex}.png"
-    ok, data = cv2.imencode(".png", np.ascontiguousarray(render.as_rgb(image)[:, :, ::-1]),
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(visualize.as_rgb(image)[:, :, ::-1]),
                             [cv2.IMWRITE_PNG_COMPRESSION, int(level)])
     if not ok:
         raise StudioError("could not encode an image as PNG")
@@ -219,42 +220,40 @@ class Studio:
 
     def render_explain(self, state: SessionState, shown: list[Instance], inst: Instance | None,
                        parts: str) -> dict[str, Any]:
-        """Explain's outputs; ``parts`` "layer" redraws only the layer shown large, "activation"
-        only the heatmap; the rest is kept. The overview is FastInst's IA heatmap or QueryInst's
-        proposal and stage boxes, whichever the model's explanation holds."""
+        """Explain's outputs; ``parts`` "activation" redraws only the heatmap; the rest is kept.
+        The overview is FastInst's IA heatmap or QueryInst's proposal and stage boxes, whichever the
+        model's explanation holds. The per-layer panels are drawn once per (image, model, instance):
+        the browser switches between them."""
         small = self.project.pixels(state.image_id)
-        k = render.display_factor(*small.shape[:2])
-        image = render.enlarge(small, k)
+        k = visualize.display_factor(*small.shape[:2])
+        image = visualize.enlarge(small, k)
         exp, heat_map, masks = self.explain_maps(state, inst)
         names = self.project.prediction(state.image_id).class_names
-        out = dict.fromkeys(("explain_heatmap", "explain_info", "layer_strip", "layer_view"), KEEP)
-        if parts != "layer":
-            queries = explain_view.model_queries(shown, self.project.model.version)
-            emphasis = inst if masks is not None else None
-            if heat_map is None:
-                overview = explain_view.render_proposals(image, exp, queries, emphasis, k)
-            else:
-                points = (np.asarray(exp.query_points, np.float32) + 0.5) * k - 0.5
-                overview = explain_view.render_heatmap(image, heat_map, points, queries, emphasis)
-            out["explain_heatmap"] = self.png(overview)
-        if parts not in ("layer", "activation"):
-            out["explain_info"] = explain_view.describe_query(exp, inst, names, masks)
-        layers_key = (state.image_id, self.project.model.version, inst.id if inst else None, state.layer)
-        if parts == "filter" and masks is not None and state.layers_for == layers_key:
-            return out   # same query and head as already shown: the layer pictures stay
+        out = dict.fromkeys(VIEW_OUTPUTS["explain"], KEEP)
+        queries = explain_view.model_queries(shown, self.project.model.version)
+        emphasis = inst if masks is not None else None
+        if heat_map is None:
+            overview = explain_view.render_proposals(image, exp, queries, emphasis, k)
+        else:
+            points = (np.asarray(exp.query_points, np.float32) + 0.5) * k - 0.5
+            overview = explain_view.render_heatmap(image, heat_map, points, queries, emphasis)
+        out["explain_heatmap"] = self.png(overview)
+        if parts == "activation":
+            return out
+        out["explain_info"] = explain_view.describe_query(exp, inst, names, masks)
+        layers_key = (state.image_id, self.project.model.version, inst.id if inst else None)
+        if masks is not None and state.layers_for == layers_key and state.sent.get("explain_layers"):
+            return out   # the same query's panels are on the page: they stay
         state.layers_for = layers_key
-        if parts != "activation":
-            boxes = exp.layer_boxes(inst.query) if masks is not None else None
-            boxes = boxes * k if boxes is not None else None
-            if masks is None:
-                out["layer_strip"] = out["layer_view"] = None
-            elif parts == "layer":   # the strip stays; only the head shown large changes
-                out["layer_view"] = self.png(explain_view.render_layer(
-                    image, render.enlarge_masks(masks, k), render.KEPT_RGB, state.layer, boxes))
-            else:
-                strip, large = explain_view.render_layers(image, render.enlarge_masks(masks, k), render.KEPT_RGB,
-                                                          state.layer, exp.layer_titles(), boxes)
-                out["layer_strip"], out["layer_view"] = self.png(strip), self.png(large)
+        if masks is None:
+            out["explain_layers"] = explain_view.empty_layers(stages=heat_map is None)
+            return out
+        panels, added, removed, _, scale = visualize.layer_panels(small, masks, exp.layer_boxes(inst.query))
+        urls = [canvas.file_url(self.png(p)) for p in panels]
+        out["explain_layers"] = explain_view.layers_value(
+            f"{state.image_id}-{self.project.model.version}-{inst.id}-{next(self.tokens)}", urls,
+            exp.layer_titles(), explain_view.layer_notes(masks), added, removed, scale,
+            "stage" if heat_map is None else "head")
         return out
 
     def render_correct(self, state: SessionState, shown: list[Instance], inst: Instance | None,
@@ -280,7 +279,7 @@ class Studio:
 
     def refresh(self, state: SessionState, message: str = "", parts: str = "all") -> list[Any]:
         """Values for OUTPUT_NAMES. ``parts``: "all" after anything that may change the image list
-        or review state; "filter", "select", "layer" or "activation" after events that change only
+        or review state; "filter", "select" or "activation" after events that change only
         what is drawn (the image list is then re-sent as is); "none" when no picture changes.
 
         Outputs of hidden tabs are sent empty (their tab redraws them when opened) and unchanged
@@ -324,7 +323,7 @@ class Studio:
             values["model_picker"] = self.project.model.version
         # new choices cost Gradio a configuration rebuild: only when the list can have changed
         choices = inspect_view.instance_choices(shown, state.dup_iou)
-        same_list = parts in ("select", "layer", "activation") or choices == state.picker_choices
+        same_list = parts in ("select", "activation") or choices == state.picker_choices
         state.picker_choices = choices
         if inst is not None:         # the Class picker follows the selection (L relabels from there)
             values["class_picker"] = inst.class_name

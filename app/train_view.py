@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from app import render
+from fastinst import visualize
 from app.project import Project, StudioError
 from app.versions import VersionModels
 from training.split import choose_splits
@@ -262,18 +262,18 @@ def render_comparison(image: np.ndarray, before: Any, after: Any, min_score: flo
     left (gone after fine-tuning), green on the right (new); ``words`` name the two counts."""
     b, a = before.filter(min_score), after.filter(min_score)
     kept_b, kept_a = match_instances(b, a)
-    k = render.display_factor(*image.shape[:2], min_side=COMPARE_MIN_SIDE)
-    big = render.enlarge(image, k)
+    k = visualize.display_factor(*image.shape[:2], min_side=COMPARE_MIN_SIDE)
+    big = visualize.enlarge(image, k)
     tiles = []
     for pred, kept, title, mark, word in ((b, kept_b, titles[0], (230, 40, 40), words[0]),
                                           (a, kept_a, titles[1], (40, 210, 60), words[1])):
-        masks = render.enlarge_masks(pred.masks, k) if len(pred) else pred.masks
+        masks = visualize.enlarge_masks(pred.masks, k) if len(pred) else pred.masks
         labels = [f"{pred.class_names[int(c)]} {s:.2f}" for c, s in zip(pred.classes, pred.scores)]
-        tile = render.overlay_instances(big, masks, [render.colour_for(i) for i in range(len(pred))], labels)
+        tile = visualize.overlay_instances(big, masks, [visualize.colour_for(i) for i in range(len(pred))], labels)
         changed = [i for i in range(len(pred)) if i not in kept]
         for i in changed:
-            render._draw_outline(tile, masks[i], mark, 4)
-        render.title_bar(tile, f"{title}: {len(pred)} instances >= {min_score:.2f}, {len(changed)} {word}")
+            visualize._draw_outline(tile, masks[i], mark, 4)
+        visualize.title_bar(tile, f"{title}: {len(pred)} instances >= {min_score:.2f}, {len(changed)} {word}")
         tiles.append(tile)
     gap = np.full((big.shape[0], 12, 3), 255, np.uint8)
     return np.concatenate([tiles[0], gap, tiles[1]], axis=1)

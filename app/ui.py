@@ -31,7 +31,7 @@ CSS = """
 .ft-bar { height: 14px; border-radius: 7px; background: var(--neutral-200); overflow: hidden; }
 .ft-fill { height: 100%; background: var(--color-accent); transition: width .4s; }
 .ft-text { margin-top: 4px; font-size: 0.9em; }
-#layer-strip img, #compare-image img { object-fit: contain; }
+#compare-image img { object-fit: contain; }
 #keys-overlay { position: fixed; inset: 0; background: rgba(0,0,0,0.45); z-index: 1000; display: flex;
                 align-items: center; justify-content: center; }
 #keys-overlay[hidden] { display: none; }
@@ -180,9 +180,10 @@ def build_inspect_tab(c: dict[str, Any]) -> None:
                                   label="Images (click to open)")
 
 
-def build_explain_tab(c: dict[str, Any], names: list[str], num_heads: int, stages: bool = False) -> None:
-    """FastInst: IA heatmap with query positions, per-head mask strip, one head large. ``stages``
-    (QueryInst): proposal and stage boxes, per-stage mask strip with boxes, one stage large."""
+def build_explain_tab(c: dict[str, Any], names: list[str], stages: bool = False) -> None:
+    """FastInst: IA heatmap with query positions, the selected query's mask after every head (one
+    large, switched in the browser). ``stages`` (QueryInst): proposal and stage boxes, the mask and
+    box after every stage."""
     with gr.Row():
         with gr.Column(scale=3):
             if stages:
@@ -197,18 +198,7 @@ def build_explain_tab(c: dict[str, Any], names: list[str], num_heads: int, stage
             c["activation"] = gr.Radio(explain_view.activation_choices(names), value="foreground",
                                        label="Heatmap shows", elem_id="activation-choice", visible=not stages)
             c["explain_info"] = gr.Markdown(elem_id="explain-info")
-    what = "stage, with the stage's box" if stages else "decoder head"
-    gr.Markdown(f"**The selected query's mask after every {what}** — blue: kept from the previous "
-                "one, green: added by this one, red: removed by it.")
-    c["layer_strip"] = gr.Image(show_label=False, elem_id="layer-strip", format="png", interactive=False,
-                                buttons=["fullscreen"])
-    with gr.Row():
-        c["layer"] = gr.Slider(0, num_heads - 1, value=num_heads - 1, step=1,
-                               label="Stage shown large (0 = the first stage)" if stages else
-                               "Head shown large (0 = the query before any layer)",
-                               elem_id="layer-slider", scale=1)
-        c["layer_view"] = gr.Image(show_label=False, elem_id="layer-view", format="png", interactive=False,
-                                   buttons=["fullscreen"], scale=3)
+            c["explain_layers"] = explain_view.build_layers("explain-layers")
 
 
 def build_review_bar(c: dict[str, Any], names: list[str]) -> None:
@@ -261,7 +251,6 @@ def build_app(project: Project, png_level: int = 1) -> gr.Blocks:
     ``app.studio.png``."""
     studio = Studio(project, png_level)
     names = project.class_names()
-    num_heads = project.model.predictor.num_layers
     with gr.Blocks(title="FastInst Studio", delete_cache=(900, 3600)) as demo:
         c: dict[str, Any] = {"state": gr.State(SessionState())}
         build_header(c)
@@ -270,7 +259,7 @@ def build_app(project: Project, png_level: int = 1) -> gr.Blocks:
             with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect") as c["tab_inspect"]:
                 build_inspect_tab(c)
             with gr.Tab("Explain", id="explain", elem_id="tab-explain") as c["tab_explain"]:
-                build_explain_tab(c, names, num_heads, stages=project.model.model == "queryinst")
+                build_explain_tab(c, names, stages=project.model.model == "queryinst")
             with gr.Tab("Correct", id="correct", elem_id="tab-correct") as c["tab_correct"]:
                 build_correct_tab(c)
             with gr.Tab("Fine-tune", id="train", elem_id="tab-train") as c["tab_train"]:
@@ -464,8 +453,6 @@ def wire_selection(w: Wiring) -> None:
         on(c[f"tab_{key}"].select, act(switch_tab(key), "filter"), [state], api_name=f"show_{key}")
     on(c["activation"].input, act(set_attr("activation", str), "activation"), [state, c["activation"]],
        api_name="set_activation")
-    on(c["layer"].release, act(set_attr("layer", int), "layer"), [state, c["layer"]], api_name="set_layer",
-       trigger_mode="always_last")
 
 
 def on_shown_image(studio: Studio, fn: Callable[..., str]) -> Callable[..., str]:

@@ -139,7 +139,7 @@ def _load_predictor(args):
 def _predict(args) -> int:
     from .coco_results import to_coco_results
     from .images import load_image
-    from .visualize import overlay_instances
+    from .visualize import colour_for, overlay_instances
 
     files, root = expand_images(args.images)
     if not files:
@@ -165,7 +165,8 @@ def _predict(args) -> int:
             labels = [f"{predictor.class_names[c]} {s:.2f}" for c, s in zip(pred.classes, pred.scores)]
             target = out_dir / _overlay_name(name)
             target.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(overlay_instances(rgb, pred.masks, labels=labels)).save(target)
+            colours = [colour_for(i) for i in range(len(pred.masks))]
+            Image.fromarray(overlay_instances(rgb, pred.masks, colours, labels)).save(target)
     (out_dir / "results.json").write_text(json.dumps(results))
     (out_dir / "images.json").write_text(json.dumps({
         "images": catalogue,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from annotations import NotFoundError
-from app import render
+from fastinst import visualize
 from app.inspect_view import visible_instances
 from test_app_support import make_project, served
 
@@ -119,7 +119,7 @@ def inner_pixel(masks: np.ndarray, index: int) -> tuple[int, int] | None:
     """A pixel where instance ``index`` is on top, away from its edges (x, y); None when another
     instance covers it (a model may predict the same shape twice, under two classes)."""
     import cv2
-    own = (render.instance_id_map(masks) == index).astype(np.uint8)
+    own = (visualize.instance_id_map(masks) == index).astype(np.uint8)
     dist = cv2.distanceTransform(own, cv2.DIST_L2, 3)
     y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
     return (int(x), int(y)) if dist[y, x] >= 2 else None
@@ -225,7 +225,7 @@ def test_correct_with_keys_polygon_and_painter(page, studio) -> None:
     expect(status).to_contain_text("from a polygon")
     new_id = max(a.id for a in project.store.annotations(image_id))
     drawn = project.store.annotation(new_id).mask
-    target = render.polygon_mask(corners, drawn.shape)
+    target = visualize.polygon_mask(corners, drawn.shape)
     assert (drawn & target).sum() / (drawn | target).sum() > 0.9
 
     # the polygon in the painter: erase a vertical band through its middle, save

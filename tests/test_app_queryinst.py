@@ -12,12 +12,13 @@ import pytest
 import torch
 from gradio_client import Client
 
-from app import evaluate_view, render
+from app import evaluate_view
 from app.project import StudioError
 from app.train_view import COMPARE_MIN_SIDE
 from app.config import ConfigError, StudioConfig
 from app.startup import open_project
 from engines.load import load_predictor
+from fastinst import visualize
 from test_app_support import CLASSES, as_dict, served
 
 NUM_STAGES = 3   # the tiny preset's
@@ -97,8 +98,8 @@ def test_studio_predicts_and_explains_queryinst_stages(setup) -> None:
         overview = cv2.imread(r["explain_heatmap"])[:, :, ::-1]
         assert overview.shape[:2] == (120 * 4, 160 * 4)               # the display zoom of a 120x160 image
         # the large view of each stage shows that stage's own mask (pixels tinted) and little else
-        image = render.enlarge(project.pixels(image_id), 4)
-        layers = render.enlarge_masks(oracle.explanation.layer_masks(query), 4)
+        image = visualize.enlarge(project.pixels(image_id), 4)
+        layers = visualize.enlarge_masks(oracle.explanation.layer_masks(query), 4)
         for stage in (0, NUM_STAGES - 1):
             view = cv2.imread(as_dict(client.predict(stage, api_name="/set_layer"))["layer_view"])[:, :, ::-1]
             changed = np.any(view != image, axis=2)
@@ -132,7 +133,7 @@ def test_fastinst_and_queryinst_side_by_side(setup) -> None:
         client.predict(image_id, api_name="/open_image")
         path = client.predict(other, api_name="/compare_models")
     picture = cv2.imread(path)
-    k = render.display_factor(120, 160, min_side=COMPARE_MIN_SIDE)
+    k = visualize.display_factor(120, 160, min_side=COMPARE_MIN_SIDE)
     assert picture.shape[:2] == (120 * k, 2 * 160 * k + 12)
     from app.studio import Studio
 

@@ -2,6 +2,7 @@
 value, options and caches. No Gradio, no model."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -9,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app import correct_view, explain_view, inspect_view, render
+from app import correct_view, explain_view, inspect_view
 from app.config import ConfigError, StudioConfig, parse_auth
 from app.project import Instance, StudioError
 from app.session import LRUCache, SessionState
+from fastinst import visualize
 from launch import config_from_args
 
 
@@ -32,52 +34,34 @@ def inst(id: int, mask: np.ndarray, state: str = "proposed", score: float | None
 
 def test_instance_at_prefers_the_first_instance_where_masks_overlap() -> None:
     masks = np.stack([box_mask(40, 60, 10, 30, 10, 30), box_mask(40, 60, 0, 40, 0, 60)])
-    assert render.instance_at(masks, 15, 15) == 0
-    assert render.instance_at(masks, 50, 5) == 1
-    assert render.instance_at(masks, 200, 5) is None
-    ids = render.instance_id_map(masks)
+    assert visualize.instance_at(masks, 15, 15) == 0
+    assert visualize.instance_at(masks, 50, 5) == 1
+    assert visualize.instance_at(masks, 200, 5) is None
+    ids = visualize.instance_id_map(masks)
     assert ids[15, 15] == 0 and ids[5, 50] == 1
-    assert render.instance_at(np.zeros((0, 4, 4), bool), 1, 1) is None
+    assert visualize.instance_at(np.zeros((0, 4, 4), bool), 1, 1) is None
 
 
 def test_overlay_tints_inside_masks_only() -> None:
     image = np.full((60, 80, 3), 100, np.uint8)
     masks = np.stack([box_mask(60, 80, 10, 50, 10, 40)])
-    out = render.overlay_instances(image, masks, [(255, 0, 0)], selected=None)
+    out = visualize.overlay_instances(image, masks, [(255, 0, 0)], selected=None)
     assert out.shape == image.shape and out.dtype == np.uint8
     assert out[30, 25, 0] > 150 and out[30, 25, 1] < 100       # inside: towards red
     assert (out[30, 70] == 100).all() and (out[55, 5] == 100).all()  # outside: untouched
-    sel = render.overlay_instances(image, masks, [(255, 0, 0)], selected=0)
+    sel = visualize.overlay_instances(image, masks, [(255, 0, 0)], selected=0)
     assert (sel[10, 25] == 255).all()                           # white outline of the selection
 
 
-def test_mask_diff_overlay_marks_added_and_removed_pixels() -> None:
-    image = np.zeros((40, 40, 3), np.uint8)
-    prev = box_mask(40, 40, 5, 20, 5, 20)
-    cur = box_mask(40, 40, 15, 35, 15, 35)
-    out = render.mask_diff_overlay(image, cur, prev, (0, 0, 255))
-    added, removed, kept = out[30, 30], out[8, 8], out[17, 17]
-    assert added[1] > added[0] and added[1] > added[2]          # green
-    assert removed[0] > removed[1] and removed[0] > removed[2]  # red
-    assert kept[2] > kept[0]                                    # the mask's own colour
-
-
-def test_layer_strip_has_one_tile_per_head() -> None:
-    image = np.zeros((48, 64, 3), np.uint8)
-    masks = np.stack([box_mask(48, 64, 0, 10 * k + 10, 0, 20) for k in range(3)])
-    strip = render.layer_strip(image, masks, (255, 0, 0), tile_width=100, titles=["a", "b", "c"])
-    assert strip.shape == (75 + 22, 3 * 100 + 2 * 6, 3)
-
-
 def test_heatmap_uses_a_colormap_from_blue_to_red() -> None:
-    low, high = render.colormap(np.array([[0.0, 1.0]]))[0]
+    low, high = visualize.colormap(np.array([[0.0, 1.0]]))[0]
     assert low[2] > low[0] and high[0] > high[2]
 
 
 def test_polygon_mask_fills_the_polygon() -> None:
-    mask = render.polygon_mask([(10, 10), (50, 10), (50, 30), (10, 30)], (40, 60))
+    mask = visualize.polygon_mask([(10, 10), (50, 10), (50, 30), (10, 30)], (40, 60))
     assert mask[20, 30] and not mask[35, 30] and 800 <= mask.sum() <= 900
-    assert not render.polygon_mask([(1, 1), (5, 5)], (10, 10)).any()
+    assert not visualize.polygon_mask([(1, 1), (5, 5)], (10, 10)).any()
 
 
 def test_visible_instances_filters_by_score_and_state() -> None:
@@ -135,9 +119,14 @@ def test_polygon_click_collects_vertices() -> None:
 
 
 def test_layer_helpers() -> None:
-    assert explain_view.clamp_layer(-1, 3) == 2 and explain_view.clamp_layer(1, 3) == 1
     masks = np.stack([box_mask(10, 10, 0, 5, 0, 10), box_mask(10, 10, 0, 5, 0, 10), box_mask(10, 10, 0, 10, 0, 10)])
     assert explain_view.layer_changes(masks) == [1.0, 0.5]
+    assert explain_view.layer_notes(masks) == ["50 px", "50 px, IoU 1.00 with the previous, +0 / −0 px",
+                                               "100 px, IoU 0.50 with the previous, +50 / −0 px"]
+    value = json.loads(explain_view.layers_value("t", ["a.png", "b.png"], ["head 0", "head 1"], ["x", "y"],
+                                                 (255, 0, 255), (0, 255, 255), 12.0, "head"))
+    assert [p["url"] for p in value["panels"]] == ["a.png", "b.png"] and value["added"] == [255, 0, 255]
+    assert "{added}" in value["help"] and "{removed}" in value["help"] and "×12" in value["help"]
 
 
 def test_auth_is_required_beyond_loopback(tmp_path: Path) -> None:

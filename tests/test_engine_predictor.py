@@ -18,6 +18,7 @@ from fastinst import CheckpointError, ImageError, Predictor, build_model, load_c
 from fastinst.official import convert_state_dict, load_backbone_pkl, load_official
 from fastinst.images import load_image
 from fastinst.transforms import shortest_edge_size
+from fastinst import visualize
 
 NAMES = ["circle", "square", "triangle"]
 
@@ -257,7 +258,12 @@ def test_cli_predict_writes_coco_results_and_overlays(tiny, image, tmp_path):
     assert len(first) == len(expected)
     decoded = mask_utils.decode(first[0]["segmentation"]).astype(bool)
     assert np.array_equal(decoded, expected.masks[0])
-    assert (out / "im0.png.overlay.png").is_file() and (out / "im1.png.overlay.png").is_file()
+    assert (out / "im1.png.overlay.png").is_file()
+    # the overlay is the studio's drawing (the one drawing module), colours by instance index
+    labels = [f"{NAMES[c]} {s:.2f}" for c, s in zip(expected.classes, expected.scores)]
+    drawn = visualize.overlay_instances(np.asarray(Image.open(images / "im0.png").convert("RGB")), expected.masks,
+                                        [visualize.colour_for(i) for i in range(len(expected))], labels)
+    assert np.array_equal(np.asarray(Image.open(out / "im0.png.overlay.png")), drawn)
 
 
 def test_cli_reports_bad_weights_without_traceback(tmp_path):
