@@ -92,13 +92,14 @@ LAYERS_CSS = """
 .xlayers-strip button.xlayers-on { border-color: var(--color-accent); }
 .xlayers-strip img { display: block; height: 96px; width: auto; image-rendering: pixelated; }
 .xlayers-main { margin-top: 6px; outline: none; }
-.xlayers-main img { display: block; max-width: 100%; max-height: 62vh; width: auto; image-rendering: pixelated;
-                    border-radius: 4px; }
+.xlayers-main img { display: block; width: 100%; height: auto; max-height: 62vh; object-fit: contain;
+                    image-rendering: pixelated; border-radius: 4px; }
 .xlayers-main img[hidden] { display: none; }
 .xlayers-caption { font-variant-numeric: tabular-nums; margin-top: 4px; }
 """
 
 LAYERS_JS = r"""
+const root = element.querySelector('.xlayers');     // test hooks: data-token, data-shown (the layer shown large)
 const help = element.querySelector('.xlayers-help');
 const strip = element.querySelector('.xlayers-strip');
 const main = element.querySelector('.xlayers-main');
@@ -115,7 +116,7 @@ function show(i) {   // the browser's answer to a layer switch: no server round 
   });
   const p = data.panels[shown];
   caption.textContent = `${p.title}: ${p.note}`;
-  element.dataset.shown = String(shown);
+  root.dataset.shown = String(shown);
 }
 function load() {
   const d = parse(props.value);
@@ -123,8 +124,8 @@ function load() {
   token = d.token || null;
   data = d.panels && d.panels.length ? d : null;
   strip.replaceChildren(); main.replaceChildren(); caption.textContent = '';
-  element.dataset.token = token || '';
-  if (!data) { help.textContent = d.empty || ''; element.dataset.shown = ''; return; }
+  root.dataset.token = token || '';
+  if (!data) { help.textContent = d.empty || ''; root.dataset.shown = ''; return; }
   help.innerHTML = data.help.replace('{added}', swatch(data.added)).replace('{removed}', swatch(data.removed));
   data.panels.forEach((p, k) => {
     const b = document.createElement('button');
@@ -149,7 +150,7 @@ main.addEventListener('keydown', (ev) => {
 document.addEventListener('keydown', (ev) => {   // [ and ] wherever the panels are on screen
   const t = ev.target;
   if (t && (t.isContentEditable || ['INPUT', 'TEXTAREA', 'SELECT'].includes(t.tagName))) return;
-  if (ev.ctrlKey || ev.metaKey || ev.altKey || element.offsetParent === null) return;
+  if (ev.ctrlKey || ev.metaKey || ev.altKey || root.offsetParent === null) return;
   if (ev.key === '[') step(ev, -1);
   else if (ev.key === ']') step(ev, 1);
 });

@@ -231,8 +231,10 @@ def change_colours(image: np.ndarray, palette: Sequence[RGB] = CHANGE_PALETTE) -
     A fixed "added = green" vanishes on a green object. Instead each candidate is scored by how far
     (CIE L*a*b* distance, roughly what the eye sees as different) the image's colours nearest to it
     are: the 2nd percentile of its distances to the image's pixels (a few stray pixels of that
-    colour do not disqualify it). The best is "added", the runner-up "removed"; ties go to the
-    earlier palette entry, so one picture always gets the same pair. ``image`` (H,W,3) uint8 RGB.
+    colour do not disqualify it). The best is "added"; "removed" is the one best both against the
+    image and against "added" (the smaller of the two distances), so the two never look alike;
+    ties go to the earlier palette entry, so one picture always gets the same pair.
+    ``image`` (H,W,3) uint8 RGB.
     """
     rgb = as_rgb(image)
     step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / 4096)))      # about 4096 samples
@@ -241,8 +243,11 @@ def change_colours(image: np.ndarray, palette: Sequence[RGB] = CHANGE_PALETTE) -
     cand = cv2.cvtColor(np.asarray(palette, np.uint8).reshape(-1, 1, 3), cv2.COLOR_RGB2LAB)
     cand = cand.reshape(-1, 3).astype(np.float32)
     distance = np.linalg.norm(cand[:, None, :] - lab[None, :, :], axis=2)   # (C, P)
-    order = np.argsort(-np.percentile(distance, 2, axis=1), kind="stable")
-    return tuple(palette[order[0]]), tuple(palette[order[1]])
+    score = np.percentile(distance, 2, axis=1)
+    first = int(np.argmax(score))                   # argmax: the first of equals
+    apart = np.minimum(score, np.linalg.norm(cand - cand[first], axis=1))
+    apart[first] = -1.0
+    return tuple(palette[first]), tuple(palette[int(np.argmax(apart))])
 
 
 def hatch_change(image: np.ndarray, mask: np.ndarray, previous: np.ndarray, added: RGB, removed: RGB,
@@ -273,18 +278,23 @@ def outline_pair(image: np.ndarray, mask: np.ndarray) -> None:
 
 
 def crop_box(layer_masks: np.ndarray, boxes: np.ndarray | None = None, margin: float = 0.25,
-             min_margin: int = 4) -> tuple[int, int, int, int]:
+             min_margin: int = 4, stray: float = 0.01) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1), pixels, x1/y1 exclusive: the box around a query's masks of every layer
     (L,H,W) bool and its boxes (L,4) xyxy if given, widened by ``margin`` times its size on each
     side (at least ``min_margin`` pixels) and clipped to the image; the whole image when all the
-    masks are empty and there are no boxes."""
+    masks are empty and there are no boxes. Stray pixels do not widen it: a layer's mask of 100
+    pixels or more spans from its ``stray`` to its ``1 - stray`` quantile of x and of y (an early
+    head's mask often has a few pixels scattered over the image)."""
     h, w = layer_masks.shape[1:]
-    any_mask = layer_masks.any(axis=0)
-    ys, xs = np.nonzero(any_mask)
     lows, highs = [], []
-    if len(xs):
-        lows.append((xs.min(), ys.min()))
-        highs.append((xs.max() + 1, ys.max() + 1))
+    for mask in layer_masks:
+        ys, xs = np.nonzero(mask)
+        if not len(xs):
+            continue
+        q = (stray, 1 - stray) if len(xs) >= 100 else (0.0, 1.0)
+        (xa, xb), (ya, yb) = np.quantile(xs, q, method="nearest"), np.quantile(ys, q, method="nearest")
+        lows.append((xa, ya))
+        highs.append((xb + 1, yb + 1))
     if boxes is not None and len(boxes):
         b = np.asarray(boxes, np.float32).reshape(-1, 4)
         lows.append((np.floor(b[:, 0].min()), np.floor(b[:, 1].min())))

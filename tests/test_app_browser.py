@@ -179,16 +179,48 @@ def test_explain_shows_activation_queries_and_layers(page, studio) -> None:
     page.click("#tab-explain-button")
     expect(page.locator("#explain-heatmap img")).to_be_visible()
     expect(page.locator("#explain-info")).to_contain_text("query")
-    heads = len(project.model.predictor.model.decoder.heads)
-    strip = page.locator("#layer-strip img")
-    expect(strip).to_be_visible()
-    assert strip.evaluate("e => e.naturalWidth") == heads * (220 + 6) - 6
-    before = page.locator("#layer-view img").get_attribute("src")
-    set_number(page, "layer-slider", 0)
-    expect(page.locator("#layer-view img")).not_to_have_attribute("src", before)
+    heads = project.model.predictor.num_layers
+    layers = page.locator("#explain-layers .xlayers")
+    expect(layers.locator(".xlayers-strip button")).to_have_count(heads)
+    expect(layers.locator(".xlayers-help .xlayers-swatch")).to_have_count(2)    # the legend's colours
+    expect(layers).to_have_attribute("data-shown", str(heads - 1))              # the last head first
+    for img in layers.locator(".xlayers-main img").all():                       # every panel loaded once
+        expect(img).to_have_js_property("complete", True)
+    # switching the layer is answered in the browser: quick keys and clicks, no request to the server
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    main = layers.locator(".xlayers-main")
+    main.click()
+    shown = lambda: page.evaluate("""() => { const e = document.querySelector('#explain-layers .xlayers');
+        const vis = [...e.querySelectorAll('.xlayers-main img')].filter(i => !i.hidden && i.offsetParent !== null);
+        return [e.dataset.shown, vis.length, vis[0] && vis[0].src, e.querySelector('.xlayers-caption').textContent]; }""")
+    srcs = [img.evaluate("i => i.src") for img in layers.locator(".xlayers-main img").all()]
+    for _ in range(heads + 2):                     # past the first: stays on the first
+        page.keyboard.press("ArrowLeft")
+    assert shown()[:3] == ["0", 1, srcs[0]]
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("]")
+    assert shown()[:3] == ["2", 1, srcs[2]] and "px" in shown()[3]
+    page.keyboard.press("[")
+    assert shown()[0] == "1"
+    # a click on a thumbnail shows that head, timed in the page as the benchmark does
+    took = page.evaluate("""() => { const t0 = performance.now();
+        document.querySelectorAll('#explain-layers .xlayers-strip button')[0].click();
+        const e = document.querySelector('#explain-layers .xlayers');
+        return [e.dataset.shown, performance.now() - t0]; }""")
+    assert took[0] == "0"
+    page.keyboard.press("End")
+    assert shown()[0] == str(heads - 1)
+    assert not [u for u in requests if "gradio_api" in u], requests
+    print(f"layer switch by a click, in the page: {took[1]:.1f} ms")
+    # another heatmap redraws the heatmap only: the panels and the chosen head stay
+    main.click()
+    page.keyboard.press("Home")
+    token, heat = layers.get_attribute("data-token"), page.locator("#explain-heatmap img").get_attribute("src")
     page.locator("#activation-choice label").nth(1).click()   # first class instead of foreground
-    expect(page.locator("#explain-heatmap img")).to_be_visible()
+    expect(page.locator("#explain-heatmap img")).not_to_have_attribute("src", heat)
     assert f"#{chosen}" in page.inner_text("#explain-info")
+    assert layers.get_attribute("data-token") == token and shown()[0] == "0"
     shot(page, "explain")
 
 

@@ -4,6 +4,7 @@ stage's box and mask for the selected instance), driven through gradio_client on
 with a small QueryInst checkpoint this test builds."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -93,19 +94,28 @@ def test_studio_predicts_and_explains_queryinst_stages(setup) -> None:
         motion = np.abs(oracle.explanation.box_motion(query)).mean(1)
         assert f"proposal **{query}**" in r["explain_info"]
         assert ", ".join(f"S{k + 1}: {v:.1f}" for k, v in enumerate(motion)) in r["explain_info"]
-        strip = cv2.imread(r["layer_strip"])
-        assert strip.shape[1] == NUM_STAGES * (220 + 6) - 6          # one tile per stage
         overview = cv2.imread(r["explain_heatmap"])[:, :, ::-1]
         assert overview.shape[:2] == (120 * 4, 160 * 4)               # the display zoom of a 120x160 image
-        # the large view of each stage shows that stage's own mask (pixels tinted) and little else
-        image = visualize.enlarge(project.pixels(image_id), 4)
-        layers = visualize.enlarge_masks(oracle.explanation.layer_masks(query), 4)
-        for stage in (0, NUM_STAGES - 1):
-            view = cv2.imread(as_dict(client.predict(stage, api_name="/set_layer"))["layer_view"])[:, :, ::-1]
-            changed = np.any(view != image, axis=2)
-            near = cv2.dilate(layers[stage].astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
-            assert changed[layers[stage]].mean() > 0.99
-            assert changed[~near].mean() < 0.02      # outside the mask: only its stage's box lines
+        # the per-stage panels, all sent at once: each shows its own stage's mask undimmed and
+        # little else (its box lines, the hatching of what it changed)
+        value = json.loads(r["explain_layers"])
+        assert [p["title"] for p in value["panels"]] == oracle.explanation.layer_titles()
+        layers = oracle.explanation.layer_masks(query)
+        boxes = oracle.explanation.layer_boxes(query)
+        x0, y0, x1, y1 = visualize.crop_box(layers, boxes)
+        k = visualize.panel_scale(x1 - x0, y1 - y0, 480)
+        crop = cv2.resize(project.pixels(image_id)[y0:y1, x0:x1], None, fx=k, fy=k, interpolation=cv2.INTER_NEAREST)
+        dim = (crop * 0.45).astype(np.uint8)
+        ring = np.ones((7, 7), np.uint8)
+        for stage, panel in enumerate(value["panels"]):
+            shown = cv2.imread(panel["url"].removeprefix("gradio_api/file="))[:, :, ::-1]
+            assert shown.shape == crop.shape
+            mask = cv2.resize(layers[stage, y0:y1, x0:x1].astype(np.uint8), None, fx=k, fy=k,
+                              interpolation=cv2.INTER_NEAREST)
+            inside = cv2.erode(mask, ring).astype(bool)
+            outside = ~cv2.dilate(mask, ring).astype(bool)
+            assert np.all(shown[inside] == crop[inside], axis=1).mean() > 0.5     # as it is (or hatched)
+            assert np.all(shown[outside] == dim[outside], axis=1).mean() > 0.5    # dimmed (or hatched, box)
 
 
 def _query_of(project, image_id: int, annotation_id: int) -> int:
