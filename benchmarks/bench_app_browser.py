@@ -14,7 +14,8 @@ result and the next frame is drawn:
   follow;
 * threshold: the canvas draws what the new threshold shows; "threshold, server" until the
   instance table (server) follows;
-* layer switch (demo only): the Explain view's head image changes (a server-drawn PNG);
+* layer switch (demo only): a click on a head's thumbnail in Explain until that head's panel is
+  the one shown large (all panels are in the page; before: the server-drawn PNG of the slider's head);
 * accept (A key): the canvas draws the image's new revision;
 * next image (N key), already predicted / not yet: the canvas draws the next image with its
   proposals (not yet predicted: "image" when the picture shows, "predicted" when the model's
@@ -253,17 +254,30 @@ def run_project(project: Any, repeats: int, layers: bool, first_id: int | None =
             add("accept", t)
         if layers and points:
             pg.click("#tab-explain-button")
-            pg.wait_for_function("() => document.querySelector('#layer-view img')?.complete")
             heads = len(project.model.predictor.model.decoder.heads)
-            for k in range(repeats):
-                before = pg.evaluate("document.querySelector('#layer-view img').src")
-                t, = measure(
-                    f"const r = document.querySelector('#layer-slider input[type=range]'); r.value = '{k % heads}';"
-                    "r.dispatchEvent(new Event('input', {bubbles: true})); r.dispatchEvent(new Event('change', {bubbles: true}));"
-                    "r.dispatchEvent(new PointerEvent('pointerup', {bubbles: true}))",
-                    f"const i = document.querySelector('#layer-view img'); return i && i.src !== {json.dumps(before)} && i.complete")
-                if k % heads != heads - 1 or k:
+            panels = "#explain-layers .xlayers"
+            pg.wait_for_function("() => document.querySelector('#explain-layers .xlayers-main img, #layer-view img')")
+            if pg.locator(panels).count():     # every head's panel in the page: the browser switches
+                pg.wait_for_function(f"() => [...document.querySelectorAll('{panels} .xlayers-main img')]"
+                                     f".filter(i => i.complete).length === {heads}")
+                for k in range(repeats):
+                    target = (k + 1) % heads if k % heads == heads - 1 else k % heads
+                    t, = measure(
+                        f"document.querySelectorAll('{panels} .xlayers-strip button')[{target}].click()",
+                        f"const r = document.querySelector('{panels}'); const i = r.querySelectorAll('.xlayers-main img')[{target}];"
+                        f" return r.dataset.shown === '{target}' && !i.hidden && i.complete && i.offsetParent !== null")
                     add("layer switch", t)
+            else:                              # the server-drawn head image (before)
+                pg.wait_for_function("() => document.querySelector('#layer-view img')?.complete")
+                for k in range(repeats):
+                    before = pg.evaluate("document.querySelector('#layer-view img').src")
+                    t, = measure(
+                        f"const r = document.querySelector('#layer-slider input[type=range]'); r.value = '{k % heads}';"
+                        "r.dispatchEvent(new Event('input', {bubbles: true})); r.dispatchEvent(new Event('change', {bubbles: true}));"
+                        "r.dispatchEvent(new PointerEvent('pointerup', {bubbles: true}))",
+                        f"const i = document.querySelector('#layer-view img'); return i && i.src !== {json.dumps(before)} && i.complete")
+                    if k % heads != heads - 1 or k:
+                        add("layer switch", t)
             pg.click("#tab-correct-button")
             pg.wait_for_timeout(1000)
         # next image: through the predicted ones, then the ones not predicted yet
