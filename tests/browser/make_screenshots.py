@@ -83,7 +83,7 @@ def main() -> int:
             pg.wait_for_timeout(800)
             shoot(pg, args.out / "inspect.png", "#views")
             pg.click("#tab-explain-button")
-            expect(pg.locator("#layer-strip img")).to_be_visible()
+            expect(pg.locator("#explain-layers .xlayers-main img:not([hidden])")).to_be_visible()
             pg.wait_for_timeout(1500)
             shoot(pg, args.out / "explain.png", "#views")
             pg.click("#tab-correct-button")
