@@ -21,7 +21,8 @@ SHORTCUTS = [
     ("N / P", "next / previous image"), ("E", "open the selected mask in the painter"),
     ("Enter / Esc", "close / cancel the polygon"), ("K", "keep the selected near-duplicate, reject the others"),
     ("F", "fit the image"), ("wheel / drag", "zoom / pan the image"),
-    ("click again", "select the instance below"), ("?", "show / hide this list"),
+    ("click again", "select the instance below"), ("[ / ]", "Explain: the previous / next layer shown large"),
+    ("?", "show / hide this list"),
 ]
 
 

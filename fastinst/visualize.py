@@ -225,16 +225,17 @@ def box_track(image: np.ndarray, proposals: np.ndarray, boxes: np.ndarray, colou
     return out
 
 
-def change_colours(image: np.ndarray, palette: Sequence[RGB] = CHANGE_PALETTE) -> tuple[RGB, RGB]:
+def change_colours(image: np.ndarray, palette: Sequence[RGB] = CHANGE_PALETTE,
+                   min_apart: float = 120.0) -> tuple[RGB, RGB]:
     """(added, removed): the two ``palette`` colours that stand out most against ``image``.
 
     A fixed "added = green" vanishes on a green object. Instead each candidate is scored by how far
-    (CIE L*a*b* distance, roughly what the eye sees as different) the image's colours nearest to it
-    are: the 2nd percentile of its distances to the image's pixels (a few stray pixels of that
-    colour do not disqualify it). The best is "added"; "removed" is the one best both against the
-    image and against "added" (the smaller of the two distances), so the two never look alike;
-    ties go to the earlier palette entry, so one picture always gets the same pair.
-    ``image`` (H,W,3) uint8 RGB.
+    (L*a*b* distance, roughly what the eye sees as different; OpenCV's 8-bit L*a*b*, L scaled to
+    0..255) the image's colours nearest to it are: the 2nd percentile of its distances to the
+    image's pixels (a few stray pixels of that colour do not disqualify it). The best is "added";
+    "removed" is the best of those at least ``min_apart`` from "added" (another hue: never yellow
+    beside orange), or the farthest from it when none is. Ties go to the earlier palette entry, so
+    one picture always gets the same pair. ``image`` (H,W,3) uint8 RGB.
     """
     rgb = as_rgb(image)
     step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / 4096)))      # about 4096 samples
@@ -245,9 +246,12 @@ def change_colours(image: np.ndarray, palette: Sequence[RGB] = CHANGE_PALETTE) -
     distance = np.linalg.norm(cand[:, None, :] - lab[None, :, :], axis=2)   # (C, P)
     score = np.percentile(distance, 2, axis=1)
     first = int(np.argmax(score))                   # argmax: the first of equals
-    apart = np.minimum(score, np.linalg.norm(cand - cand[first], axis=1))
-    apart[first] = -1.0
-    return tuple(palette[first]), tuple(palette[int(np.argmax(apart))])
+    mutual = np.linalg.norm(cand - cand[first], axis=1)
+    second = np.where(mutual >= min_apart, score, -1.0)
+    if second.max() < 0:
+        second = mutual
+    second[first] = -1.0
+    return tuple(palette[first]), tuple(palette[int(np.argmax(second))])
 
 
 def hatch_change(image: np.ndarray, mask: np.ndarray, previous: np.ndarray, added: RGB, removed: RGB,

@@ -59,10 +59,11 @@ def test_change_colours_avoid_the_colours_of_the_picture() -> None:
     assert (128, 255, 0) not in visualize.change_colours(green)
     # the same picture, the same pair; the two are far apart from each other
     assert visualize.change_colours(image) == (added, removed)
-    for picture in (image, green, np.full((8, 8, 3), (60, 60, 220), np.uint8)):
+    blue, slate = np.full((8, 8, 3), (60, 60, 220), np.uint8), np.full((8, 8, 3), (70, 70, 90), np.uint8)
+    for picture in (image, green, blue, slate):
         pair = np.asarray(visualize.change_colours(picture), np.uint8).reshape(2, 1, 3)
         lab = cv2.cvtColor(pair, cv2.COLOR_RGB2LAB).reshape(2, 3).astype(float)
-        assert np.linalg.norm(lab[0] - lab[1]) > 80
+        assert np.linalg.norm(lab[0] - lab[1]) >= 120
 
 
 def test_crop_box_is_the_masks_box_plus_a_margin_inside_the_image() -> None:
