@@ -24,6 +24,25 @@ from app.project import Instance
 
 FOREGROUND = "foreground"
 
+ACTIVATION_HELP = (
+    "**Instance activation (IA) map**: for every pixel, the probability (colour bar: blue 0, red 1) "
+    "that an object (*foreground*) or one class is there, from the model's auxiliary head. The model "
+    "places its **queries** (white dots) where it is high: a query is a slot the decoder turns into "
+    "one mask, class and score. Rings: the queries of the shown instances, numbered with their ids; "
+    "cross: the selected one. *Why a 0.95 instance can sit on a low value*: the map is read from one "
+    "pixel before the decoder; the score comes after every decoder layer (**head**) has gathered "
+    "evidence from the whole object.")
+STAGES_HELP = (
+    "**Proposals and stages** — grey: the learned proposal boxes (a **query** is one proposal box with "
+    "its feature; the model starts from the same ones on every image); coloured: the shown instances' "
+    "boxes; white, dark to bright: the selected query's box from its proposal through every **stage** "
+    "(each stage refines the box, the class scores and the mask of every query).")
+
+
+def help_text(activation: bool) -> str:
+    """The overview's help: the IA map's (a model with one: FastInst) or the proposals' (QueryInst)."""
+    return ACTIVATION_HELP if activation else STAGES_HELP
+
 
 def activation_choices(class_names: Sequence[str]) -> list[str]:
     """What the heatmap can show: the foreground probability or one class's probability."""

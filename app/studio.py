@@ -33,7 +33,7 @@ VIEW_OUTPUTS = {"inspect": ("inspect_image", "instance_table", "instance_info"),
 VIEW_OUTPUT_NAMES = [name for names in VIEW_OUTPUTS.values() for name in names]
 ASK_BOXES = ("undecided", "empty", "switch")   # the questions the header can ask (see SessionState.asking)
 OUTPUT_NAMES = ["state", "image_picker", "review_state", "instance_picker", "status", "project_info",
-                *VIEW_OUTPUT_NAMES, "place", "model_picker", "ask_text", *(f"ask_{k}" for k in ASK_BOXES), "class_picker"]
+                "explain_help", "activation", *VIEW_OUTPUT_NAMES, "place", "model_picker", "ask_text", *(f"ask_{k}" for k in ASK_BOXES), "class_picker"]
 
 
 def cache_folder() -> Path:
@@ -99,6 +99,7 @@ class Studio:
         self.versions = VersionModels(project)           # any model version's predictions
         self.maps: LRUCache[np.ndarray] = LRUCache(64)   # activation maps and layer masks
         self._header = ""                                 # project line, rebuilt on "all" refreshes
+        self.explain_help = ""                            # Explain's help for the model, rebuilt with it
         self.tokens = itertools.count(1)                  # painter sessions
         self.thumbs: LRUCache[str] = LRUCache(4096)       # gallery thumbnail files by image id
         self.canvas_images: LRUCache[str] = LRUCache(256)  # image PNG files for the canvas, by image id
@@ -277,6 +278,16 @@ class Studio:
             gr.Warning(str(e))
             return dict.fromkeys(VIEW_OUTPUTS[state.tab])
 
+    def explain_controls(self, state: SessionState, full: bool) -> dict[str, Any]:
+        """Explain's help and heatmap choice for the project's model: the model can have been
+        switched (by this or another session) since the page was built, and a reload builds the
+        page for the launch model. Set on every full refresh; otherwise the choice is re-sent as is."""
+        if not full:
+            return {"explain_help": self.explain_help, "activation": state.activation}
+        activation = self.project.model.model == "fastinst"    # the model with an IA map
+        self.explain_help = explain_view.help_text(activation)
+        return {"explain_help": self.explain_help, "activation": gr.update(visible=activation, value=state.activation)}
+
     def refresh(self, state: SessionState, message: str = "", parts: str = "all") -> list[Any]:
         """Values for OUTPUT_NAMES. ``parts``: "all" after anything that may change the image list
         or review state; "filter", "select" or "activation" after events that change only
@@ -291,6 +302,7 @@ class Studio:
         if full:
             self._header = self.header_info()
         values["project_info"] = self._header
+        values.update(self.explain_controls(state, full))
         if state.image_id is None:     # a new session, or a race with another event: open the first
             first = self.project.neighbour(None, 0)
             if first is not None:

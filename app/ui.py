@@ -104,15 +104,6 @@ KEYS_JS = """
 }
 """
 
-EXPLAIN_HELP = (
-    "**Instance activation (IA) map**: for every pixel, the probability (colour bar: blue 0, red 1) "
-    "that an object (*foreground*) or one class is there, from the model's auxiliary head. The model "
-    "places its **queries** (white dots) where it is high: a query is a slot the decoder turns into "
-    "one mask, class and score. Rings: the queries of the shown instances, numbered with their ids; "
-    "cross: the selected one. *Why a 0.95 instance can sit on a low value*: the map is read from one "
-    "pixel before the decoder; the score comes after every decoder layer (**head**) has gathered "
-    "evidence from the whole object.")
-
 # ------------------------------------------------------------------------------------ layout
 
 def build_header(c: dict[str, Any]) -> None:
@@ -183,15 +174,11 @@ def build_inspect_tab(c: dict[str, Any]) -> None:
 def build_explain_tab(c: dict[str, Any], names: list[str], stages: bool = False) -> None:
     """FastInst: IA heatmap with query positions, the selected query's mask after every head (one
     large, switched in the browser). ``stages`` (QueryInst): proposal and stage boxes, the mask and
-    box after every stage."""
+    box after every stage. ``stages`` is the launch model's; the help and the heatmap choice follow
+    a model switch (:meth:`app.studio.Studio.render_explain`)."""
     with gr.Row():
         with gr.Column(scale=3):
-            if stages:
-                gr.Markdown("**Proposals and stages** — grey: the learned proposal boxes; coloured: the shown "
-                            "instances' boxes; white, dark to bright: the selected query's box from its proposal "
-                            "through every stage", elem_id="explain-help")
-            else:
-                gr.Markdown(EXPLAIN_HELP, elem_id="explain-help")
+            c["explain_help"] = gr.Markdown(explain_view.help_text(not stages), elem_id="explain-help")
             c["explain_heatmap"] = gr.Image(show_label=False, elem_id="explain-heatmap", format="png",
                                             interactive=False, buttons=["fullscreen"])
         with gr.Column(scale=2):

@@ -192,3 +192,56 @@ def test_the_query_tool_says_it_needs_fastinst(setup) -> None:
     project = open_project(replace(config, data_dir=folder / "tool"), log=lambda m: None)
     with pytest.raises(StudioError, match="the query tool needs a FastInst model"):
         project.place_query(project.images()[0].id, 10, 10, None)
+
+
+def test_explain_follows_a_switch_between_fastinst_and_queryinst_in_the_browser(setup) -> None:
+    """Launched with FastInst and ``--compare`` QueryInst, in headless Chromium: Explain shows the IA
+    map's help and heatmap choice; after the header's model picker switches to QueryInst (and after
+    a reload, which builds the page anew) it shows the proposals' help, no heatmap choice and one
+    panel per stage; switching back brings FastInst's view back."""
+    import re
+    from dataclasses import replace
+
+    from test_app_browser import ARGS, CHROMIUM, TIMEOUT, expect, pw
+    from test_app_support import model_weights
+
+    folder, weights, config = setup
+    project = open_project(replace(config, weights=model_weights(folder), model=None, compare=weights,
+                                   data_dir=folder / "switch"), log=lambda m: None)
+    fastinst_version = project.model.version
+    other = next(m.name for m in project.store.list_model_versions() if m.name.startswith("queryinst_tiny@"))
+    slow = 3 * TIMEOUT     # loading and running the other model on the shared CPU
+    with served(project) as url, pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1440, "height": 900})
+        pg.set_default_timeout(TIMEOUT)
+        pg.goto(url)
+        expect(pg.locator("#review-state")).to_contain_text("rev", timeout=2 * TIMEOUT)
+        pg.click("#tab-explain-button")
+        help_, choice = pg.locator("#explain-help"), pg.locator("#activation-choice")
+        expect(help_).to_contain_text("Instance activation (IA) map")
+        expect(choice).to_be_visible()
+
+        def use(version: str) -> None:
+            pg.locator("#model-picker input").click()
+            pg.get_by_role("option", name=re.compile(re.escape(version))).click()
+            pg.click("#btn-use-model")
+            expect(pg.locator("#project-info")).to_contain_text(version, timeout=slow)
+
+        use(other)
+        expect(help_).to_contain_text("Proposals and stages", timeout=slow)
+        expect(choice).to_be_hidden()
+        expect(help_).not_to_contain_text("Instance activation")
+        pg.reload()                                       # a page built anew while QueryInst predicts
+        expect(pg.locator("#review-state")).to_contain_text("rev", timeout=2 * TIMEOUT)
+        expect(help_).to_contain_text("Proposals and stages", timeout=slow)
+        expect(choice).to_be_hidden()
+        pg.locator("#instance-picker input").click()      # the open image's proposals are QueryInst's now
+        pg.get_by_role("option").first.click()
+        strip = pg.locator("#explain-layers .xlayers-strip button")
+        expect(strip).to_have_count(NUM_STAGES)
+        expect(strip.first).to_contain_text("stage 1")
+        use(fastinst_version)
+        expect(help_).to_contain_text("Instance activation (IA) map", timeout=slow)
+        expect(choice).to_be_visible()
+        browser.close()
