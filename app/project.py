@@ -273,7 +273,7 @@ class Project:
             self._slots[version] = slot
         self._slots.setdefault(self.model.version, ModelSlot(
             self.model.predictor, self.model.version, self.model.description,
-            weights=self.model.weights, preset=self.model.preset))
+            weights=self.model.weights, preset=self.model.preset, model=self.model.model))
         self.model.swap(self._slots[version])
         self.store.set_active_model_version(self.dataset_id, version)
         self.sync_categories()

@@ -245,3 +245,23 @@ def test_explain_follows_a_switch_between_fastinst_and_queryinst_in_the_browser(
         expect(help_).to_contain_text("Instance activation (IA) map", timeout=slow)
         expect(choice).to_be_visible()
         browser.close()
+
+
+def test_switching_away_from_queryinst_and_back_keeps_which_model_it_is(setup) -> None:
+    """Launched with QueryInst and ``--compare`` FastInst: after switching to FastInst and back, the
+    project's model is QueryInst again (its slot once came back labelled FastInst, and Explain
+    then showed the IA map's help beside QueryInst's proposals)."""
+    from dataclasses import replace
+
+    from test_app_support import model_weights
+
+    folder, weights, config = setup
+    project = open_project(replace(config, compare=model_weights(folder), data_dir=folder / "back"),
+                           log=lambda m: None)
+    launched = project.model.version
+    other = next(m.name for m in project.store.list_model_versions() if m.name != launched)
+    project.switch_model(other)
+    assert project.model.model == "fastinst"
+    project.switch_model(launched)
+    assert (project.model.model, project.model.version) == ("queryinst", launched)
+    assert project.model.predictor.num_layers == NUM_STAGES
