@@ -127,8 +127,17 @@ class Project:
         return self.store.list_images(self.dataset_id)
 
     def image(self, image_id: int) -> ImageRecord:
-        """One image with its current revision and review state."""
-        return self.store.image(image_id)
+        """One image of this project with its current revision and review state.
+
+        Raises StudioError for an id of another project in the same store (a link or bookmark
+        from it): this studio never shows or edits that project's images.
+        """
+        record = self.store.image(image_id)
+        if record.dataset_id != self.dataset_id:
+            raise StudioError(f"image #{image_id} belongs to another project of this store, not to "
+                              f"{self.store.dataset(self.dataset_id).name!r}; open it in a studio serving that "
+                              f"project")
+        return record
 
     def pixels(self, image_id: int) -> np.ndarray:
         """The image as (H,W,3) uint8 RGB (cached); StudioError when the file is unreadable."""

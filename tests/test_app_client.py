@@ -234,3 +234,24 @@ def test_a_key_pressed_while_the_page_is_behind_changes_nothing(studio) -> None:
     r = as_dict(client.predict(f"image={second}&tab=correct", api_name="/accept_shown"))
     assert f"accept {len(proposed)} shown proposals" in r["status"], r["status"]
     assert all(project.store.annotation(i).state == "accepted" for i in proposed)
+
+
+def test_an_image_of_another_project_in_the_store_is_never_opened(studio) -> None:
+    """A bookmark or API call naming an image id of another dataset in the same store is refused by
+    name; the session stays where it was and the other project's annotations are untouched."""
+    project, client = studio
+    mine = project.images()[0]
+    r = as_dict(client.predict(mine.id, api_name="/open_image"))
+    store = project.store
+    other = store.create_dataset("someone else's project", store.image_path(mine.id).parent)
+    foreign = store.add_image(other, store.image_path(mine.id).name, mine.width, mine.height)
+    mask = np.zeros((mine.height, mine.width), bool)
+    mask[10:30, 10:40] = True
+    category = store.add_category(other, "thing")
+    ann = store.add_annotation(foreign, mask, category, source="human")
+    r = as_dict(client.predict(foreign, api_name="/open_image"))
+    assert f"image #{foreign} belongs to another project" in r["status"], r["status"]
+    assert mine.file_name in r["review_state"]
+    client.predict(ann, api_name="/select_instance")
+    client.predict(api_name="/reject")
+    assert store.annotation(ann).state == "accepted" and store.image(foreign).revision == 1
