@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session
 
 from annotations.coco_parse import CocoReport, ParsedCoco, ParsedImage, read_coco
 from annotations.database import read_session, write_session
 from annotations.errors import CocoFormatError, InvalidInputError, NotFoundError
-from annotations.schema import SOURCES, Annotation, Category, Dataset, Image, utc_now
+from annotations.schema import SOURCES, Annotation, Category, Dataset, Edit, Image, utc_now
 
 _CHUNK = 5000
 
@@ -53,6 +53,7 @@ class ImportReport:
     files_checked: int = 0
     seconds: float = 0.0
     findings: CocoReport | None = None
+    reopened: list[str] = field(default_factory=list)   # reviewed images that got annotations
 
     @property
     def file_name(self) -> str:
@@ -74,8 +75,9 @@ class ImportReport:
         )
 
     def lines(self) -> list[str]:
-        """The summary, then one line per repair or refusal."""
-        return [self.summary(), *(self.findings.lines() if self.findings else [])]
+        """The summary, then one line per reviewed image set back to in progress and per repair or
+        refusal."""
+        return [self.summary(), *self.reopened, *(self.findings.lines() if self.findings else [])]
 
     def as_dict(self) -> dict[str, Any]:
         """The report as a plain dict (paths as strings, findings as lines)."""
@@ -140,8 +142,14 @@ def import_coco(
 
 def _match_by_name(session: Session, dataset_id: int, parsed: ParsedCoco) -> None:
     """Give the parsed file the dataset's ids: images by file name, categories by name, fresh
-    annotation ids; new images and categories get ids above every id in use. An annotation whose
-    mask and class are already on its image is not imported again (reported)."""
+    annotation ids; new images and categories get ids above every id in use.
+
+    An annotation the project has ever held on its image (the same mask and class: one it holds
+    now, in any state, or any earlier version in the image's edit history) is not imported again,
+    and the report says which stored annotation it is and what a person did to it. So uploading
+    again a file the project was made from never brings back a version a person corrected,
+    rejected or deleted (each would otherwise come back beside the person's work as accepted).
+    """
     known_images = dict(session.execute(
         select(Image.file_name, Image.coco_id).where(Image.dataset_id == dataset_id)).all())
     known_categories = dict(session.execute(
@@ -153,22 +161,48 @@ def _match_by_name(session: Session, dataset_id: int, parsed: ParsedCoco) -> Non
     for category in parsed.categories:
         category.coco_id = category_map[category.coco_id]
     taken = session.scalar(select(func.max(Annotation.coco_id)).where(Annotation.dataset_id == dataset_id)) or 0
-    present = set(session.execute(
-        select(Image.coco_id, Annotation.category_id, Annotation.rle_counts)
-        .join(Image, Image.id == Annotation.image_id)
-        .where(Annotation.dataset_id == dataset_id, Annotation.state != "rejected")).all())
+    held = _versions_held(session, dataset_id)
     kept = []
     for ann in parsed.annotations:
         ann.image_coco_id = image_map[ann.image_coco_id]
         ann.category_id = category_map[ann.category_id]
-        if (ann.image_coco_id, ann.category_id, ann.rle_counts) in present:  # e.g. the same file uploaded twice
+        key = (ann.image_coco_id, ann.category_id, ann.rle_counts)
+        if key in held:  # e.g. the same file uploaded twice, or the file the project was made from
             parsed.report.add(f"annotations[{ann.index}] (id {ann.file_id!r}) in {parsed.report.file_name}",
-                              "the same mask and class are already on this image: not imported again", "refused")
+                              f"{held[key]}: not imported again", "refused")
             continue
-        present.add((ann.image_coco_id, ann.category_id, ann.rle_counts))
+        held[key] = "the same mask and class are earlier in this file"
         ann.coco_id = taken + 1 + len(kept)
         kept.append(ann)
     parsed.annotations = kept
+
+
+def _versions_held(session: Session, dataset_id: int) -> dict[tuple[int, int, str], str]:
+    """``(image coco id, category id, RLE counts)`` of every annotation version the dataset holds or
+    held -> what became of it, in words (current rows in any state, then every ``before``/``after``
+    row in the images' edit histories)."""
+    coco_of = dict(session.execute(select(Image.id, Image.coco_id).where(Image.dataset_id == dataset_id)).all())
+    held: dict[tuple[int, int, str], str] = {}
+    current: dict[int, str] = {}
+    for row in session.execute(
+            select(Annotation.image_id, Annotation.coco_id, Annotation.category_id, Annotation.rle_counts,
+                   Annotation.state).where(Annotation.dataset_id == dataset_id)):
+        current[row.coco_id] = row.state
+        state = "" if row.state == "accepted" else f", {row.state}"
+        held[(coco_of[row.image_id], row.category_id, row.rle_counts)] = (
+            f"the same mask and class are already on this image (annotation {row.coco_id}{state})")
+    edits = session.execute(select(Edit.image_id, Edit.payload).where(Edit.image_id.in_(list(coco_of))))
+    for image_id, payload in edits:
+        for change in (payload or {}).get("annotations", []):
+            for version in (change.get("before"), change.get("after")):
+                if not version or "rle_counts" not in version:
+                    continue
+                key = (coco_of[image_id], version.get("category_id"), version["rle_counts"])
+                coco_id = version.get("coco_id")
+                fate = ("deleted by a person" if coco_id not in current else
+                        "rejected by a person" if current[coco_id] == "rejected" else "since edited by a person")
+                held.setdefault(key, f"this image's annotation {coco_id} had this mask and class and was {fate}")
+    return held
 
 
 def _assign(items: list[tuple[int, str]], known: dict[str, int]) -> dict[int, int]:
@@ -228,7 +262,7 @@ def _write(
         session.execute(select(Image.coco_id, Image.id).where(Image.dataset_id == dataset.id)).all()
     )
     _insert_annotations(session, dataset, parsed, image_ids, report.source)
-    _touch_existing_images(session, parsed, existing_images, image_ids, user)
+    _touch_existing_images(session, parsed, existing_images, image_ids, user, report)
     _advance_counters(dataset, parsed)
     if dataset.coco_info is None:
         dataset.coco_info = parsed.info
@@ -348,17 +382,23 @@ def _check_new_annotation_ids(session: Session, dataset: Dataset, parsed: Parsed
 
 
 def _touch_existing_images(
-    session: Session, parsed: ParsedCoco, existing: set[int], image_ids: dict[int, int], user: str
+    session: Session, parsed: ParsedCoco, existing: set[int], image_ids: dict[int, int], user: str,
+    report: ImportReport,
 ) -> None:
-    """Images that already existed and got annotations move to a new revision."""
-    touched = {ann.image_coco_id for ann in parsed.annotations} & existing
-    for coco_id in sorted(touched):
-        session.execute(
-            update(Image)
-            .where(Image.id == image_ids[coco_id])
-            .values(revision=Image.revision + 1, updated_at=utc_now(), updated_by=user,
-                    last_action="import_coco (annotations added)")
-        )
+    """Images that already existed and got annotations move to a new revision; a reviewed one goes
+    back to *in progress* (what the person reviewed has changed), named in ``report.reopened``."""
+    added: dict[int, int] = {}
+    for ann in parsed.annotations:
+        added[ann.image_coco_id] = added.get(ann.image_coco_id, 0) + 1
+    for coco_id in sorted(set(added) & existing):
+        image = session.get(Image, image_ids[coco_id])
+        if image.review_state == "reviewed":
+            image.review_state = "in_progress"
+            report.reopened.append(f"'{image.file_name}' was reviewed and got {added[coco_id]} annotations from "
+                                   f"the file: back to in progress (review it again)")
+        image.revision += 1
+        image.updated_at, image.updated_by = utc_now(), user
+        image.last_action = "import_coco (annotations added)"
 
 
 def _advance_counters(dataset: Dataset, parsed: ParsedCoco) -> None:

@@ -205,3 +205,51 @@ def test_import_merges_into_existing_images(
     assert [a.coco_id for a in store.annotations(image.id)] == [900]
     assert store.image(image.id).revision == image.revision + 1
     assert "imported 0 new images" in report.summary()
+
+
+def test_uploading_the_file_again_never_brings_back_what_a_person_changed(store: Store, coco_file: Path):
+    """The project was made from a file; a person corrected a mask, relabelled, rejected and deleted
+    annotations and marked the image reviewed. Uploading the same file again (the studio's upload,
+    ``match_by_name``) adds nothing: each annotation is named with what became of it, the person's
+    versions stay, and the image stays reviewed."""
+    dataset = store.create_dataset("d", coco_file.parent / "images")
+    store.import_coco(dataset, coco_file)
+    image = max(store.list_images(dataset), key=lambda i: i.num_annotations)
+    anns = store.annotations(image.id)
+    assert len(anns) >= 3
+    edited, rejected, deleted = anns[0], anns[1], anns[2]
+    grown = edited.mask.copy()
+    grown[:2, :2] = True
+    store.update_mask(edited.id, grown)
+    store.set_state(rejected.id, "rejected")
+    store.delete_annotation(deleted.id)
+    store.set_review_state(image.id, "reviewed", undecided="reject")
+    before = {a.id: (a.category_id, a.rle_counts, a.state) for a in store.annotations(image.id, include_rejected=True)}
+    total = sum(i.num_annotations for i in store.list_images(dataset))
+
+    report = store.import_coco(dataset, coco_file, match_by_name=True)
+    assert report.annotations_added == 0 and not report.reopened
+    lines = "\n".join(report.lines())
+    assert f"annotation {edited.coco_id} had this mask and class and was since edited by a person" in lines
+    assert f"annotation {rejected.coco_id}, rejected)" in lines or "rejected by a person" in lines
+    assert f"annotation {deleted.coco_id} had this mask and class and was deleted by a person" in lines
+    after = {a.id: (a.category_id, a.rle_counts, a.state) for a in store.annotations(image.id, include_rejected=True)}
+    assert after == before and store.image(image.id).review_state == "reviewed"
+    assert sum(i.num_annotations for i in store.list_images(dataset)) == total
+
+
+def test_an_upload_adding_to_a_reviewed_image_sets_it_back_to_in_progress(
+    store: Store, coco_file: Path, make_coco_document, write_coco_files
+):
+    dataset = store.create_dataset("d", coco_file.parent / "images")
+    store.import_coco(dataset, coco_file)
+    image = next(image for image in store.list_images(dataset) if image.coco_id == 42)
+    store.set_review_state(image.id, "reviewed", undecided="reject")
+    document = make_coco_document()
+    document["annotations"] = [
+        {"id": 900, "image_id": 42, "category_id": 5, "segmentation": [[1, 1, 9, 1, 9, 9]]}
+    ]
+    report = store.import_coco(dataset, write_coco_files(coco_file.parent, document, "more.json"), match_by_name=True)
+    assert report.annotations_added == 1
+    assert store.image(image.id).review_state == "in_progress"
+    assert any(f"'{image.file_name}' was reviewed and got 1 annotations" in line for line in report.lines())

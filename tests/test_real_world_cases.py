@@ -335,7 +335,7 @@ def test_uploading_the_same_file_twice_adds_nothing_the_second_time(store: Store
     first = store.import_coco(dataset, folder / "annotations.json", match_by_name=True)
     second = store.import_coco(dataset, folder / "annotations.json", match_by_name=True)
     assert first.annotations_added == 4 and second.annotations_added == 0
-    assert sum(1 for line in second.lines() if "already on this image: not imported again" in line) == 4
+    assert sum(1 for line in second.lines() if "already on this image (annotation" in line) == 4
     assert sum(i.num_annotations for i in store.list_images(dataset)) == 4
 
 
