@@ -491,12 +491,24 @@ def write_new_file(folder: Path, name: str, data: bytes) -> Path:
     raise AssertionError("unreachable")
 
 
-def find_or_create_dataset(store: Store, name: str, image_root: Path) -> tuple[int, bool]:
-    """The id of the dataset called ``name`` (created if missing) and whether it was created."""
-    for record in store.list_datasets():
+def find_or_create_dataset(store: Store, name: str, image_root: Path, *,
+                           by_folder: bool = False) -> tuple[int, bool, list[str]]:
+    """The dataset to open: the one called ``name``; with ``by_folder`` (no COCO file names the
+    project) first the one over ``image_root`` holding the most annotations, so launching again on
+    a folder without ``--coco`` opens the work done there. Created (as ``name``) if none fits.
+
+    Returns ``(dataset id, created, names of the other datasets over the same folder)``.
+    """
+    datasets = store.list_datasets()
+    root = Path(image_root).resolve()
+    over = sorted((d for d in datasets if Path(d.image_root).resolve() == root),
+                  key=lambda d: (-d.num_annotations, d.id))
+    if by_folder and over:
+        return over[0].id, False, [d.name for d in over[1:]]
+    for record in datasets:
         if record.name == name:
-            return record.id, False
-    return store.create_dataset(name, image_root), True
+            return record.id, False, [d.name for d in over if d.id != record.id]
+    return store.create_dataset(name, image_root), True, [d.name for d in over]
 
 
 def image_files(folder: Path) -> list[Path]:

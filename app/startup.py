@@ -1,8 +1,9 @@
 """Opening a project from a StudioConfig: the model, the store, the dataset and its images."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from app import demo
 from app.config import ConfigError, StudioConfig
@@ -53,8 +54,10 @@ def dataset_name(config: StudioConfig) -> str:
 
 
 def open_project(config: StudioConfig, log: Log = print) -> Project:
-    """Open (or create) the project described by ``config``; imports happen once, when the
-    dataset is first created, except that new files in an ``--images`` folder are added."""
+    """Open (or create) the project described by ``config``: the dataset made from ``--coco``, or
+    without one the dataset over the ``--images`` folder holding the most work (a new one if none).
+    ``--coco`` is imported whole into a new project and merged again when the file has changed
+    (:func:`import_coco_file`); new files in an ``--images`` folder are added."""
     from annotations import Store
     config.project_dir.mkdir(parents=True, exist_ok=True)
     if config.is_demo:
@@ -68,18 +71,23 @@ def open_project(config: StudioConfig, log: Log = print) -> Project:
         if config.weights is None:
             log("no --weights given: predicting with the demo shapes model")
     store = Store(config.db_url)
-    dataset_id, created = find_or_create_dataset(store, dataset_name(config), images)
+    dataset_id, created, others = find_or_create_dataset(store, dataset_name(config), images,
+                                                         by_folder=config.coco is None and not config.is_demo)
+    if not created:
+        log(f"opening project {store.dataset(dataset_id).name!r} ({store.dataset(dataset_id).num_annotations} "
+            f"annotations)")
+    if others:
+        log(f"other projects over {images}: {', '.join(repr(n) for n in others)} (--coco FILE opens the one made "
+            f"from FILE)")
     active = store.active_model_version(dataset_id)
     if (config.weights is None and active is not None and active.path and Path(active.path).is_file()
             and same_model(Path(active.path), config.model)):
         weights = Path(active.path)      # the version this project last switched to
     log(f"loading model {weights} ...")
     slot = load_model(weights, config.preset, config.device, config.model)
-    if config.coco is not None and (created or not store.list_images(dataset_id)):
-        # also after an earlier failed import left the dataset empty: never serve it silently
-        log(f"importing {config.coco} ...")
-        for line in store.import_coco(dataset_id, config.coco, images, strict=config.strict).lines():
-            log(line)
+    if config.coco is not None:
+        import_coco_file(store, dataset_id, config, images, first=created or not store.list_images(dataset_id),
+                         log=log)
     if config.coco is None or config.images is not None:
         # --images is the folder to annotate: its images the COCO file does not list come too
         added, skipped = add_folder_images(store, dataset_id, images)
@@ -96,6 +104,43 @@ def open_project(config: StudioConfig, log: Log = print) -> Project:
             store.record_model_version(other, str(config.compare.resolve()))
     store.set_active_model_version(dataset_id, slot.version)
     return Project(store, dataset_id, slot, cache_size=config.cache_size, work_dir=config.project_dir)
+
+
+def import_coco_file(store: Any, dataset_id: int, config: StudioConfig, images: Path, *, first: bool,
+                     log: Log) -> None:
+    """Import ``--coco``: all of it into a new (or still empty) project; into a project made from
+    it before, only when the file changed since (a re-export from another tool), merged as the
+    studio's upload merges (:func:`annotations.coco_import.import_coco` with ``match_by_name``:
+    what the project ever held is not imported again, so a person's corrections stay; reviewed
+    images that get annotations go back to in progress). The file's SHA-256 per project is kept in
+    ``coco-imports.json`` in the project folder."""
+    from annotations.coco_parse import file_sha256
+
+    record_path = config.project_dir / "coco-imports.json"
+    records = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    key = f"{dataset_id}:{config.coco.resolve()}"
+    digest = file_sha256(config.coco)
+    if not first and records.get(key) == digest:
+        return
+    if first:
+        log(f"importing {config.coco} ...")
+        report = store.import_coco(dataset_id, config.coco, images, strict=config.strict)
+    else:
+        from annotations import CocoFormatError
+
+        log(f"{config.coco} changed since it was imported: adding what is new in it ...")
+        try:
+            report = store.import_coco(dataset_id, config.coco, images, strict=config.strict, match_by_name=True)
+        except CocoFormatError as e:   # the project opens as it was; the file is read again next time
+            log(f"{e}; nothing from it was imported, the project is as it was")
+            return
+    lines = report.lines()
+    if not first and report.annotations_added == 0 and report.images_added == 0:
+        lines = [f"{config.coco.name}: nothing new (every annotation in it is, or was, in the project)"]
+    for line in lines:
+        log(line)
+    records[key] = digest
+    record_path.write_text(json.dumps(records, indent=1))
 
 
 def retire_demo_store(config: StudioConfig, log: Log) -> None:

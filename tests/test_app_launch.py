@@ -132,3 +132,53 @@ def test_images_the_coco_file_does_not_list_are_added_and_said(dataset: Path, tm
     names = {e.file_name for e in project.images()}
     assert unlisted["file_name"] in names and len(names) == len(document["images"]) + 1
     assert f"added 1 images from {folder} that part.json does not list" in log
+
+
+def test_launching_again_keeps_the_work_and_takes_what_is_new_in_the_coco_file(dataset: Path, tmp_path: Path) -> None:
+    """Launch with ``--coco``, correct a mask; launch the same command again after the file gained
+    an annotation (a re-export from another tool): it is added, the correction stays, nothing comes
+    twice. Launch again unchanged: nothing is read again. Launch without ``--coco`` on the same
+    folder: the same project opens (it opened an empty new one)."""
+    import shutil
+
+    from app.config import StudioConfig
+    from app.startup import open_project
+
+    folder = tmp_path / "images"
+    shutil.copytree(dataset / "shapes" / "images", folder)
+    (folder / "broken.png").unlink()
+    coco = tmp_path / "labels.json"
+    document = json.loads((dataset / "shapes" / "annotations.json").read_text())
+    coco.write_text(json.dumps(document))
+
+    def launch(with_coco: bool = True) -> tuple[object, list[str]]:
+        log: list[str] = []
+        config = StudioConfig(images=folder, coco=coco if with_coco else None, weights=model_weights(dataset),
+                              device="cpu", data_dir=tmp_path / "data")
+        project = open_project(config, log=log.append)
+        return project, log
+
+    project, _ = launch()
+    total = sum(e.num_annotations for e in project.images())
+    first = project.images()[0]
+    corrected = project.store.annotations(first.id)[0]
+    grown = corrected.mask.copy()
+    grown[:3, :3] = True
+    project.store.update_mask(corrected.id, grown)
+    project.store.set_review_state(first.id, "reviewed", undecided="reject")
+
+    new = {"id": 9001, "image_id": document["images"][1]["id"], "category_id": document["categories"][0]["id"],
+           "iscrowd": 0, "segmentation": [[5, 5, 40, 5, 40, 40, 5, 40]]}
+    coco.write_text(json.dumps({**document, "annotations": [*document["annotations"], new]}))
+    project, log = launch()
+    assert any("changed since it was imported" in line for line in log), log
+    assert sum(e.num_annotations for e in project.images()) == total + 1
+    assert project.store.annotation(corrected.id).rle_counts != corrected.rle_counts   # the correction stays
+    assert project.image(first.id).review_state == "reviewed"                          # nothing new on it
+
+    project, log = launch()
+    assert not any("import" in line or "changed" in line for line in log), log          # unchanged: not read
+    project, log = launch(with_coco=False)
+    assert project.dataset_id == project.store.list_datasets()[0].id and len(project.store.list_datasets()) == 1
+    assert sum(e.num_annotations for e in project.images()) == total + 1
+    assert any(line.startswith("opening project 'labels (") for line in log), log
