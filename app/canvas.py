@@ -88,12 +88,12 @@ TEMPLATE = """
       <span class="anncanvas-size-text">12 px</span>
       <button type="button" class="anncanvas-apply" title="store the strokes (Enter)">Apply (Enter)</button>
       <button type="button" class="anncanvas-discard" title="drop the strokes (Esc)">Discard (Esc)</button>
-      <span class="anncanvas-editinfo"></span>
     </span>
     <span class="anncanvas-legend"><b>?</b> proposed · <b>✓</b> accepted · <b>✗</b> rejected ·
       wheel: zoom · drag: pan · click again: the instance below</span>
   </div>
-  <div class="anncanvas-stage" tabindex="0"><canvas class="anncanvas-view"></canvas></div>
+  <div class="anncanvas-stage" tabindex="0"><canvas class="anncanvas-view"></canvas>
+    <div class="anncanvas-editinfo"></div></div>
 </div>
 """
 
@@ -104,7 +104,9 @@ CSS = """
 .anncanvas-edit { display: none; gap: 6px; align-items: center; }
 .anncanvas.correct .anncanvas-edit { display: inline-flex; }
 .anncanvas-edit input { vertical-align: middle; width: 110px; }
-.anncanvas-editinfo { font-weight: 600; }
+.anncanvas-editinfo { position: absolute; left: 8px; top: 8px; padding: 2px 8px; border-radius: 4px;
+                      background: rgba(0,0,0,0.7); color: #fff; font-size: 0.9em; pointer-events: none; }
+.anncanvas-editinfo:empty { display: none; }
 .anncanvas-legend { color: var(--body-text-color-subdued); margin-left: auto; }
 .anncanvas-stage { position: relative; width: 100%; height: 70vh; min-height: 240px; overflow: hidden;
                    background: #1d1f24; border-radius: 6px; touch-action: none; outline: none; }
@@ -130,7 +132,7 @@ let minScore = 0.5, showRejected = false, serverMin = null, serverRej = null;
 let lastClick = null, drag = null, pending = false, queued = false;
 let scene = null, sceneKey = '', dataGen = 0;   // the scene without hover, redrawn only when it changes
 // drawing: the open edit (a mask buffer of the image's size), the stroke under way, the polygon
-let edit = null, stroke = null, poly = [], cursor = null, brush = 12;
+let edit = null, stroke = null, poly = [], cursor = null, brush = 12, notice = '';
 
 function parse(t) { try { return JSON.parse(t || '{}'); } catch (e) { return {}; } }
 function loadImage(url) {
@@ -298,12 +300,13 @@ function draw() {
   cv.dataset.corners = String(poly.length);
   root.classList.toggle('correct', !!data && data.mode === 'correct');
   if (data) info.textContent = `${list.length} shown of ${data.instances.length} · ${Math.round(view.s * 100)}%`;
-  if (!edit) editInfo.textContent = poly.length ? `polygon: ${poly.length} corners` + (poly.length >= 3 ? ' · Enter closes' : '') : '';
+  if (notice) editInfo.textContent = notice;
+  else if (!edit) editInfo.textContent = poly.length ? `polygon: ${poly.length} corners` + (poly.length >= 3 ? ' · Enter closes' : '') : '';
   else editInfo.textContent = `${edit.target == null ? 'new mask' : '#' + edit.target}: ${edit.ops.length} unsaved` +
                               (edit.pendingSeq ? ' · saving' : ' · Enter applies, Esc discards');
 }
 function later() { if (!queued) { queued = true; requestAnimationFrame(() => { queued = false; draw(); }); } }
-function say(text) { editInfo.textContent = text; }
+function say(text) { notice = text; draw(); }   // shown until the next drawing action
 
 // ------------------------------------------------------------------ drawing on the mask buffer
 function grow(b, x0, y0, x1, y1) {
@@ -390,8 +393,9 @@ function fillPolygon(pts, op) {   // every pixel whose centre is inside (even-od
   repaint(x0, y0, x1, y1);
 }
 function startStroke(t, e) {
+  notice = '';
   if (edit && edit.pendingSeq) { say('saving the last edit…'); return false; }
-  if (!startEdit(t)) { draw(); return false; }
+  if (!startEdit(t)) return false;
   const p = toPoint(e), value = t === 'eraser' ? 0 : 1;
   stroke = {last: p, op: {kind: 'stroke', value, radius: brush / 2, idx: [], box: null}};
   segment(p, p, stroke.op);
@@ -431,7 +435,7 @@ function undoOp() {
   if (!edit.ops.length && edit.target == null) edit = null;
   draw();
 }
-function discard() { edit = null; stroke = null; poly = []; draw(); }
+function discard() { edit = null; stroke = null; poly = []; notice = ''; draw(); }
 function apply() {   // the buffer inside the box of everything drawn goes to the server as runs
   if (!edit || !edit.box || !edit.ops.length || edit.pendingSeq) return;
   const [x0, y0, x1, y1] = edit.box, W = data.width, bits = edit.bits, runs = [];
@@ -442,6 +446,7 @@ function apply() {   // the buffer inside the box of everything drawn goes to th
   }
   runs.push(n);
   seq += 1;
+  notice = '';
   edit.pendingSeq = seq;
   const how = edit.ops.every(op => op.kind === 'polygon') ? 'polygon' : 'brush';
   trigger('select', {kind: 'mask', target: edit.target, box: [x0, y0, x1 - x0, y1 - y0], runs,
@@ -504,6 +509,7 @@ function polygonClick(e) {
   const p = toPoint(e), near = (q, px) => Math.hypot((q.x - p.x) * view.s, (q.y - p.y) * view.s) <= px;
   if (poly.length >= 3 && near(poly[0], 8)) { closePolygon(); return; }
   if (!poly.length || !near(poly[poly.length - 1], 2)) poly.push(p);
+  notice = '';
   draw();
 }
 function click(e) {
