@@ -597,7 +597,9 @@ document.addEventListener('change', onFilter, true);
 document.addEventListener('keydown', (ev) => {
   if (!data || data.mode !== 'correct' || cv.offsetParent === null) return;
   const t = ev.target;
-  if (t && (t.isContentEditable || ['INPUT', 'TEXTAREA', 'SELECT'].includes(t.tagName))) return;
+  const typing = t && (t.isContentEditable || ['TEXTAREA', 'SELECT'].includes(t.tagName) ||
+                      (t.tagName === 'INPUT' && !['radio', 'checkbox', 'button'].includes(t.type)));
+  if (typing) return;   // a key typed into a box is the box's (a focused tool radio is not)
   const overlay = document.getElementById('keys-overlay');
   if (overlay && !overlay.hidden) return;
   const mod = ev.ctrlKey || ev.metaKey, open = edit && edit.ops.length;

@@ -40,15 +40,21 @@ def select_row(st: SessionState, evt: gr.SelectData) -> str:
 
 
 def set_tool_handler(studio: Studio) -> Callable[[SessionState, str], list[Any]]:
-    """Switch the tool (the canvas reads it from the page: nothing is redrawn)."""
+    """Switch the tool (the canvas reads it from the page: only a dropped selection is redrawn)."""
     def handler(st: SessionState, value: str) -> list[Any]:
-        return studio.refresh(st, set_tool(st, value), "none")
+        had = st.selected
+        message = set_tool(st, value)
+        return studio.refresh(st, message, "select" if st.selected != had else "none")
     return handler
 
 
 def set_tool(st: SessionState, value: str) -> str:
-    """Switch what clicks and drags on the Correct canvas do; returns a hint."""
+    """Switch what clicks and drags on the Correct canvas do; returns a hint. The tools that draw
+    a new instance (new mask, polygon) drop the selection, so that the Class picker keeps the
+    class chosen for it (it follows the selection)."""
     st.tool = value if value in TOOLS else "select"
+    if st.tool in ("new", "polygon"):
+        st.selected = None
     hints = {"brush": "brush: paint on the selected mask (nothing selected: a new one); Enter applies, Esc discards",
              "eraser": "eraser: erase from the selected mask; Enter applies, Esc discards",
              "new": "new mask: paint a new instance of the chosen class; Enter applies, Esc discards",

@@ -46,11 +46,45 @@ def studio(tmp_path_factory: pytest.TempPathFactory):
         yield project, url, image_id, ids
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def context(browser):
     ctx = browser.new_context(viewport={"width": 1440, "height": 900})
     yield ctx
     ctx.close()
+
+
+@pytest.fixture(scope="module")
+def shared(context, studio):
+    """One page on the Correct view of the small image, shared by the tests (a page load costs
+    seconds here); each test starts from the fitted view with the select tool and no strokes."""
+    _, url, image_id, _ = studio
+    return open_correct(context, url, image_id, "select")
+
+
+@pytest.fixture
+def pg(shared):
+    shared.locator("#correct-image .anncanvas-info").click()
+    shared.keyboard.press("Escape")
+    choose(shared, "select")
+    shared.click("#correct-image .anncanvas-fit")
+    expect(shared.locator("#correct-image canvas")).to_have_attribute("data-unsaved", "0")
+    return shared
+
+
+def choose(pg, tool: str) -> None:
+    """Pick a tool on the tool radio, as a person does."""
+    pg.locator("#tool label", has_text="new mask" if tool == "new" else tool).click()
+    expect(pg.locator(f"#tool input[value={tool}]")).to_be_checked()
+
+
+def select(pg, ann_id: int) -> None:
+    """Select ``ann_id`` in the instance list."""
+    picker = pg.locator("#instance-picker input")
+    picker.fill(f"#{ann_id} ")
+    picker.press("ArrowDown")
+    picker.press("Enter")
+    expect(pg.locator("#correct-image canvas")).to_have_attribute("data-selected", str(ann_id))
+    expect(picker).to_have_value(re.compile(f"^#{ann_id} "))
 
 
 def open_correct(context, url: str, image_id: int, tool: str, selected: int | None = None):
@@ -74,6 +108,8 @@ class View:
 
     def __init__(self, pg) -> None:
         cv = pg.locator("#correct-image canvas")
+        cv.evaluate("c => { const r = c.getBoundingClientRect();"       # the whole canvas in the window
+                    " if (r.top < 0 || r.bottom > innerHeight) c.parentElement.scrollIntoView({block: 'center'}); }")
         self.s, self.ox, self.oy = (float(v) for v in cv.get_attribute("data-view").split(","))
         self.left, self.top = cv.evaluate("c => { const r = c.getBoundingClientRect(); return [r.left, r.top]; }")
 
@@ -178,10 +214,13 @@ def newest(project, image_id: int):
 
 
 @pytest.mark.parametrize("zoomed", [False, True], ids=["fitted", "zoomed"])
-def test_brush_and_eraser_edit_the_selected_mask(context, studio, zoomed) -> None:
+def test_brush_and_eraser_edit_the_selected_mask(pg, studio, zoomed) -> None:
     project, url, image_id, (square, _) = studio
-    pg = open_correct(context, url, image_id, "brush", square)
+    select(pg, square)
+    choose(pg, "brush")
     cv = pg.locator("#correct-image canvas")
+    while cv.get_attribute("data-brush") != "12":
+        pg.keyboard.press("[" if int(cv.get_attribute("data-brush")) > 12 else "]")
     if zoomed:
         zoom_in(pg, (70, 85))
     pg.keyboard.press("]")
@@ -219,9 +258,9 @@ def test_brush_and_eraser_edit_the_selected_mask(context, studio, zoomed) -> Non
 
 
 @pytest.mark.parametrize("zoomed", [False, True], ids=["fitted", "zoomed"])
-def test_polygon_becomes_a_new_instance(context, studio, zoomed) -> None:
+def test_polygon_becomes_a_new_instance(pg, studio, zoomed) -> None:
     project, url, image_id, _ = studio
-    pg = open_correct(context, url, image_id, "polygon")
+    choose(pg, "polygon")
     cv = pg.locator("#correct-image canvas")
     if zoomed:
         zoom_in(pg, (150, 60))
@@ -244,10 +283,10 @@ def test_polygon_becomes_a_new_instance(context, studio, zoomed) -> None:
     expect(cv).to_have_attribute("data-corners", "0")
 
 
-def test_new_mask_with_brush_and_eraser_then_esc_discards(context, studio) -> None:
+def test_new_mask_with_brush_and_eraser_then_esc_discards(pg, studio) -> None:
     project, url, image_id, _ = studio
     names = project.class_names()
-    pg = open_correct(context, url, image_id, "new")
+    choose(pg, "new")
     cv = pg.locator("#correct-image canvas")
     picker = pg.locator("#class-picker input")
     picker.fill(names[2])
@@ -272,7 +311,7 @@ def test_new_mask_with_brush_and_eraser_then_esc_discards(context, studio) -> No
     assert np.array_equal(new.mask, drawn), f"{int((new.mask ^ drawn).sum())} pixels differ"
     assert project.store.annotation(new.id).category_id == project.category_id(names[2])
     # strokes discarded with Esc store nothing
-    pg.locator("#tool label", has_text="new mask").click()
+    choose(pg, "new")
     stroke(pg, View(pg), [(10, 200), (60, 210)])
     expect(cv).to_have_attribute("data-unsaved", "1")
     pg.keyboard.press("Escape")
@@ -282,15 +321,17 @@ def test_new_mask_with_brush_and_eraser_then_esc_discards(context, studio) -> No
     assert len(project.store.annotations(image_id)) == count + 1
 
 
-def test_leaving_with_strokes_not_applied_asks_first(context, studio) -> None:
+def test_leaving_with_strokes_not_applied_asks_first(browser, studio) -> None:
     _, url, image_id, (square, _) = studio
-    pg = open_correct(context, url, image_id, "brush", square)
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    pg = open_correct(context, url, image_id, "brush", square)     # a link to this place: tool and selection
     stroke(pg, View(pg), [(50, 70), (90, 90)])
     expect(pg.locator("#correct-image canvas")).to_have_attribute("data-unsaved", "1")
     dialogs = []
     pg.on("dialog", lambda d: (dialogs.append(d.type), d.dismiss()))
     pg.close(run_before_unload=True)
     pg.wait_for_timeout(500)
+    context.close()
     assert dialogs == ["beforeunload"]
 
 
@@ -330,8 +371,9 @@ def large(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.mark.slow     # about 2 minutes here: making and serving a 12-megapixel image dominates
-def test_large_image_brush_and_polygon(context, large) -> None:
+def test_large_image_brush_and_polygon(browser, large) -> None:
     project, url, image_id, rect = large
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
     pg = open_correct(context, url, image_id, "brush", rect)
     cv = pg.locator("#correct-image canvas")
     before = project.store.annotation(rect).mask
@@ -352,4 +394,5 @@ def test_large_image_brush_and_polygon(context, large) -> None:
     expect(cv).to_have_attribute("data-edit", "")
     drawn = newest(project, image_id).mask
     expected = polygon_pixels(LARGE, got)
+    context.close()
     assert np.array_equal(drawn, expected), f"{int((drawn ^ expected).sum())} pixels differ"
