@@ -10,7 +10,7 @@ import numpy as np
 from app import canvas, correct_view
 from app.project import StudioError
 from app.session import TOOLS, SessionState
-from app.studio import Studio, png
+from app.studio import Studio
 
 def inspect_view_floor() -> float:
     """Lowest confidence the slider offers: predictions below it are not stored at all."""
