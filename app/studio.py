@@ -89,7 +89,7 @@ class Studio:
         self.maps: LRUCache[np.ndarray] = LRUCache(64)   # activation maps and layer masks
         self._header = ""                                 # project line, rebuilt on "all" refreshes
         self.explain_help = ""                            # Explain's help for the model, rebuilt with it
-        self.tokens = itertools.count(1)                  # painter sessions
+        self.tokens = itertools.count(1)                  # unique parts of component tokens (Explain panels)
         self.thumbs: LRUCache[str] = LRUCache(4096)       # gallery thumbnail files by image id
         self.canvas_images: LRUCache[str] = LRUCache(256)  # image PNG files for the canvas, by image id
         self.canvas_masks: LRUCache[canvas.Masks] = LRUCache(256)  # mask files by (image id, revision)
