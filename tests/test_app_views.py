@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app import correct_view, explain_view, inspect_view
+from app import explain_view, inspect_view
 from app.config import ConfigError, StudioConfig, parse_auth
-from app.project import Instance, StudioError
+from app.project import Instance
 from app.session import LRUCache, SessionState
 from fastinst import visualize
 from launch import config_from_args
@@ -156,3 +156,17 @@ def test_demo_images_are_regenerated_when_the_generator_changes(tmp_path: Path, 
     retire_demo_store(config, log=lambda m: None)
     assert not (config.project_dir / "studio.db").exists()
     assert (config.project_dir / "studio.db.old-1").read_text() == "old annotations"
+
+
+def test_tools_that_draw_a_new_instance_drop_the_selection() -> None:
+    from app.events import set_tool
+    state = SessionState(image_id=1, selected=5)
+    assert "Enter applies" in set_tool(state, "brush") and (state.tool, state.selected) == ("brush", 5)
+    set_tool(state, "eraser")
+    assert state.selected == 5                     # the eraser edits the selected mask
+    for tool in ("new", "polygon"):
+        state.selected = 5
+        set_tool(state, tool)
+        assert (state.tool, state.selected) == (tool, None)
+    set_tool(state, "lasso")
+    assert state.tool == "select"
