@@ -269,19 +269,6 @@ def run_project(project: Any, repeats: int, layers: bool, first_id: int | None =
             before = pg.evaluate(f"__stamp('{sel}')")
             t, = measure("__key('a')", f"return __fresh('{sel}', {json.dumps(before)})")
             add("accept", t)
-        if canvas:   # a brush stroke drawn as a new mask, applied with Enter, until its revision is drawn
-            pg.locator("#tool label", has_text="new mask").click()
-            pg.wait_for_function("() => document.querySelector('#tool input[value=new]').checked")
-            height = first.height
-            for k in range(repeats):
-                y = height * (0.1 + 0.8 * k / max(1, repeats))
-                pg.evaluate(STROKE_JS, [sel, [[width * 0.1, y], [width * 0.2, y + 3], [width * 0.3, y]], width])
-                pg.wait_for_function(f"() => __view('{sel}').dataset.unsaved === '1'")
-                before = pg.evaluate(f"__stamp('{sel}')")
-                t, = measure("__key('Enter')", f"return __fresh('{sel}', {json.dumps(before)}) && "
-                             f"__view('{sel}').dataset.unsaved === '0'")
-                add("brush-stroke commit", t)
-            pg.locator("#tool label", has_text="select").click()
         if layers and points:
             pg.click("#tab-explain-button")
             heads = len(project.model.predictor.model.decoder.heads)
@@ -310,6 +297,20 @@ def run_project(project: Any, repeats: int, layers: bool, first_id: int | None =
                         add("layer switch", t)
             pg.click("#tab-correct-button")
             pg.wait_for_timeout(1000)
+        if canvas:   # a brush stroke drawn as a new mask, applied with Enter, until its revision is drawn
+            # (after Explain: the new-mask tool drops the selection Explain's panels need)
+            pg.locator("#tool label", has_text="new mask").click()
+            pg.wait_for_function("() => document.querySelector('#tool input[value=new]').checked")
+            height = first.height
+            for k in range(repeats):
+                y = height * (0.1 + 0.8 * k / max(1, repeats))
+                pg.evaluate(STROKE_JS, [sel, [[width * 0.1, y], [width * 0.2, y + 3], [width * 0.3, y]], width])
+                pg.wait_for_function(f"() => __view('{sel}').dataset.unsaved === '1'")
+                before = pg.evaluate(f"__stamp('{sel}')")
+                t, = measure("__key('Enter')", f"return __fresh('{sel}', {json.dumps(before)}) && "
+                             f"__view('{sel}').dataset.unsaved === '0'")
+                add("brush-stroke commit", t)
+            pg.locator("#tool label", has_text="select").click()
         # next image: through the predicted ones, then the ones not predicted yet
         order = [e.id for e in images]
         current = first.id
