@@ -370,7 +370,7 @@ def large(tmp_path_factory: pytest.TempPathFactory):
         yield project, url, image_id, rect
 
 
-@pytest.mark.slow     # about 2 minutes here: making and serving a 12-megapixel image dominates
+@pytest.mark.slow     # 20 s on a quiet machine, 100 s under load: making and serving a 12-megapixel image
 def test_large_image_brush_and_polygon(browser, large) -> None:
     project, url, image_id, rect = large
     context = browser.new_context(viewport={"width": 1440, "height": 900})
