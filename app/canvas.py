@@ -4,30 +4,62 @@ The server sends the image and the instances' masks once per image revision; eve
 does to look at them is answered in the browser, without a server round trip: hover highlight and
 label, click to select (the topmost shown instance under the pointer; a second click at the same
 place selects the next one below it), the confidence threshold and "show rejected" filters, zoom
-(wheel, around the pointer) and pan (drag), Fit (the button or F).
+(wheel, around the pointer) and pan (drag; with a drawing tool: right- or middle-drag), Fit (the
+button or F).
+
+Drawing (mode "correct", the tool chosen in the page's ``#tool``) happens in the browser too, on
+a mask buffer of exactly the image's size (one byte a pixel), so what is stored equals what was
+drawn pixel for pixel at any zoom: a pointer at page point P is at image point
+``(P - canvas corner - offset) / scale`` (``data-view``), and
+
+* brush / eraser (and "new", a brush that starts a new mask): a round stroke of diameter ``size``
+  image pixels sets (erases) every pixel whose centre ``(c + 0.5, r + 0.5)`` lies within
+  ``size / 2`` of the polyline through the pointer's positions (every coalesced pointer event);
+  the brush and eraser edit the selected instance's mask (nothing selected: the brush starts a new
+  mask);
+* polygon: corners clicked out (a drag pans), closed with Enter, a double click or a click on the
+  first corner; every pixel whose centre is inside (even-odd rule) is set. A polygon started with
+  no edit open becomes a new instance at once; otherwise it joins the open edit.
+
+Strokes accumulate (E toggles brush / eraser, [ and ] change the size, Ctrl+Z takes the last
+stroke back) until Apply (Enter) sends them; Esc discards them; leaving the page with strokes not
+applied asks first. Each Apply is one store edit (one undo step).
 
 API (what ``value`` builds, a JSON string):
 
-* ``token``: changes with the image or its revision; ``image``: URL of the image as a PNG at its
-  own resolution, ``width`` x ``height`` pixels; ``masks``: URL of a JSON file
-  ``{"<id>": [x, y, w, h, run, run, ...]}``: each mask cropped to its box ``(x, y, w, h)``,
-  row-major, as alternating runs of 0s and 1s starting with 0s (see ``mask_runs``);
+* ``token``: "<image id>:<revision>", changes with the image or its revision; ``image``: URL of
+  the image as a PNG at its own resolution, ``width`` x ``height`` pixels; ``masks``: URL of a
+  JSON file ``{"<id>": [x, y, w, h, run, run, ...]}``: each mask cropped to its box
+  ``(x, y, w, h)``, row-major, as alternating runs of 0s and 1s starting with 0s (see
+  ``mask_runs``);
 * ``instances``: every instance of the image, top first (``inspect_view.visible_instances``'s
   order), with ``id``, ``label``, ``score``, ``state``, ``placed`` (a query a person placed: shown
   whatever the threshold), ``colour`` (RGB) and ``key`` (its mask's digest: the browser decodes
   only masks it has not seen);
-* ``selected``, ``min_score``, ``show_rejected``, ``polygon`` (vertices, image pixels), ``mode``
-  ("inspect": clicks select; "correct": clicks use the tool chosen in ``#tool``), ``seq``.
+* ``selected``, ``min_score``, ``show_rejected``, ``mode`` ("inspect": clicks select; "correct":
+  clicks use the tool chosen in ``#tool``), ``seq``.
 
-Events out: a click fires the component's ``select`` event with ``{"x", "y", "tool", "pick",
-"seq"}``: the image pixel (x, y) clicked, the tool, the instance the browser picked (or null) and
-a counter the server echoes as ``seq`` so that the browser ignores selections older than its last
-click. The threshold and "show rejected" are read from the page's ``#min-score`` and
-``#show-rejected`` inputs as they move (the server is told by their own events).
+Events out, both through the component's ``select`` event (``read_event``):
+
+* a click with the select or query tool: ``{"x", "y", "tool", "pick", "seq"}``: the image pixel
+  (x, y) clicked, the tool, the instance the browser picked (or null) and a counter the server
+  echoes as ``seq`` so that the browser ignores selections older than its last click;
+* an applied edit: ``{"kind": "mask", "target", "box", "runs", "token", "how", "seq"}``: inside
+  ``box`` = [x, y, w, h] (image pixels) the mask becomes the crop ``runs`` describe (the same
+  runs as the masks file); outside it the mask stays as stored. ``target``: the instance edited,
+  or null for a new one; ``token``: the canvas's token when it was drawn (an edit of an image the
+  session no longer shows is refused); ``how``: "brush" or "polygon". API clients send the same
+  JSON (``edit_value``) to ``/save_mask`` and ``/add_mask``.
+
+The threshold and "show rejected" are read from the page's ``#min-score`` and ``#show-rejected``
+inputs as they move (the server is told by their own events).
 
 Test hooks on the ``<canvas>``: ``data-token``, ``data-selected``, ``data-hover``, ``data-shown``
-(ids drawn, top first), ``data-frame`` (a counter bumped by every redraw) and ``data-view``
-("scale,offset_x,offset_y": screen = image * scale + offset, CSS pixels inside the canvas).
+(ids drawn, top first), ``data-frame`` (a counter bumped by every redraw), ``data-view``
+("scale,offset_x,offset_y": screen = image * scale + offset, CSS pixels inside the canvas),
+``data-brush`` (the brush diameter, image pixels), ``data-edit`` (the instance id being edited,
+"new", or empty), ``data-unsaved`` (strokes and polygons not applied yet) and ``data-corners``
+(corners of the polygon being clicked out).
 """
 from __future__ import annotations
 
@@ -50,17 +82,31 @@ TEMPLATE = """
     <button type="button" class="anncanvas-zoom-in" title="zoom in (wheel up)">+</button>
     <button type="button" class="anncanvas-zoom-out" title="zoom out (wheel down)">−</button>
     <span class="anncanvas-info">no image</span>
+    <span class="anncanvas-edit">
+      <label title="brush and eraser diameter, image pixels ([ and ])">size
+        <input type="range" class="anncanvas-size" min="1" max="200" value="12"></label>
+      <span class="anncanvas-size-text">12 px</span>
+      <button type="button" class="anncanvas-apply" title="store the strokes (Enter)">Apply (Enter)</button>
+      <button type="button" class="anncanvas-discard" title="drop the strokes (Esc)">Discard (Esc)</button>
+    </span>
     <span class="anncanvas-legend"><b>?</b> proposed · <b>✓</b> accepted · <b>✗</b> rejected ·
       wheel: zoom · drag: pan · click again: the instance below</span>
   </div>
-  <div class="anncanvas-stage" tabindex="0"><canvas class="anncanvas-view"></canvas></div>
+  <div class="anncanvas-stage" tabindex="0"><canvas class="anncanvas-view"></canvas>
+    <div class="anncanvas-editinfo"></div></div>
 </div>
 """
 
 CSS = """
 .anncanvas-bar { display: flex; gap: 8px; align-items: center; flex-wrap: wrap; margin-bottom: 4px; font-size: 0.9em; }
 .anncanvas-bar button { border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 0 10px; min-width: 2em; }
-.anncanvas-info { font-variant-numeric: tabular-nums; }
+.anncanvas-info, .anncanvas-size-text { font-variant-numeric: tabular-nums; }
+.anncanvas-edit { display: none; gap: 6px; align-items: center; }
+.anncanvas.correct .anncanvas-edit { display: inline-flex; }
+.anncanvas-edit input { vertical-align: middle; width: 110px; }
+.anncanvas-editinfo { position: absolute; left: 8px; top: 8px; padding: 2px 8px; border-radius: 4px;
+                      background: rgba(0,0,0,0.7); color: #fff; font-size: 0.9em; pointer-events: none; }
+.anncanvas-editinfo:empty { display: none; }
 .anncanvas-legend { color: var(--body-text-color-subdued); margin-left: auto; }
 .anncanvas-stage { position: relative; width: 100%; height: 70vh; min-height: 240px; overflow: hidden;
                    background: #1d1f24; border-radius: 6px; touch-action: none; outline: none; }
@@ -68,17 +114,25 @@ CSS = """
 """
 
 JS = r"""
+const root = element.querySelector('.anncanvas');
 const stage = element.querySelector('.anncanvas-stage');
 const cv = element.querySelector('canvas.anncanvas-view');
 const ctx = cv.getContext('2d');
 const info = element.querySelector('.anncanvas-info');
+const sizeInput = element.querySelector('.anncanvas-size');
+const sizeText = element.querySelector('.anncanvas-size-text');
+const editInfo = element.querySelector('.anncanvas-editinfo');
 const masks = new Map();           // mask key -> {x, y, w, h, bits, fill, edge}
+const PAINT = new Set(['brush', 'eraser', 'new']);
+const NEW_COLOUR = [255, 64, 200];
 let data = null, img = null, imgUrl = null, gen = 0, frame = 0;
 let view = {s: 1, ox: 0, oy: 0}, fitFor = null, fittedWidth = 0;
 let hover = null, selected = null, seq = 0;
 let minScore = 0.5, showRejected = false, serverMin = null, serverRej = null;
-let lastClick = null, drag = null, pending = false;
+let lastClick = null, drag = null, pending = false, queued = false;
 let scene = null, sceneKey = '', dataGen = 0;   // the scene without hover, redrawn only when it changes
+// drawing: the open edit (a mask buffer of the image's size), the stroke under way, the polygon
+let edit = null, stroke = null, poly = [], cursor = null, brush = 12, notice = '';
 
 function parse(t) { try { return JSON.parse(t || '{}'); } catch (e) { return {}; } }
 function loadImage(url) {
@@ -140,10 +194,11 @@ function fit() {
   view = {s, ox: (r.width - data.width * s) / 2, oy: (r.height - data.height * s) / 2};
   draw();
 }
-function toImage(e) {
+function toPoint(e) {   // the image point under the pointer (continuous: pixel (c, r) spans [c, c+1))
   const r = cv.getBoundingClientRect();
-  return {x: Math.floor((e.clientX - r.left - view.ox) / view.s), y: Math.floor((e.clientY - r.top - view.oy) / view.s)};
+  return {x: (e.clientX - r.left - view.ox) / view.s, y: (e.clientY - r.top - view.oy) / view.s};
 }
+function toImage(e) { const p = toPoint(e); return {x: Math.floor(p.x), y: Math.floor(p.y)}; }
 function label(inst, strong) {
   const m = masks.get(inst.key), d = window.devicePixelRatio || 1;
   const text = inst.label;
@@ -167,33 +222,56 @@ function paintScene(list, d) {   // the image, every shown mask and the selectio
   sx.imageSmoothingEnabled = view.s < 1;
   sx.drawImage(img, 0, 0);
   sx.imageSmoothingEnabled = false;
+  const editing = edit ? edit.target : undefined;   // the mask being edited is drawn from the buffer
   for (let k = list.length - 1; k >= 0; k--) {
     const inst = list[k], m = masks.get(inst.key);
+    if (inst.id === editing) continue;
     sx.globalAlpha = inst.state === 'rejected' ? 0.2 : (inst.id === selected ? 0.6 : 0.4);
     sx.drawImage(m.fill, m.x, m.y);
     sx.globalAlpha = 1;
     sx.drawImage(m.edge, m.x, m.y);
   }
-  const sel = list.find(i => i.id === selected);
+  const sel = list.find(i => i.id === selected && i.id !== editing);
   if (sel) { const m = masks.get(sel.key); sx.drawImage(m.white, m.x, m.y); }
-  if (data.polygon && data.polygon.length) {
-    sx.strokeStyle = '#fff'; sx.fillStyle = '#fff'; sx.lineWidth = 2 / view.s;
-    sx.beginPath();
-    data.polygon.forEach(([px, py], k) => k ? sx.lineTo(px + 0.5, py + 0.5) : sx.moveTo(px + 0.5, py + 0.5));
-    sx.stroke();
-    for (const [px, py] of data.polygon) sx.fillRect(px + 0.5 - 3 / view.s, py + 0.5 - 3 / view.s, 6 / view.s, 6 / view.s);
+}
+function overlays(d) {   // on top of the scene: the edit buffer, the polygon, the brush outline
+  if (!data || !img) return;
+  ctx.setTransform(view.s * d, 0, 0, view.s * d, view.ox * d, view.oy * d);
+  ctx.imageSmoothingEnabled = false;
+  if (edit && edit.shown) {
+    const [x0, y0, x1, y1] = edit.shown;
+    ctx.globalAlpha = 0.6;
+    ctx.drawImage(edit.layer, x0, y0, x1 - x0, y1 - y0, x0, y0, x1 - x0, y1 - y0);
+    ctx.globalAlpha = 1;
   }
+  ctx.setTransform(d, 0, 0, d, 0, 0);
+  const screen = (p) => [p.x * view.s + view.ox, p.y * view.s + view.oy];
+  if (poly.length) {
+    ctx.strokeStyle = '#fff'; ctx.fillStyle = '#fff'; ctx.lineWidth = 2;
+    ctx.beginPath();
+    poly.forEach((p, k) => { const [sx, sy] = screen(p); k ? ctx.lineTo(sx, sy) : ctx.moveTo(sx, sy); });
+    if (cursor) { const [sx, sy] = screen(cursor); ctx.lineTo(sx, sy); }
+    ctx.stroke();
+    for (const p of poly) { const [sx, sy] = screen(p); ctx.fillRect(sx - 3, sy - 3, 6, 6); }
+  }
+  if (cursor && PAINT.has(tool())) {
+    const [sx, sy] = screen(cursor);
+    ctx.strokeStyle = tool() === 'eraser' ? '#fff' : '#000'; ctx.lineWidth = 1.5;
+    ctx.beginPath(); ctx.arc(sx, sy, Math.max(1, brush / 2 * view.s), 0, 2 * Math.PI); ctx.stroke();
+  }
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
 }
 function draw() {
   resize();
   const d = window.devicePixelRatio || 1;
   const list = shown();
-  const key = [dataGen, view.s, view.ox, view.oy, minScore, showRejected, selected, cv.width, cv.height].join('|');
+  const key = [dataGen, view.s, view.ox, view.oy, minScore, showRejected, selected, cv.width, cv.height,
+               edit ? edit.target : 'none'].join('|');
   if (key !== sceneKey) { paintScene(list, d); sceneKey = key; }
   ctx.setTransform(1, 0, 0, 1, 0, 0);
   ctx.clearRect(0, 0, cv.width, cv.height);
   if (scene) ctx.drawImage(scene, 0, 0);
-  const hov = list.find(i => i.id === hover && i.id !== selected);
+  const hov = list.find(i => i.id === hover && i.id !== selected && !(edit && edit.target === i.id));
   if (hov && data && img) {    // the hovered one on top of the cached scene: brighter, outlined
     const m = masks.get(hov.key);
     ctx.setTransform(view.s * d, 0, 0, view.s * d, view.ox * d, view.oy * d);
@@ -204,6 +282,7 @@ function draw() {
     ctx.drawImage(m.edge, m.x, m.y);
     ctx.setTransform(1, 0, 0, 1, 0, 0);
   }
+  overlays(d);
   for (const id of [hover, selected]) {
     const inst = list.find(i => i.id === id);
     if (inst) label(inst, id === selected);
@@ -215,12 +294,181 @@ function draw() {
   cv.dataset.hover = hover == null ? '' : String(hover);
   cv.dataset.shown = list.map(i => i.id).join(',');
   cv.dataset.view = `${view.s},${view.ox},${view.oy}`;
+  cv.dataset.brush = String(brush);
+  cv.dataset.edit = edit ? (edit.target == null ? 'new' : String(edit.target)) : '';
+  cv.dataset.unsaved = String(edit ? edit.ops.length : 0);
+  cv.dataset.corners = String(poly.length);
+  root.classList.toggle('correct', !!data && data.mode === 'correct');
   if (data) info.textContent = `${list.length} shown of ${data.instances.length} · ${Math.round(view.s * 100)}%`;
+  if (notice) editInfo.textContent = notice;
+  else if (!edit) editInfo.textContent = poly.length ? `polygon: ${poly.length} corners` + (poly.length >= 3 ? ' · Enter closes' : '') : '';
+  else editInfo.textContent = `${edit.target == null ? 'new mask' : '#' + edit.target}: ${edit.ops.length} unsaved` +
+                              (edit.pendingSeq ? ' · saving' : ' · Enter applies, Esc discards');
 }
+function later() { if (!queued) { queued = true; requestAnimationFrame(() => { queued = false; draw(); }); } }
+function say(text) { notice = text; draw(); }   // shown until the next drawing action
+
+// ------------------------------------------------------------------ drawing on the mask buffer
+function grow(b, x0, y0, x1, y1) {
+  return b ? [Math.min(b[0], x0), Math.min(b[1], y0), Math.max(b[2], x1), Math.max(b[3], y1)] : [x0, y0, x1, y1];
+}
+function repaint(x0, y0, x1, y1) {   // the buffer's pixels in [x0, x1) x [y0, y1) onto its layer
+  if (x1 <= x0 || y1 <= y0) return;
+  const w = x1 - x0, h = y1 - y0, W = data.width, im = new ImageData(w, h), c = edit.colour, bits = edit.bits;
+  for (let r = 0; r < h; r++) {
+    const base = (y0 + r) * W + x0;
+    for (let k = 0; k < w; k++) if (bits[base + k]) {
+      const o = 4 * (r * w + k);
+      im.data[o] = c[0]; im.data[o + 1] = c[1]; im.data[o + 2] = c[2]; im.data[o + 3] = 255;
+    }
+  }
+  edit.layer.getContext('2d').putImageData(im, x0, y0);
+  edit.shown = grow(edit.shown, x0, y0, x1, y1);
+}
+function startEdit(kind) {   // the open edit, or a new one for this tool (null: none possible)
+  if (edit) {
+    if (kind === 'new' && edit.target != null) { say('apply (Enter) or discard (Esc) the open edit first'); return null; }
+    return edit;
+  }
+  let target = null;
+  if (kind === 'brush' || kind === 'eraser') {
+    target = data.instances.find(i => i.id === selected && masks.has(i.key)) || null;
+    if (!target && kind === 'eraser') { say('select an instance to erase from'); return null; }
+  }
+  const W = data.width, H = data.height;
+  edit = {target: target ? target.id : null, token: data.token, image: data.image, bits: new Uint8Array(W * H),
+          layer: new OffscreenCanvas(W, H), colour: target ? target.colour : NEW_COLOUR, ops: [], box: null,
+          shown: null, pendingSeq: 0};
+  if (target) {
+    const m = masks.get(target.key);
+    for (let r = 0; r < m.h; r++) edit.bits.set(m.bits.subarray(r * m.w, (r + 1) * m.w), (m.y + r) * W + m.x);
+    repaint(m.x, m.y, m.x + m.w, m.y + m.h);
+  }
+  return edit;
+}
+function setPixel(op, i, v) { if (edit.bits[i] !== v) { edit.bits[i] = v; op.idx.push(i); } }
+function segment(a, b, op) {   // every pixel whose centre is within brush/2 of the segment a-b
+  const r = op.radius, r2 = r * r, W = data.width, H = data.height;
+  const x0 = Math.max(0, Math.floor(Math.min(a.x, b.x) - r)), x1 = Math.min(W, Math.ceil(Math.max(a.x, b.x) + r) + 1);
+  const y0 = Math.max(0, Math.floor(Math.min(a.y, b.y) - r)), y1 = Math.min(H, Math.ceil(Math.max(a.y, b.y) + r) + 1);
+  if (x0 >= x1 || y0 >= y1) return;
+  const dx = b.x - a.x, dy = b.y - a.y, L = dx * dx + dy * dy;
+  for (let row = y0; row < y1; row++) {
+    const py = row + 0.5;
+    for (let c = x0; c < x1; c++) {
+      const px = c + 0.5;
+      let t = L > 0 ? ((px - a.x) * dx + (py - a.y) * dy) / L : 0;
+      t = t < 0 ? 0 : (t > 1 ? 1 : t);
+      const qx = a.x + t * dx - px, qy = a.y + t * dy - py;
+      if (qx * qx + qy * qy <= r2) setPixel(op, row * W + c, op.value);
+    }
+  }
+  op.box = grow(op.box, x0, y0, x1, y1);
+  edit.box = grow(edit.box, x0, y0, x1, y1);
+  repaint(x0, y0, x1, y1);
+}
+function fillPolygon(pts, op) {   // every pixel whose centre is inside (even-odd rule)
+  const W = data.width, H = data.height, n = pts.length;
+  const ys = pts.map(p => p.y), xs = pts.map(p => p.x);
+  const y0 = Math.max(0, Math.floor(Math.min(...ys))), y1 = Math.min(H, Math.ceil(Math.max(...ys)) + 1);
+  const x0 = Math.max(0, Math.floor(Math.min(...xs))), x1 = Math.min(W, Math.ceil(Math.max(...xs)) + 1);
+  if (x0 >= x1 || y0 >= y1) return;
+  for (let row = y0; row < y1; row++) {
+    const py = row + 0.5, cross = [];
+    for (let k = 0; k < n; k++) {
+      const a = pts[k], b = pts[(k + 1) % n];
+      if ((a.y > py) !== (b.y > py)) cross.push(a.x + (py - a.y) * (b.x - a.x) / (b.y - a.y));
+    }
+    cross.sort((u, v) => u - v);
+    for (let j = 0; j + 1 < cross.length; j += 2) {
+      const xa = cross[j], xb = cross[j + 1];
+      for (let c = Math.max(x0, Math.floor(xa) - 1); c < Math.min(x1, Math.ceil(xb) + 1); c++) {
+        const px = c + 0.5;
+        if (px >= xa && px < xb) setPixel(op, row * W + c, 1);
+      }
+    }
+  }
+  op.box = [x0, y0, x1, y1];
+  edit.box = grow(edit.box, x0, y0, x1, y1);
+  repaint(x0, y0, x1, y1);
+}
+function startStroke(t, e) {
+  notice = '';
+  if (edit && edit.pendingSeq) { say('saving the last edit…'); return false; }
+  if (!startEdit(t)) return false;
+  const p = toPoint(e), value = t === 'eraser' ? 0 : 1;
+  stroke = {last: p, op: {kind: 'stroke', value, radius: brush / 2, idx: [], box: null}};
+  segment(p, p, stroke.op);
+  later();
+  return true;
+}
+function extendStroke(e) {
+  const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [];
+  for (const ev of (events.length ? events : [e])) {
+    const p = toPoint(ev);
+    if (p.x !== stroke.last.x || p.y !== stroke.last.y) { segment(stroke.last, p, stroke.op); stroke.last = p; }
+  }
+  cursor = stroke.last;
+  later();
+}
+function endStroke(e) {
+  extendStroke(e);
+  edit.ops.push(stroke.op);
+  stroke = null;
+  draw();
+}
+function closePolygon() {
+  if (poly.length < 3) { say('a polygon needs at least 3 corners'); return; }
+  if (edit && edit.pendingSeq) { say('saving the last edit…'); return; }
+  const fresh = !edit;
+  if (!startEdit('polygon')) return;
+  const op = {kind: 'polygon', value: 1, idx: [], box: null};
+  fillPolygon(poly, op);
+  edit.ops.push(op);
+  poly = [];
+  if (fresh) apply(); else draw();
+}
+function undoOp() {
+  const op = edit.ops.pop();
+  for (const i of op.idx) edit.bits[i] = op.value ? 0 : 1;
+  if (op.box) repaint(...op.box);
+  if (!edit.ops.length && edit.target == null) edit = null;
+  draw();
+}
+function discard() { edit = null; stroke = null; poly = []; notice = ''; draw(); }
+function apply() {   // the buffer inside the box of everything drawn goes to the server as runs
+  if (!edit || !edit.box || !edit.ops.length || edit.pendingSeq) return;
+  const [x0, y0, x1, y1] = edit.box, W = data.width, bits = edit.bits, runs = [];
+  let on = 0, n = 0;
+  for (let r = y0; r < y1; r++) {
+    const base = r * W;
+    for (let c = x0; c < x1; c++) { const v = bits[base + c]; if (v !== on) { runs.push(n); n = 0; on = v; } n++; }
+  }
+  runs.push(n);
+  seq += 1;
+  notice = '';
+  edit.pendingSeq = seq;
+  const how = edit.ops.every(op => op.kind === 'polygon') ? 'polygon' : 'brush';
+  trigger('select', {kind: 'mask', target: edit.target, box: [x0, y0, x1 - x0, y1 - y0], runs,
+                     token: edit.token, how, seq});
+  draw();
+}
+function setBrush(v) {
+  brush = Math.max(1, Math.min(200, Math.round(v)));
+  sizeInput.value = String(brush);
+  sizeText.textContent = `${brush} px`;
+  draw();
+}
+function chooseTool(name) {   // through the page's tool radio, so that the server knows it too
+  const input = document.querySelector(`#tool input[value="${name}"]`);
+  if (input && !input.checked) input.click();
+}
+function toggleEraser() { chooseTool(tool() === 'eraser' ? 'brush' : 'eraser'); }
+
 async function load() {
   const v = parse(props.value);
   const mine = ++gen;
-  if (!v.token) { data = null; img = null; imgUrl = null; info.textContent = 'no image'; draw(); return; }
+  if (!v.token) { data = null; img = null; imgUrl = null; edit = null; poly = []; info.textContent = 'no image'; draw(); return; }
   // the picture and the masks are fetched at the same time
   const picture = v.image !== imgUrl ? loadImage(v.image) : null;
   const runs = v.instances.some(i => !masks.has(i.key)) ? fetch(v.masks).then(r => r.json()) : null;
@@ -237,6 +485,13 @@ async function load() {
     for (const inst of v.instances) if (!masks.has(inst.key)) masks.set(inst.key, decode(all[inst.id], inst.colour));
   }
   const fresh = !data || data.width !== v.width || data.height !== v.height || data.image !== v.image;
+  if (edit) {   // an applied edit ends when its revision arrives; a refused one stays to fix or discard
+    const answered = edit.pendingSeq && (v.seq ?? 0) >= edit.pendingSeq;
+    if (v.image !== edit.image || (answered && v.token !== edit.token) ||
+        (edit.target != null && !v.instances.some(i => i.id === edit.target))) edit = null;
+    else { if (answered) edit.pendingSeq = 0; edit.token = v.token; }
+  }
+  if (fresh) poly = [];
   data = v;
   dataGen += 1;
   if ((v.seq ?? 0) >= seq) selected = v.selected ?? null;
@@ -250,11 +505,19 @@ function tool() {
   const checked = document.querySelector('#tool input:checked');
   return checked ? checked.value : 'select';
 }
+function polygonClick(e) {
+  const p = toPoint(e), near = (q, px) => Math.hypot((q.x - p.x) * view.s, (q.y - p.y) * view.s) <= px;
+  if (poly.length >= 3 && near(poly[0], 8)) { closePolygon(); return; }
+  if (!poly.length || !near(poly[poly.length - 1], 2)) poly.push(p);
+  notice = '';
+  draw();
+}
 function click(e) {
   if (!data) return;
+  const t = tool();
+  if (t === 'polygon') { polygonClick(e); return; }
   const p = toImage(e);
   if (p.x < 0 || p.y < 0 || p.x >= data.width || p.y >= data.height) return;
-  const t = tool();
   let pick = null;
   if (t === 'select') {
     const under = hits(p.x, p.y);
@@ -281,10 +544,12 @@ stage.addEventListener('wheel', (e) => {
 }, {passive: false});
 stage.addEventListener('pointerdown', (e) => {
   stage.focus({preventScroll: true});
-  drag = {x: e.clientX, y: e.clientY, ox: view.ox, oy: view.oy, moved: false, button: e.button};
   try { stage.setPointerCapture(e.pointerId); } catch (err) { /* a synthetic pointer */ }
+  if (data && e.button === 0 && PAINT.has(tool()) && startStroke(tool(), e)) return;
+  drag = {x: e.clientX, y: e.clientY, ox: view.ox, oy: view.oy, moved: false, button: e.button};
 });
 stage.addEventListener('pointermove', (e) => {
+  if (stroke) { extendStroke(e); return; }
   if (drag) {
     const dx = e.clientX - drag.x, dy = e.clientY - drag.y;
     if (drag.moved || Math.abs(dx) + Math.abs(dy) > 4) {
@@ -296,19 +561,27 @@ stage.addEventListener('pointermove', (e) => {
   pending = true;
   requestAnimationFrame(() => {
     pending = false;
+    const t = tool();
+    if (PAINT.has(t) || t === 'polygon' || cursor) { cursor = toPoint(e); later(); }
     const p = toImage(e);
     const h = hits(p.x, p.y)[0] ?? null;
     if (h !== hover) { hover = h; draw(); }
   });
 });
 stage.addEventListener('pointerup', (e) => {
+  if (stroke) { endStroke(e); return; }
   const d = drag; drag = null;
   if (d && !d.moved && d.button === 0) click(e);
 });
-stage.addEventListener('pointerleave', () => { if (hover !== null) { hover = null; draw(); } });
+stage.addEventListener('dblclick', (e) => { if (tool() === 'polygon' && poly.length >= 3) { e.preventDefault(); closePolygon(); } });
+stage.addEventListener('contextmenu', (e) => { if (tool() !== 'select') e.preventDefault(); });
+stage.addEventListener('pointerleave', () => { cursor = null; if (hover !== null) hover = null; draw(); });
 element.querySelector('.anncanvas-fit').addEventListener('click', fit);
 element.querySelector('.anncanvas-zoom-in').addEventListener('click', () => { const r = cv.getBoundingClientRect(); zoomAt(1.25, r.width / 2, r.height / 2); });
 element.querySelector('.anncanvas-zoom-out').addEventListener('click', () => { const r = cv.getBoundingClientRect(); zoomAt(0.8, r.width / 2, r.height / 2); });
+element.querySelector('.anncanvas-apply').addEventListener('click', () => { if (poly.length) closePolygon(); else apply(); });
+element.querySelector('.anncanvas-discard').addEventListener('click', discard);
+sizeInput.addEventListener('input', () => setBrush(Number(sizeInput.value)));
 function onFilter(e) {   // the filter inputs as they move (read from the event: the page updates later)
   const t = e.target;
   if (!t.closest) return;
@@ -316,12 +589,42 @@ function onFilter(e) {   // the filter inputs as they move (read from the event:
     const v = Number(t.value);
     if (t.value !== '' && !isNaN(v)) { minScore = v; draw(); }
   } else if (t.closest('#show-rejected') && t.type === 'checkbox') { showRejected = t.checked; draw(); }
+  else if (t.closest('#tool') && t.value !== 'polygon' && poly.length) { poly = []; draw(); }
 }
 document.addEventListener('input', onFilter, true);
 document.addEventListener('change', onFilter, true);
+// the drawing keys, before the page's own (they act only where this canvas shows the Correct view)
+document.addEventListener('keydown', (ev) => {
+  if (!data || data.mode !== 'correct' || cv.offsetParent === null) return;
+  const t = ev.target;
+  const typing = t && (t.isContentEditable || ['TEXTAREA', 'SELECT'].includes(t.tagName) ||
+                      (t.tagName === 'INPUT' && !['radio', 'checkbox', 'button'].includes(t.type)));
+  if (typing) return;   // a key typed into a box is the box's (a focused tool radio is not)
+  const overlay = document.getElementById('keys-overlay');
+  if (overlay && !overlay.hidden) return;
+  const mod = ev.ctrlKey || ev.metaKey, open = edit && edit.ops.length;
+  let done = true;
+  if (ev.key === 'Enter' && !mod) { if (poly.length) closePolygon(); else if (open) apply(); else done = false; }
+  else if (ev.key === 'Escape') { if (poly.length) { poly = []; draw(); } else if (edit) discard(); else done = false; }
+  else if (mod && ev.key.toLowerCase() === 'z' && !ev.shiftKey) {
+    if (poly.length) { poly.pop(); draw(); } else if (open && !edit.pendingSeq) undoOp(); else done = false;
+  }
+  else if (mod || ev.altKey) done = false;
+  else if (ev.key === 'e' || ev.key === 'E') toggleEraser();
+  else if (ev.key === 'b' || ev.key === 'B') chooseTool('brush');
+  else if (ev.key === ']') setBrush(Math.max(brush + 1, brush * 1.25));
+  else if (ev.key === '[') setBrush(Math.min(brush - 1, brush / 1.25));
+  else if (open && 'nNpPmM'.includes(ev.key)) say('apply (Enter) or discard (Esc) the strokes first');
+  else done = false;
+  if (done) { ev.preventDefault(); ev.stopImmediatePropagation(); }
+}, true);
+window.addEventListener('beforeunload', (ev) => {   // strokes not applied: ask before leaving
+  if (edit && edit.ops.length) { ev.preventDefault(); ev.returnValue = ''; }
+});
 new ResizeObserver(() => { if (data && fitFor === data.image && view.s) draw(); }).observe(stage);
 // fitted while hidden (a tab not shown yet has no size): fit again once it shows
 new IntersectionObserver((seen) => { if (seen.some(s => s.isIntersecting) && data && fittedWidth < 2) fit(); }).observe(stage);
+setBrush(brush);
 watch('value', load);
 load();
 """
@@ -376,7 +679,7 @@ def file_url(path: str) -> str:
 
 def value(*, token: str, image_path: str, size: tuple[int, int], masks: Masks,
           instances: Sequence[Instance], selected: int | None, min_score: float, show_rejected: bool,
-          mode: str, polygon: Sequence[tuple[int, int]] = (), seq: int = 0) -> str:
+          mode: str, seq: int = 0) -> str:
     """The canvas's value (see the module doc). ``size`` is the image's (H, W); ``instances``
     are all of the image's, top first."""
     rows = [{"id": i.id, "label": instance_label(i), "score": i.score, "state": i.state,
@@ -385,7 +688,7 @@ def value(*, token: str, image_path: str, size: tuple[int, int], masks: Masks,
     return json.dumps({"token": token, "image": file_url(image_path), "width": size[1], "height": size[0],
                        "masks": file_url(masks.path), "instances": rows, "selected": selected,
                        "min_score": round(float(min_score), 4), "show_rejected": bool(show_rejected),
-                       "polygon": [list(p) for p in polygon], "mode": mode, "seq": seq},
+                       "mode": mode, "seq": seq},
                       separators=(",", ":"))
 
 
@@ -401,12 +704,85 @@ class Click:
 
 
 def read_click(data: Any) -> Click:
-    """The event data of a canvas ``select`` event as a Click (ValueError when malformed)."""
+    """The event data of a canvas click as a Click (ValueError when malformed)."""
     if not isinstance(data, dict):
         raise ValueError("the canvas sent a click without data")
     pick = data.get("pick")
     return Click(int(data["x"]), int(data["y"]), str(data.get("tool") or "select"),
                  None if pick is None else int(pick), int(data.get("seq") or 0))
+
+
+@dataclass(frozen=True)
+class MaskEdit:
+    """A drawn edit: inside ``box`` (x, y, w, h; image pixels) the mask becomes ``crop`` ((h, w)
+    bool); outside it stays as stored. ``target``: the instance edited, None for a new one;
+    ``image_id``: the image it was drawn on (None: not said, an API call); ``how``: "brush" or
+    "polygon"; ``seq``: the browser's event counter (0 from the API)."""
+
+    target: int | None
+    box: tuple[int, int, int, int]
+    crop: np.ndarray
+    image_id: int | None = None
+    how: str = "brush"
+    seq: int = 0
+
+    def apply(self, mask: np.ndarray) -> np.ndarray:
+        """``mask`` ((H, W) bool, not changed) with the box replaced by the crop; ValueError
+        when the box does not lie inside the image."""
+        x, y, w, h = self.box
+        height, width = mask.shape
+        if x < 0 or y < 0 or x + w > width or y + h > height:
+            raise ValueError(f"the edit's box {list(self.box)} does not lie inside the {width}x{height} image")
+        out = mask.copy()
+        out[y:y + h, x:x + w] = self.crop
+        return out
+
+
+def runs_to_crop(runs: Sequence[int], w: int, h: int) -> np.ndarray:
+    """Row-major runs (0s first, as ``mask_runs`` writes them) as an (h, w) bool crop;
+    ValueError when they do not add up to w*h pixels or one is negative."""
+    counts = np.asarray(runs, np.int64)
+    if counts.ndim != 1 or (counts < 0).any() or int(counts.sum()) != w * h:
+        raise ValueError(f"the edit's runs cover {int(counts.sum()) if counts.ndim == 1 else '?'} pixels, "
+                         f"its {w}x{h} box {w * h}")
+    return np.repeat(np.arange(counts.size) % 2 == 1, counts).reshape(h, w)
+
+
+def read_edit(data: Any) -> MaskEdit:
+    """An applied edit's JSON (a dict, or its text from the API; see the module doc) as a
+    MaskEdit (ValueError when malformed)."""
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"the edit is not JSON: {e}") from None
+    if not isinstance(data, dict) or "box" not in data or "runs" not in data:
+        raise ValueError("the edit needs a box [x, y, w, h] and runs")
+    try:
+        x, y, w, h = (int(v) for v in data["box"])
+    except (TypeError, ValueError):
+        raise ValueError(f"the edit's box must be 4 integers [x, y, w, h], not {data['box']!r}") from None
+    if w <= 0 or h <= 0:
+        raise ValueError(f"the edit's box {[x, y, w, h]} is empty")
+    token, target = str(data.get("token") or ""), data.get("target")
+    image_id = int(token.split(":")[0]) if token else None
+    return MaskEdit(None if target is None else int(target), (x, y, w, h), runs_to_crop(data["runs"], w, h),
+                    image_id, str(data.get("how") or "brush"), int(data.get("seq") or 0))
+
+
+def read_event(data: Any) -> Click | MaskEdit:
+    """A canvas ``select`` event's data: a click or an applied edit (ValueError when malformed)."""
+    if isinstance(data, dict) and data.get("kind") == "mask":
+        return read_edit(data)
+    return read_click(data)
+
+
+def edit_value(mask: np.ndarray, target: int | None = None) -> str:
+    """What an API client sends to ``/save_mask`` or ``/add_mask``: the whole (H, W) bool ``mask``
+    as an edit of ``target`` (None: a new instance)."""
+    height, width = mask.shape
+    box = (0, 0, width, height)
+    return json.dumps({"target": target, "box": list(box), "runs": mask_runs(mask, box)}, separators=(",", ":"))
 
 
 def build(elem_id: str) -> Any:

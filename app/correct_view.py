@@ -1,4 +1,4 @@
-"""Correct: accept, reject, relabel, delete, draw and edit instances, undo/redo, mark reviewed.
+"""Correct: accept, reject, relabel, delete, store drawn masks, undo/redo, mark reviewed.
 
 Each action is one store edit, saved at once, made with the revision the session last saw (a
 concurrent change by someone else is reported, not overwritten). Functions return the message to
@@ -8,21 +8,24 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 
-from app import painter
+from app.canvas import MaskEdit
 from app.project import Instance, Project, StudioError
 from app.session import SessionState
-from fastinst import visualize
 
 SHORTCUTS = [
     ("A", "accept the selected instance"), ("R", "reject it"), ("Delete", "delete it"),
     ("L", "relabel it with the chosen class"), ("Shift+A", "accept every shown proposal"),
     ("Ctrl+Z / Ctrl+Y", "undo / redo"), ("M", "mark the image reviewed"),
-    ("N / P", "next / previous image"), ("E", "open the selected mask in the painter"),
-    ("Enter / Esc", "close / cancel the polygon"), ("K", "keep the selected near-duplicate, reject the others"),
-    ("F", "fit the image"), ("wheel / drag", "zoom / pan the image"),
-    ("click again", "select the instance below"), ("[ / ]", "Explain: the previous / next layer shown large"),
-    ("?", "show / hide this list"),
+    ("N / P", "next / previous image"),
+    ("B / E", "brush / toggle the eraser (they edit the selected mask; nothing selected: a new one)"),
+    ("[ / ]", "Correct: smaller / larger brush; Explain: the previous / next layer shown large"),
+    ("Enter / Esc", "apply / discard the strokes (or close / drop the polygon being clicked out)"),
+    ("Ctrl+Z while drawing", "take the last stroke back (after Apply: undo the stored edit)"),
+    ("K", "keep the selected near-duplicate, reject the others"),
+    ("F", "fit the image"), ("wheel / drag", "zoom / pan the image (while drawing: right-drag pans)"),
+    ("click again", "select the instance below"), ("?", "show / hide this list"),
 ]
 
 
@@ -101,32 +104,40 @@ def reopen(project: Project, state: SessionState, revision: int | None) -> str:
     return "image reopened (in progress)"
 
 
-# ------------------------------------------------------------------------------ mask painter
-# (see app/painter.py: the painter holds the mask being edited at the image's resolution)
+# ------------------------------------------------------------------------------ drawn masks
+# (drawn on the annotation canvas in the browser, see app/canvas.py; sent as a MaskEdit)
 
-def save_painted(project: Project, state: SessionState, value: str | None, revision: int | None) -> str:
-    """Replace the selected instance's mask with what the painter holds (its mask, brushed and
-    erased)."""
-    inst = _selected(project, state)
-    mask = painter.decode(value, inst.mask.shape)
-    if not mask.any():
-        raise StudioError("the painted mask is empty: use Delete to remove the instance")
-    project.edit(state.image_id, revision,
-                 lambda rev: project.store.update_mask(inst.id, mask, expected_revision=rev))
-    changed = int((mask ^ inst.mask).sum())
-    return f"#{inst.id}: mask saved ({changed} pixels changed)"
-
-
-def add_painted(project: Project, state: SessionState, value: str | None, class_name: str,
-                revision: int | None) -> str:
-    """Add what the painter holds as a new instance of ``class_name``."""
+def apply_edit(project: Project, state: SessionState, edit: MaskEdit, class_name: str,
+               revision: int | None) -> str:
+    """Store a drawn edit: ``edit.target``'s mask with the edit's box replaced, or (no target) a
+    new instance of ``class_name``: one store edit, one undo step. Refused when the edit was drawn
+    on another image than the session's (the page was behind), names an instance that no longer
+    exists, changes nothing or leaves an empty mask (the browser then keeps the strokes: a
+    successful edit is the only thing that moves the revision)."""
     if state.image_id is None:
         raise StudioError("open an image first")
-    entry = project.image(state.image_id)
-    mask = painter.decode(value, (entry.height, entry.width))
-    ann_id = project.add_instance(state.image_id, mask, class_name, revision)
-    state.selected = ann_id
-    return f"added #{ann_id} {class_name} ({int(mask.sum())} px)"
+    if edit.image_id is not None and edit.image_id != state.image_id:
+        raise StudioError("the edit was drawn on another image than the one open now: nothing was changed")
+    if edit.target is None:
+        entry = project.image(state.image_id)
+        mask = edit.apply(np.zeros((entry.height, entry.width), bool))
+        ann_id = project.add_instance(state.image_id, mask, class_name, revision)
+        state.selected = ann_id
+        how = " from a polygon" if edit.how == "polygon" else ""
+        return f"added #{ann_id} {class_name}{how} ({int(mask.sum())} px)"
+    inst = next((i for i in project.instances(state.image_id) if i.id == edit.target), None)
+    if inst is None:
+        raise StudioError(f"#{edit.target} no longer exists (it was deleted or undone): nothing was changed")
+    mask = edit.apply(inst.mask)
+    if not mask.any():
+        raise StudioError(f"the edit would leave #{inst.id} empty: use Delete to remove it")
+    changed = int((mask ^ inst.mask).sum())
+    if not changed:
+        raise StudioError(f"the strokes change nothing in #{inst.id} (Esc discards them)")
+    state.selected = inst.id
+    project.edit(state.image_id, revision,
+                 lambda rev: project.store.update_mask(inst.id, mask, expected_revision=rev))
+    return f"#{inst.id}: mask saved ({changed} pixels changed)"
 
 
 # ------------------------------------------------------------------------------ placed query
@@ -140,29 +151,6 @@ def query_click(project: Project, state: SessionState, x: int, y: int) -> str:
     ann_id, message = project.place_query(state.image_id, int(x), int(y), state.revision)
     state.selected = ann_id
     return message
-
-
-# ---------------------------------------------------------------------------------- polygon
-
-def polygon_click(state: SessionState, x: int, y: int) -> str:
-    """Add a vertex to the polygon being drawn."""
-    state.polygon.append((int(x), int(y)))
-    n = len(state.polygon)
-    return f"polygon: {n} point{'s' * (n != 1)}" + (" — Enter closes it" if n >= 3 else "")
-
-
-def polygon_close(project: Project, state: SessionState, class_name: str, revision: int | None) -> str:
-    """Close the polygon and store it as a new instance of ``class_name``."""
-    if state.image_id is None:
-        raise StudioError("open an image first")
-    if len(state.polygon) < 3:
-        raise StudioError("a polygon needs at least 3 points: click on the image with the polygon tool")
-    entry = project.image(state.image_id)
-    mask = visualize.polygon_mask(state.polygon, (entry.height, entry.width))
-    ann_id = project.add_instance(state.image_id, mask, class_name, revision)
-    state.polygon = []
-    state.selected = ann_id
-    return f"added #{ann_id} {class_name} from a polygon ({int(mask.sum())} px)"
 
 
 def shortcut_help() -> str:

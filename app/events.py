@@ -7,10 +7,10 @@ import cv2
 import gradio as gr
 import numpy as np
 
-from app import canvas, correct_view, painter
+from app import canvas, correct_view
 from app.project import StudioError
 from app.session import TOOLS, SessionState
-from app.studio import Studio, png, png_rgba
+from app.studio import Studio
 
 def inspect_view_floor() -> float:
     """Lowest confidence the slider offers: predictions below it are not stored at all."""
@@ -40,43 +40,45 @@ def select_row(st: SessionState, evt: gr.SelectData) -> str:
 
 
 def set_tool_handler(studio: Studio) -> Callable[[SessionState, str], list[Any]]:
-    """Switch the click tool; the picture is redrawn only if an open polygon is dropped."""
+    """Switch the tool (the canvas reads it from the page: only a dropped selection is redrawn)."""
     def handler(st: SessionState, value: str) -> list[Any]:
-        had_points = bool(st.polygon)
+        had = st.selected
         message = set_tool(st, value)
-        return studio.refresh(st, message, "filter" if had_points and not st.polygon else "none")
+        return studio.refresh(st, message, "select" if st.selected != had else "none")
     return handler
 
 
 def set_tool(st: SessionState, value: str) -> str:
-    """Switch what clicks on the Correct image do; leaving the polygon tool drops the points."""
+    """Switch what clicks and drags on the Correct canvas do; returns a hint. The tools that draw
+    a new instance (new mask, polygon) drop the selection, so that the Class picker keeps the
+    class chosen for it (it follows the selection)."""
     st.tool = value if value in TOOLS else "select"
-    if st.tool != "polygon":
-        st.polygon = []
-    hints = {"polygon": "polygon: click the corners, Enter closes",
+    if st.tool in ("new", "polygon"):
+        st.selected = None
+    hints = {"brush": "brush: paint on the selected mask (nothing selected: a new one); Enter applies, Esc discards",
+             "eraser": "eraser: erase from the selected mask; Enter applies, Esc discards",
+             "new": "new mask: paint a new instance of the chosen class; Enter applies, Esc discards",
+             "polygon": "polygon: click the corners; Enter, a double click or the first corner closes it",
              "query": "query: click an object the model missed to get its mask and class; "
                       "click inside a placed proposal to place it again"}
     return hints.get(st.tool, "")
 
 
-def cancel_polygon(st: SessionState) -> str:
-    """Forget the polygon being drawn."""
-    st.polygon = []
-    return "polygon cancelled"
-
-
-def on_correct_click(studio: Studio) -> Callable[[SessionState, canvas.Click], str]:
-    """A click on a canvas (Inspect or Correct) at image pixel (x, y) with the tool the browser
-    reports: select (the browser's pick), add a polygon vertex, or place a query (query tool)."""
-    def action(st: SessionState, click: canvas.Click) -> str:
-        if click.tool == "select":
-            return studio.pick(st, click)
-        st.canvas_seq = max(st.canvas_seq, click.seq)
+def on_canvas_event(studio: Studio) -> Callable[[SessionState, canvas.Click | canvas.MaskEdit, str], str]:
+    """A canvas event (Inspect or Correct): a click at image pixel (x, y) with the tool the browser
+    reports -- select (the browser's pick) or place a query -- or an applied edit, stored as a new
+    instance of ``class_name`` or as its target's new mask."""
+    def action(st: SessionState, event: canvas.Click | canvas.MaskEdit, class_name: str) -> str:
+        if isinstance(event, canvas.Click) and event.tool == "select":
+            return studio.pick(st, event)
+        st.canvas_seq = max(st.canvas_seq, event.seq)
         if st.image_id is None:
             raise StudioError("open an image first")
-        if click.tool == "query":
-            return correct_view.query_click(studio.project, st, click.x, click.y)
-        return correct_view.polygon_click(st, click.x, click.y)
+        if isinstance(event, canvas.MaskEdit):
+            return correct_view.apply_edit(studio.project, st, event, class_name, st.revision)
+        if event.tool == "query":
+            return correct_view.query_click(studio.project, st, event.x, event.y)
+        return ""
     return action
 
 
@@ -98,26 +100,3 @@ def thumbnail(image: np.ndarray, size: int) -> np.ndarray:
     scale = size / max(image.shape[:2])
     shape = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
     return cv2.resize(image, shape, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_NEAREST)
-
-
-def painter_loader(studio: Studio, selected: bool) -> Callable[[SessionState], tuple[Any, str]]:
-    """Load the painter with the image and the selected instance's mask, or with no mask."""
-    def handler(st: SessionState) -> tuple[Any, str]:
-        try:
-            if st.image_id is None:
-                raise StudioError("open an image first")
-            image = studio.project.pixels(st.image_id)
-            mask_path = None
-            if selected:
-                inst = next((i for i in studio.shown(st) if i.id == st.selected), None)
-                if inst is None:
-                    raise StudioError("select an instance to paint its mask")
-                mask_path = png_rgba(painter.mask_rgba(inst.mask))
-            height, width = image.shape[:2]
-            value = painter.value(next(studio.tokens), png(image, studio.png_level), mask_path, width, height)
-            return value, ("painting the selected mask: brush adds, eraser removes, then save" if selected
-                           else "paint the new instance, then add it")
-        except StudioError as e:
-            gr.Warning(str(e))
-            return gr.skip(), f"⚠ {e}"
-    return handler

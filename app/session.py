@@ -19,7 +19,9 @@ from typing import Any, Callable, Generic, Hashable, TypeVar
 
 V = TypeVar("V")
 
-TOOLS = ("select", "polygon", "query")   # query: place a query where clicked (Project.place_query)
+# what a click or drag on the Correct canvas does (drawn in the browser, see app.canvas); "new": a
+# brush that starts a new mask; query: place a query where clicked (Project.place_query)
+TOOLS = ("select", "brush", "eraser", "new", "polygon", "query")
 
 
 @dataclass
@@ -30,8 +32,7 @@ class SessionState:
     selected: int | None = None          # annotation id of the selected instance
     min_score: float = 0.5               # confidence threshold for undecided predictions
     activation: str = "foreground"       # "foreground" or a class name
-    tool: str = "select"                 # what a click on the Correct image does
-    polygon: list[tuple[int, int]] = field(default_factory=list)  # vertices being clicked out
+    tool: str = "select"                 # what a click on the Correct image does (TOOLS)
     tab: str = "inspect"                 # the visible view; only it is re-rendered
     show_rejected: bool = False
     revision: int | None = None          # the image revision last shown (edits are made against it)
@@ -45,11 +46,10 @@ class SessionState:
     canvas_seq: int = 0                  # the last canvas click handled (the browser's counter)
 
     def select_image(self, image_id: int) -> None:
-        """Move to another image: forget the per-image selection and the open polygon."""
+        """Move to another image: forget the per-image selection."""
         if image_id != self.image_id:
             self.image_id = image_id
             self.selected = None
-            self.polygon = []
 
     def place(self) -> str:
         """The person's place as a URL query (image, tab, threshold, selection, tool, filters)."""

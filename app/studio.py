@@ -44,17 +44,6 @@ def cache_folder() -> Path:
     return folder
 
 
-def png_rgba(image: np.ndarray) -> str:
-    """Write an (H,W,4) RGBA image as a PNG in the cache folder; returns its path."""
-    path = cache_folder() / f"{uuid.uuid4().hex}.png"
-    ok, data = cv2.imencode(".png", np.ascontiguousarray(image[:, :, [2, 1, 0, 3]]),
-                            [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    if not ok:
-        raise StudioError("could not encode a mask as PNG")
-    path.write_bytes(data.tobytes())
-    return str(path)
-
-
 def png(image: np.ndarray, level: int = 1) -> str:
     """Write an RGB image as a lossless PNG inside Gradio's cache folder and return its path
     (Gradio serves it as is, without re-encoding). ``level`` is the zlib level: 0 stores (fastest,
@@ -100,7 +89,7 @@ class Studio:
         self.maps: LRUCache[np.ndarray] = LRUCache(64)   # activation maps and layer masks
         self._header = ""                                 # project line, rebuilt on "all" refreshes
         self.explain_help = ""                            # Explain's help for the model, rebuilt with it
-        self.tokens = itertools.count(1)                  # painter sessions
+        self.tokens = itertools.count(1)                  # unique parts of component tokens (Explain panels)
         self.thumbs: LRUCache[str] = LRUCache(4096)       # gallery thumbnail files by image id
         self.canvas_images: LRUCache[str] = LRUCache(256)  # image PNG files for the canvas, by image id
         self.canvas_masks: LRUCache[canvas.Masks] = LRUCache(256)  # mask files by (image id, revision)
@@ -192,8 +181,7 @@ class Studio:
         return canvas.value(token=f"{image_id}:{revision}", image_path=image_path,
                             size=(entry.height, entry.width), masks=masks, instances=everything,
                             selected=state.selected, min_score=state.min_score,
-                            show_rejected=state.show_rejected, mode=mode, polygon=state.polygon,
-                            seq=state.canvas_seq)
+                            show_rejected=state.show_rejected, mode=mode, seq=state.canvas_seq)
 
     def render_inspect(self, state: SessionState, shown: list[Instance], inst: Instance | None,
                        parts: str) -> dict[str, Any]:
@@ -259,7 +247,7 @@ class Studio:
 
     def render_correct(self, state: SessionState, shown: list[Instance], inst: Instance | None,
                        parts: str) -> dict[str, Any]:
-        """Correct's output: the canvas (with the polygon being drawn)."""
+        """Correct's output: the canvas (its tools draw in the browser)."""
         return {"correct_image": self.canvas_value(state, "correct")}
 
     def render_view(self, state: SessionState, shown: list[Instance], inst: Instance | None,

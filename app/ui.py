@@ -8,6 +8,7 @@ clicks has a stable ``elem_id``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -15,10 +16,10 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
-from app import canvas, correct_view, evaluate_view, explain_view, inspect_view, painter, train_view
+from app import canvas, correct_view, evaluate_view, explain_view, inspect_view, train_view
 from app.config import StudioConfig, is_loopback
-from app.events import (cancel_polygon, gallery_items, on_correct_click,
-                        painter_loader, select_instance, select_row, set_attr, set_tool_handler)
+from app.events import (gallery_items, on_canvas_event, select_instance, select_row, set_attr,
+                        set_tool_handler)
 from annotations import NotFoundError
 from app.project import PROPOSAL_FLOOR, Project, StudioError
 from app.session import TOOLS, SessionState
@@ -45,8 +46,8 @@ KEYS_JS = """
 () => {
   // keys that act on the selected instance work wherever an annotation canvas is shown
   const canvasKeys = {a: "btn-accept", r: "btn-reject", Delete: "btn-delete", Backspace: "btn-delete",
-                      l: "btn-relabel", A: "btn-accept-all", e: "btn-edit-load", Enter: "btn-polygon-close",
-                      Escape: "btn-polygon-cancel", k: "btn-keep-one"};
+                      l: "btn-relabel", A: "btn-accept-all", k: "btn-keep-one"};
+  // (the drawing keys -- Enter, Esc, E, B, [, ], Ctrl+Z on open strokes -- are the canvas's own: app/canvas.py)
   const keys = {m: "btn-reviewed", n: "btn-next", p: "btn-prev"};
   const shortcuts = __SHORTCUTS__;
   const overlay = document.createElement("div");
@@ -59,20 +60,9 @@ KEYS_JS = """
   overlay.addEventListener("click", () => { overlay.hidden = true; });
   const canvasShown = () => [...document.querySelectorAll("#inspect-image canvas, #correct-image canvas")]
     .find((c) => c.offsetParent !== null);
-  // leaving the page with painted strokes that were not saved asks first
-  let savedStrokes = "";
   document.addEventListener("click", (ev) => {
     if (ev.target.closest && ev.target.closest("#btn-keys-help")) overlay.hidden = !overlay.hidden;
-    if (ev.target.closest && ev.target.closest("#btn-edit-save, #btn-edit-add, #btn-edit-load, #btn-edit-new")) {
-      const st = document.querySelector("#mask-painter .painter-status");
-      savedStrokes = st ? st.textContent : "";
-    }
   }, true);
-  window.addEventListener("beforeunload", (ev) => {
-    const st = document.querySelector("#mask-painter .painter-status");
-    const text = st ? st.textContent : "";
-    if (/^strokes: [1-9]/.test(text) && text !== savedStrokes) { ev.preventDefault(); ev.returnValue = ""; }
-  });
   document.addEventListener("keydown", (ev) => {
     const t = ev.target;
     // Enter in a slider's number box applies the typed number (as leaving the box does)
@@ -80,7 +70,6 @@ KEYS_JS = """
       ev.preventDefault(); t.blur(); return;
     }
     if (t && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName))) return;
-    if (t && t.closest && t.closest("#mask-painter")) return;
     if (ev.key === "?" || (ev.key === "Escape" && !overlay.hidden)) {
       ev.preventDefault(); overlay.hidden = ev.key === "Escape" ? true : !overlay.hidden; return;
     }
@@ -205,32 +194,25 @@ def build_review_bar(c: dict[str, Any], names: list[str]) -> None:
 
 
 def build_correct_tab(c: dict[str, Any]) -> None:
-    """Clickable canvas, click tool, near-duplicates, polygon tool, mask painter."""
+    """The canvas with its tools (drawn in the browser, see app.canvas), near-duplicates."""
     with gr.Row():
         with gr.Column(scale=3):
-            gr.Markdown("**Click** to select an instance, to add a corner with the polygon tool, or to place "
-                        "a query with the query tool (the model's mask and class where you click)")
+            gr.Markdown("**Select**, **brush** / **eraser** on the selected mask (`E` toggles, `[` `]` size), "
+                        "**new** mask, **polygon** (click the corners), or **query** (the model's mask and class "
+                        "where you click); strokes are stored by **Apply** (`Enter`), `Esc` discards them")
             c["correct_image"] = canvas.build("correct-image")
         with gr.Column(scale=2):
-            c["tool"] = gr.Radio(list(TOOLS), value="select", label="Click tool", elem_id="tool")
+            c["tool"] = gr.Radio([("new mask" if t == "new" else t, t) for t in TOOLS], value="select", label="Tool",
+                                 elem_id="tool")
             with gr.Row(equal_height=True):
                 c["dup_iou"] = gr.Slider(0.5, 1.0, value=0.9, step=0.01, label="Near-duplicate at mask IoU ≥",
                                          elem_id="dup-iou", scale=2)
                 c["keep_one"] = gr.Button("Keep this one (K)", elem_id="btn-keep-one", scale=1)
-            with gr.Row():
-                c["poly_close"] = gr.Button("Close polygon (Enter)", elem_id="btn-polygon-close")
-                c["poly_cancel"] = gr.Button("Cancel polygon (Esc)", elem_id="btn-polygon-cancel")
             gr.Markdown(correct_view.shortcut_help(), elem_id="shortcuts")
-    gr.Markdown("**Mask painter** — load the selected mask (E) or start a new one, paint with the brush, "
-                "remove with the eraser, then save it to the selected instance or add it as a new instance "
-                "of the chosen class.")
-    c["painter"] = gr.HTML("", html_template=painter.TEMPLATE, css_template=painter.CSS, js_on_load=painter.JS,
-                           elem_id="mask-painter", container=True)
-    with gr.Row():
-        c["paint_load"] = gr.Button("Paint selected mask (E)", elem_id="btn-edit-load")
-        c["paint_new"] = gr.Button("Start a new mask", elem_id="btn-edit-new")
-        c["paint_save"] = gr.Button("Save painted mask to selected", elem_id="btn-edit-save", variant="primary")
-        c["paint_add"] = gr.Button("Add painted mask as new instance", elem_id="btn-edit-add")
+    # the API's way to store a drawn mask (the page sends its edits through the canvas's event)
+    c["mask_edit"] = gr.Textbox("", visible=False, elem_id="mask-edit")
+    c["edit_save"] = gr.Button(visible=False, elem_id="btn-edit-save")
+    c["edit_add"] = gr.Button(visible=False, elem_id="btn-edit-add")
 
 
 def build_app(project: Project, png_level: int = 1) -> gr.Blocks:
@@ -326,17 +308,19 @@ class Wiring:
             return refresh(st, safe(st, evt), parts)
         return handler
 
-    def act_canvas(self, fn: Callable[[SessionState, canvas.Click], str]) -> Callable[..., list[Any]]:
-        """Like ``act`` for a canvas click (its event data: see ``app.canvas``): a selection
-        refreshes the selection's parts, another tool everything."""
+    def act_canvas(self, fn: Callable[..., str]) -> Callable[..., list[Any]]:
+        """Like ``act`` for a canvas event (a click or an applied edit, see ``app.canvas``; the
+        handler's inputs are the state and the Class picker): a selection refreshes the
+        selection's parts, anything else everything."""
         safe, refresh = friendly(fn), self.studio.refresh
 
-        def handler(st: SessionState, evt: gr.EventData) -> list[Any]:
+        def handler(st: SessionState, class_name: str, evt: gr.EventData) -> list[Any]:
             try:
-                click = canvas.read_click(evt._data)
+                event = canvas.read_event(evt._data)
             except (KeyError, TypeError, ValueError) as e:
-                return refresh(st, f"⚠ unreadable canvas click: {e}", "none")
-            return refresh(st, safe(st, click), "select" if click.tool == "select" else "all")
+                return refresh(st, f"⚠ unreadable canvas event: {e}", "none")
+            select = isinstance(event, canvas.Click) and event.tool == "select"
+            return refresh(st, safe(st, event, class_name), "select" if select else "all")
         return handler
 
     def follow_model(self, st: SessionState) -> Iterator[list[Any]]:
@@ -428,7 +412,7 @@ def wire_selection(w: Wiring) -> None:
     c, s, state, on, act = w.c, w.studio, w.state, w.on, w.act
     on(c["instance_picker"].input, act(select_instance, "select"), [state, c["instance_picker"]],
        api_name="select_instance")
-    on(c["inspect_image"].select, w.act_canvas(on_correct_click(s)), [state])
+    on(c["inspect_image"].select, w.act_canvas(on_canvas_event(s)), [state, c["class_picker"]])
     on(c["instance_table"].select, w.act_select(select_row), [state])
     on(c["min_score"].release, act(set_attr("min_score", float), "filter"), [state, c["min_score"]],
        api_name="set_min_score", trigger_mode="always_last")
@@ -457,11 +441,23 @@ def on_shown_image(studio: Studio, fn: Callable[..., str]) -> Callable[..., str]
     return action
 
 
+def api_edit(st: SessionState, text: str, selected: bool) -> canvas.MaskEdit:
+    """An edit sent through the API (``canvas.edit_value``'s JSON): ``/save_mask`` edits the
+    selected instance, ``/add_mask`` adds a new one."""
+    try:
+        edit = canvas.read_edit(text)
+    except ValueError as e:
+        raise StudioError(f"unreadable edit: {e}") from None
+    if selected and st.selected is None:
+        raise StudioError("select an instance first (click its mask or pick it in the list)")
+    return dataclasses.replace(edit, target=st.selected if selected else None, image_id=None)
+
+
 def wire_correct(w: Wiring) -> None:
-    """Review actions, polygon tool and mask painter: each one store edit, saved at once."""
+    """Review actions and drawn masks: each one store edit, saved at once."""
     c, s, p, state, on = w.c, w.studio, w.project, w.state, w.on
     rev = lambda st: st.revision  # noqa: E731 - the revision the session last saw
-    on(c["correct_image"].select, w.act_canvas(on_correct_click(s)), [state])
+    on(c["correct_image"].select, w.act_canvas(on_canvas_event(s)), [state, c["class_picker"]])
     on(c["tool"].input, set_tool_handler(s), [state, c["tool"]], api_name="set_tool")
     actions = [
         ("accept", lambda st: correct_view.set_state(p, st, "accepted", rev(st)), [], "accept"),
@@ -472,16 +468,14 @@ def wire_correct(w: Wiring) -> None:
         ("relabel", lambda st, name: correct_view.relabel(p, st, name, rev(st)), ["class_picker"], "relabel"),
         ("undo", lambda st: correct_view.undo(p, st, rev(st)), [], "undo"),
         ("redo", lambda st: correct_view.undo(p, st, rev(st), redo=True), [], "redo"),
-        ("poly_close", lambda st, name: correct_view.polygon_close(p, st, name, rev(st)), ["class_picker"],
-         "close_polygon"),
-        ("paint_save", lambda st, v: correct_view.save_painted(p, st, v, rev(st)), ["painter"], "save_mask"),
-        ("paint_add", lambda st, v, name: correct_view.add_painted(p, st, v, name, rev(st)),
-         ["painter", "class_picker"], "add_mask"),
+        ("edit_save", lambda st, v: correct_view.apply_edit(p, st, api_edit(st, v, True), "", rev(st)),
+         ["mask_edit"], "save_mask"),
+        ("edit_add", lambda st, v, name: correct_view.apply_edit(p, st, api_edit(st, v, False), name, rev(st)),
+         ["mask_edit", "class_picker"], "add_mask"),
     ]
     for button, fn, extra, api in actions:
         on(c[button].click, w.act(on_shown_image(s, fn)), [state, *(c[n] for n in extra), c["place"]],
            api_name=api)
-    on(c["poly_cancel"].click, w.act(cancel_polygon, "filter"), [state], api_name="cancel_polygon")
     reviews = [("reviewed", None, "mark_reviewed"), ("ask_undecided_accept", "accept", "review_accept_shown"),
                ("ask_undecided_reject", "reject", "review_reject_undecided"),
                ("ask_empty_yes", "empty", "review_no_objects")]
@@ -492,10 +486,6 @@ def wire_correct(w: Wiring) -> None:
         on(c[button].click, w.act(cancel_question, "filter"), [state])
     w.refresh_gallery(on(c["reopen"].click, w.act(on_shown_image(s, lambda st: correct_view.reopen(p, st, rev(st)))),
                          [state, c["place"]], api_name="reopen"))
-    c["paint_load"].click(painter_loader(s, selected=True), [state], [c["painter"], c["status"]],
-                          api_name="edit_selected", concurrency_id=MODEL_QUEUE, concurrency_limit=1)
-    c["paint_new"].click(painter_loader(s, selected=False), [state], [c["painter"], c["status"]],
-                         api_name="edit_new", concurrency_id=MODEL_QUEUE, concurrency_limit=1)
 
 
 # ------------------------------------------------------------------------------ fine-tune tab

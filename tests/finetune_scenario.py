@@ -63,7 +63,7 @@ def review_image(client: Any, project: Any, image_id: int, gt: List[tuple[str, n
                  counts: Dict[str, int]) -> None:
     """Play the person on one image (actions through the API; the masks are read as the person
     sees them: the stored proposals)."""
-    from app import painter
+    from app import canvas
     client.predict(image_id, api_name="/open_image")      # opening an image predicts it
     entry = project.image(image_id)
     proposals = [i for i in project.instances(image_id, entry.revision)
@@ -87,8 +87,7 @@ def review_image(client: Any, project: Any, image_id: int, gt: List[tuple[str, n
     for k, (name, mask) in enumerate(gt):
         if k in claimed:
             continue
-        loaded = json.loads(client.predict(api_name="/edit_new")[0])
-        client.predict(painter.encode_paint(mask, loaded), name, api_name="/add_mask")
+        client.predict(canvas.edit_value(mask), name, api_name="/add_mask")
         counts["painted"] += 1
     # proposals below the slider were not shown: "mark reviewed" asks, the person rejects them
     client.predict(api_name="/review_reject_undecided")

@@ -241,28 +241,6 @@ def test_reload_keeps_the_place_and_two_tabs_keep_their_own(context, studio) -> 
     expect(pg.locator("#review-state")).to_contain_text(entry.file_name)
 
 
-def test_leaving_with_unsaved_paint_warns(context, studio) -> None:
-    project, url = studio
-    entry = project.images()[0]
-    pg = open_page(context, url, f"?image={entry.id}&tab=correct")
-    pg.click("#btn-edit-new")
-    status = pg.locator("#mask-painter .painter-status")
-    expect(status).to_contain_text("ready")
-    canvas = pg.locator("#mask-painter canvas.painter-paint")
-    canvas.scroll_into_view_if_needed()
-    b = canvas.bounding_box()
-    pg.mouse.move(b["x"] + 20, b["y"] + 20)
-    pg.mouse.down()
-    pg.mouse.move(b["x"] + 60, b["y"] + 40, steps=5)
-    pg.mouse.up()
-    expect(status).to_contain_text("strokes: 1")
-    dialogs = []
-    pg.on("dialog", lambda d: (dialogs.append(d.type), d.dismiss()))
-    pg.close(run_before_unload=True)
-    pg.wait_for_timeout(500)
-    assert dialogs == ["beforeunload"]
-
-
 def test_model_versions_switch_there_and_back(context, studio, tmp_path) -> None:
     project, url = studio
     names = list(project.model.predictor.class_names)

@@ -58,18 +58,43 @@ def test_masks_file_and_value(tmp_path) -> None:
     assert again.keys[1] == masks.keys[1], "an unchanged mask keeps its key (the browser keeps it)"
     value = json.loads(canvas.value(token="3:7", image_path="/x/img.png", size=(30, 40), masks=masks,
                                     instances=[instance(a, 1), instance(b, 2, "accepted", None)],
-                                    selected=2, min_score=0.25, show_rejected=False, mode="correct",
-                                    polygon=[(1, 2)], seq=4))
+                                    selected=2, min_score=0.25, show_rejected=False, mode="correct", seq=4))
     assert value["image"] == "gradio_api/file=/x/img.png" and (value["width"], value["height"]) == (40, 30)
     assert [i["id"] for i in value["instances"]] == [1, 2]
     assert value["instances"][1]["label"] == "#2 thing ✓"
-    assert (value["selected"], value["polygon"], value["seq"]) == (2, [[1, 2]], 4)
+    assert (value["selected"], value["mode"], value["seq"]) == (2, "correct", 4)
 
 
 def test_read_click() -> None:
-    click = canvas.read_click({"x": 3.0, "y": 4, "tool": "polygon", "pick": None, "seq": 9})
-    assert click == canvas.Click(3, 4, "polygon", None, 9)
+    click = canvas.read_click({"x": 3.0, "y": 4, "tool": "query", "pick": None, "seq": 9})
+    assert click == canvas.Click(3, 4, "query", None, 9)
     assert canvas.read_click({"x": 1, "y": 2, "pick": "5"}).pick == 5
     for bad in (None, {"y": 1}, {"x": "left", "y": 1}):
         with pytest.raises((ValueError, KeyError)):
             canvas.read_click(bad)
+
+
+def test_an_edit_replaces_its_box_and_nothing_else() -> None:
+    rng = np.random.default_rng(3)
+    stored = rng.random((30, 40)) < 0.5
+    drawn = rng.random((30, 40)) < 0.5
+    box = (7, 4, 20, 11)
+    runs = canvas.mask_runs(drawn, box)
+    edit = canvas.read_event({"kind": "mask", "target": 5, "box": list(box), "runs": runs, "token": "9:3",
+                              "how": "polygon", "seq": 2})
+    assert (edit.target, edit.image_id, edit.how, edit.seq) == (5, 9, "polygon", 2)
+    out = edit.apply(stored)
+    x, y, w, h = box
+    assert np.array_equal(out[y:y + h, x:x + w], drawn[y:y + h, x:x + w])
+    outside = np.ones_like(stored)
+    outside[y:y + h, x:x + w] = False
+    assert np.array_equal(out[outside], stored[outside]) and not np.array_equal(out, stored)
+    whole = canvas.read_edit(canvas.edit_value(drawn))          # what an API client sends
+    assert whole.target is None and whole.image_id is None
+    assert np.array_equal(whole.apply(np.zeros_like(drawn)), drawn)
+    with pytest.raises(ValueError, match="does not lie inside"):
+        canvas.read_edit({"box": [35, 0, 10, 1], "runs": [10]}).apply(stored)
+    for bad in ({"box": [0, 0, 2, 2], "runs": [1, 2]}, {"box": [0, 0, 2, 2], "runs": [5, -1]},
+                {"box": [0, 0, 0, 2], "runs": []}, {"box": "here", "runs": [1]}, {"runs": [1]}, "{not json"):
+        with pytest.raises(ValueError):
+            canvas.read_edit(bad)

@@ -10,7 +10,7 @@ import pytest
 from gradio_client import Client, handle_file
 from pycocotools import mask as mask_utils
 
-from app import painter
+from app import canvas
 from app.inspect_view import visible_instances
 from fastinst import Predictor
 from test_app_support import as_dict, canvas_image, make_project, served
@@ -72,22 +72,18 @@ def test_predict_correct_export(studio) -> None:
     shown_c = project.store.annotation(c).mask
     r = as_dict(client.predict(new_class, api_name="/relabel"))
     assert new_class in r["status"]
-    # edit d's mask in the painter: brush a square on, erase a band off, save
+    # edit d's mask: a square brushed on, a band erased off, sent as a mask edit
     client.predict(d, api_name="/select_instance")
     before_d = project.store.annotation(d).mask
-    loaded = json.loads(client.predict(api_name="/edit_selected")[0])
-    assert (loaded["width"], loaded["height"]) == (entry.width, entry.height) and loaded["mask"]
     edited_d = before_d.copy()
     edited_d[5:25, 5:25] = True
     edited_d[:, 150:160] = False
-    r = as_dict(client.predict(painter.encode_paint(edited_d, loaded), api_name="/save_mask"))
+    r = as_dict(client.predict(canvas.edit_value(edited_d), api_name="/save_mask"))
     assert "mask saved" in r["status"], r["status"]
-    # paint a new instance from scratch
-    loaded = json.loads(client.predict(api_name="/edit_new")[0])
-    assert loaded["mask"] is None
+    # draw a new instance from scratch
     drawn = np.zeros((entry.height, entry.width), bool)
     drawn[100:140, 200:260] = True
-    r = as_dict(client.predict(painter.encode_paint(drawn, loaded), "square", api_name="/add_mask"))
+    r = as_dict(client.predict(canvas.edit_value(drawn), "square", api_name="/add_mask"))
     assert "added" in r["status"], r["status"]
     n_rows = len(r["instance_table"]["data"])
     r = as_dict(client.predict(api_name="/undo"))

@@ -26,7 +26,7 @@ import pytest
 from gradio_client import Client
 from pycocotools import mask as mask_utils
 
-from app import painter
+from app import canvas
 from app.project import file_version
 from test_app_support import as_dict, make_project, served
 
@@ -79,7 +79,7 @@ class Person:
 
     def call(self, *args, api: str) -> dict:
         out = as_dict(self.client.predict(*args, api_name=api))
-        shown = [a for a in args if not isinstance(a, str) or len(a) < 40]   # not painter values
+        shown = [a for a in args if not isinstance(a, str) or len(a) < 40]   # not mask edits
         self.log.append(f"{api}{shown} -> {out['status']}")
         return out
 
@@ -213,8 +213,7 @@ class Person:
         mask = np.zeros((h, w), bool)
         mask[y:y + self.rng.randrange(4, 12), x:x + self.rng.randrange(4, 12)] = True
         category = self.rng.choice(self.categories)
-        loaded = json.loads(self.client.predict(api_name="/edit_new")[0])
-        out = self.call(painter.encode_paint(mask, loaded), self.names[category], api="/add_mask")
+        out = self.call(canvas.edit_value(mask), self.names[category], api="/add_mask")
         ann = int(re.search(r"added #(\d+)", out["status"]).group(1))
         self.edit(f"add_annotation {ann}")
         self.img.anns[ann] = Ann(category, mask, "accepted", "human", None, None)
@@ -225,12 +224,11 @@ class Person:
         if ann is None:
             return
         a = self.img.anns[ann]
-        loaded = json.loads(self.client.predict(api_name="/edit_selected")[0])
         ys, xs = np.nonzero(a.mask)
         cut = a.mask.copy()
         column = int(self.rng.choice(xs))
         cut[:, column:column + 3] = False
-        out = self.call(painter.encode_paint(cut, loaded), api="/save_mask")
+        out = self.call(canvas.edit_value(cut), api="/save_mask")
         if not cut.any():
             assert "empty" in out["status"]
             return

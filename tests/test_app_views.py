@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app import correct_view, explain_view, inspect_view
+from app import explain_view, inspect_view
 from app.config import ConfigError, StudioConfig, parse_auth
-from app.project import Instance, StudioError
+from app.project import Instance
 from app.session import LRUCache, SessionState
 from fastinst import visualize
 from launch import config_from_args
@@ -92,32 +92,6 @@ def test_near_duplicate_proposals_are_flagged_against_the_instance_above() -> No
     assert [d.id for d in inspect_view.duplicates_of(a, shown, 0.9)] == [2]
 
 
-def test_painter_value_round_trips_a_mask_losslessly() -> None:
-    import json
-    from app import painter
-    mask = box_mask(30, 40, 3, 17, 5, 33)
-    mask[8:10, 10:12] = False   # a hole survives
-    sent = json.loads(painter.value(7, "/tmp/bg.png", "/tmp/m.png", 40, 30))
-    assert sent["token"] == 7 and sent["background"].endswith("/tmp/bg.png") and sent["width"] == 40
-    back = painter.encode_paint(mask, sent)
-    assert np.array_equal(painter.decode(back, (30, 40)), mask)
-    with pytest.raises(StudioError):
-        painter.decode(back, (31, 40))
-    with pytest.raises(StudioError):
-        painter.decode(json.dumps(sent), (30, 40))          # nothing painted yet
-    with pytest.raises(StudioError):
-        painter.decode(json.dumps({"paint": "data:image/jpeg;base64,AAAA"}), (30, 40))
-
-
-def test_polygon_click_collects_vertices() -> None:
-    state = SessionState(image_id=1)
-    for x, y in [(1, 1), (9, 1), (9, 9)]:
-        message = correct_view.polygon_click(state, x, y)
-    assert state.polygon == [(1, 1), (9, 1), (9, 9)] and "Enter" in message
-    state.select_image(2)
-    assert state.polygon == [] and state.selected is None
-
-
 def test_layer_helpers() -> None:
     masks = np.stack([box_mask(10, 10, 0, 5, 0, 10), box_mask(10, 10, 0, 5, 0, 10), box_mask(10, 10, 0, 10, 0, 10)])
     assert explain_view.layer_changes(masks) == [1.0, 0.5]
@@ -182,3 +156,17 @@ def test_demo_images_are_regenerated_when_the_generator_changes(tmp_path: Path, 
     retire_demo_store(config, log=lambda m: None)
     assert not (config.project_dir / "studio.db").exists()
     assert (config.project_dir / "studio.db.old-1").read_text() == "old annotations"
+
+
+def test_tools_that_draw_a_new_instance_drop_the_selection() -> None:
+    from app.events import set_tool
+    state = SessionState(image_id=1, selected=5)
+    assert "Enter applies" in set_tool(state, "brush") and (state.tool, state.selected) == ("brush", 5)
+    set_tool(state, "eraser")
+    assert state.selected == 5                     # the eraser edits the selected mask
+    for tool in ("new", "polygon"):
+        state.selected = 5
+        set_tool(state, tool)
+        assert (state.tool, state.selected) == (tool, None)
+    set_tool(state, "lasso")
+    assert state.tool == "select"

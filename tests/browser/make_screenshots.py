@@ -88,8 +88,13 @@ def main() -> int:
             shoot(pg, args.out / "explain.png", "#views")
             pg.click("#tab-correct-button")
             expect_canvas(pg, "correct-image")
-            pg.keyboard.press("e")
-            expect(pg.locator("#mask-painter .painter-status")).to_contain_text("ready")
+            pg.locator("#tool label", has_text="brush").click()   # a stroke on the selected mask, not applied
+            stage = pg.locator("#correct-image .anncanvas-stage").bounding_box()
+            x0, y0 = stage["x"] + stage["width"] * 0.3, stage["y"] + stage["height"] * 0.5
+            pg.mouse.move(x0, y0)
+            pg.mouse.down()
+            pg.mouse.move(x0 + stage["width"] * 0.2, y0 + stage["height"] * 0.1, steps=10)
+            pg.mouse.up()
             pg.wait_for_timeout(1000)
             shoot(pg, args.out / "correct.png", "#views")
             browser.close()
