@@ -239,18 +239,32 @@ def build_app(project: Project, png_level: int = 1) -> gr.Blocks:
                 coco_ui = build_coco_tab()
         w = Wiring(studio, c)
         wire_navigation(w, demo)
-        wire_models(w)
+        switched = wire_models(w)
         wire_selection(w)
         wire_correct(w)
         wire_train_tab(studio, train_ui, c["state"], demo)
         # after "use the fine-tuned model" the header and the open image follow at once
-        w.on(train_ui["use"].click, w.follow_model, [c["state"]])
-        wire_evaluate_tab(w, evaluate_ui, demo)
+        switched.append(w.on(train_ui["use"].click, w.follow_model, [c["state"]]))
+        # the Fine-tune and Evaluate pickers show the current model: after a switch here, and when
+        # their tab opens (another session can have switched)
+        follow_model(switched + [c["tab_train"].select], train_ui["refresh"])
+        follow_model(switched + [c["tab_evaluate"].select], wire_evaluate_tab(w, evaluate_ui, demo))
         wire_coco_tab(w, coco_ui)
     return demo
 
 
 # ------------------------------------------------------------------------------------ events
+
+def follow_model(events: list[Any], refresh: tuple[Callable[[], Any], list[Any]]) -> None:
+    """After each of ``events`` (an event's dependency, or a trigger such as a tab's ``select``),
+    run ``refresh = (fn, outputs)``: a view's own model pickers follow the project's model."""
+    fn, outputs = refresh
+    for event in events:
+        if hasattr(event, "then"):
+            event.then(fn, None, outputs, api_visibility="private")
+        else:
+            event(fn, None, outputs, api_visibility="private")
+
 
 class Wiring:
     """What every event shares: the Studio, the components, the refresh outputs and wrappers
@@ -373,8 +387,9 @@ def wire_navigation(w: Wiring, demo: gr.Blocks) -> None:
                       js="(q) => { if (q) history.replaceState(null, '', '?' + q); return []; }")
 
 
-def wire_models(w: Wiring) -> None:
-    """Switching the project's model version (asks first when its held-out AP is lower)."""
+def wire_models(w: Wiring) -> list[Any]:
+    """Switching the project's model version (asks first when its held-out AP is lower); returns
+    the switch events, which the views with their own model pickers follow (``.then``)."""
     c, s, state = w.c, w.studio, w.state
 
     def switch(confirmed: bool) -> Callable[..., Any]:
@@ -387,9 +402,10 @@ def wire_models(w: Wiring) -> None:
             yield from s.navigate(st, lambda x: x.image_id, note=message)
         return handler
 
-    w.on(c["use_model"].click, switch(False), [state, c["model_picker"]], api_name="switch_model")
-    w.on(c["ask_switch_yes"].click, switch(True), [state], api_name="switch_model_confirmed")
+    switched = [w.on(c["use_model"].click, switch(False), [state, c["model_picker"]], api_name="switch_model"),
+                w.on(c["ask_switch_yes"].click, switch(True), [state], api_name="switch_model_confirmed")]
     w.on(c["ask_switch_no"].click, w.act(cancel_question, "filter"), [state])
+    return switched
 
 
 def cancel_question(st: SessionState) -> str:
@@ -572,6 +588,7 @@ def wire_train_tab(studio: Studio, t: dict[str, Any], state: gr.State, demo: gr.
                    concurrency_id=MODEL_QUEUE, concurrency_limit=1, api_name="finetune_use")
     # a page opened (or reloaded) shows the store's latest run, and follows it while it is active
     demo.load(poll, None, poll_outputs, api_visibility="private")
+    t["refresh"] = (poll, poll_outputs)
 
 
 # ------------------------------------------------------------------------------- evaluate tab
@@ -609,7 +626,7 @@ def build_evaluate_tab() -> dict[str, Any]:
     return v
 
 
-def wire_evaluate_tab(w: Wiring, v: dict[str, Any], demo: gr.Blocks) -> None:
+def wire_evaluate_tab(w: Wiring, v: dict[str, Any], demo: gr.Blocks) -> tuple[Callable[[], Any], list[Any]]:
     """Events of the Evaluate tab (model passes run in the model's concurrency group)."""
     studio, project = w.studio, w.project
     last: dict[str, Any] = {}
@@ -669,6 +686,7 @@ def wire_evaluate_tab(w: Wiring, v: dict[str, Any], demo: gr.Blocks) -> None:
         return (gr.update(choices=names, value=project.model.version),
                 gr.update(choices=others, value=others[-1] if others else None))
     demo.load(versions, None, [v["version"], v["cmp_version"]], api_visibility="private")
+    return versions, [v["version"], v["cmp_version"]]
 
 
 # ----------------------------------------------------------------------------------- COCO tab

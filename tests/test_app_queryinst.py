@@ -198,7 +198,8 @@ def test_explain_follows_a_switch_between_fastinst_and_queryinst_in_the_browser(
     """Launched with FastInst and ``--compare`` QueryInst, in headless Chromium: Explain shows the IA
     map's help and heatmap choice; after the header's model picker switches to QueryInst (and after
     a reload, which builds the page anew) it shows the proposals' help, no heatmap choice and one
-    panel per stage; switching back brings FastInst's view back."""
+    panel per stage; the Fine-tune and Evaluate model pickers follow the switch; switching back
+    brings FastInst's view back."""
     import re
     from dataclasses import replace
 
@@ -241,7 +242,16 @@ def test_explain_follows_a_switch_between_fastinst_and_queryinst_in_the_browser(
         strip = pg.locator("#explain-layers .xlayers-strip button")
         expect(strip).to_have_count(NUM_STAGES)
         expect(strip.first).to_contain_text("stage 1")
+        # the Fine-tune and Evaluate pickers follow too: opening their tab, and a switch made there
+        pg.click("#tab-train-button")
+        expect(pg.locator("#ft-start-from input")).to_have_value(other)
+        pg.click("#tab-evaluate-button")
+        expect(pg.locator("#ev-version input")).to_have_value(other)
+        expect(pg.locator("#cmp-version input")).to_have_value(fastinst_version)
         use(fastinst_version)
+        expect(pg.locator("#ev-version input")).to_have_value(fastinst_version, timeout=slow)
+        expect(pg.locator("#cmp-version input")).to_have_value(other)
+        pg.click("#tab-explain-button")
         expect(help_).to_contain_text("Instance activation (IA) map", timeout=slow)
         expect(choice).to_be_visible()
         browser.close()
