@@ -38,8 +38,8 @@ class Instances:
 
 
 def instance_inference(class_logits: Tensor, boxes: Tensor, mask_logits: Tensor, scale_factor: Tuple[float, float],
-                       original_size: Tuple[int, int], max_per_img: int = 100, mask_threshold: float = 0.5
-                       ) -> Instances:
+                       original_size: Tuple[int, int], max_per_img: int = 100, mask_threshold: float = 0.5,
+                       min_score: float = 0.0) -> Instances:
     """One image's last-stage outputs -> :class:`Instances`.
 
     Args:
@@ -48,10 +48,16 @@ def instance_inference(class_logits: Tensor, boxes: Tensor, mask_logits: Tensor,
         mask_logits: ``(N,K,28,28)``.
         scale_factor: ``(w_scale, h_scale)`` of the test resize (resized / original).
         original_size: ``(H, W)`` of the image as given.
+        min_score: instances of the top ``max_per_img`` scoring below it are dropped before their
+            masks are pasted at image size (0, the official rule, keeps all; a large photo's
+            ``max_per_img`` full-size masks would otherwise take gigabytes).
     """
     num_classes = class_logits.shape[1]
     scores = class_logits.sigmoid().flatten()
     scores, flat = scores.topk(min(max_per_img, scores.numel()), sorted=True)
+    if min_score > 0:
+        keep = scores >= min_score
+        scores, flat = scores[keep], flat[keep]
     query = torch.div(flat, num_classes, rounding_mode="floor")
     classes = flat % num_classes
     scale = boxes.new_tensor([scale_factor[0], scale_factor[1], scale_factor[0], scale_factor[1]])

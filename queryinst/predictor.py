@@ -129,7 +129,8 @@ class Predictor:
     @torch.inference_mode()
     def predict(self, image: ImageLike, min_score: float = 0.0) -> Prediction:
         """One image (path, PIL image or ``(H,W,3)`` uint8 RGB array) -> :class:`Prediction` of the
-        instances scoring at least ``min_score`` (0: all ``max_per_img``, as the official code)."""
+        instances scoring at least ``min_score`` (0: all ``max_per_img``, as the official code); the
+        masks of the others are never pasted at image size."""
         return self.predict_prepared([self.prepare(image)], min_score)[0]
 
     @torch.inference_mode()
@@ -146,7 +147,8 @@ class Predictor:
         out = self.model(batch, sizes, mask_stages="all" if self.explain else "last")
         last = out["stages"][-1]
         inst = instance_inference(last["class_logits"][0].float(), last["boxes"][0].float(),
-                                  last["mask_logits"][0].float(), scale, original, self.max_per_img)
+                                  last["mask_logits"][0].float(), scale, original, self.max_per_img,
+                                  min_score=min_score)
         explanation = self._explain(out, scale, original) if self.explain else None
         return Prediction(masks=inst.masks.cpu().numpy(), scores=inst.scores.cpu().numpy(),
                           classes=inst.classes.cpu().numpy(), boxes=inst.boxes.cpu().numpy().astype(np.float32),

@@ -162,6 +162,10 @@ def test_predictor_contract_and_explanation(tiny):
     assert fast.explanation is None and np.array_equal(fast.masks, pred.masks)
     kept = pred.filter(float(pred.scores[3]))
     assert len(kept) >= 4 and kept.boxes.shape == (len(kept), 4)
+    # min_score in the predictor (masks of the others never pasted) equals filtering afterwards
+    direct = Predictor(tiny, CLASSES, device="cpu").predict(image, min_score=float(pred.scores[3]))
+    assert len(direct) == len(kept) and np.array_equal(direct.masks, kept.masks)
+    assert np.array_equal(direct.scores, kept.scores) and np.array_equal(direct.query_indices, kept.query_indices)
 
 
 def test_predictor_rejects_wrong_class_names(tiny):
