@@ -188,13 +188,21 @@ def _masks_in_boxes(logits: Tensor, resize: MaskResize) -> Tuple[Tensor, MasksOf
     scores = torch.zeros(len(boxes), dtype=torch.float32)
     tight = torch.zeros(len(boxes), 4, dtype=torch.float32)
     crops: Dict[int, Tuple[Tuple[int, int, int, int], np.ndarray]] = {}
+    # one float buffer for every box's logits and one bool pool for all crops: fresh allocations of
+    # this size are new pages, and first-touch page faults cost more than the arithmetic
+    areas = [max(y1 - y0, 0) * max(x1 - x0, 0) for y0, y1, x0, x1 in boxes]
+    buffer = torch.empty(max(areas, default=0), dtype=torch.float32)
+    pool, offset = np.empty(sum(areas), dtype=bool), 0
     for u, (y0, y1, x0, x1) in enumerate(boxes):
         if y1 <= y0 or x1 <= x0:
             continue  # no positive sample: empty mask, score 0
         a, b = row_src[0][y0], row_src[1][y1 - 1] + 1
         c, d = col_src[0][x0], col_src[1][x1 - 1] + 1
-        box = (resize.rows[y0:y1, a:b] @ (logits[u, a:b, c:d].float() @ resize.cols[x0:x1, c:d].T)).numpy()
-        positive = box > 0
+        logits_box = buffer[:areas[u]].view(y1 - y0, x1 - x0)
+        torch.mm(resize.rows[y0:y1, a:b], logits[u, a:b, c:d].float() @ resize.cols[x0:x1, c:d].T, out=logits_box)
+        box = logits_box.numpy()
+        positive = np.greater(box, 0, out=pool[offset:offset + areas[u]].reshape(box.shape))
+        offset += areas[u]
         rows = np.flatnonzero(positive.any(1))
         if rows.size == 0:
             continue
