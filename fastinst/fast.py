@@ -7,9 +7,7 @@
   ``s = gamma / sqrt(var + eps)``, the FrozenBatchNorm2d formula of detectron2);
 - the weights are in channels-last (NHWC) memory format, the layout oneDNN's CPU convolutions and
   cuDNN's tensor-core kernels prefer; GroupNorm, bilinear resizing and the decoder's flatten work
-  on it without copies; 1x1 stride-1 convolutions run as one matrix product over the pixels
-  (``Conv2dNorm.pointwise_matmul``: with one CPU thread PyTorch would otherwise pick its im2col
-  convolution, which copies a channels-last input to NCHW and back);
+  on it without copies;
 - optionally, the backbone and pixel decoder are compiled with ``torch.compile`` (see
   :func:`compile_convolutions`).
 
@@ -103,10 +101,6 @@ def optimize_for_inference(model: FastInst, *, channels_last: bool = True, compi
     fold_batch_norms(fast)
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
-        for module in fast.modules():
-            if (isinstance(module, Conv2dNorm) and module.kernel_size == (1, 1) and module.stride == (1, 1)
-                    and module.padding == (0, 0) and module.groups == 1):
-                module.pointwise_matmul = True
     fast.fast_path = True
     fast.channels_last = channels_last
     if compile:

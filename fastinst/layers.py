@@ -71,9 +71,6 @@ class Conv2dNorm(nn.Conv2d):
     """
 
     fold_frozen_norm: bool = False
-    # set by fastinst.fast.optimize_for_inference on 1x1, stride-1 convolutions: on a channels-last
-    # input such a convolution is one matrix product over the (N*H*W, C) pixels (no im2col, no copy)
-    pointwise_matmul: bool = False
 
     def __init__(
         self,
@@ -92,12 +89,7 @@ class Conv2dNorm(nn.Conv2d):
         self.activation = activation
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.pointwise_matmul and x.is_contiguous(memory_format=torch.channels_last):
-            # (N,H,W,C) view of the channels-last input; the result's NCHW view is channels-last again
-            x = F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias).permute(0, 3, 1, 2)
-            if self.norm is not None:
-                x = self.norm(x)
-        elif self.fold_frozen_norm and isinstance(self.norm, FrozenBatchNorm2d):
+        if self.fold_frozen_norm and isinstance(self.norm, FrozenBatchNorm2d):
             scale, shift = self.norm.scale_shift()
             bias = shift if self.bias is None else self.bias * scale + shift
             x = self._conv_forward(x, self.weight * scale.view(-1, 1, 1, 1), bias)
