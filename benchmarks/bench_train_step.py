@@ -4,11 +4,15 @@
 
 Both variants run :meth:`training.trainer.Trainer.step` (the full recipe: matching, guided pass,
 12,544-point losses, AdamW) on the same synthetic batch at the preset's test size, from the same
-weights and optimizer state (restored before every step) and the same random seed. ``straight``:
-the model in contiguous (NCHW) layout; ``fast``: :func:`fastinst.fast.prepare_for_training`
-(channels-last). The losses of both are printed side by side. Note that the criterion's own
-speed-ups (fused frozen BatchNorm, masks converted once) are in both variants: they are the code
-now; the ratio shows the layout's share.
+weights and optimizer state (restored before every step) and the same random seed:
+
+- ``straight``: ``TrainConfig(fast_step=False)``, the plain computation (FrozenBatchNorm applied to
+  each convolution's output, PyTorch's per-parameter AdamW);
+- ``fast``: ``TrainConfig(fast_step=True)`` (the default): frozen BatchNorm folded into the
+  convolution weights (:func:`fastinst.fast.prepare_for_training`), fused AdamW;
+- ``fast+cl`` (with ``--channels-last``): the same in channels-last memory format.
+
+The losses of the variants are printed side by side (each term); the ratio is of medians.
 """
 from __future__ import annotations
 
@@ -26,7 +30,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from fastinst import build_model  # noqa: E402
-from fastinst.fast import prepare_for_training  # noqa: E402
 from training import distributed  # noqa: E402
 from training.augment import AugmentConfig  # noqa: E402
 from training.synthetic import make_shapes_dataset  # noqa: E402
@@ -40,6 +43,7 @@ def main() -> int:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--channels-last", action="store_true", help="also time the fast step in channels-last layout")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     spec = build_model(a.preset, num_classes=3).input_spec
@@ -47,22 +51,27 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         json_path = make_shapes_dataset(tmp, a.batch, seed=0, size=size)
         augment = AugmentConfig(min_sizes=(spec.min_size,), max_size=spec.max_size, crop_prob=0.0)
-        config = TrainConfig(train_json=str(json_path), image_root=str(Path(tmp) / "images"), preset=a.preset,
-                             output_dir=str(Path(tmp) / "run"), max_iters=10**6, batch_size=a.batch, augment=augment,
-                             num_workers=0, device=a.device, resume=False)
-        trainer = Trainer(config, distributed.setup(a.device))
-        samples = [trainer.dataset[(i, i)] for i in range(a.batch)]
-        dev = trainer.info.device
-        model_state = copy.deepcopy(trainer.model.state_dict())
-        optim_state = copy.deepcopy(trainer.optimizer.state_dict())
+        trainers = {}
+        for name, fast in (("straight", False), ("fast", True)):
+            config = TrainConfig(train_json=str(json_path), image_root=str(Path(tmp) / "images"), preset=a.preset,
+                                 output_dir=str(Path(tmp) / name), max_iters=10**6, batch_size=a.batch,
+                                 augment=augment, num_workers=0, device=a.device, resume=False, fast_step=fast,
+                                 progress_bar=False)
+            trainers[name] = Trainer(config, distributed.setup(a.device))
+        straight = trainers["straight"]
+        trainers["fast"].model.load_state_dict(straight.model.state_dict())
+        samples = [straight.dataset[(i, i)] for i in range(a.batch)]
+        dev = straight.info.device
+        model_state = copy.deepcopy(straight.model.state_dict())
+        optim_state = {k: copy.deepcopy(t.optimizer.state_dict()) for k, t in trainers.items()}
+        variants = {"straight": (straight, "straight", False), "fast": (trainers["fast"], "fast", False)}
+        if a.channels_last:
+            variants["fast+cl"] = (trainers["fast"], "fast", True)
 
-        def step(layout: torch.memory_format):
-            if layout is torch.channels_last:
-                prepare_for_training(trainer.model)
-            else:
-                trainer.model.to(memory_format=torch.contiguous_format)
+        def step(trainer: Trainer, optim_key: str, channels_last: bool):
+            trainer.model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
             trainer.model.load_state_dict(model_state)
-            trainer.optimizer.load_state_dict(optim_state)
+            trainer.optimizer.load_state_dict(optim_state[optim_key])
             torch.manual_seed(0)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
@@ -72,25 +81,27 @@ def main() -> int:
                 torch.cuda.synchronize(dev)
             return time.perf_counter() - start, values
 
-        variants = {"straight": torch.contiguous_format, "fast": torch.channels_last}
         times = {k: [] for k in variants}
         losses = {}
-        for k, layout in variants.items():  # warm-up
-            step(layout)
+        for args in variants.values():  # warm-up
+            step(*args)
         for _ in range(a.reps):
-            for k, layout in variants.items():
-                t, values = step(layout)
+            for k, args in variants.items():
+                t, values = step(*args)
                 times[k].append(t)
                 losses[k] = values
-    s, f = statistics.median(times["straight"]), statistics.median(times["fast"])
+    base = statistics.median(times["straight"])
     print(f"{a.preset} training step, batch {a.batch} at {size[0]}x{size[1]}, {dev}, {torch.get_num_threads()} threads, "
-          f"median of {a.reps} alternating reps (shared machine: the ratio is what counts)")
-    print(f"  straight {s:.2f} s/step, fast {f:.2f} s/step, fast/straight {f / s:.2f}; "
+          f"median of {a.reps} alternating reps (shared machine: the ratio is what counts); "
           f"peak memory (process) {peak_memory_mb(dev):.0f} MB")
-    worst = max(abs(losses["fast"][k] - losses["straight"][k]) / max(abs(losses["straight"][k]), 1e-8) for k in losses["fast"])
-    print(f"  losses (straight / fast), largest relative difference {worst:.2e}:")
-    for k in losses["straight"]:
-        print(f"    {k:20s} {losses['straight'][k]:.6f} / {losses['fast'][k]:.6f}")
+    for k in variants:
+        m = statistics.median(times[k])
+        worst = max(abs(losses[k][n] - losses["straight"][n]) / max(abs(losses["straight"][n]), 1e-8) for n in losses[k])
+        print(f"  {k:9s} {m:6.2f} s/step  {k}/straight {m / base:.3f}  (all: {', '.join(f'{t:.2f}' for t in times[k])}); "
+              f"largest relative loss difference {worst:.1e}")
+    print("  losses: " + " / ".join(variants))
+    for n in losses["straight"]:
+        print(f"    {n:20s} " + " / ".join(f"{losses[k][n]:.6f}" for k in variants))
     return 0
 
 

@@ -29,8 +29,7 @@ from .model import FastInst
 def norm_scale_shift(norm: nn.Module) -> Optional[tuple]:
     """``(scale (C,), shift (C,))`` of a FrozenBatchNorm2d or an eval-mode BatchNorm2d, else None."""
     if isinstance(norm, FrozenBatchNorm2d):
-        scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
-        return scale, norm.bias - norm.running_mean * scale
+        return norm.scale_shift()
     if isinstance(norm, nn.BatchNorm2d) and not norm.training and norm.track_running_stats:
         weight = norm.weight if norm.affine else torch.ones_like(norm.running_mean)
         bias = norm.bias if norm.affine else torch.zeros_like(norm.running_mean)
@@ -109,16 +108,23 @@ def optimize_for_inference(model: FastInst, *, channels_last: bool = True, compi
     return fast
 
 
-def prepare_for_training(model: FastInst) -> FastInst:
-    """Put ``model``'s weights in channels-last memory format, in place (the parameters stay the
-    same objects, so an optimizer built before or after keeps working); returns ``model``.
+def prepare_for_training(model: nn.Module, *, channels_last: bool = False) -> nn.Module:
+    """The training half of the fast path, in place; returns ``model``.
 
-    The training half of the fast path: oneDNN (CPU) and cuDNN (GPU) run NHWC convolutions and
-    their gradients faster; frozen BatchNorm is one fused kernel (:class:`FrozenBatchNorm2d`). The
-    losses equal the contiguous-layout ones within float32 rounding (``benchmarks/bench_train_step.py``
-    prints both).
+    Every :class:`~fastinst.layers.Conv2dNorm` followed by a :class:`FrozenBatchNorm2d` applies the
+    norm to its weights instead of its output (``fold_frozen_norm``; the FrozenBN of the ResNet
+    backbones, detectron2's ``NORM: FrozenBN``): one activation-sized pass forward and one backward
+    fewer per convolution, same parameters, same state dict, gradients equal within float32
+    rounding. ``channels_last`` also puts the weights in NHWC memory format (the parameters stay
+    the same objects, so an optimizer built before keeps working); on this project's 2-core CPU it
+    did not pay (``benchmarks/bench_train_step.py``), on a GPU cuDNN prefers it.
     """
-    return model.to(memory_format=torch.channels_last)
+    for module in model.modules():
+        if isinstance(module, Conv2dNorm) and isinstance(module.norm, FrozenBatchNorm2d):
+            module.fold_frozen_norm = True
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
 
 
 def compile_convolutions(model: FastInst, **options) -> FastInst:

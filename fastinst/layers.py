@@ -6,7 +6,7 @@ unchanged and the fused CPU/CUDA kernels are used.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,11 @@ class FrozenBatchNorm2d(nn.Module):
         self.register_buffer("bias", torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features) - eps)
+
+    def scale_shift(self) -> Tuple[Tensor, Tensor]:
+        """``(scale (C,), shift (C,))`` with ``y = x * scale + shift``."""
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        return scale, self.bias - self.running_mean * scale
 
     def forward(self, x: Tensor) -> Tensor:
         # one fused kernel (inference-mode batch norm), also in training where gradients flow to x
@@ -56,7 +61,16 @@ def make_norm(kind: str, channels: int) -> nn.Module:
 
 class Conv2dNorm(nn.Conv2d):
     """Convolution followed by an optional ``.norm`` and activation (detectron2's key layout:
-    ``<name>.weight``, ``<name>.norm.*``)."""
+    ``<name>.weight``, ``<name>.norm.*``).
+
+    With ``fold_frozen_norm = True`` (set by :func:`fastinst.fast.prepare_for_training`) a
+    :class:`FrozenBatchNorm2d` is applied to the weights instead of the output:
+    ``conv(x, W * s) + (b * s + shift)`` equals ``conv(x, W, b) * s + shift`` up to float rounding,
+    costs a weight-sized multiply instead of an activation-sized pass forward and backward, and
+    gradients still reach ``W`` (and ``b``) through the multiply.
+    """
+
+    fold_frozen_norm: bool = False
 
     def __init__(
         self,
@@ -75,9 +89,14 @@ class Conv2dNorm(nn.Conv2d):
         self.activation = activation
 
     def forward(self, x: Tensor) -> Tensor:
-        x = super().forward(x)
-        if self.norm is not None:
-            x = self.norm(x)
+        if self.fold_frozen_norm and isinstance(self.norm, FrozenBatchNorm2d):
+            scale, shift = self.norm.scale_shift()
+            bias = shift if self.bias is None else self.bias * scale + shift
+            x = self._conv_forward(x, self.weight * scale.view(-1, 1, 1, 1), bias)
+        else:
+            x = super().forward(x)
+            if self.norm is not None:
+                x = self.norm(x)
         if self.activation is not None:
             x = self.activation(x)
         return x

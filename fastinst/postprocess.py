@@ -15,7 +15,9 @@ class Instances:
     """Instance results of one image, ``N`` = ``topk`` (always, no threshold, as the official code).
 
     masks: (N,H,W) bool; scores: (N,) = class prob x mask score; classes: (N,) int64;
-    query_indices: (N,) int64 query of each instance; class_probs, mask_scores: (N,) the two factors.
+    query_indices: (N,) int64 query of each instance; class_probs, mask_scores: (N,) the two factors;
+    boxes: (N,4) float32 xyxy of the masks as :func:`engines.contract.mask_boxes` gives them, when the
+    post-processing had them for free (None: compute them from ``masks``).
     """
 
     masks: Tensor
@@ -24,6 +26,7 @@ class Instances:
     query_indices: Tensor
     class_probs: Tensor
     mask_scores: Tensor
+    boxes: Optional[Tensor] = None
 
 
 def instance_inference(class_logits: Tensor, mask_logits: Tensor, topk: int = 100) -> Instances:
@@ -140,8 +143,9 @@ def instance_inference_lowres(class_logits: Tensor, mask_logits: Tensor, resize:
     query = torch.div(flat, num_classes, rounding_mode="floor")
     classes = flat % num_classes
     unique, inverse = torch.unique(query, return_inverse=True)
+    unique_boxes = None
     if not (mask_logits.device.type != "cpu" if dense is None else dense):
-        unique_scores, masks_of = _masks_in_boxes(mask_logits[unique], resize)
+        unique_scores, masks_of, unique_boxes = _masks_in_boxes(mask_logits[unique], resize)
     else:
         unique_scores, masks_of = _masks_dense(mask_logits[unique], resize)
     mask_scores = unique_scores[inverse]
@@ -150,7 +154,8 @@ def instance_inference_lowres(class_logits: Tensor, mask_logits: Tensor, resize:
     if min_score > 0:
         order = order[scores[order] >= min_score]
     masks = masks_of(inverse[order])
-    return Instances(masks, scores[order], classes[order], query[order], class_probs[order], mask_scores[order])
+    boxes = None if unique_boxes is None else unique_boxes[inverse[order]]
+    return Instances(masks, scores[order], classes[order], query[order], class_probs[order], mask_scores[order], boxes)
 
 
 def mask_scores_from_logits(logits: Tensor, count: Tensor | int) -> Tensor:
@@ -168,26 +173,43 @@ def mask_scores_from_logits(logits: Tensor, count: Tensor | int) -> Tensor:
 MasksOf = Callable[[Tensor], Tensor]
 
 
-def _masks_in_boxes(logits: Tensor, resize: MaskResize) -> Tuple[Tensor, MasksOf]:
-    """CPU: ``logits (U,h8,w8)`` -> ``(mask scores (U,), masks_of)``; ``masks_of(indices (N,))`` is
-    the ``(N,H,W)`` bool masks of those queries, pasted from their box crops.
+def _masks_in_boxes(logits: Tensor, resize: MaskResize) -> Tuple[Tensor, MasksOf, Tensor]:
+    """CPU: ``logits (U,h8,w8)`` -> ``(mask scores (U,), masks_of, boxes (U,4))``; ``masks_of(indices
+    (N,))`` is the ``(N,H,W)`` bool masks of those queries, pasted from their box crops; ``boxes``
+    the masks' tight xyxy boxes (zeros for an empty mask, as :func:`engines.contract.mask_boxes`).
 
     Per query: resize inside the box (two small matmuls), threshold with numpy (an order of
-    magnitude faster than a torch comparison into bool on CPU), score with
-    :func:`mask_scores_from_logits` in place. One query at a time keeps the box in cache.
+    magnitude faster than a torch comparison into bool on CPU), score from the sigmoid of the
+    positive logits only (gathered by the threshold's mask; the official mean sigmoid over the
+    mask). One query at a time keeps the box in cache.
     """
     boxes = _positive_boxes(logits > 0, resize).tolist()
     row_src, col_src = resize.row_src_span.tolist(), resize.col_src_span.tolist()
     scores = torch.zeros(len(boxes), dtype=torch.float32)
+    tight = torch.zeros(len(boxes), 4, dtype=torch.float32)
     crops: Dict[int, Tuple[Tuple[int, int, int, int], np.ndarray]] = {}
+    # one float buffer for every box's logits and one bool pool for all crops: fresh allocations of
+    # this size are new pages, and first-touch page faults cost more than the arithmetic
+    areas = [max(y1 - y0, 0) * max(x1 - x0, 0) for y0, y1, x0, x1 in boxes]
+    buffer = torch.empty(max(areas, default=0), dtype=torch.float32)
+    pool, offset = np.empty(sum(areas), dtype=bool), 0
     for u, (y0, y1, x0, x1) in enumerate(boxes):
         if y1 <= y0 or x1 <= x0:
             continue  # no positive sample: empty mask, score 0
         a, b = row_src[0][y0], row_src[1][y1 - 1] + 1
         c, d = col_src[0][x0], col_src[1][x1 - 1] + 1
-        box = resize.rows[y0:y1, a:b] @ (logits[u, a:b, c:d].float() @ resize.cols[x0:x1, c:d].T)
-        positive = box.numpy() > 0
-        scores[u] = mask_scores_from_logits(box, int(np.count_nonzero(positive)))
+        logits_box = buffer[:areas[u]].view(y1 - y0, x1 - x0)
+        torch.mm(resize.rows[y0:y1, a:b], logits[u, a:b, c:d].float() @ resize.cols[x0:x1, c:d].T, out=logits_box)
+        box = logits_box.numpy()
+        positive = np.greater(box, 0, out=pool[offset:offset + areas[u]].reshape(box.shape))
+        offset += areas[u]
+        rows = np.flatnonzero(positive.any(1))
+        if rows.size == 0:
+            continue
+        cols = np.flatnonzero(positive.any(0))
+        inside = torch.from_numpy(box[positive])
+        scores[u] = inside.sigmoid_().sum() / (inside.numel() + 1e-6)
+        tight[u] = torch.tensor([x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1])
         crops[u] = ((y0, y1, x0, x1), positive)
     height, width = resize.output_size
 
@@ -199,7 +221,7 @@ def _masks_in_boxes(logits: Tensor, resize: MaskResize) -> Tuple[Tensor, MasksOf
                 masks[n, y0:y1, x0:x1] = crop
         return torch.from_numpy(masks)
 
-    return scores, masks_of
+    return scores, masks_of, tight
 
 
 def _masks_dense(logits: Tensor, resize: MaskResize, chunk: int = 16) -> Tuple[Tensor, MasksOf]:

@@ -6,6 +6,7 @@ to image coordinates on demand, with the same post-processing as the final masks
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from collections import OrderedDict
@@ -57,8 +58,15 @@ class Geometry:
         return self.resize(tuple(maps.shape[-2:]))(maps.float())
 
     def resize(self, low_size: Tuple[int, int]) -> MaskResize:
-        """The official resize of ``low_size`` maps to the original image size."""
-        return MaskResize.official(low_size, self.padded, self.resized, self.original)
+        """The official resize of ``low_size`` maps to the original image size (built once per sizes)."""
+        return _official_resize(tuple(low_size), self.padded, self.resized, self.original)
+
+
+@functools.lru_cache(maxsize=64)
+def _official_resize(low_size: Tuple[int, int], padded: Tuple[int, int], resized: Tuple[int, int],
+                     original: Tuple[int, int]) -> MaskResize:
+    """:meth:`MaskResize.official`, cached: a folder or a studio session has few distinct sizes."""
+    return MaskResize.official(low_size, padded, resized, original)
 
 
 @dataclass
@@ -333,11 +341,12 @@ class Predictor:
                                          geometry.original)
             inst = instance_inference(class_logits, mask_logits, self.topk)
             keep = inst.scores >= min_score
-            inst = Instances(*(getattr(inst, f.name)[keep] for f in fields(Instances)))
+            inst = Instances(*(getattr(inst, f.name)[keep] for f in fields(Instances) if f.name != "boxes"))
         return Prediction(
             masks=inst.masks.cpu().numpy(), scores=inst.scores.float().cpu().numpy(),
             classes=inst.classes.cpu().numpy(), query_indices=inst.query_indices.cpu().numpy(),
-            class_names=self.class_names, boxes=contract.mask_boxes(inst.masks).cpu().numpy(),
+            class_names=self.class_names,
+            boxes=(contract.mask_boxes(inst.masks) if inst.boxes is None else inst.boxes).cpu().numpy(),
             explanation=self._explain(out, i, geometry, class_logits) if self.explain else None,
         )
 

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from fastinst.model import upsample_masks
+from engines import contract
 from fastinst.postprocess import (MaskResize, instance_inference, instance_inference_lowres, mask_scores_from_logits,
                                   panoptic_inference, semantic_inference)
 
@@ -86,6 +87,10 @@ def test_lowres_inference_equals_the_official_post_processing(seed, dense):
     torch.testing.assert_close(got.mask_scores, expected.mask_scores, rtol=0, atol=1e-6)
     assert (got.masks != expected.masks).sum() <= 2  # pixels whose logit is 0 up to float rounding
     assert not got.masks[got.query_indices == 0].any() and (got.mask_scores[got.query_indices == 0] == 0).all()
+    if got.boxes is not None:  # the CPU path's boxes, taken from its crops, are the masks' boxes
+        assert torch.equal(got.boxes, contract.mask_boxes(got.masks))
+    else:
+        assert dense
 
 
 @pytest.mark.parametrize("dense", [False, True])

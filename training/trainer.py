@@ -37,6 +37,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 
+from fastinst.fast import prepare_for_training
+
 from . import distributed
 from .augment import AugmentConfig
 from .checkpoints import RESUME_NAME, load_resume, rng_state, save_resume, set_rng_state
@@ -87,6 +89,7 @@ class TrainConfig:
     warmup_factor: float = 1.0
     clip_grad_norm: Optional[float] = None
     amp: str = "auto"
+    fast_step: bool = True  # frozen BatchNorm folded into the convolutions, fused AdamW; False: the plain computation
     device: str = "auto"
     seed: int = 42
     keep_empty_images: bool = True
@@ -195,6 +198,8 @@ class Trainer:
         torch.manual_seed(config.seed)  # identical initial weights on every process
         self.recipe = recipe_for(config.model)
         self.model = self._build_model().to(info.device).train()
+        if config.fast_step:
+            prepare_for_training(self.model)
         self.dataset.augment_config = config.augment or self.recipe.augment(self.model)
         self.criterion = self.recipe.criterion(len(self.class_names), config.loss)
         if config.loss.click_weight > 0 and info.world_size > 1:
@@ -202,7 +207,7 @@ class Trainer:
                              "decoder pass is outside the DistributedDataParallel forward")
         self.click_rng = torch.Generator().manual_seed(config.seed + 1)
         self.optimizer = build_optimizer(self.model, config.lr, config.weight_decay, config.backbone_lr_multiplier,
-                                         config.decay_norm_and_embedding)
+                                         config.decay_norm_and_embedding, fused=config.fast_step)
         steps = [round(f * self.max_iters) for f in config.lr_steps]
         self.scheduler = build_scheduler(self.optimizer, steps, config.lr_gamma, config.warmup_iters, config.warmup_factor)
         self.dtype = amp_dtype(config.amp, info.device)
