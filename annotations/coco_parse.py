@@ -8,8 +8,10 @@ the item as the person knows it: the file name, the JSON position and the file's
 ``annotations[3] (id 1) in shapes.json: category_id 9 is not in categories``.
 
 Repaired (reported, then kept):
-    - string or mixed image/annotation ids: mapped to integers (int ids kept, the others numbered
-      after the largest one, in file order); a missing annotation id gets a fresh one;
+    - string or mixed image/annotation ids: mapped to integers (int ids kept, an integral string
+      such as ``"4"`` read as its number unless an integer id already is that number, the others
+      numbered after the largest one, in file order); a missing annotation id gets a fresh one;
+    - an image without ``width`` and ``height``: the file's size (when the files are checked);
     - polygon rings with fewer than 3 points or an odd number of coordinates: dropped;
     - polygon points outside the image: the polygon is clipped to the image (pycocotools'
       rasteriser intersects it with the image; nothing outside ``0..W x 0..H`` is stored);
@@ -19,7 +21,9 @@ Refused (reported, then left out with what depends on them):
     - an image without a usable ``file_name``, size or id, a duplicate id or file name, a file that
       is missing, unreadable, over the pixel limit or of another size than the JSON says (sizes are
       compared after EXIF orientation, see :mod:`fastinst.images`);
-    - an annotation of an unknown image or category, with non-finite or absurd coordinates (a point
+    - a category id given twice: the later entry (its annotations are read as the first one);
+    - an annotation without a segmentation (a box alone is not an instance mask), of an unknown
+      image or category, with non-finite or absurd coordinates (a point
       farther outside the image than 4x its larger side: refused before any rasterisation), an RLE
       of the wrong size or length, or a mask that is empty after the repairs (zero area).
 Category ids are kept as they are (0 included).
@@ -398,12 +402,22 @@ def _id_key(value: Any) -> Any:
 
 
 class _IdMapper:
-    """The file's own ids -> integers: integer ids kept, the others numbered after the largest."""
+    """The file's own ids -> integers: integer ids kept; an integral string (``"4"``) read as its
+    number when no integer id of the file is that number (so the id the person wrote survives an
+    export), the others numbered after the largest."""
 
     def __init__(self, values: Iterable[Any]) -> None:
-        ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
-        self.next_id = max(ints, default=0) + 1
-        self.mapped: dict[Any, int] = {}
+        values = list(values)
+        ints = {v for v in values if isinstance(v, int) and not isinstance(v, bool)}
+        numeric = {int(v) for v in values if isinstance(v, str) and v.strip().isdigit()}
+        self.next_id = max(ints | numeric, default=0) + 1
+        self.mapped: dict[Any, int] = {v: int(v) for v in values
+                                       if isinstance(v, str) and v.strip().isdigit() and int(v) not in ints}
+        taken: set[int] = set()
+        for value, number in list(self.mapped.items()):   # " 4" and "4": the second is numbered
+            if number in taken:
+                del self.mapped[value]
+            taken.add(number)
 
     def __call__(self, value: Any) -> tuple[int, bool]:
         """``(integer id, whether it was mapped)``."""
@@ -421,6 +435,12 @@ class _IdMapper:
         return self.mapped[value], True
 
 
+def _string_id_finding(value: str, number: int) -> str:
+    if value.strip().isdigit() and int(value) == number:
+        return f"string id {value!r} read as the integer {number}"
+    return f"string id {value!r} mapped to integer id {number}"
+
+
 # ------------------------------------------------------------------------------------ categories
 
 
@@ -429,6 +449,7 @@ def _parse_categories(raw_categories: list, name: str,
     """The accepted categories, and ``{id: id of the first category of the same name}`` for a
     name given twice (its annotations are read as that first category: a class is its name)."""
     categories: list[ParsedCategory] = []
+    categories_by_index: dict[int, ParsedCategory] = {}
     seen: dict[int, int] = {}
     by_name: dict[str, ParsedCategory] = {}
     aliases: dict[int, int] = {}
@@ -437,11 +458,15 @@ def _parse_categories(raw_categories: list, name: str,
         try:
             category = _parse_category(index, raw)
             if category.coco_id in seen:
-                raise _Refused(f"duplicate category id {category.coco_id} (also "
-                               f"categories[{seen[category.coco_id]}])")
+                first = categories_by_index[seen[category.coco_id]]
+                report.add(where, f"duplicate category id {category.coco_id} (also categories[{first.index}] "
+                           f"{first.name!r}): this entry ({category.name!r}) is left out; annotations with "
+                           f"category_id {category.coco_id} are read as {first.name!r}", "refused")
+                continue
         except _Refused as refusal:
             report.add(where, f"{refusal}; the category and its annotations are left out", "refused")
             continue
+        categories_by_index[index] = category
         seen[category.coco_id] = index
         first = by_name.get(category.name)
         if first is not None:
@@ -488,12 +513,15 @@ def _parse_images(
             file_name = raw.get("file_name") if isinstance(raw, dict) else None
             if isinstance(file_name, str) and file_name in by_name:
                 raise _Refused(f"duplicate file_name (also images[{by_name[file_name]}])")
-            image = _parse_image(index, raw, mapper, sizer)
+            repairs: list[str] = []
+            image = _parse_image(index, raw, mapper, sizer, repairs)
         except _Refused as refusal:
             report.add(where, f"{refusal}; the image and its annotations are left out", "refused")
             continue
+        for repair in repairs:
+            report.add(where, repair, "repaired")
         if isinstance(file_id, str):
-            report.add(where, f"string id mapped to integer id {image.coco_id}", "repaired")
+            report.add(where, _string_id_finding(file_id, image.coco_id), "repaired")
         ids[_id_key(file_id)] = image.coco_id
         by_name[image.file_name] = index
         images.append(image)
@@ -507,7 +535,9 @@ def _image_where(index: int, raw: Any, name: str) -> str:
     return f"images[{index}] (id {raw.get('id')!r}){label} in {name}"
 
 
-def _parse_image(index: int, raw: Any, mapper: _IdMapper, sizer: ImageSizer | None) -> ParsedImage:
+def _parse_image(index: int, raw: Any, mapper: _IdMapper, sizer: ImageSizer | None,
+                 repairs: list[str]) -> ParsedImage:
+    """One ``images`` entry; what was repaired in it is appended to ``repairs``."""
     if not isinstance(raw, dict):
         raise _Refused(f"must be an object, not {_kind(raw)}")
     if "id" not in raw:
@@ -520,6 +550,7 @@ def _parse_image(index: int, raw: Any, mapper: _IdMapper, sizer: ImageSizer | No
     on_disk = _size_on_disk(file_name, sizer)
     if width is None and height is None and on_disk is not None:
         width, height = on_disk
+        repairs.append(f"no width/height: the file's size {width}x{height} (width x height) is used")
     width, height = _int(width, "'width'"), _int(height, "'height'")
     if width <= 0 or height <= 0:
         raise _Refused(f"size {width}x{height} is not positive")
@@ -586,7 +617,7 @@ def _parse_annotation(
     else:
         coco_id, was_mapped = mapper(raw["id"])
         if was_mapped:
-            report.add(where, f"string id mapped to integer id {coco_id}", "repaired")
+            report.add(where, _string_id_finding(raw["id"], coco_id), "repaired")
     image = _annotation_image(raw.get("image_id"), parsed.image_ids, images)
     category_id = _int(raw.get("category_id"), "'category_id'")
     category_id = parsed.category_aliases.get(category_id, category_id)
@@ -598,7 +629,12 @@ def _parse_annotation(
     iscrowd = raw.get("iscrowd", 0)
     if iscrowd not in (0, 1) or isinstance(iscrowd, float):
         raise _Refused(f"'iscrowd' must be 0 or 1, got {iscrowd!r}")
-    counts, kind = _segmentation_counts(raw.get("segmentation"), image, where, report)
+    segmentation = raw.get("segmentation")
+    if segmentation in (None, [], {}) or (isinstance(segmentation, list) and all(p == [] for p in segmentation)):
+        has_box = raw.get("bbox") is not None
+        raise _Refused("only a bbox, no 'segmentation': an instance needs a mask (polygon or RLE); boxes alone "
+                       "are not imported" if has_box else "no 'segmentation' (polygon or RLE)")
+    counts, kind = _segmentation_counts(segmentation, image, where, report)
     area, bbox = rle.area_and_bbox(counts, image.height, image.width)
     if area == 0:
         raise _Refused("the mask is empty (zero area)")

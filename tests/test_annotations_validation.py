@@ -73,7 +73,8 @@ CASES: list[tuple[str, Mutation, str, str]] = [
     ("duplicate image id", lambda d: d["images"][1].update(id=3),
      "images[1] (id 3) 'img10.png' in bad.json: duplicate image id 3", "refused"),
     ("duplicate category id", lambda d: d["categories"][2].update(id=5),
-     "categories[2] in bad.json: duplicate category id 5 (also categories[1])", "refused"),
+     "categories[2] in bad.json: duplicate category id 5 (also categories[1] 'dog'): this entry ('zebra') is "
+     "left out; annotations with category_id 5 are read as 'dog'", "refused"),
     ("duplicate file name", lambda d: d["images"][4].update(file_name="img10.png"),
      "'img10.png' in bad.json: duplicate file_name (also images[1])", "refused"),
     ("unknown image", lambda d: d["annotations"][4].update(image_id=77),
@@ -109,12 +110,17 @@ CASES: list[tuple[str, Mutation, str, str]] = [
     ("bad iscrowd", lambda d: d["annotations"][0].update(iscrowd=2),
      "annotations[0] (id 100) in bad.json: 'iscrowd' must be 0 or 1, got 2", "refused"),
     ("string image id", lambda d: d["images"][3].update(id="empty-42"),
-     "images[3] (id 'empty-42') 'empty42.png' in bad.json: string id mapped to integer id", "repaired"),
+     "images[3] (id 'empty-42') 'empty42.png' in bad.json: string id 'empty-42' mapped to integer id", "repaired"),
+    ("integral string image id", lambda d: d["images"][3].update(id=str(d["images"][3]["id"])),
+     "'empty42.png' in bad.json: string id '42' read as the integer 42", "repaired"),
+    ("no image size", lambda d: [d["images"][3].pop(k) for k in ("width", "height")],
+     "'empty42.png' in bad.json: no width/height: the file's size", "repaired"),
+    ("box only", lambda d: (d["annotations"][5].pop("segmentation"), d["annotations"][5].update(bbox=[1, 1, 5, 5])),
+     "annotations[5] (id 207) in bad.json: only a bbox, no 'segmentation': an instance needs a mask", "refused"),
     ("negative bbox", lambda d: d["annotations"][0].update(bbox=[5, 5, -3, 4]),
      "annotations[0] (id 100) in bad.json: bbox [5, 5, -3, 4] replaced by the mask's", "repaired"),
     ("no segmentation", lambda d: d["annotations"][5].pop("segmentation"),
-     "annotations[5] (id 207) in bad.json: 'segmentation' must be a list of polygons or an RLE object, "
-     "got NoneType", "refused"),
+     "annotations[5] (id 207) in bad.json: no 'segmentation' (polygon or RLE)", "refused"),
 ]
 
 
