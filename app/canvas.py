@@ -3,7 +3,8 @@
 The server sends the image and the instances' masks once per image revision; everything a person
 does to look at them is answered in the browser, without a server round trip: hover highlight and
 label, click to select (the topmost shown instance under the pointer; a second click at the same
-place selects the next one below it), the confidence threshold and "show rejected" filters, zoom
+place selects the next one below it), the confidence threshold and "show rejected" filters, labels (the hovered and
+the selected instance's; with "all labels" every shown one where it covers no other label), zoom
 (wheel, around the pointer) and pan (drag; with a drawing tool: right- or middle-drag), Fit (the
 button or F).
 
@@ -37,7 +38,17 @@ API (what ``value`` builds, a JSON string):
   whatever the threshold), ``colour`` (RGB) and ``key`` (its mask's digest: the browser decodes
   only masks it has not seen);
 * ``selected``, ``min_score``, ``show_rejected``, ``mode`` ("inspect": clicks select; "correct":
-  clicks use the tool chosen in ``#tool``), ``seq``.
+  clicks use the tool chosen in ``#tool``), ``seq``;
+* ``acted``: how many accept/reject presses the server has handled for this page (see below).
+
+Accept and reject are drawn at once (optimistically): a click on ``#btn-accept`` / ``#btn-reject``
+(the A and R keys click them) marks the selected instance accepted or rejected in the browser, and
+the mark stays until a value arrives whose ``acted`` counts that press: the server's answer, a new
+revision when the edit was saved, the unchanged instances (the mark goes back) when it was refused.
+
+Prefetch: a ``CustomEvent("anncanvas-prefetch", {detail})`` on ``window`` (``detail``: the JSON
+of ``prefetch_value``) makes the canvas load the next image's picture and masks while the person
+looks at this one; a value naming them later draws without waiting for the network or decoding.
 
 Events out, both through the component's ``select`` event (``read_event``):
 
@@ -55,7 +66,10 @@ The threshold and "show rejected" are read from the page's ``#min-score`` and ``
 inputs as they move (the server is told by their own events).
 
 Test hooks on the ``<canvas>``: ``data-token``, ``data-selected``, ``data-hover``, ``data-shown``
-(ids drawn, top first), ``data-frame`` (a counter bumped by every redraw), ``data-view``
+(ids drawn, top first), ``data-labels`` (ids whose label "all labels" placed) and
+``data-label-boxes`` (their "x,y,w,h" rectangles in canvas pixels, ";"-separated), ``data-states``
+(``id:state`` of every instance, optimistic marks included), ``data-frame`` (a counter bumped by every
+redraw), ``data-view``
 ("scale,offset_x,offset_y": screen = image * scale + offset, CSS pixels inside the canvas),
 ``data-brush`` (the brush diameter, image pixels), ``data-edit`` (the instance id being edited,
 "new", or empty), ``data-unsaved`` (strokes and polygons not applied yet) and ``data-corners``
@@ -81,6 +95,7 @@ TEMPLATE = """
     <button type="button" class="anncanvas-fit" title="fit the image (F)">Fit</button>
     <button type="button" class="anncanvas-zoom-in" title="zoom in (wheel up)">+</button>
     <button type="button" class="anncanvas-zoom-out" title="zoom out (wheel down)">−</button>
+    <label class="anncanvas-toggle" title="every shown instance's label, placed so that none covers another (off: the hovered and the selected one)"><input type="checkbox" class="anncanvas-labels"> all labels</label>
     <span class="anncanvas-info">no image</span>
     <span class="anncanvas-edit">
       <label title="brush and eraser diameter, image pixels ([ and ])">size
@@ -107,6 +122,8 @@ CSS = """
 .anncanvas-editinfo { position: absolute; left: 8px; top: 8px; padding: 2px 8px; border-radius: 4px;
                       background: rgba(0,0,0,0.7); color: #fff; font-size: 0.9em; pointer-events: none; }
 .anncanvas-editinfo:empty { display: none; }
+.anncanvas-info { font-variant-numeric: tabular-nums; }
+.anncanvas-toggle { display: flex; gap: 4px; align-items: center; cursor: pointer; }
 .anncanvas-legend { color: var(--body-text-color-subdued); margin-left: auto; }
 .anncanvas-stage { position: relative; width: 100%; height: 70vh; min-height: 240px; overflow: hidden;
                    background: #1d1f24; border-radius: 6px; touch-action: none; outline: none; }
@@ -122,17 +139,23 @@ const info = element.querySelector('.anncanvas-info');
 const sizeInput = element.querySelector('.anncanvas-size');
 const sizeText = element.querySelector('.anncanvas-size-text');
 const editInfo = element.querySelector('.anncanvas-editinfo');
+const allLabels = element.querySelector('.anncanvas-labels');
 const masks = new Map();           // mask key -> {x, y, w, h, bits, fill, edge}
 const PAINT = new Set(['brush', 'eraser', 'new']);
 const NEW_COLOUR = [255, 64, 200];
 let data = null, img = null, imgUrl = null, gen = 0, frame = 0;
-let view = {s: 1, ox: 0, oy: 0}, fitFor = null, fittedWidth = 0;
+let view = {s: 1, ox: 0, oy: 0}, fitFor = null, fittedWidth = 0, fitted = true;
 let hover = null, selected = null, seq = 0;
 let minScore = 0.5, showRejected = false, serverMin = null, serverRej = null;
 let lastClick = null, drag = null, pending = false, queued = false;
 let scene = null, sceneKey = '', dataGen = 0;   // the scene without hover, redrawn only when it changes
 // drawing: the open edit (a mask buffer of the image's size), the stroke under way, the polygon
 let edit = null, stroke = null, poly = [], cursor = null, brush = 12, notice = '';
+const marks = new Map();           // instance id -> {state, press}: accept/reject drawn before the server answers
+let presses = 0;                   // accept/reject presses made on this page
+// prefetched pictures (url -> Promise<Image>) and decoded masks (key -> mask), shared by the page's canvases
+const pre = window.__anncanvasPre || (window.__anncanvasPre = {images: new Map(), masks: new Map()});
+const MARKS = {proposed: '?', accepted: '✓', rejected: '✗'};
 
 function parse(t) { try { return JSON.parse(t || '{}'); } catch (e) { return {}; } }
 function loadImage(url) {
@@ -140,6 +163,8 @@ function loadImage(url) {
     const im = new Image(); im.onload = () => resolve(im); im.onerror = reject; im.src = url;
   });
 }
+function stateOf(inst) { const m = marks.get(inst.id); return m ? m.state : inst.state; }
+function labelOf(inst) { const m = marks.get(inst.id); return m ? inst.label.replace(/ [?✓✗]$/, '') + ' ' + MARKS[m.state] : inst.label; }
 function decode(entry, colour) {
   const [x, y, w, h] = entry, bits = new Uint8Array(w * h);
   let p = 0, on = 0;
@@ -167,8 +192,8 @@ function decode(entry, colour) {
 }
 function shown() {
   if (!data) return [];
-  return data.instances.filter(i => !(i.state === 'rejected' && !showRejected) &&
-                                    !(i.state === 'proposed' && !i.placed && (i.score ?? 0) < minScore - 1e-9) &&
+  return data.instances.filter(i => !(stateOf(i) === 'rejected' && !showRejected) &&
+                                    !(stateOf(i) === 'proposed' && !i.placed && (i.score ?? 0) < minScore - 1e-9) &&
                                     masks.has(i.key));
 }
 function hits(x, y) {
@@ -180,6 +205,12 @@ function hits(x, y) {
   }
   return out;
 }
+function fill() {   // the stage takes the viewport's height below its top (the page needs no scrolling)
+  if (stage.offsetParent === null) return;
+  const top = stage.getBoundingClientRect().top + window.scrollY;
+  const h = Math.max(280, Math.floor(window.innerHeight - top - 10));
+  if (stage.style.height !== `${h}px`) stage.style.height = `${h}px`;
+}
 function resize() {
   const r = stage.getBoundingClientRect(), d = window.devicePixelRatio || 1;
   const w = Math.max(1, Math.round(r.width * d)), h = Math.max(1, Math.round(r.height * d));
@@ -188,9 +219,11 @@ function resize() {
 }
 function fit() {
   if (!data) return;
+  fill();
   const r = resize();
   const s = Math.min(r.width / data.width, r.height / data.height);
   fittedWidth = r.width;
+  fitted = true;
   view = {s, ox: (r.width - data.width * s) / 2, oy: (r.height - data.height * s) / 2};
   draw();
 }
@@ -199,18 +232,25 @@ function toPoint(e) {   // the image point under the pointer (continuous: pixel 
   return {x: (e.clientX - r.left - view.ox) / view.s, y: (e.clientY - r.top - view.oy) / view.s};
 }
 function toImage(e) { const p = toPoint(e); return {x: Math.floor(p.x), y: Math.floor(p.y)}; }
-function label(inst, strong) {
+function overlaps(a, b) { return a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h; }
+function label(inst, strong, placed) {   // placed: rectangles taken already (null: draw where it fits best)
   const m = masks.get(inst.key), d = window.devicePixelRatio || 1;
-  const text = inst.label;
+  const text = labelOf(inst);
   ctx.font = `${12 * d}px sans-serif`;
   const tw = ctx.measureText(text).width + 8 * d, th = 16 * d;
-  let x = (m.x * view.s + view.ox) * d, y = (m.y * view.s + view.oy) * d - th;
-  if (y < 0) y = (m.y * view.s + view.oy) * d;
-  x = Math.min(Math.max(0, x), cv.width - tw);
+  const left = (m.x * view.s + view.ox) * d, top = (m.y * view.s + view.oy) * d, bottom = ((m.y + m.h) * view.s + view.oy) * d;
+  // above the box, inside its top, below it, inside its bottom: the first that covers no other label
+  const spots = [top - th, top, bottom, bottom - th].map(y => ({x: Math.min(Math.max(0, left), cv.width - tw), y, w: tw, h: th}))
+    .filter(r => r.y >= 0 && r.y + th <= cv.height);
+  const spot = placed ? spots.find(r => !placed.some(o => overlaps(r, o))) : (spots[0] || {x: Math.max(0, left), y: Math.max(0, top), w: tw, h: th});
+  if (!spot) return false;
+  if (placed) placed.push(spot);
+  const {x, y} = spot;
   ctx.fillStyle = strong ? 'rgba(255,255,255,0.92)' : 'rgba(0,0,0,0.72)';
   ctx.fillRect(x, y, tw, th);
   ctx.fillStyle = strong ? '#000' : '#fff';
   ctx.fillText(text, x + 4 * d, y + 12 * d);
+  return true;
 }
 function paintScene(list, d) {   // the image, every shown mask and the selection, for this view
   if (!scene || scene.width !== cv.width || scene.height !== cv.height) scene = new OffscreenCanvas(cv.width, cv.height);
@@ -226,7 +266,7 @@ function paintScene(list, d) {   // the image, every shown mask and the selectio
   for (let k = list.length - 1; k >= 0; k--) {
     const inst = list[k], m = masks.get(inst.key);
     if (inst.id === editing) continue;
-    sx.globalAlpha = inst.state === 'rejected' ? 0.2 : (inst.id === selected ? 0.6 : 0.4);
+    sx.globalAlpha = stateOf(inst) === 'rejected' ? 0.2 : (inst.id === selected ? 0.6 : 0.4);
     sx.drawImage(m.fill, m.x, m.y);
     sx.globalAlpha = 1;
     sx.drawImage(m.edge, m.x, m.y);
@@ -283,16 +323,23 @@ function draw() {
     ctx.setTransform(1, 0, 0, 1, 0, 0);
   }
   overlays(d);
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  let labelled = [], placed = [];
+  if (allLabels.checked)    // top first: the topmost instances get their labels where they fit
+    labelled = list.filter(i => i.id !== hover && i.id !== selected && label(i, false, placed)).map(i => i.id);
   for (const id of [hover, selected]) {
     const inst = list.find(i => i.id === id);
-    if (inst) label(inst, id === selected);
+    if (inst) label(inst, id === selected, null);
   }
+  cv.dataset.labels = labelled.join(',');
+  cv.dataset.labelBoxes = placed.map(r => [r.x, r.y, r.w, r.h].map(Math.round).join(',')).join(';');
   frame += 1;
   cv.dataset.frame = String(frame);
   cv.dataset.token = data ? data.token : '';
   cv.dataset.selected = selected == null ? '' : String(selected);
   cv.dataset.hover = hover == null ? '' : String(hover);
   cv.dataset.shown = list.map(i => i.id).join(',');
+  cv.dataset.states = data ? data.instances.map(i => `${i.id}:${stateOf(i)}`).join(',') : '';
   cv.dataset.view = `${view.s},${view.ox},${view.oy}`;
   cv.dataset.brush = String(brush);
   cv.dataset.edit = edit ? (edit.target == null ? 'new' : String(edit.target)) : '';
@@ -470,7 +517,8 @@ async function load() {
   const mine = ++gen;
   if (!v.token) { data = null; img = null; imgUrl = null; edit = null; poly = []; info.textContent = 'no image'; draw(); return; }
   // the picture and the masks are fetched at the same time
-  const picture = v.image !== imgUrl ? loadImage(v.image) : null;
+  const picture = v.image !== imgUrl ? (pre.images.get(v.image) || loadImage(v.image)) : null;
+  for (const inst of v.instances) if (!masks.has(inst.key) && pre.masks.has(inst.key)) masks.set(inst.key, pre.masks.get(inst.key));
   const runs = v.instances.some(i => !masks.has(i.key)) ? fetch(v.masks).then(r => r.json()) : null;
   if (picture) {
     const im = await picture;
@@ -494,6 +542,7 @@ async function load() {
   if (fresh) poly = [];
   data = v;
   dataGen += 1;
+  for (const [id, m] of [...marks]) if ((v.acted ?? 0) >= m.press) marks.delete(id);
   if ((v.seq ?? 0) >= seq) selected = v.selected ?? null;
   if (v.min_score !== serverMin) { serverMin = v.min_score; minScore = v.min_score; }
   if (v.show_rejected !== serverRej) { serverRej = v.show_rejected; showRejected = v.show_rejected; }
@@ -532,6 +581,7 @@ function click(e) {
   trigger('select', {x: p.x, y: p.y, tool: t, pick, seq});
 }
 function zoomAt(factor, sx, sy) {
+  fitted = false;
   const s = Math.min(64, Math.max(0.02, view.s * factor));
   view = {s, ox: sx - (sx - view.ox) * s / view.s, oy: sy - (sy - view.oy) * s / view.s};
   draw();
@@ -553,7 +603,7 @@ stage.addEventListener('pointermove', (e) => {
   if (drag) {
     const dx = e.clientX - drag.x, dy = e.clientY - drag.y;
     if (drag.moved || Math.abs(dx) + Math.abs(dy) > 4) {
-      drag.moved = true; view.ox = drag.ox + dx; view.oy = drag.oy + dy; draw();
+      drag.moved = true; fitted = false; view.ox = drag.ox + dx; view.oy = drag.oy + dy; draw();
     }
     return;
   }
@@ -577,6 +627,7 @@ stage.addEventListener('dblclick', (e) => { if (tool() === 'polygon' && poly.len
 stage.addEventListener('contextmenu', (e) => { if (tool() !== 'select') e.preventDefault(); });
 stage.addEventListener('pointerleave', () => { cursor = null; if (hover !== null) hover = null; draw(); });
 element.querySelector('.anncanvas-fit').addEventListener('click', fit);
+allLabels.addEventListener('change', () => draw());
 element.querySelector('.anncanvas-zoom-in').addEventListener('click', () => { const r = cv.getBoundingClientRect(); zoomAt(1.25, r.width / 2, r.height / 2); });
 element.querySelector('.anncanvas-zoom-out').addEventListener('click', () => { const r = cv.getBoundingClientRect(); zoomAt(0.8, r.width / 2, r.height / 2); });
 element.querySelector('.anncanvas-apply').addEventListener('click', () => { if (poly.length) closePolygon(); else apply(); });
@@ -621,10 +672,43 @@ document.addEventListener('keydown', (ev) => {
 window.addEventListener('beforeunload', (ev) => {   // strokes not applied: ask before leaving
   if (edit && edit.ops.length) { ev.preventDefault(); ev.returnValue = ''; }
 });
-new ResizeObserver(() => { if (data && fitFor === data.image && view.s) draw(); }).observe(stage);
-// fitted while hidden (a tab not shown yet has no size): fit again once it shows
-new IntersectionObserver((seen) => { if (seen.some(s => s.isIntersecting) && data && fittedWidth < 2) fit(); }).observe(stage);
 setBrush(brush);
+// a fitted image stays fitted when the stage changes size; a zoomed or panned one keeps its view
+new ResizeObserver(() => { if (data && fitFor === data.image && view.s) { if (fitted) fit(); else draw(); } }).observe(stage);
+// the page above the stage changes height (status lines, questions): the stage follows
+new ResizeObserver(fill).observe(document.querySelector('.gradio-container') || document.body);
+window.addEventListener('resize', () => { fill(); if (data) fit(); });
+// fitted while hidden (a tab not shown yet has no size): fit again once it shows
+new IntersectionObserver((seen) => { if (seen.some(s => s.isIntersecting)) { fill(); if (data && fittedWidth < 2) fit(); } }).observe(stage);
+document.addEventListener('click', (e) => {   // accept / reject: drawn now, confirmed by the server's answer
+  const b = e.target.closest && e.target.closest('#btn-accept, #btn-reject');
+  if (!b) return;
+  presses += 1;
+  if (!data || stage.offsetParent === null || selected == null) return;
+  const inst = data.instances.find(i => i.id === selected);
+  if (!inst) return;
+  marks.set(inst.id, {state: b.id === 'btn-accept' ? 'accepted' : 'rejected', press: presses});
+  dataGen += 1;
+  draw();
+}, true);
+async function prefetch(e) {   // the next image's picture and masks, loaded and decoded ahead
+  const p = parse(e.detail);
+  if (!p.image) return;
+  if (!pre.images.has(p.image)) {
+    if (pre.images.size > 4) pre.images.delete(pre.images.keys().next().value);
+    const im = loadImage(p.image).then(async (i) => { try { await i.decode(); } catch (err) { /* drawn anyway */ } return i; });
+    im.catch(() => pre.images.delete(p.image));
+    pre.images.set(p.image, im);
+  }
+  const todo = (p.instances || []).filter(i => !pre.masks.has(i.key));
+  if (!p.masks || !todo.length) return;
+  try {
+    const all = await (await fetch(p.masks)).json();
+    if (pre.masks.size > 2000) pre.masks.clear();
+    for (const inst of todo) if (all[inst.id]) pre.masks.set(inst.key, decode(all[inst.id], inst.colour));
+  } catch (err) { /* a hint only: the value's own files are fetched then */ }
+}
+if (!window.__anncanvasPrefetch) { window.__anncanvasPrefetch = true; window.addEventListener('anncanvas-prefetch', prefetch); }
 watch('value', load);
 load();
 """
@@ -679,7 +763,7 @@ def file_url(path: str) -> str:
 
 def value(*, token: str, image_path: str, size: tuple[int, int], masks: Masks,
           instances: Sequence[Instance], selected: int | None, min_score: float, show_rejected: bool,
-          mode: str, seq: int = 0) -> str:
+          mode: str, seq: int = 0, acted: int = 0) -> str:
     """The canvas's value (see the module doc). ``size`` is the image's (H, W); ``instances``
     are all of the image's, top first."""
     rows = [{"id": i.id, "label": instance_label(i), "score": i.score, "state": i.state,
@@ -688,8 +772,17 @@ def value(*, token: str, image_path: str, size: tuple[int, int], masks: Masks,
     return json.dumps({"token": token, "image": file_url(image_path), "width": size[1], "height": size[0],
                        "masks": file_url(masks.path), "instances": rows, "selected": selected,
                        "min_score": round(float(min_score), 4), "show_rejected": bool(show_rejected),
-                       "mode": mode, "seq": seq},
+                       "mode": mode, "seq": seq, "acted": acted},
                       separators=(",", ":"))
+
+
+def prefetch_value(image_path: str, masks: Masks | None, instances: Sequence[Instance]) -> str:
+    """What the browser may load ahead for an image (see the module doc): its picture, and its
+    masks file with each instance's id, key and colour (``masks`` None: no masks yet)."""
+    rows = [] if masks is None else [{"id": i.id, "key": masks.keys[i.id], "colour": list(colour_for(i.id))}
+                                     for i in instances]
+    return json.dumps({"image": file_url(image_path), "masks": None if masks is None else file_url(masks.path),
+                       "instances": rows}, separators=(",", ":"))
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,8 @@ def instance_rows(instances: Sequence[Instance], dup_iou: float = 0.9) -> list[l
     """Rows of the instance table, in the order drawn (top first): the model version that made
     each prediction, and a flag on proposals that near-duplicate an instance drawn above them."""
     flags = near_duplicates(instances, dup_iou)
-    return [[i.id, i.class_name, None if i.score is None else round(float(i.score), 3), i.state,
+    return [[i.id, i.class_name, None if i.score is None else round(float(i.score), 3),
+             f"{STATE_MARKS.get(i.state, '')} {i.state}".lstrip(),
              i.source, i.area, i.model_version or "", f"dup of #{flags[i.id]}" if i.id in flags else ""]
             for i in instances]
 

@@ -38,12 +38,14 @@ class SessionState:
     revision: int | None = None          # the image revision last shown (edits are made against it)
     sent: dict[str, Any] = field(default_factory=dict)  # last value sent to each view output (paths, text)
     picker_choices: list[tuple[str, int]] = field(default_factory=list)  # instance picker's choices
+    lists_sent: dict[str, int] = field(default_factory=dict)  # hash of the image/model pickers' last choices
     layers_for: tuple | None = None      # (image, model, instance) the Explain layer panels show
     asking: str = ""                     # open question: "" | "undecided" | "empty" | "switch"
     switch_to: str | None = None         # the model version a "switch" question is about
     dup_iou: float = 0.9                 # same-class proposals overlapping this much are flagged
     status: str = ""                     # the status line last sent (a tab switch keeps it)
     canvas_seq: int = 0                  # the last canvas click handled (the browser's counter)
+    presses: int = 0                     # accept/reject presses handled (the canvas's optimistic marks)
 
     def select_image(self, image_id: int) -> None:
         """Move to another image: forget the per-image selection."""

@@ -164,24 +164,54 @@ class Studio:
 
     # ---------------------------------------------------------------------- renders
 
-    def canvas_value(self, state: SessionState, mode: str) -> str:
-        """The annotation canvas's value for the session's image (see ``app.canvas``): the image
-        and mask files are written once per image and per revision."""
-        image_id, revision = state.image_id, state.revision
-        entry = self.project.image(image_id)
+    def canvas_image(self, image_id: int) -> str:
+        """The image's PNG file for the canvas, written once per image."""
         image_path = self.canvas_images.get(image_id)
         if image_path is None or not Path(image_path).is_file():
             image_path = self.png(self.project.pixels(image_id))
             self.canvas_images.put(image_id, image_path)
+        return image_path
+
+    def canvas_masks_of(self, image_id: int, revision: int) -> tuple[canvas.Masks, list[Instance]]:
+        """The masks file of an image revision for the canvas (written once per revision) and
+        every instance of it, top first."""
         everything = inspect_view.visible_instances(self.project.instances(image_id, revision), 0.0, True)
         masks = self.canvas_masks.get((image_id, revision))
         if masks is None or not Path(masks.path).is_file():
             masks = canvas.write_masks(everything, cache_folder() / f"{uuid.uuid4().hex}.json")
             self.canvas_masks.put((image_id, revision), masks)
+        return masks, everything
+
+    def canvas_value(self, state: SessionState, mode: str) -> str:
+        """The annotation canvas's value for the session's image (see ``app.canvas``): the image
+        and mask files are written once per image and per revision."""
+        image_id, revision = state.image_id, state.revision
+        entry = self.project.image(image_id)
+        image_path = self.canvas_image(image_id)
+        masks, everything = self.canvas_masks_of(image_id, revision)
         return canvas.value(token=f"{image_id}:{revision}", image_path=image_path,
                             size=(entry.height, entry.width), masks=masks, instances=everything,
                             selected=state.selected, min_score=state.min_score,
-                            show_rejected=state.show_rejected, mode=mode, seq=state.canvas_seq)
+                            show_rejected=state.show_rejected, mode=mode, seq=state.canvas_seq,
+                            acted=state.presses)
+
+    def prefetch(self, state: SessionState) -> str:
+        """What the page may load ahead (``canvas.prefetch_value``): the next image's picture, and
+        its masks when it is predicted already ("" without a next image or when it is unreadable).
+        Writes only cache files: the session and the store are not changed."""
+        if state.image_id is None:
+            return ""
+        next_id = self.project.neighbour(state.image_id, 1)
+        if next_id is None or next_id == state.image_id:
+            return ""
+        try:
+            image_path = self.canvas_image(next_id)
+            if self.project.needs_prediction(next_id):
+                return canvas.prefetch_value(image_path, None, [])
+            masks, everything = self.canvas_masks_of(next_id, self.project.image(next_id).revision)
+        except _expected_errors():
+            return ""
+        return canvas.prefetch_value(image_path, masks, everything)
 
     def render_inspect(self, state: SessionState, shown: list[Instance], inst: Instance | None,
                        parts: str) -> dict[str, Any]:
@@ -296,9 +326,10 @@ class Studio:
             if first is not None:
                 state.select_image(first)
         if state.image_id is None:
-            values["image_picker"] = gr.update(choices=self.image_choices(), value=None)
+            values["image_picker"] = self.choices_update(state, "image_picker", self.image_choices, None, True)
             values["review_state"] = "no image"
-            values["model_picker"] = gr.update(choices=self.model_choices(), value=self.project.model.version)
+            values["model_picker"] = self.choices_update(state, "model_picker", self.model_choices,
+                                                         self.project.model.version, True)
             values.update(self.ask_values(state), place=state.place())
             return [values[name] for name in OUTPUT_NAMES]
         entry = self.project.image(state.image_id)
@@ -308,8 +339,7 @@ class Studio:
         for name, value in self.render_view(state, shown, inst, parts).items():
             values[name] = state.sent.get(name) if value is KEEP else value
         state.sent = {name: values[name] for name in VIEW_OUTPUT_NAMES}
-        values["image_picker"] = (gr.update(choices=self.image_choices(), value=state.image_id) if full
-                                  else state.image_id)
+        values["image_picker"] = self.choices_update(state, "image_picker", self.image_choices, state.image_id, full)
         values["review_state"] = self.review_text(entry, self.project.instances(entry.id, entry.revision))
         failure = self.project.prediction_failure(entry.id)
         if failure and not message:
@@ -317,10 +347,8 @@ class Studio:
         values["place"] = state.place()
         state.status = values["status"]
         values.update(self.ask_values(state))
-        if full:
-            values["model_picker"] = gr.update(choices=self.model_choices(), value=self.project.model.version)
-        else:
-            values["model_picker"] = self.project.model.version
+        values["model_picker"] = self.choices_update(state, "model_picker", self.model_choices,
+                                                     self.project.model.version, full)
         # new choices cost Gradio a configuration rebuild: only when the list can have changed
         choices = inspect_view.instance_choices(shown, state.dup_iou)
         same_list = parts in ("select", "activation") or choices == state.picker_choices
@@ -330,6 +358,21 @@ class Studio:
         values["instance_picker"] = state.selected if same_list else gr.update(choices=choices,
                                                                                value=state.selected)
         return [values[name] for name in OUTPUT_NAMES]
+
+    @staticmethod
+    def choices_update(state: SessionState, name: str, choices: Callable[[], list[tuple[str, Any]]],
+                       value: Any, full: bool) -> Any:
+        """A picker's output: new choices only when they may have changed (``full``) and differ
+        from those this session's page holds (each list costs the page a rebuild of the picker),
+        else just the value."""
+        if not full:
+            return value
+        listed = choices()
+        digest = hash(tuple(listed))
+        if state.lists_sent.get(name) == digest:
+            return value
+        state.lists_sent[name] = digest
+        return gr.update(choices=listed, value=value)
 
     # --------------------------------------------------------------------- actions
 

@@ -26,7 +26,14 @@ from app.session import TOOLS, SessionState
 from app.studio import MODEL_QUEUE, OUTPUT_NAMES, Studio, _expected_errors, cache_folder, friendly
 
 CSS = """
-#status { min-height: 1.6em; }
+.gradio-container { max-width: 100% !important; padding-top: 4px !important; padding-bottom: 4px !important; }
+#project-info p { margin: 0; font-size: 0.9em; }
+#nav-row, #model-row, #review-bar { gap: 8px; }
+#nav-row button, #model-row button, #review-bar button { align-self: center; }
+#review-bar { align-items: center; }
+#review-state { align-self: center; font-size: 0.9em; }
+#review-state p { margin: 0; }
+#status { height: 1.6em; overflow-y: auto; font-size: 0.9em; }   /* one line: the canvas below does not move */
 #status p { margin: 0; }
 .ft-progress { font-family: var(--font); }
 .ft-bar { height: 14px; border-radius: 7px; background: var(--neutral-200); overflow: hidden; }
@@ -96,37 +103,33 @@ KEYS_JS = """
 # ------------------------------------------------------------------------------------ layout
 
 def build_header(c: dict[str, Any]) -> None:
-    """Project line, image navigation, review buttons, instance picker, confidence, status."""
+    """Project line, then two compact rows (image navigation and review; selection, confidence and
+    model), the status line: short enough that the canvas below fills the rest of the viewport."""
     c["project_info"] = gr.Markdown(elem_id="project-info")
-    with gr.Row(elem_id="nav-row"):
-        with gr.Column(scale=3, min_width=320):
-            c["image_picker"] = gr.Dropdown(label="Image", elem_id="image-picker", allow_custom_value=True,
-                                            filterable=True)
-            c["review_state"] = gr.Markdown(elem_id="review-state")
-        with gr.Column(scale=2, min_width=300):
-            with gr.Row():
-                c["prev"] = gr.Button("◀ Prev (P)", elem_id="btn-prev", size="sm", min_width=70)
-                c["next"] = gr.Button("Next (N) ▶", elem_id="btn-next", size="sm", min_width=70)
-                c["predict"] = gr.Button("Predict again", elem_id="btn-predict", size="sm", min_width=70)
-            with gr.Row():
-                c["reviewed"] = gr.Button("Mark reviewed (M)", elem_id="btn-reviewed", variant="primary",
-                                          size="sm", min_width=70)
-                c["reopen"] = gr.Button("Reopen", elem_id="btn-reopen", size="sm", min_width=70)
-        with gr.Column(scale=3, min_width=320):
-            c["instance_picker"] = gr.Dropdown(label="Selected instance", elem_id="instance-picker",
-                                               allow_custom_value=True)
-            with gr.Row():
-                c["min_score"] = gr.Slider(PROPOSAL_FLOOR, 1.0, value=0.5, step=0.01, label="Confidence ≥",
-                                           elem_id="min-score", scale=3)
-                c["show_rejected"] = gr.Checkbox(False, label="show rejected", elem_id="show-rejected",
-                                                 scale=1, min_width=100)
-    with gr.Row(elem_id="model-row"):
+    with gr.Row(elem_id="nav-row", equal_height=True):
+        c["image_picker"] = gr.Dropdown(label="Image", elem_id="image-picker", allow_custom_value=True,
+                                        filterable=True, scale=3, min_width=220)
+        c["prev"] = gr.Button("◀ Prev (P)", elem_id="btn-prev", size="sm", min_width=70, scale=0)
+        c["next"] = gr.Button("Next (N) ▶", elem_id="btn-next", size="sm", min_width=70, scale=0)
+        c["predict"] = gr.Button("Predict again", elem_id="btn-predict", size="sm", min_width=70, scale=0)
+        c["reviewed"] = gr.Button("Mark reviewed (M)", elem_id="btn-reviewed", variant="primary",
+                                  size="sm", min_width=70, scale=0)
+        c["reopen"] = gr.Button("Reopen", elem_id="btn-reopen", size="sm", min_width=70, scale=0)
+        c["review_state"] = gr.Markdown(elem_id="review-state")
+    with gr.Row(elem_id="model-row", equal_height=True):
+        c["instance_picker"] = gr.Dropdown(label="Selected instance", elem_id="instance-picker",
+                                           allow_custom_value=True, scale=3, min_width=200)
+        c["min_score"] = gr.Slider(PROPOSAL_FLOOR, 1.0, value=0.5, step=0.01, label="Confidence ≥",
+                                   elem_id="min-score", scale=3, min_width=200)
+        c["show_rejected"] = gr.Checkbox(False, label="show rejected", elem_id="show-rejected",
+                                         scale=1, min_width=100)
         c["model_picker"] = gr.Dropdown(label="Model version", elem_id="model-picker", scale=3,
-                                        allow_custom_value=True)
-        c["use_model"] = gr.Button("Use this model", elem_id="btn-use-model", size="sm", scale=1, min_width=70)
+                                        allow_custom_value=True, min_width=200)
+        c["use_model"] = gr.Button("Use this model", elem_id="btn-use-model", size="sm", scale=0, min_width=70)
     c["status"] = gr.Markdown(elem_id="status")
     build_questions(c)
     c["place"] = gr.Textbox("", visible="hidden", elem_id="place", show_label=False)
+    c["prefetch"] = gr.Textbox("", visible="hidden", elem_id="canvas-prefetch", show_label=False)
 
 
 def build_questions(c: dict[str, Any]) -> None:
@@ -147,13 +150,14 @@ def build_questions(c: dict[str, Any]) -> None:
 
 def build_inspect_tab(c: dict[str, Any]) -> None:
     """Overlay (clickable), instance table, details, gallery."""
-    with gr.Row():
-        with gr.Column(scale=3):
-            gr.Markdown("Predictions and annotations — **click a mask to select it**")
+    with gr.Row(elem_id="inspect-row"):
+        with gr.Column(scale=5, min_width=480):
             c["inspect_image"] = canvas.build("inspect-image")
-        with gr.Column(scale=2):
+        with gr.Column(scale=3, min_width=320, elem_id="inspect-side"):
             c["instance_table"] = gr.Dataframe(headers=inspect_view.TABLE_HEADERS, elem_id="instance-table",
-                                               interactive=False, label="Instances (click a row to select)")
+                                               interactive=False, max_height=380,
+                                               label="Instances: ? proposed · ✓ accepted · ✗ rejected "
+                                                     "(click a mask or a row to select)")
             c["instance_info"] = gr.Markdown(elem_id="instance-info")
     with gr.Accordion("All images", open=False, elem_id="gallery-box"):
         c["gallery"] = gr.Gallery(elem_id="gallery", columns=8, height=260, allow_preview=False, format="png",
@@ -180,13 +184,14 @@ def build_explain_tab(c: dict[str, Any], names: list[str], stages: bool = False)
 def build_review_bar(c: dict[str, Any], names: list[str]) -> None:
     """The actions on the selected instance, above the views: its keys work wherever the canvas
     is (Inspect or Correct), and the Class picker follows the selection."""
-    with gr.Row(elem_id="review-bar", equal_height=True):
+    with gr.Row(elem_id="review-bar", equal_height=False):
         c["accept"] = gr.Button("Accept (A)", elem_id="btn-accept", variant="primary", size="sm", min_width=60)
         c["reject"] = gr.Button("Reject (R)", elem_id="btn-reject", variant="stop", size="sm", min_width=60)
         c["delete"] = gr.Button("Delete (Del)", elem_id="btn-delete", size="sm", min_width=60)
         c["accept_all"] = gr.Button("Accept all shown (Shift+A)", elem_id="btn-accept-all", size="sm", min_width=90)
         c["class_picker"] = gr.Dropdown(names, value=names[0] if names else None, label="Class",
-                                        elem_id="class-picker", allow_custom_value=True, min_width=120, scale=2)
+                                        elem_id="class-picker", allow_custom_value=True, min_width=120, scale=2,
+                                        show_label=False, container=False)
         c["relabel"] = gr.Button("Relabel (L)", elem_id="btn-relabel", size="sm", min_width=60)
         c["undo"] = gr.Button("↶ Undo (Ctrl+Z)", elem_id="btn-undo", size="sm", min_width=60)
         c["redo"] = gr.Button("↷ Redo (Ctrl+Y)", elem_id="btn-redo", size="sm", min_width=60)
@@ -195,13 +200,13 @@ def build_review_bar(c: dict[str, Any], names: list[str]) -> None:
 
 def build_correct_tab(c: dict[str, Any]) -> None:
     """The canvas with its tools (drawn in the browser, see app.canvas), near-duplicates."""
-    with gr.Row():
-        with gr.Column(scale=3):
+    with gr.Row(elem_id="correct-row"):
+        with gr.Column(scale=4, min_width=480):
+            c["correct_image"] = canvas.build("correct-image")
+        with gr.Column(scale=1, min_width=260, elem_id="correct-side"):
             gr.Markdown("**Select**, **brush** / **eraser** on the selected mask (`E` toggles, `[` `]` size), "
                         "**new** mask, **polygon** (click the corners), or **query** (the model's mask and class "
                         "where you click); strokes are stored by **Apply** (`Enter`), `Esc` discards them")
-            c["correct_image"] = canvas.build("correct-image")
-        with gr.Column(scale=2):
             c["tool"] = gr.Radio([("new mask" if t == "new" else t, t) for t in TOOLS], value="select", label="Tool",
                                  elem_id="tool")
             with gr.Row(equal_height=True):
@@ -220,7 +225,7 @@ def build_app(project: Project, png_level: int = 1) -> gr.Blocks:
     ``app.studio.png``."""
     studio = Studio(project, png_level)
     names = project.class_names()
-    with gr.Blocks(title="FastInst Studio", delete_cache=(900, 3600)) as demo:
+    with gr.Blocks(title="FastInst Studio", delete_cache=(900, 3600), fill_width=True) as demo:
         c: dict[str, Any] = {"state": gr.State(SessionState())}
         build_header(c)
         build_review_bar(c, names)
@@ -374,12 +379,20 @@ def wire_navigation(w: Wiring, demo: gr.Blocks) -> None:
         ids = [e.id for e in p.images()]
         yield from s.navigate(st, lambda x: ids[int(evt.index)])
 
-    w.on(demo.load, load, [state], w.outputs + place_outputs(c), api_name="load")
-    w.on(c["image_picker"].input, go(lambda st, value: None if value in (None, "") else int(value)),
-         [state, c["image_picker"]], api_name="open_image")
-    w.on(c["next"].click, go(lambda st: p.neighbour(st.image_id, 1)), [state], api_name="next_image")
-    w.on(c["prev"].click, go(lambda st: p.neighbour(st.image_id, -1)), [state], api_name="previous_image")
-    w.on(c["gallery"].select, gallery, [state])
+    opened = [w.on(demo.load, load, [state], w.outputs + place_outputs(c), api_name="load"),
+              w.on(c["image_picker"].input, go(lambda st, value: None if value in (None, "") else int(value)),
+                   [state, c["image_picker"]], api_name="open_image"),
+              w.on(c["next"].click, go(lambda st: p.neighbour(st.image_id, 1)), [state], api_name="next_image"),
+              w.on(c["prev"].click, go(lambda st: p.neighbour(st.image_id, -1)), [state], api_name="previous_image"),
+              w.on(c["gallery"].select, gallery, [state])]
+    # once an image is shown, the next one's picture and masks are written and the page loads them
+    # ahead (outside the ordered queue: it changes neither the session nor the store)
+    for event in opened:
+        event.then(s.prefetch, [state], c["prefetch"], concurrency_id="prefetch", concurrency_limit=1,
+                   api_visibility="private")
+    c["prefetch"].change(None, [c["prefetch"]], None, api_visibility="private",
+                         js="(v) => { if (v) window.dispatchEvent(new CustomEvent('anncanvas-prefetch', "
+                            "{detail: v})); return []; }")
     demo.load(lambda: gallery_items(s), None, c["gallery"], api_visibility="private")
     w.on(c["predict"].click, w.act(lambda st: s.predict(st, force=True)), [state], api_name="predict")
     # the place travels in the URL: a reload (or a copied link) opens the same image, tab, settings
@@ -469,6 +482,15 @@ def api_edit(st: SessionState, text: str, selected: bool) -> canvas.MaskEdit:
     return dataclasses.replace(edit, target=st.selected if selected else None, image_id=None)
 
 
+def counted(fn: Callable[..., str]) -> Callable[..., str]:
+    """An accept/reject action that counts the press first, refused or not: the canvas keeps its
+    optimistic mark until the answer to that press arrives (``app.canvas``)."""
+    def action(st: SessionState, *args: Any) -> str:
+        st.presses += 1
+        return fn(st, *args)
+    return action
+
+
 def wire_correct(w: Wiring) -> None:
     """Review actions and drawn masks: each one store edit, saved at once."""
     c, s, p, state, on = w.c, w.studio, w.project, w.state, w.on
@@ -490,8 +512,10 @@ def wire_correct(w: Wiring) -> None:
          ["mask_edit", "class_picker"], "add_mask"),
     ]
     for button, fn, extra, api in actions:
-        on(c[button].click, w.act(on_shown_image(s, fn)), [state, *(c[n] for n in extra), c["place"]],
-           api_name=api)
+        fn = on_shown_image(s, fn)
+        if button in ("accept", "reject"):   # the canvas draws these at once and counts the presses
+            fn = counted(fn)
+        on(c[button].click, w.act(fn), [state, *(c[n] for n in extra), c["place"]], api_name=api)
     reviews = [("reviewed", None, "mark_reviewed"), ("ask_undecided_accept", "accept", "review_accept_shown"),
                ("ask_undecided_reject", "reject", "review_reject_undecided"),
                ("ask_empty_yes", "empty", "review_no_objects")]

@@ -43,6 +43,38 @@ def make_project(folder: Path, num_images: int = 3, size: tuple[int, int] = (240
     return open_project(config, log=lambda message: None)
 
 
+def crowded_project(folder: Path, count: int, predicted: int, objects: int, size: tuple[int, int]) -> Project:
+    """A project of ``count`` synthetic images of ``size`` (H, W) with ``objects`` shapes each;
+    the first ``predicted`` get their ground-truth masks stored as the current model's proposals
+    (scores drawn uniformly from 0.05-1 with a fixed seed), the others are not predicted."""
+    import json
+    import numpy as np
+    from pycocotools import mask as mask_utils
+    from training.synthetic import SceneConfig, make_shapes_dataset
+    scene = SceneConfig(min_objects=objects, max_objects=objects, min_radius=0.03, max_radius=0.07,
+                        min_visible=0.3)
+    gt = json.loads(make_shapes_dataset(folder / "shapes", count, 5, size=size, config=scene).read_text())
+    project = open_project(StudioConfig(images=folder / "shapes" / "images", weights=model_weights(folder),
+                                        data_dir=folder / "data", device="cpu"), log=lambda m: None)
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    files = {im["id"]: Path(im["file_name"]).name for im in gt["images"]}
+    rng = np.random.default_rng(0)
+    for entry in project.images()[:predicted]:
+        gid = next(k for k, f in files.items() if f == Path(entry.file_name).name)
+        anns = [a for a in gt["annotations"] if a["image_id"] == gid]
+        masks = []
+        for a in anns:
+            seg = a["segmentation"]
+            rle = mask_utils.frPyObjects(seg, *size) if isinstance(seg, list) else seg
+            rle = mask_utils.merge(rle) if isinstance(rle, list) else rle
+            masks.append(mask_utils.decode(rle).astype(bool))
+        cats = [project.category_id(names[a["category_id"]]) for a in anns]
+        scores = rng.uniform(0.05, 1.0, len(anns)).round(3).tolist()
+        project.store.replace_predictions(entry.id, np.stack(masks), cats, scores, project.model.version,
+                                          entry.revision)
+    return project
+
+
 def free_port() -> int:
     """A TCP port nothing listens on right now."""
     with socket.socket() as s:

@@ -77,7 +77,7 @@ def test_pick_instance_and_table_rows() -> None:
     a, b = inst(7, box_mask(30, 30, 0, 10, 0, 10)), inst(9, box_mask(30, 30, 0, 30, 0, 30), score=0.5)
     assert inspect_view.pick_instance([a, b], 5, 5) == 7
     assert inspect_view.pick_instance([a, b], 20, 20) == 9
-    assert inspect_view.instance_rows([a])[0] == [7, "circle", 0.9, "proposed", "predicted", 100, "v1", ""]
+    assert inspect_view.instance_rows([a])[0] == [7, "circle", 0.9, "? proposed", "predicted", 100, "v1", ""]
 
 
 def test_near_duplicate_proposals_are_flagged_against_the_instance_above() -> None:

@@ -1,5 +1,7 @@
 """Screenshots of the Inspect, Explain and Correct views for the README, taken in headless
-Chromium from a studio serving the demo project (the demo model on its held-out images).
+Chromium from a studio serving the demo project (the demo model on its held-out images): the
+whole 1440x900 window, as a person sees it without scrolling (Explain: the whole view, which is
+taller).
 
     .venv/bin/python tests/browser/make_screenshots.py [--out docs/screenshots] [--weights FILE]
 """
@@ -52,8 +54,13 @@ def open_image(pg, project, image_id: int) -> None:
     raise RuntimeError(f"could not open {name}")
 
 
-def shoot(pg, path: Path, selector: str = "body") -> None:
-    pg.locator(selector).screenshot(path=str(path))
+def shoot(pg, path: Path, selector: str | None = None) -> None:
+    """The window as it is at the top of the page, or the whole element ``selector``."""
+    pg.evaluate("window.scrollTo(0, 0)")
+    if selector is None:
+        pg.screenshot(path=str(path))
+    else:
+        pg.locator(selector).screenshot(path=str(path))
     print("wrote", path)
 
 
@@ -81,11 +88,11 @@ def main() -> int:
             click_pixel(pg, "inspect-image", x, y)
             expect(pg.locator("#instance-info")).to_contain_text(f"#{shown[0].id} ")
             pg.wait_for_timeout(800)
-            shoot(pg, args.out / "inspect.png", "#views")
+            shoot(pg, args.out / "inspect.png")
             pg.click("#tab-explain-button")
             expect(pg.locator("#explain-layers .xlayers-main img:not([hidden])")).to_be_visible()
             pg.wait_for_timeout(1500)
-            shoot(pg, args.out / "explain.png", "#views")
+            shoot(pg, args.out / "explain.png", "#views")   # taller than the window
             pg.click("#tab-correct-button")
             expect_canvas(pg, "correct-image")
             pg.locator("#tool label", has_text="brush").click()   # a stroke on the selected mask, not applied
@@ -96,7 +103,7 @@ def main() -> int:
             pg.mouse.move(x0 + stage["width"] * 0.2, y0 + stage["height"] * 0.1, steps=10)
             pg.mouse.up()
             pg.wait_for_timeout(1000)
-            shoot(pg, args.out / "correct.png", "#views")
+            shoot(pg, args.out / "correct.png")
             browser.close()
     return 0
 

@@ -1,0 +1,245 @@
+"""The studio's layout and the canvas's answers that do not wait for the server, in a real browser
+(headless Debian Chromium via Playwright): at 1440x900 and 1920x1080 the canvas fills the viewport
+without scrolling, beside the instance list; accept and reject are drawn at once and then confirmed
+(or taken back when the server refuses); the next image is loaded ahead."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from app.inspect_view import visible_instances
+from test_app_browser import TIMEOUT, browser, expect_canvas  # noqa: F401
+from test_app_support import make_project, served
+
+pw = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
+expect = pw.expect
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory: pytest.TempPathFactory):
+    """(project, url): three 480x640 images, the first two predicted."""
+    project = make_project(tmp_path_factory.mktemp("layout"), num_images=3, size=(480, 640))
+    for entry in project.images()[:2]:
+        project.predict(entry.id)
+    with served(project) as url:
+        yield project, url
+
+
+def open_page(browser, url: str, width: int, height: int):
+    context = browser.new_context(viewport={"width": width, "height": height})
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT)
+    pg.goto(url)
+    expect(pg.locator("#status")).to_contain_text("opened", timeout=2 * TIMEOUT)
+    return context, pg
+
+
+def box(pg, selector: str) -> dict[str, float]:
+    b = pg.locator(selector).first.bounding_box()
+    assert b is not None, f"{selector} is not shown"
+    return b
+
+
+def inside(b: dict[str, float], width: int, height: int) -> bool:
+    return b["x"] >= 0 and b["y"] >= 0 and b["x"] + b["width"] <= width and b["y"] + b["height"] <= height
+
+
+@pytest.mark.parametrize("width,height", [(1440, 900), (1920, 1080)])
+def test_the_canvas_fills_the_viewport_beside_the_instance_list(browser, studio, width, height) -> None:
+    _, url = studio
+    context, pg = open_page(browser, url, width, height)
+    try:
+        for view, side in (("inspect", "#instance-table"), ("correct", "#tool")):
+            pg.click(f"#tab-{view}-button")
+            expect_canvas(pg, f"{view}-image")
+            pg.wait_for_timeout(300)
+            assert pg.evaluate("window.scrollY") == 0
+            cv = box(pg, f"#{view}-image canvas")
+            assert inside(cv, width, height), (view, cv)
+            assert cv["width"] >= 0.55 * width, (view, cv)
+            assert cv["height"] >= 0.38 * height, (view, cv)
+            listed = box(pg, side)
+            assert listed["x"] >= cv["x"] + cv["width"] and listed["y"] < cv["y"] + cv["height"], (view, listed)
+            for tool in ("#btn-accept", "#btn-reject", "#btn-next", "#btn-reviewed", "#min-score"):
+                assert inside(box(pg, tool), width, height), (view, tool)
+        pg.click("#tab-inspect-button")
+        expect(pg.locator("#instance-table")).to_contain_text("? proposed")
+        expect(pg.locator("#instance-table")).to_contain_text("✓ accepted · ✗ rejected")
+    finally:
+        context.close()
+
+
+def select(pg, ann_id: int) -> None:
+    picker = pg.locator("#instance-picker input")
+    picker.fill(f"#{ann_id} ")
+    picker.press("ArrowDown")
+    picker.press("Enter")
+    expect(pg.locator("#inspect-image canvas")).to_have_attribute("data-selected", str(ann_id))
+
+
+def state_of(pg, ann_id: int) -> str:
+    states = dict(s.split(":") for s in pg.locator("#inspect-image canvas").get_attribute("data-states").split(","))
+    return states[str(ann_id)]
+
+
+def test_accept_is_drawn_at_once_and_a_refused_one_is_taken_back(browser, studio) -> None:
+    project, url = studio
+    image_id = project.images()[0].id
+    context, pg = open_page(browser, url, 1440, 900)
+    try:
+        cv = expect_canvas(pg, "inspect-image")
+        first, second = [i for i in visible_instances(project.instances(image_id), 0.05)
+                         if i.state == "proposed"][:2]
+        pg.locator("#min-score input[type=number]").fill("0.05")
+        pg.locator("#min-score input[type=number]").press("Tab")
+        select(pg, first.id)
+        token = cv.get_attribute("data-token")
+        frame = int(cv.get_attribute("data-frame"))
+        pg.locator("#project-info").click()
+        pg.keyboard.press("a")
+        # drawn in the frame after the key, before the server's answer (the token is the old one)
+        marked = pg.evaluate(f"""() => new Promise((done) => requestAnimationFrame(() => {{
+            const c = document.querySelector('#inspect-image canvas');
+            done([c.dataset.token, c.dataset.states]); }}))""")
+        assert marked[0] == token and f"{first.id}:accepted" in marked[1].split(","), marked
+        assert int(cv.get_attribute("data-frame")) > frame
+        expect(cv).not_to_have_attribute("data-token", token)      # the saved revision
+        assert state_of(pg, first.id) == "accepted"
+        assert next(i for i in project.instances(image_id) if i.id == first.id).state == "accepted"
+
+        # someone else changes the image: the session's revision is stale, the server refuses
+        select(pg, second.id)
+        mask = np.zeros((480, 640), bool)
+        mask[5:25, 5:25] = True
+        project.add_instance(image_id, mask, project.class_names()[0], project.image(image_id).revision)
+        revision = project.image(image_id).revision
+        pg.keyboard.press("r")
+        expect(pg.locator("#status")).to_contain_text("⚠")
+        expect(cv).to_have_attribute("data-states", re.compile(rf"(^|,){second.id}:proposed(,|$)"))
+        assert project.image(image_id).revision == revision
+        assert next(i for i in project.instances(image_id) if i.id == second.id).state == "proposed"
+    finally:
+        context.close()
+
+
+def test_the_next_image_is_loaded_ahead(browser, studio) -> None:
+    project, url = studio
+    second = project.images()[1]
+    context, pg = open_page(browser, url, 1440, 900)
+    try:
+        expect_canvas(pg, "inspect-image")
+        # the page has loaded the next (predicted) image's picture and decoded its masks
+        pg.wait_for_function("() => { const p = window.__anncanvasPre; return p && p.images.size > 0 && p.masks.size > 0; }")
+        ahead = json.loads(pg.locator("#canvas-prefetch textarea").input_value())
+        keys = {i["key"] for i in ahead["instances"]}
+        assert len(keys) == len(project.instances(second.id)) > 0
+        pg.locator("#project-info").click()
+        pg.keyboard.press("n")
+        cv = pg.locator("#inspect-image canvas")
+        expect(cv).to_have_attribute("data-token", re.compile(rf"^{second.id}:"))
+        drawn = pg.evaluate("() => [...window.__anncanvasPre.images.keys()]")
+        assert ahead["image"] in drawn
+        # the third image is not predicted yet: only its picture is loaded ahead
+        pg.wait_for_function(f"() => JSON.parse(document.querySelector('#canvas-prefetch textarea').value || '{{}}')"
+                             f".image !== {json.dumps(ahead['image'])}")
+        third = json.loads(pg.locator("#canvas-prefetch textarea").input_value())
+        assert third["masks"] is None and third["instances"] == []
+    finally:
+        context.close()
+
+
+def drawn_project(folder, size: tuple[int, int], objects: int):
+    """A project of one image of ``size`` (H, W): ``objects`` filled ellipses of random colours
+    on a smooth background, each stored as a proposal of the current model (random scores)."""
+    import cv2
+    from app.config import StudioConfig
+    from app.startup import open_project
+    from test_app_support import model_weights
+    rng = np.random.default_rng(0)
+    height, width = size
+    picture = cv2.resize(rng.integers(60, 200, (30, 40, 3), dtype=np.uint8), (width, height),
+                         interpolation=cv2.INTER_CUBIC)
+    masks = np.zeros((objects, height, width), bool)
+    for k in range(objects):
+        mask = np.zeros((height, width), np.uint8)
+        centre = (int(rng.integers(200, width - 200)), int(rng.integers(200, height - 200)))
+        axes = (int(rng.integers(40, 200)), int(rng.integers(40, 200)))
+        cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        masks[k] = mask.astype(bool)
+        picture[masks[k]] = rng.integers(0, 256, 3)
+    (folder / "images").mkdir()
+    cv2.imwrite(str(folder / "images" / "photo.png"), picture[:, :, ::-1])
+    project = open_project(StudioConfig(images=folder / "images", weights=model_weights(folder),
+                                        data_dir=folder / "data", device="cpu"), log=lambda m: None)
+    entry = project.images()[0]
+    cats = [project.category_id(project.class_names()[k % len(project.class_names())]) for k in range(objects)]
+    scores = rng.uniform(0.05, 1.0, objects).round(3).tolist()
+    project.store.replace_predictions(entry.id, masks, cats, scores, project.model.version, entry.revision)
+    return project
+
+
+@pytest.mark.slow
+def test_a_4000x3000_image_with_100_instances(browser, tmp_path) -> None:
+    """Open, hover, select, threshold and accept on a 12-megapixel photo with 100 proposals; what
+    the canvas shows is checked against the store."""
+    from test_app_browser import canvas_point, click_pixel
+    project = drawn_project(tmp_path, (3000, 4000), 100)
+    image_id = project.images()[0].id
+    instances = project.instances(image_id)
+    assert len(instances) == 100
+    with served(project) as url:
+        context, pg = open_page(browser, url, 1440, 900)
+        try:
+            cv = expect_canvas(pg, "inspect-image")
+            expect(cv).to_have_attribute("data-shown", ",".join(
+                str(i.id) for i in visible_instances(project.instances(image_id), 0.5)))
+            shown = visible_instances(instances, 0.5)
+            target = next(i for i in shown if i.area > 2000)
+            ys, xs = np.nonzero(target.mask)
+            k = len(xs) // 2
+            x, y = int(xs[k]), int(ys[k])
+            top = next(i for i in shown if i.mask[y, x])
+            pg.mouse.move(*canvas_point(pg, "inspect-image", x, y))
+            expect(cv).to_have_attribute("data-hover", str(top.id))
+            click_pixel(pg, "inspect-image", x, y)
+            expect(cv).to_have_attribute("data-selected", str(top.id))
+            expect(pg.locator("#instance-picker input")).to_have_value(re.compile(f"^#{top.id} "))
+            pg.locator("#min-score input[type=number]").fill("0.9")
+            pg.locator("#min-score input[type=number]").press("Tab")
+            expect(cv).to_have_attribute("data-shown", ",".join(str(i.id) for i in visible_instances(instances, 0.9)))
+            proposal = visible_instances(instances, 0.9)[0]
+            select(pg, proposal.id)
+            token = cv.get_attribute("data-token")
+            pg.locator("#project-info").click()
+            pg.keyboard.press("a")
+            expect(cv).not_to_have_attribute("data-token", token)
+            assert state_of(pg, proposal.id) == "accepted"
+            assert next(i for i in project.instances(image_id) if i.id == proposal.id).state == "accepted"
+        finally:
+            context.close()
+
+
+def test_all_labels_cover_no_other_label(browser, studio) -> None:
+    project, url = studio
+    image_id = project.images()[0].id
+    context, pg = open_page(browser, url, 1440, 900)
+    try:
+        cv = expect_canvas(pg, "inspect-image")
+        pg.locator("#min-score input[type=number]").fill("0.05")
+        pg.locator("#min-score input[type=number]").press("Tab")
+        shown = [i.id for i in visible_instances(project.instances(image_id), 0.05)]
+        expect(cv).to_have_attribute("data-shown", ",".join(map(str, shown)))
+        assert cv.get_attribute("data-labels") == ""
+        pg.locator("#inspect-image .anncanvas-labels").check()
+        expect(cv).not_to_have_attribute("data-labels", "")
+        labelled = [int(v) for v in cv.get_attribute("data-labels").split(",")]
+        assert set(labelled) <= set(shown) and len(labelled) >= min(2, len(shown))
+        boxes = [[float(v) for v in b.split(",")] for b in cv.get_attribute("data-label-boxes").split(";")]
+        for k, (x, y, w, h) in enumerate(boxes):
+            for x2, y2, w2, h2 in boxes[k + 1:]:
+                assert x + w <= x2 + 1 or x2 + w2 <= x + 1 or y + h <= y2 + 1 or y2 + h2 <= y + 1, (boxes, k)
+    finally:
+        context.close()
