@@ -677,6 +677,7 @@ setBrush(brush);
 new ResizeObserver(() => { if (data && fitFor === data.image && view.s) { if (fitted) fit(); else draw(); } }).observe(stage);
 // the page above the stage changes height (status lines, questions): the stage follows
 new ResizeObserver(fill).observe(document.querySelector('.gradio-container') || document.body);
+new ResizeObserver(fill).observe(element.querySelector('.anncanvas-bar'));   // the Correct tools wrap it
 window.addEventListener('resize', () => { fill(); if (data) fit(); });
 // fitted while hidden (a tab not shown yet has no size): fit again once it shows
 new IntersectionObserver((seen) => { if (seen.some(s => s.isIntersecting)) { fill(); if (data && fittedWidth < 2) fit(); } }).observe(stage);
