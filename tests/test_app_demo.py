@@ -11,7 +11,7 @@ from gradio_client import Client
 
 from app.demo import DEMO_WEIGHTS, demo_dataset, demo_split
 from test_app_launch import ROOT, stop, wait_for_http
-from test_app_support import free_port
+from test_app_support import as_dict, free_port
 
 
 def test_demo_model_reaches_50_mask_ap_on_the_demo_images(tmp_path: Path) -> None:
@@ -35,11 +35,11 @@ def test_launch_without_arguments_serves_the_demo(tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{port}/"
         wait_for_http(url, proc)
         client = Client(url, verbose=False)
-        opened = client.predict(1, api_name="/open_image")
-        assert "000000.png" in opened[1]
-        predicted = client.predict(api_name="/predict")
-        assert "proposals from demo_model@" in predicted[3]
-        rows = client.predict(0.5, api_name="/set_min_score")[6]["data"]
+        opened = as_dict(client.predict(1, api_name="/open_image"))
+        assert "000000.png" in opened["review_state"]
+        predicted = as_dict(client.predict(api_name="/predict"))
+        assert "proposals from demo_model@" in predicted["status"]
+        rows = as_dict(client.predict(0.5, api_name="/set_min_score"))["instance_table"]["data"]
         assert rows, "the demo model finds shapes above 0.5 on the first demo image"
     finally:
         output = stop(proc)
