@@ -19,12 +19,18 @@ drawn pixel for pixel at any zoom: a pointer at page point P is at image point
   the brush and eraser edit the selected instance's mask (nothing selected: the brush starts a new
   mask);
 * polygon: corners clicked out (a drag pans), closed with Enter, a double click or a click on the
-  first corner; every pixel whose centre is inside (even-odd rule) is set. A polygon started with
-  no edit open becomes a new instance at once; otherwise it joins the open edit.
+  first corner; every pixel whose centre is inside (even-odd rule) is set. A polygon becomes a new
+  instance at once; with strokes not applied it is not closed (it would join their mask).
 
 Strokes accumulate (E toggles brush / eraser, [ and ] change the size, Ctrl+Z takes the last
-stroke back) until Apply (Enter) sends them; Esc discards them; leaving the page with strokes not
-applied asks first. Each Apply is one store edit (one undo step).
+stroke back) until Apply (Enter) sends them; Esc discards them. Strokes belong to the instance
+they were started on: with another instance selected, a new stroke is refused until they are
+applied or discarded. Leaving the image with strokes not applied asks first (N, P, M and the
+Next, Previous, Mark reviewed and Predict again buttons; a page reload); an applied edit in
+flight holds nothing back (the server handles events in order). Each Apply is one store edit (one
+undo step). An edit the server refuses (``refused`` in the value: a conflict with another tab, a
+deleted target, no change) keeps its strokes to apply again or discard. A pointer the browser
+cancels (a native drag) ends the stroke with what was drawn so far.
 
 API (what ``value`` builds, a JSON string):
 
@@ -39,7 +45,8 @@ API (what ``value`` builds, a JSON string):
   only masks it has not seen);
 * ``selected``, ``min_score``, ``show_rejected``, ``mode`` ("inspect": clicks select; "correct":
   clicks use the tool chosen in ``#tool``), ``seq``;
-* ``acted``: how many accept/reject presses the server has handled for this page (see below).
+* ``acted``: how many accept/reject presses the server has handled for this page (see below);
+  ``refused``: the ``seq`` of the last applied edit the server refused.
 
 Accept and reject are drawn at once (optimistically): a click on ``#btn-accept`` / ``#btn-reject``
 (the A and R keys click them) marks the selected instance accepted or rejected in the browser, and
@@ -113,6 +120,7 @@ TEMPLATE = """
 """
 
 CSS = """
+.anncanvas { user-select: none; -webkit-user-select: none; }
 .anncanvas-bar { display: flex; gap: 8px; align-items: center; flex-wrap: wrap; margin-bottom: 4px; font-size: 0.9em; }
 .anncanvas-bar button { border: 1px solid var(--border-color-primary); border-radius: 6px; padding: 0 10px; min-width: 2em; }
 .anncanvas-info, .anncanvas-size-text { font-variant-numeric: tabular-nums; }
@@ -439,9 +447,15 @@ function fillPolygon(pts, op) {   // every pixel whose centre is inside (even-od
   edit.box = grow(edit.box, x0, y0, x1, y1);
   repaint(x0, y0, x1, y1);
 }
+function unapplied() { return !!(edit && edit.ops.length && !edit.pendingSeq); }
 function startStroke(t, e) {
   notice = '';
   if (edit && edit.pendingSeq) { say('saving the last edit…'); return false; }
+  if (unapplied() && t !== 'new' && (selected ?? null) !== edit.target) {   // strokes stay with their instance
+    say(`the open strokes are on ${edit.target == null ? 'a new mask' : '#' + edit.target}: apply (Enter) or ` +
+        `discard (Esc) them before drawing on ${selected == null ? 'a new mask' : '#' + selected}`);
+    return false;
+  }
   if (!startEdit(t)) return false;
   const p = toPoint(e), value = t === 'eraser' ? 0 : 1;
   stroke = {last: p, op: {kind: 'stroke', value, radius: brush / 2, idx: [], box: null}};
@@ -467,6 +481,11 @@ function endStroke(e) {
 function closePolygon() {
   if (poly.length < 3) { say('a polygon needs at least 3 corners'); return; }
   if (edit && edit.pendingSeq) { say('saving the last edit…'); return; }
+  if (unapplied()) {
+    say('apply (Apply button) or discard the open strokes first: Esc drops the corners, then Enter applies ' +
+        'or Esc discards the strokes');
+    return;
+  }
   const fresh = !edit;
   if (!startEdit('polygon')) return;
   const op = {kind: 'polygon', value: 1, idx: [], box: null};
@@ -535,7 +554,8 @@ async function load() {
   const fresh = !data || data.width !== v.width || data.height !== v.height || data.image !== v.image;
   if (edit) {   // an applied edit ends when its revision arrives; a refused one stays to fix or discard
     const answered = edit.pendingSeq && (v.seq ?? 0) >= edit.pendingSeq;
-    if (v.image !== edit.image || (answered && v.token !== edit.token) ||
+    const refused = answered && (v.refused ?? 0) >= edit.pendingSeq;
+    if (v.image !== edit.image || (answered && !refused && v.token !== edit.token) ||
         (edit.target != null && !v.instances.some(i => i.id === edit.target))) edit = null;
     else { if (answered) edit.pendingSeq = 0; edit.token = v.token; }
   }
@@ -593,6 +613,7 @@ stage.addEventListener('wheel', (e) => {
   zoomAt(Math.exp(-e.deltaY * 0.0015), e.clientX - r.left, e.clientY - r.top);
 }, {passive: false});
 stage.addEventListener('pointerdown', (e) => {
+  e.preventDefault();   // no text selection or native drag starts from here (it cancelled strokes)
   stage.focus({preventScroll: true});
   try { stage.setPointerCapture(e.pointerId); } catch (err) { /* a synthetic pointer */ }
   if (data && e.button === 0 && PAINT.has(tool()) && startStroke(tool(), e)) return;
@@ -623,6 +644,8 @@ stage.addEventListener('pointerup', (e) => {
   const d = drag; drag = null;
   if (d && !d.moved && d.button === 0) click(e);
 });
+// a pointer the browser takes over (a native drag, a gesture): the stroke so far is kept, not lost
+stage.addEventListener('pointercancel', () => { if (stroke) { edit.ops.push(stroke.op); stroke = null; draw(); } drag = null; });
 stage.addEventListener('dblclick', (e) => { if (tool() === 'polygon' && poly.length >= 3) { e.preventDefault(); closePolygon(); } });
 stage.addEventListener('contextmenu', (e) => { if (tool() !== 'select') e.preventDefault(); });
 stage.addEventListener('pointerleave', () => { cursor = null; if (hover !== null) hover = null; draw(); });
@@ -665,7 +688,7 @@ document.addEventListener('keydown', (ev) => {
   else if (ev.key === 'b' || ev.key === 'B') chooseTool('brush');
   else if (ev.key === ']') setBrush(Math.max(brush + 1, brush * 1.25));
   else if (ev.key === '[') setBrush(Math.min(brush - 1, brush / 1.25));
-  else if (open && 'nNpPmM'.includes(ev.key)) say('apply (Enter) or discard (Esc) the strokes first');
+  else if (unapplied() && 'nNpPmM'.includes(ev.key)) say('apply (Enter) or discard (Esc) the strokes first');
   else done = false;
   if (done) { ev.preventDefault(); ev.stopImmediatePropagation(); }
 }, true);
@@ -691,6 +714,14 @@ document.addEventListener('click', (e) => {   // accept / reject: drawn now, con
   marks.set(inst.id, {state: b.id === 'btn-accept' ? 'accepted' : 'rejected', press: presses});
   dataGen += 1;
   draw();
+}, true);
+document.addEventListener('click', (e) => {   // strokes not applied: moving on asks first
+  const b = e.target.closest && e.target.closest('#btn-next, #btn-prev, #btn-reviewed, #btn-predict');
+  if (!b || !unapplied()) return;
+  const what = edit.target == null ? 'a new mask' : '#' + edit.target;
+  if (window.confirm(`The strokes on ${what} are not applied. Discard them and go on?`)) { discard(); return; }
+  e.preventDefault(); e.stopImmediatePropagation();
+  say('apply (Enter) or discard (Esc) the strokes first');
 }, true);
 async function prefetch(e) {   // the next image's picture and masks, loaded and decoded ahead
   const p = parse(e.detail);
@@ -764,16 +795,17 @@ def file_url(path: str) -> str:
 
 def value(*, token: str, image_path: str, size: tuple[int, int], masks: Masks,
           instances: Sequence[Instance], selected: int | None, min_score: float, show_rejected: bool,
-          mode: str, seq: int = 0, acted: int = 0) -> str:
+          mode: str, seq: int = 0, acted: int = 0, refused: int = 0) -> str:
     """The canvas's value (see the module doc). ``size`` is the image's (H, W); ``instances``
-    are all of the image's, top first."""
+    are all of the image's, top first; ``refused`` the counter of the last applied edit the
+    server refused (its strokes stay in the browser to apply again or discard)."""
     rows = [{"id": i.id, "label": instance_label(i), "score": i.score, "state": i.state,
              "placed": i.placed_at is not None, "colour": list(colour_for(i.id)), "key": masks.keys[i.id]}
             for i in instances]
     return json.dumps({"token": token, "image": file_url(image_path), "width": size[1], "height": size[0],
                        "masks": file_url(masks.path), "instances": rows, "selected": selected,
                        "min_score": round(float(min_score), 4), "show_rejected": bool(show_rejected),
-                       "mode": mode, "seq": seq, "acted": acted},
+                       "mode": mode, "seq": seq, "acted": acted, "refused": refused},
                       separators=(",", ":"))
 
 

@@ -75,7 +75,11 @@ def on_canvas_event(studio: Studio) -> Callable[[SessionState, canvas.Click | ca
         if st.image_id is None:
             raise StudioError("open an image first")
         if isinstance(event, canvas.MaskEdit):
-            return correct_view.apply_edit(studio.project, st, event, class_name, st.revision)
+            try:
+                return correct_view.apply_edit(studio.project, st, event, class_name, st.revision)
+            except Exception:
+                st.edit_refused = event.seq      # the browser keeps these strokes (see app.canvas)
+                raise
         if event.tool == "query":
             return correct_view.query_click(studio.project, st, event.x, event.y)
         return ""

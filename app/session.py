@@ -45,6 +45,7 @@ class SessionState:
     dup_iou: float = 0.9                 # same-class proposals overlapping this much are flagged
     status: str = ""                     # the status line last sent (a tab switch keeps it)
     canvas_seq: int = 0                  # the last canvas click handled (the browser's counter)
+    edit_refused: int = 0                # the counter of the last applied canvas edit that was refused
     presses: int = 0                     # accept/reject presses handled (the canvas's optimistic marks)
 
     def select_image(self, image_id: int) -> None:

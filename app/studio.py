@@ -193,7 +193,7 @@ class Studio:
                             size=(entry.height, entry.width), masks=masks, instances=everything,
                             selected=state.selected, min_score=state.min_score,
                             show_rejected=state.show_rejected, mode=mode, seq=state.canvas_seq,
-                            acted=state.presses)
+                            acted=state.presses, refused=state.edit_refused)
 
     def prefetch(self, state: SessionState) -> str:
         """What the page may load ahead (``canvas.prefetch_value``): the next image's picture, and

@@ -266,7 +266,7 @@ def test_polygon_becomes_a_new_instance(pg, studio, zoomed) -> None:
         zoom_in(pg, (150, 60))
     corners = [(120.3, 30.6), (190.2, 42.1), (175.7, 95.4), (150.1, 70.2), (118.9, 88.8)]
     got = click_corners(pg, View(pg), corners)
-    count = len(project.store.annotations(image_id))
+    count = len(project.store.annotations(image_id, include_rejected=True))
     if zoomed:                                               # closed by clicking the first corner again
         token = cv.get_attribute("data-token")
         pg.mouse.click(*View(pg).page(*corners[0]))
@@ -302,7 +302,7 @@ def test_new_mask_with_brush_and_eraser_then_esc_discards(pg, studio) -> None:
     expect(pg.locator("#tool input[value=eraser]")).to_be_checked()
     got = stroke(pg, view, [(260, 20), (260, 50)])
     drawn = painted & ~stroke_pixels(SIZE, got, brush_radius(pg))
-    count = len(project.store.annotations(image_id))
+    count = len(project.store.annotations(image_id, include_rejected=True))
     pg.keyboard.press("n")                                   # strokes open: N does not leave the image
     expect(pg.locator("#correct-image .anncanvas-editinfo")).to_contain_text("apply (Enter) or discard")
     apply_and_expect(pg, f"{names[2]} (")
@@ -319,6 +319,49 @@ def test_new_mask_with_brush_and_eraser_then_esc_discards(pg, studio) -> None:
     pg.keyboard.press("Enter")
     pg.wait_for_timeout(300)
     assert len(project.store.annotations(image_id)) == count + 1
+
+
+def test_strokes_stay_with_their_instance_and_a_refused_apply_keeps_them(pg, studio) -> None:
+    """Strokes on one instance: another selected instance cannot take the next stroke, a polygon
+    does not join them, Next asks first (dismissed: nothing moves), and when another tab changed the
+    image first the refused Apply keeps them, so a second Apply stores exactly what was drawn."""
+    project, url, image_id, (square, other) = studio
+    select(pg, square)
+    choose(pg, "brush")
+    cv = pg.locator("#correct-image canvas")
+    before = project.store.annotation(square).mask
+    view = View(pg)
+    got = stroke(pg, view, [(45, 100), (70, 120)])
+    expect(cv).to_have_attribute("data-unsaved", "1")
+    painted = before | stroke_pixels(before.shape, got, brush_radius(pg))
+
+    select(pg, other)                                          # another instance: its stroke is refused
+    choose(pg, "brush")
+    stroke(pg, View(pg), [(210, 130), (240, 150)])
+    expect(cv).to_have_attribute("data-unsaved", "1")
+    expect(pg.locator("#correct-image .anncanvas-editinfo")).to_contain_text(f"the open strokes are on #{square}")
+    choose(pg, "polygon")                                      # a polygon would join them: refused
+    click_corners(pg, View(pg), [(150, 20), (190, 20), (170, 50)])
+    pg.keyboard.press("Enter")
+    expect(pg.locator("#correct-image .anncanvas-editinfo")).to_contain_text("discard the open strokes first")
+    pg.keyboard.press("Escape")                                # drops the corners, keeps the strokes
+    expect(cv).to_have_attribute("data-corners", "0")
+    expect(cv).to_have_attribute("data-unsaved", "1")
+    count = len(project.store.annotations(image_id, include_rejected=True))
+    pg.click("#btn-next")                                      # the page dismisses the question: stays
+    expect(pg.locator("#correct-image .anncanvas-editinfo")).to_contain_text("apply (Enter) or discard")
+    expect(cv).to_have_attribute("data-unsaved", "1")
+
+    other_tab = project.store.annotation(other)                # another tab changes the image first
+    project.store.set_state(other, "rejected" if other_tab.state != "rejected" else "accepted")
+    pg.keyboard.press("Enter")
+    expect(pg.locator("#status")).to_contain_text("conflict")
+    expect(cv).to_have_attribute("data-unsaved", "1")          # the strokes are still there
+    assert np.array_equal(project.store.annotation(square).mask, before)
+    apply_and_expect(pg, f"#{square}: mask saved")
+    stored = project.store.annotation(square).mask
+    assert np.array_equal(stored, painted), f"{int((stored ^ painted).sum())} pixels differ from the stroke"
+    assert len(project.store.annotations(image_id, include_rejected=True)) == count
 
 
 def test_leaving_with_strokes_not_applied_asks_first(browser, studio) -> None:
