@@ -45,8 +45,9 @@ API (what ``value`` builds, a JSON string):
   only masks it has not seen);
 * ``selected``, ``min_score``, ``show_rejected``, ``mode`` ("inspect": clicks select; "correct":
   clicks use the tool chosen in ``#tool``), ``seq``;
-* ``acted``: how many accept/reject presses the server has handled for this page (see below);
-  ``refused``: the ``seq`` of the last applied edit the server refused.
+* ``acted``: how many accept/reject presses the server has handled for this page, ``moved``: how
+  many next/previous presses (see below); ``refused``: the ``seq`` of the last applied edit the
+  server refused.
 
 Accept and reject are drawn at once (optimistically): a click on ``#btn-accept`` / ``#btn-reject``
 (the A and R keys click them) marks the selected instance accepted or rejected in the browser, and
@@ -54,8 +55,19 @@ the mark stays until a value arrives whose ``acted`` counts that press: the serv
 revision when the edit was saved, the unchanged instances (the mark goes back) when it was refused.
 
 Prefetch: a ``CustomEvent("anncanvas-prefetch", {detail})`` on ``window`` (``detail``: the JSON
-of ``prefetch_value``) makes the canvas load the next image's picture and masks while the person
-looks at this one; a value naming them later draws without waiting for the network or decoding.
+of ``prefetch_value``: ``from``, the image shown, and ``next`` / ``prev``, each with ``token``,
+``name``, ``image``, ``width``, ``height``, ``masks`` and ``instances`` as in a value) makes the
+canvas load the next and previous images' pictures and masks while the person looks at this one; a
+value naming them later draws without waiting for the network or decoding.
+
+Next and previous are drawn at once too: a click on ``#btn-next`` / ``#btn-prev`` (the N and P
+keys click them) draws the image loaded ahead in that direction of the one drawn, when all its
+files are loaded (and no strokes are open), with an "opening <file> …" marker; the marker and the
+image stay until a value arrives whose ``moved`` counts that press (values answering earlier events
+are not drawn), then the canvas draws what the server says (the same image: nothing changes). While
+it is opening, edits wait for the server: Apply and query clicks are refused in the browser, and
+the page's place (``#place``, which every edit button sends) still names the image before, so the
+server refuses those edits; accept and reject draw no mark then.
 
 Events out, both through the component's ``select`` event (``read_event``):
 
@@ -80,7 +92,9 @@ redraw), ``data-view``
 ("scale,offset_x,offset_y": screen = image * scale + offset, CSS pixels inside the canvas),
 ``data-brush`` (the brush diameter, image pixels), ``data-edit`` (the instance id being edited,
 "new", or empty), ``data-unsaved`` (strokes and polygons not applied yet) and ``data-corners``
-(corners of the polygon being clicked out).
+(corners of the polygon being clicked out), ``data-opening`` (the token of an image drawn ahead of
+the server's answer, or empty) and ``data-ahead`` ("next:<token>,prev:<token>": the images
+that a next / previous press would draw at once).
 """
 from __future__ import annotations
 
@@ -115,7 +129,7 @@ TEMPLATE = """
       wheel: zoom · drag: pan · click again: the instance below</span>
   </div>
   <div class="anncanvas-stage" tabindex="0"><canvas class="anncanvas-view"></canvas>
-    <div class="anncanvas-editinfo"></div></div>
+    <div class="anncanvas-editinfo"></div><div class="anncanvas-opening"></div></div>
 </div>
 """
 
@@ -130,6 +144,9 @@ CSS = """
 .anncanvas-editinfo { position: absolute; left: 8px; top: 8px; padding: 2px 8px; border-radius: 4px;
                       background: rgba(0,0,0,0.7); color: #fff; font-size: 0.9em; pointer-events: none; }
 .anncanvas-editinfo:empty { display: none; }
+.anncanvas-opening { position: absolute; right: 8px; top: 8px; padding: 2px 8px; border-radius: 4px;
+                     background: rgba(255,200,0,0.9); color: #000; font-size: 0.9em; pointer-events: none; }
+.anncanvas-opening:empty { display: none; }
 .anncanvas-info { font-variant-numeric: tabular-nums; }
 .anncanvas-toggle { display: flex; gap: 4px; align-items: center; cursor: pointer; }
 .anncanvas-legend { color: var(--body-text-color-subdued); margin-left: auto; }
@@ -147,6 +164,7 @@ const info = element.querySelector('.anncanvas-info');
 const sizeInput = element.querySelector('.anncanvas-size');
 const sizeText = element.querySelector('.anncanvas-size-text');
 const editInfo = element.querySelector('.anncanvas-editinfo');
+const openingInfo = element.querySelector('.anncanvas-opening');
 const allLabels = element.querySelector('.anncanvas-labels');
 const masks = new Map();           // mask key -> {x, y, w, h, bits, fill, edge}
 const PAINT = new Set(['brush', 'eraser', 'new']);
@@ -161,8 +179,12 @@ let scene = null, sceneKey = '', dataGen = 0;   // the scene without hover, redr
 let edit = null, stroke = null, poly = [], cursor = null, brush = 12, notice = '';
 const marks = new Map();           // instance id -> {state, press}: accept/reject drawn before the server answers
 let presses = 0;                   // accept/reject presses made on this page
-// prefetched pictures (url -> Promise<Image>) and decoded masks (key -> mask), shared by the page's canvases
-const pre = window.__anncanvasPre || (window.__anncanvasPre = {images: new Map(), masks: new Map()});
+let navs = 0;                      // next/previous presses made on this page
+let opening = null;                // the image drawn ahead of the server: {press, name, since}
+// prefetched pictures (url -> Promise<Image>; loaded ones: url -> Image), decoded masks (key -> mask)
+// and what to draw ahead (shown image id -> {next, prev}), shared by the page's canvases
+const pre = window.__anncanvasPre || (window.__anncanvasPre = {images: new Map(), ready: new Map(),
+                                                               masks: new Map(), ahead: new Map()});
 const MARKS = {proposed: '?', accepted: '✓', rejected: '✗'};
 
 function parse(t) { try { return JSON.parse(t || '{}'); } catch (e) { return {}; } }
@@ -353,6 +375,9 @@ function draw() {
   cv.dataset.edit = edit ? (edit.target == null ? 'new' : String(edit.target)) : '';
   cv.dataset.unsaved = String(edit ? edit.ops.length : 0);
   cv.dataset.corners = String(poly.length);
+  cv.dataset.opening = opening && data ? data.token : '';
+  cv.dataset.ahead = ['next', 'prev'].map(d => { const a = ahead(d); return a ? `${d}:${a.token}` : ''; }).filter(Boolean).join(',');
+  openingInfo.textContent = opening ? `opening ${opening.name} …` : '';
   root.classList.toggle('correct', !!data && data.mode === 'correct');
   if (data) info.textContent = `${list.length} shown of ${data.instances.length} · ${Math.round(view.s * 100)}%`;
   if (notice) editInfo.textContent = notice;
@@ -504,6 +529,7 @@ function undoOp() {
 function discard() { edit = null; stroke = null; poly = []; notice = ''; draw(); }
 function apply() {   // the buffer inside the box of everything drawn goes to the server as runs
   if (!edit || !edit.box || !edit.ops.length || edit.pendingSeq) return;
+  if (opening) { say('the image is still opening: apply (Enter) once it has'); return; }
   const [x0, y0, x1, y1] = edit.box, W = data.width, bits = edit.bits, runs = [];
   let on = 0, n = 0;
   for (let r = y0; r < y1; r++) {
@@ -533,6 +559,10 @@ function toggleEraser() { chooseTool(tool() === 'eraser' ? 'brush' : 'eraser'); 
 
 async function load() {
   const v = parse(props.value);
+  if (opening) {   // an answer to an event from before the press: the image drawn ahead stays
+    if ((v.moved ?? 0) < opening.press && performance.now() - opening.since < 30000) return;
+    opening = null;  // the answer to the press (or none for 30 s): draw what the server says
+  }
   const mine = ++gen;
   if (!v.token) { data = null; img = null; imgUrl = null; edit = null; poly = []; info.textContent = 'no image'; draw(); return; }
   // the picture and the masks are fetched at the same time
@@ -587,6 +617,7 @@ function click(e) {
   if (t === 'polygon') { polygonClick(e); return; }
   const p = toImage(e);
   if (p.x < 0 || p.y < 0 || p.x >= data.width || p.y >= data.height) return;
+  if (opening && t !== 'select') { say('the image is still opening: click again once it has'); return; }
   let pick = null;
   if (t === 'select') {
     const under = hits(p.x, p.y);
@@ -704,11 +735,39 @@ new ResizeObserver(fill).observe(element.querySelector('.anncanvas-bar'));   // 
 window.addEventListener('resize', () => { fill(); if (data) fit(); });
 // fitted while hidden (a tab not shown yet has no size): fit again once it shows
 new IntersectionObserver((seen) => { if (seen.some(s => s.isIntersecting)) { fill(); if (data && fittedWidth < 2) fit(); } }).observe(stage);
+function ahead(dir) {   // the image ``dir`` ('next' / 'prev') of the one drawn, when all its files are here
+  if (!data) return null;
+  const around = pre.ahead.get(data.token.split(':')[0]), a = around && around[dir];
+  if (!a || !a.masks || !pre.ready.has(a.image) || a.instances.some(i => !pre.masks.has(i.key))) return null;
+  return a;
+}
+function openAhead(a, press) {   // draw image ``a`` now, kept until the answer to ``press`` arrives
+  gen += 1;   // a value still loading is older than the press
+  for (const inst of a.instances) masks.set(inst.key, pre.masks.get(inst.key));
+  img = pre.ready.get(a.image); imgUrl = a.image;
+  data = {...a, selected: null, min_score: data.min_score, show_rejected: data.show_rejected, mode: data.mode,
+          seq: data.seq, acted: data.acted, moved: press};
+  opening = {press, name: a.name, since: performance.now()};
+  selected = null; hover = null; poly = []; edit = null; notice = '';
+  dataGen += 1;
+  fitFor = a.image;
+  fit();
+}
+// next / previous: drawn now, confirmed by the server's answer; counted as the click bubbles up,
+// after any listener that held it back (strokes not applied, below) and after Gradio sent it
+document.addEventListener('click', (e) => {
+  const nav = e.target.closest && e.target.closest('#btn-next, #btn-prev');
+  if (!nav) return;
+  navs += 1;
+  if (stage.offsetParent === null || stroke || unapplied()) return;
+  const a = ahead(nav.id === 'btn-next' ? 'next' : 'prev');
+  if (a) openAhead(a, navs);
+});
 document.addEventListener('click', (e) => {   // accept / reject: drawn now, confirmed by the server's answer
   const b = e.target.closest && e.target.closest('#btn-accept, #btn-reject');
   if (!b) return;
   presses += 1;
-  if (!data || stage.offsetParent === null || selected == null) return;
+  if (!data || stage.offsetParent === null || selected == null || opening) return;   // opening: refused (the page's place)
   const inst = data.instances.find(i => i.id === selected);
   if (!inst) return;
   marks.set(inst.id, {state: b.id === 'btn-accept' ? 'accepted' : 'rejected', press: presses});
@@ -723,24 +782,30 @@ document.addEventListener('click', (e) => {   // strokes not applied: moving on 
   e.preventDefault(); e.stopImmediatePropagation();
   say('apply (Enter) or discard (Esc) the strokes first');
 }, true);
-async function prefetch(e) {   // the next image's picture and masks, loaded and decoded ahead
-  const p = parse(e.detail);
-  if (!p.image) return;
-  if (!pre.images.has(p.image)) {
-    if (pre.images.size > 4) pre.images.delete(pre.images.keys().next().value);
-    const im = loadImage(p.image).then(async (i) => { try { await i.decode(); } catch (err) { /* drawn anyway */ } return i; });
-    im.catch(() => pre.images.delete(p.image));
-    pre.images.set(p.image, im);
+function loadAhead(a) {   // one image's picture and masks, loaded and decoded ahead
+  if (!pre.images.has(a.image)) {
+    if (pre.images.size > 6) { const old = pre.images.keys().next().value; pre.images.delete(old); pre.ready.delete(old); }
+    const im = loadImage(a.image).then(async (i) => { try { await i.decode(); } catch (err) { /* drawn anyway */ } return i; });
+    im.then((i) => { if (pre.images.get(a.image) === im) pre.ready.set(a.image, i); }, () => pre.images.delete(a.image));
+    pre.images.set(a.image, im);
   }
-  const todo = (p.instances || []).filter(i => !pre.masks.has(i.key));
-  if (!p.masks || !todo.length) return;
-  try {
-    const all = await (await fetch(p.masks)).json();
+  const todo = a.instances.filter(i => !pre.masks.has(i.key));
+  const runs = a.masks && todo.length ? fetch(a.masks).then(r => r.json()).then((all) => {
     if (pre.masks.size > 2000) pre.masks.clear();
     for (const inst of todo) if (all[inst.id]) pre.masks.set(inst.key, decode(all[inst.id], inst.colour));
-  } catch (err) { /* a hint only: the value's own files are fetched then */ }
+  }) : null;
+  return Promise.all([pre.images.get(a.image), runs]).catch(() => { /* a hint only: the value's own files are fetched then */ });
+}
+async function prefetch(e) {   // the next and previous images of the one shown, loaded ahead
+  const p = parse(e.detail);
+  if (p.from == null) return;
+  if (pre.ahead.size > 64) pre.ahead.delete(pre.ahead.keys().next().value);
+  pre.ahead.set(String(p.from), p);
+  await Promise.all([p.next, p.prev].filter(Boolean).map(loadAhead));
+  window.dispatchEvent(new Event('anncanvas-ready'));
 }
 if (!window.__anncanvasPrefetch) { window.__anncanvasPrefetch = true; window.addEventListener('anncanvas-prefetch', prefetch); }
+window.addEventListener('anncanvas-ready', () => { if (data) later(); });
 watch('value', load);
 load();
 """
@@ -793,29 +858,51 @@ def file_url(path: str) -> str:
     return f"gradio_api/file={path}"
 
 
+def instance_rows(instances: Sequence[Instance], masks: Masks) -> list[dict[str, Any]]:
+    """The ``instances`` field of a value (see the module doc), in the given order."""
+    return [{"id": i.id, "label": instance_label(i), "score": i.score, "state": i.state,
+             "placed": i.placed_at is not None, "colour": list(colour_for(i.id)), "key": masks.keys[i.id]}
+            for i in instances]
+
+
 def value(*, token: str, image_path: str, size: tuple[int, int], masks: Masks,
           instances: Sequence[Instance], selected: int | None, min_score: float, show_rejected: bool,
-          mode: str, seq: int = 0, acted: int = 0, refused: int = 0) -> str:
+          mode: str, seq: int = 0, acted: int = 0, moved: int = 0, refused: int = 0) -> str:
     """The canvas's value (see the module doc). ``size`` is the image's (H, W); ``instances``
     are all of the image's, top first; ``refused`` the counter of the last applied edit the
     server refused (its strokes stay in the browser to apply again or discard)."""
-    rows = [{"id": i.id, "label": instance_label(i), "score": i.score, "state": i.state,
-             "placed": i.placed_at is not None, "colour": list(colour_for(i.id)), "key": masks.keys[i.id]}
-            for i in instances]
     return json.dumps({"token": token, "image": file_url(image_path), "width": size[1], "height": size[0],
-                       "masks": file_url(masks.path), "instances": rows, "selected": selected,
-                       "min_score": round(float(min_score), 4), "show_rejected": bool(show_rejected),
-                       "mode": mode, "seq": seq, "acted": acted, "refused": refused},
-                      separators=(",", ":"))
+                       "masks": file_url(masks.path), "instances": instance_rows(instances, masks),
+                       "selected": selected, "min_score": round(float(min_score), 4),
+                       "show_rejected": bool(show_rejected), "mode": mode, "seq": seq, "acted": acted,
+                       "moved": moved, "refused": refused}, separators=(",", ":"))
 
 
-def prefetch_value(image_path: str, masks: Masks | None, instances: Sequence[Instance]) -> str:
-    """What the browser may load ahead for an image (see the module doc): its picture, and its
-    masks file with each instance's id, key and colour (``masks`` None: no masks yet)."""
-    rows = [] if masks is None else [{"id": i.id, "key": masks.keys[i.id], "colour": list(colour_for(i.id))}
-                                     for i in instances]
-    return json.dumps({"image": file_url(image_path), "masks": None if masks is None else file_url(masks.path),
-                       "instances": rows}, separators=(",", ":"))
+@dataclass(frozen=True)
+class Ahead:
+    """An image the page may load ahead: its token ("<image id>:<revision>"), file name, size
+    (H, W) and picture file, and its masks (None: not predicted yet) with every instance, top first."""
+
+    token: str
+    name: str
+    size: tuple[int, int]
+    image_path: str
+    masks: Masks | None
+    instances: Sequence[Instance]
+
+    def entry(self) -> dict[str, Any]:
+        """The JSON of one image in ``prefetch_value``."""
+        rows = [] if self.masks is None else instance_rows(self.instances, self.masks)
+        return {"token": self.token, "name": self.name, "image": file_url(self.image_path),
+                "width": self.size[1], "height": self.size[0],
+                "masks": None if self.masks is None else file_url(self.masks.path), "instances": rows}
+
+
+def prefetch_value(shown_id: int, following: Ahead | None, previous: Ahead | None) -> str:
+    """What the browser may load ahead while image ``shown_id`` is shown (see the module doc): the
+    following and the previous image (None: none, or unreadable)."""
+    return json.dumps({"from": shown_id, "next": following and following.entry(),
+                       "prev": previous and previous.entry()}, separators=(",", ":"))
 
 
 @dataclass(frozen=True)

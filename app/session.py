@@ -47,6 +47,7 @@ class SessionState:
     canvas_seq: int = 0                  # the last canvas click handled (the browser's counter)
     edit_refused: int = 0                # the counter of the last applied canvas edit that was refused
     presses: int = 0                     # accept/reject presses handled (the canvas's optimistic marks)
+    moves: int = 0                       # next/previous presses handled (the canvas's optimistic next image)
 
     def select_image(self, image_id: int) -> None:
         """Move to another image: forget the per-image selection."""

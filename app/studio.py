@@ -193,25 +193,36 @@ class Studio:
                             size=(entry.height, entry.width), masks=masks, instances=everything,
                             selected=state.selected, min_score=state.min_score,
                             show_rejected=state.show_rejected, mode=mode, seq=state.canvas_seq,
-                            acted=state.presses, refused=state.edit_refused)
+                            acted=state.presses, moved=state.moves, refused=state.edit_refused)
+
+    def ahead(self, image_id: int) -> canvas.Ahead:
+        """An image's files for the page to load ahead (its masks only when it is predicted
+        already); writes only cache files. Raises StudioError (and the like) when unreadable."""
+        entry = self.project.image(image_id)
+        image_path = self.canvas_image(image_id)
+        if self.project.needs_prediction(image_id):
+            return canvas.Ahead(f"{image_id}:{entry.revision}", entry.file_name, (entry.height, entry.width),
+                                image_path, None, [])
+        masks, everything = self.canvas_masks_of(image_id, entry.revision)
+        return canvas.Ahead(f"{image_id}:{entry.revision}", entry.file_name, (entry.height, entry.width),
+                            image_path, masks, everything)
 
     def prefetch(self, state: SessionState) -> str:
-        """What the page may load ahead (``canvas.prefetch_value``): the next image's picture, and
-        its masks when it is predicted already ("" without a next image or when it is unreadable).
-        Writes only cache files: the session and the store are not changed."""
+        """What the page may load ahead (``canvas.prefetch_value``): the next and the previous
+        image ("" without an image). The session and the store are not changed."""
         if state.image_id is None:
             return ""
-        next_id = self.project.neighbour(state.image_id, 1)
-        if next_id is None or next_id == state.image_id:
-            return ""
-        try:
-            image_path = self.canvas_image(next_id)
-            if self.project.needs_prediction(next_id):
-                return canvas.prefetch_value(image_path, None, [])
-            masks, everything = self.canvas_masks_of(next_id, self.project.image(next_id).revision)
-        except _expected_errors():
-            return ""
-        return canvas.prefetch_value(image_path, masks, everything)
+        around = {}
+        for step in (1, -1):
+            other = self.project.neighbour(state.image_id, step)
+            if other is None or other == state.image_id:
+                around[step] = None
+                continue
+            try:
+                around[step] = self.ahead(other)
+            except _expected_errors():
+                around[step] = None
+        return canvas.prefetch_value(state.image_id, around[1], around[-1])
 
     def render_inspect(self, state: SessionState, shown: list[Instance], inst: Instance | None,
                        parts: str) -> dict[str, Any]:

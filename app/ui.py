@@ -370,8 +370,11 @@ def wire_navigation(w: Wiring, demo: gr.Blocks) -> None:
         for values in s.navigate(st, lambda x: x.image_id or p.neighbour(None, 0)):
             yield [*values, *place]
 
-    def go(target: Callable[..., int | None]) -> Callable[..., Any]:
+    def go(target: Callable[..., int | None], step: bool = False) -> Callable[..., Any]:
+        """A navigation handler; ``step`` (next/previous): count the press first, the canvas keeps
+        the image it drew ahead until the answer to that press arrives (``app.canvas``)."""
         def handler(st: SessionState, *args: Any) -> Any:
+            st.moves += step
             yield from s.navigate(st, lambda x: target(x, *args))
         return handler
 
@@ -382,11 +385,11 @@ def wire_navigation(w: Wiring, demo: gr.Blocks) -> None:
     opened = [w.on(demo.load, load, [state], w.outputs + place_outputs(c), api_name="load"),
               w.on(c["image_picker"].input, go(lambda st, value: None if value in (None, "") else int(value)),
                    [state, c["image_picker"]], api_name="open_image"),
-              w.on(c["next"].click, go(lambda st: p.neighbour(st.image_id, 1)), [state], api_name="next_image"),
-              w.on(c["prev"].click, go(lambda st: p.neighbour(st.image_id, -1)), [state], api_name="previous_image"),
+              w.on(c["next"].click, go(lambda st: p.neighbour(st.image_id, 1), True), [state], api_name="next_image"),
+              w.on(c["prev"].click, go(lambda st: p.neighbour(st.image_id, -1), True), [state], api_name="previous_image"),
               w.on(c["gallery"].select, gallery, [state])]
-    # once an image is shown, the next one's picture and masks are written and the page loads them
-    # ahead (outside the ordered queue: it changes neither the session nor the store)
+    # once an image is shown, the next and previous ones' pictures and masks are written and the page
+    # loads them ahead (outside the ordered queue: it changes neither the session nor the store)
     for event in opened:
         event.then(s.prefetch, [state], c["prefetch"], concurrency_id="prefetch", concurrency_limit=1,
                    api_visibility="private")

@@ -1,7 +1,8 @@
 """The studio's layout and the canvas's answers that do not wait for the server, in a real browser
 (headless Debian Chromium via Playwright): at 1440x900 and 1920x1080 the canvas fills the viewport
 without scrolling, beside the instance list; accept and reject are drawn at once and then confirmed
-(or taken back when the server refuses); the next image is loaded ahead."""
+(or taken back when the server refuses); the next and previous images are loaded ahead and drawn
+before the server answers."""
 from __future__ import annotations
 
 import json
@@ -125,28 +126,58 @@ def test_accept_is_drawn_at_once_and_a_refused_one_is_taken_back(browser, studio
         context.close()
 
 
-def test_the_next_image_is_loaded_ahead(browser, studio) -> None:
+# one step in the page: the key pressed as a person does (KEYS_JS clicks the button), then what the
+# canvas and the server-drawn header show at once, before any answer from the server can arrive
+PRESS_AND_READ = """(key) => {
+  document.body.dispatchEvent(new KeyboardEvent('keydown', {key, bubbles: true}));
+  const c = document.querySelector('#inspect-image canvas');
+  return {token: c.dataset.token, opening: c.dataset.opening, shown: c.dataset.shown,
+          marker: document.querySelector('#inspect-image .anncanvas-opening').innerText,
+          header: document.querySelector('#review-state').innerText};
+}"""
+
+
+def test_the_next_image_is_drawn_before_the_server_answers(browser, studio) -> None:
     project, url = studio
-    second = project.images()[1]
+    first, second, third = project.images()
     context, pg = open_page(browser, url, 1440, 900)
     try:
-        expect_canvas(pg, "inspect-image")
-        # the page has loaded the next (predicted) image's picture and decoded its masks
-        pg.wait_for_function("() => { const p = window.__anncanvasPre; return p && p.images.size > 0 && p.masks.size > 0; }")
+        cv = expect_canvas(pg, "inspect-image")
+        # the page loads the next (predicted) image's picture and masks ahead, and the previous one's
+        # picture (the third image, not predicted yet: no masks)
+        expect(cv).to_have_attribute("data-ahead", re.compile(rf"(^|,)next:{second.id}:"))
         ahead = json.loads(pg.locator("#canvas-prefetch textarea").input_value())
-        keys = {i["key"] for i in ahead["instances"]}
-        assert len(keys) == len(project.instances(second.id)) > 0
+        assert ahead["from"] == first.id
+        assert {i["key"] for i in ahead["next"]["instances"]} <= set(pg.evaluate("[...window.__anncanvasPre.masks.keys()]"))
+        assert len(ahead["next"]["instances"]) == len(project.instances(second.id)) > 0
+        assert ahead["prev"]["masks"] is None and ahead["prev"]["instances"] == []
         pg.locator("#project-info").click()
+        now = pg.evaluate(PRESS_AND_READ, "n")
+        assert now["token"] == ahead["next"]["token"] == now["opening"], "not drawn in the press's own task"
+        assert first.file_name in now["header"], "the server answered within the key press?"
+        assert second.file_name in now["marker"]
+        assert now["shown"] == ",".join(str(i.id) for i in visible_instances(project.instances(second.id), 0.5))
+        # the server's answer: the same image, the marker gone, the header follows
+        expect(pg.locator("#review-state")).to_contain_text(second.file_name)
+        expect(cv).to_have_attribute("data-opening", "")
+        expect(pg.locator("#inspect-image .anncanvas-opening")).to_be_hidden()
+        assert cv.get_attribute("data-token") == now["token"]
+        # back with P: the previous image was loaded ahead as well
+        expect(cv).to_have_attribute("data-ahead", re.compile(rf"(^|,)prev:{first.id}:"))
+        back = pg.evaluate(PRESS_AND_READ, "p")
+        assert back["token"].startswith(f"{first.id}:") and back["opening"] == back["token"]
+        expect(pg.locator("#review-state")).to_contain_text(first.file_name)
+        expect(cv).to_have_attribute("data-opening", "")
+        # to the second image again: its next one (not predicted) has no masks to draw ahead
         pg.keyboard.press("n")
-        cv = pg.locator("#inspect-image canvas")
+        expect(cv).to_have_attribute("data-opening", "")
+        expect(pg.locator("#review-state")).to_contain_text(second.file_name)
         expect(cv).to_have_attribute("data-token", re.compile(rf"^{second.id}:"))
-        drawn = pg.evaluate("() => [...window.__anncanvasPre.images.keys()]")
-        assert ahead["image"] in drawn
-        # the third image is not predicted yet: only its picture is loaded ahead
         pg.wait_for_function(f"() => JSON.parse(document.querySelector('#canvas-prefetch textarea').value || '{{}}')"
-                             f".image !== {json.dumps(ahead['image'])}")
-        third = json.loads(pg.locator("#canvas-prefetch textarea").input_value())
-        assert third["masks"] is None and third["instances"] == []
+                             f".from === {second.id}")
+        later = json.loads(pg.locator("#canvas-prefetch textarea").input_value())
+        assert later["next"]["masks"] is None and later["next"]["instances"] == []
+        assert not re.search(r"(^|,)next:", cv.get_attribute("data-ahead") or "")
     finally:
         context.close()
 

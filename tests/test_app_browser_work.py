@@ -343,3 +343,75 @@ def test_near_duplicates_are_flagged_and_one_key_keeps_one(context, studio) -> N
     pg.keyboard.press("Control+z")                                       # one step back
     expect(pg.locator("#status")).to_contain_text(f"undo: keep #{b}")
     assert {project.store.annotation(i).state for i in (a, b)} == {"proposed"}
+
+
+# N, a click on an instance of the image the canvas drew ahead, then A: one step in the page, so
+# that all three happen before the server answers the N
+NEXT_CLICK_ACCEPT = """([x, y]) => {
+  const key = (k) => document.body.dispatchEvent(new KeyboardEvent('keydown', {key: k, bubbles: true}));
+  const c = document.querySelector('#correct-image canvas');
+  key('n');
+  const opening = c.dataset.opening;
+  const [s, ox, oy] = c.dataset.view.split(',').map(Number), r = c.getBoundingClientRect();
+  const at = {clientX: r.left + ox + (x + 0.5) * s, clientY: r.top + oy + (y + 0.5) * s, button: 0, pointerId: 1, bubbles: true};
+  c.parentElement.dispatchEvent(new PointerEvent('pointerdown', at));
+  c.parentElement.dispatchEvent(new PointerEvent('pointerup', at));
+  key('a');
+  return {opening, selected: c.dataset.selected, states: c.dataset.states,
+          header: document.querySelector('#review-state').innerText};
+}"""
+
+
+def test_an_edit_while_the_next_image_opens_never_changes_it(context, studio) -> None:
+    project, url = studio
+    here, there = project.images()[4], project.images()[5]
+    for entry in (here, there):
+        project.predict(entry.id)
+    pg = open_page(context, url, f"?image={here.id}&tab=correct&t=0.05")
+    cv = pg.locator("#correct-image canvas")
+    expect(cv).to_have_attribute("data-ahead", re.compile(rf"(^|,)next:{there.id}:"))
+    shown = visible_instances(project.instances(there.id), 0.05)
+    masks = np.stack([i.mask for i in shown])
+    k, point = next((k, p) for k in range(len(shown)) if (p := inner_pixel(masks, k)) is not None)
+    before = {e: [(a.id, a.state) for a in project.store.annotations(e, include_rejected=True)]
+              for e in (here.id, there.id)}
+    now = pg.evaluate(NEXT_CLICK_ACCEPT, list(point))
+    assert now["opening"].startswith(f"{there.id}:"), "the next image was not drawn at once"
+    assert here.file_name in now["header"], "the server answered within the key presses?"
+    assert now["selected"] == str(shown[k].id)
+    assert f"{shown[k].id}:accepted" not in now["states"].split(","), "accept drawn on an unconfirmed image"
+    expect(pg.locator("#status")).to_contain_text("the page was behind")
+    expect(pg.locator("#review-state")).to_contain_text(there.file_name)
+    expect(cv).to_have_attribute("data-opening", "")
+    after = {e: [(a.id, a.state) for a in project.store.annotations(e, include_rejected=True)]
+             for e in (here.id, there.id)}
+    assert after == before, "an edit pressed before the server confirmed the image changed the store"
+    # once the server has confirmed the image, the same key accepts the selected instance
+    expect(pg.locator("#instance-picker input")).to_have_value(re.compile(f"#{shown[k].id} "))
+    pg.keyboard.press("a")
+    expect(pg.locator("#status")).to_contain_text("accepted")
+    assert project.store.annotation(shown[k].id).state == "accepted"
+
+
+def test_rapid_next_and_previous_end_on_one_image_and_a_reload_keeps_it(context, studio) -> None:
+    project, url = studio
+    images = project.images()
+    for entry in images[:4]:
+        project.predict(entry.id)
+    pg = open_page(context, url, f"?image={images[0].id}")
+    cv = pg.locator("#inspect-image canvas")
+    expect(cv).to_have_attribute("data-ahead", re.compile(rf"(^|,)next:{images[1].id}:"))
+    pg.locator("#project-info").click()
+    for key in "nnnp":                        # faster than the server answers
+        pg.keyboard.press(key)
+        pg.wait_for_timeout(80)
+    target = images[2]
+    expect(pg.locator("#review-state")).to_contain_text(target.file_name)
+    pg.wait_for_function(f"() => JSON.parse(document.querySelector('#canvas-prefetch textarea').value || '{{}}')"
+                         f".from === {target.id}")
+    expect(cv).to_have_attribute("data-opening", "")
+    expect(cv).to_have_attribute("data-token", re.compile(rf"^{target.id}:"))
+    expect(pg).to_have_url(re.compile(rf"image={target.id}(&|$)"))
+    pg.reload()
+    expect(pg.locator("#review-state")).to_contain_text(target.file_name)
+    expect(cv).to_have_attribute("data-token", re.compile(rf"^{target.id}:"))
