@@ -23,7 +23,9 @@ result and the next frame is drawn:
   server stores the mask and sends the revision's masks back);
 * next image (N key), already predicted / not yet: the canvas draws the next image with its
   proposals (not yet predicted: "image" when the picture shows, "predicted" when the model's
-  proposals are drawn).
+  proposals are drawn); "next image (predicted), server" until the server's answer shows (the
+  header names the image, the canvas's "opening" marker is gone). After each, the benchmark waits
+  (up to 5 s) until the page has loaded the following image ahead, as while a person looks.
 
 ``--baseline DIR``: also run the same interactions against the code in DIR (e.g. a worktree of
 the commit before the canvas, where the studio draws every picture on the server and the page
@@ -317,13 +319,20 @@ def run_project(project: Any, repeats: int, layers: bool, first_id: int | None =
                 image = f"return __fresh('{sel}', {json.dumps(before)})"
                 done = (f"return __fresh('{sel}', {json.dumps(before)}) && {status} && "
                         f"document.querySelector('#review-state').innerText.includes('{project.image(nxt).file_name}')")
-            t_image, t_done = measure("__key('n')", image, done, limit=120_000)
+            name = project.image(nxt).file_name
+            confirmed = (f"return document.querySelector('#review-state').innerText.includes('{name}') && "
+                         f"!(__view('{sel}').dataset.opening) && {status}")
+            t_image, t_done, t_confirmed = measure("__key('n')", image, done, confirmed, limit=120_000)
             if was:
                 add("next image (predicted)", t_done)
+                add("next image (predicted), server", t_confirmed)
             else:
                 add("next image (not yet): image", t_image)
                 add("next image (not yet): predicted", t_done)
             current = nxt
+            # a person looks at the image: the server's answer and the files loaded ahead arrive
+            with contextlib.suppress(Exception):
+                pg.wait_for_function(f"() => (__view('{sel}').dataset.ahead || '').includes('next:')", timeout=5000)
             pg.wait_for_timeout(300)
             if k + 1 >= repeats + 3:
                 break
