@@ -65,7 +65,7 @@ keys click them) draws the image loaded ahead in that direction of the one drawn
 files are loaded (and no strokes are open), with an "opening <file> …" marker; the marker and the
 image stay until a value arrives whose ``moved`` counts that press (values answering earlier events
 are not drawn), then the canvas draws what the server says (the same image: nothing changes). While
-it is opening, edits wait for the server: Apply and query clicks are refused in the browser, and
+it is opening, no edit acts on it: Apply and query clicks are refused in the browser, and
 the page's place (``#place``, which every edit button sends) still names the image before, so the
 server refuses those edits; accept and reject draw no mark then.
 

@@ -63,6 +63,17 @@ def test_masks_file_and_value(tmp_path) -> None:
     assert [i["id"] for i in value["instances"]] == [1, 2]
     assert value["instances"][1]["label"] == "#2 thing ✓"
     assert (value["selected"], value["mode"], value["seq"]) == (2, "correct", 4)
+    # what the page loads ahead carries the same instance rows, so that a press can draw it at once
+    predicted = canvas.Ahead("3:7", "b.png", (30, 40), "/x/img.png", masks,
+                             [instance(a, 1), instance(b, 2, "accepted", None)])
+    fresh = canvas.Ahead("4:1", "c.png", (30, 40), "/x/c.png", None, [])
+    ahead = json.loads(canvas.prefetch_value(9, predicted, fresh))
+    assert ahead["from"] == 9
+    assert ahead["next"]["instances"] == value["instances"]
+    assert {k: ahead["next"][k] for k in ("token", "image", "width", "height", "masks")} == \
+        {k: value[k] for k in ("token", "image", "width", "height", "masks")}
+    assert ahead["prev"]["masks"] is None and ahead["prev"]["instances"] == []
+    assert json.loads(canvas.prefetch_value(9, None, None)) == {"from": 9, "next": None, "prev": None}
 
 
 def test_read_click() -> None:
