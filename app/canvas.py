@@ -65,9 +65,11 @@ keys click them) draws the image loaded ahead in that direction of the one drawn
 files are loaded (and no strokes are open), with an "opening <file> …" marker; the marker and the
 image stay until a value arrives whose ``moved`` counts that press (values answering earlier events
 are not drawn), then the canvas draws what the server says (the same image: nothing changes). While
-it is opening, no edit acts on it: Apply and query clicks are refused in the browser, and
-the page's place (``#place``, which every edit button sends) still names the image before, so the
-server refuses those edits; accept and reject draw no mark then.
+it is opening, no edit acts on it or on the image before: Apply, query clicks and the edit buttons
+(accept, reject, delete, relabel, accept all, keep one, mark reviewed, reopen, undo, redo, predict
+again, and their keys) are refused in the browser with a note (requests sent close together can
+reach the server in either order, so the page's place alone could not keep an edit off the image
+before); an edit that reaches the server anyway is refused there by the page's place.
 
 Events out, both through the component's ``select`` event (``read_event``):
 
@@ -763,6 +765,16 @@ document.addEventListener('click', (e) => {
   const a = ahead(nav.id === 'btn-next' ? 'next' : 'prev');
   if (a) openAhead(a, navs);
 });
+// while an image drawn ahead is opening, edits wait: requests sent close together can reach the
+// server in either order, so an edit could land on the image before, which the person no longer sees
+const EDITS = '#btn-accept, #btn-reject, #btn-delete, #btn-relabel, #btn-accept-all, #btn-keep-one, ' +
+              '#btn-reviewed, #btn-reopen, #btn-undo, #btn-redo, #btn-predict';
+document.addEventListener('click', (e) => {
+  const b = e.target.closest && e.target.closest(EDITS);
+  if (!b || !opening) return;
+  e.preventDefault(); e.stopImmediatePropagation();
+  say(`${opening.name} is still opening: nothing was changed, press again once it has`);
+}, true);
 document.addEventListener('click', (e) => {   // accept / reject: drawn now, confirmed by the server's answer
   const b = e.target.closest && e.target.closest('#btn-accept, #btn-reject');
   if (!b) return;
