@@ -100,13 +100,15 @@ def test_accept_is_drawn_at_once_and_a_refused_one_is_taken_back(browser, studio
         token = cv.get_attribute("data-token")
         frame = int(cv.get_attribute("data-frame"))
         pg.locator("#project-info").click()
-        pg.keyboard.press("a")
-        # drawn in the frame after the key, before the server's answer (the token is the old one)
-        marked = pg.evaluate(f"""() => new Promise((done) => requestAnimationFrame(() => {{
+        # the key pressed in the page and the canvas read in the same task: drawn before any answer
+        # from the server can arrive (the token is the old one); a frame read later could already
+        # hold the saved revision on a quick machine
+        marked = pg.evaluate("""() => {
+            document.body.dispatchEvent(new KeyboardEvent('keydown', {key: 'a', bubbles: true}));
             const c = document.querySelector('#inspect-image canvas');
-            done([c.dataset.token, c.dataset.states]); }}))""")
+            return [c.dataset.token, c.dataset.states, Number(c.dataset.frame)]; }""")
         assert marked[0] == token and f"{first.id}:accepted" in marked[1].split(","), marked
-        assert int(cv.get_attribute("data-frame")) > frame
+        assert marked[2] > frame
         expect(cv).not_to_have_attribute("data-token", token)      # the saved revision
         assert state_of(pg, first.id) == "accepted"
         assert next(i for i in project.instances(image_id) if i.id == first.id).state == "accepted"
