@@ -74,8 +74,8 @@ def open_project(config: StudioConfig, log: Log = print) -> Project:
     dataset_id, created, others = find_or_create_dataset(store, dataset_name(config), images,
                                                          by_folder=config.coco is None and not config.is_demo)
     if not created:
-        log(f"opening project {store.dataset(dataset_id).name!r} ({store.dataset(dataset_id).num_annotations} "
-            f"annotations)")
+        record = store.dataset(dataset_id)
+        log(f"opening project {record.name!r} ({record.num_annotations} annotations)")
     if others:
         log(f"other projects over {images}: {', '.join(repr(n) for n in others)} (--coco FILE opens the one made "
             f"from FILE)")
