@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
-from app import canvas, correct_view, evaluate_view, explain_view, inspect_view, train_view
+from app import canvas, correct_view, evaluate_view, event_order, explain_view, inspect_view, train_view
 from app.config import StudioConfig, is_loopback
 from app.events import (gallery_items, on_canvas_event, select_instance, select_row, set_attr,
                         set_tool_handler)
@@ -286,13 +286,18 @@ class Wiring:
         self.outputs = [c[n] for n in OUTPUT_NAMES]
 
     def on(self, trigger: Callable[..., Any], fn: Callable[..., Any], inputs: list[Any],
-           outputs: list[Any] | None = None, *, api_name: str | None = None, **kwargs: Any) -> Any:
-        """Register ``fn`` on ``trigger`` in the ordered queue; every trigger is handled."""
+           outputs: list[Any] | None = None, *, api_name: str | None = None, first: bool = False,
+           **kwargs: Any) -> Any:
+        """Register ``fn`` on ``trigger`` in the ordered queue; every trigger is handled, and the
+        page shows the answers in the order of the presses (``app.event_order``; ``first``: the
+        page's load event, sent at once)."""
         kwargs.setdefault("trigger_mode", "multiple")
         if api_name is None:
             kwargs.setdefault("api_visibility", "private")
-        return trigger(fn, inputs, self.outputs if outputs is None else outputs, api_name=api_name,
-                       concurrency_id=MODEL_QUEUE, concurrency_limit=1, **kwargs)
+        return event_order.ordered(trigger(fn, inputs, self.outputs if outputs is None else outputs,
+                                           api_name=api_name, concurrency_id=MODEL_QUEUE,
+                                           concurrency_limit=1, js=None if first else event_order.WAIT,
+                                           **kwargs))
 
     def act(self, fn: Callable[..., str], parts: str = "all") -> Callable[..., list[Any]]:
         """Handler running ``fn`` then refreshing (``parts``: see ``Studio.refresh``). An action
@@ -382,7 +387,7 @@ def wire_navigation(w: Wiring, demo: gr.Blocks) -> None:
         ids = [e.id for e in p.images()]
         yield from s.navigate(st, lambda x: ids[int(evt.index)])
 
-    opened = [w.on(demo.load, load, [state], w.outputs + place_outputs(c), api_name="load"),
+    opened = [w.on(demo.load, load, [state], w.outputs + place_outputs(c), api_name="load", first=True),
               w.on(c["image_picker"].input, go(lambda st, value: None if value in (None, "") else int(value)),
                    [state, c["image_picker"]], api_name="open_image"),
               w.on(c["next"].click, go(lambda st: p.neighbour(st.image_id, 1), True), [state], api_name="next_image"),

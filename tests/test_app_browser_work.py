@@ -45,6 +45,12 @@ def studio(tmp_path_factory: pytest.TempPathFactory):
         yield project, url
 
 
+# records the header's text at every change (``window.__headers``)
+HEADERS_SEEN = """() => { const el = document.getElementById('review-state'); window.__headers = [];
+  new MutationObserver(() => window.__headers.push(el.innerText))
+    .observe(el, {subtree: true, childList: true, characterData: true}); }"""
+
+
 def open_page(context, url: str, query: str = ""):
     pg = context.new_page()
     pg.set_default_timeout(TIMEOUT)
@@ -88,12 +94,18 @@ def test_rapid_next_presses_predict_every_visited_image(context, studio, tmp_pat
     images = project.images()
     expect(pg.locator("#review-state")).to_contain_text(images[0].file_name)
     pg.locator("#inspect-image .anncanvas-info").click()
+    pg.evaluate(HEADERS_SEEN)
     for _ in range(4):                       # a person pressing N four times, 150 ms apart
         pg.keyboard.press("n")
         pg.wait_for_timeout(150)
     last = images[4]
     expect(pg.locator("#review-state")).to_contain_text(last.file_name)
     expect(pg.locator("#status")).to_contain_text(re.compile(rf"opened {last.file_name} · \d+ proposals from"))
+    # every header the page showed on the way, in order: never an image behind one already shown
+    names = [e.file_name for e in images]
+    seen = [names.index(m) for text in pg.evaluate("window.__headers")
+            for m in re.findall(r"\d+\.png", text) if m in names]
+    assert seen == sorted(seen), f"the header went back: {[names[i] for i in seen]}"
     version = project.model.version
     for entry in images[:5]:
         assert project.was_predicted(entry.id), f"{entry.file_name} was visited but never predicted"

@@ -1,0 +1,58 @@
+"""Answers shown in the order the person acted: the page sends an ordered event only once the
+answer to the one before it has been shown.
+
+The server runs the session's events one at a time and in order (``Wiring.on``), but Gradio's page
+handles the answers of events in flight at the same time, each in its own asynchronous loop that
+awaits while it applies an answer (a choice list, a visibility change). An older answer can then be
+applied after a newer one: four quick N presses ended with the header naming 000003.png while
+the server had opened 000004.png (measured: 1 run in 5 under load; the status line and the header
+showed the images in the order 4, 2, 4, 3, 2, 3). Gradio has no trigger mode that queues events
+in order in the page (``"multiple"`` sends at once, ``"always_last"`` drops presses), so:
+
+* ``WAIT``, the event's ``js`` (Gradio awaits it before it sends the event, with the inputs read
+  at the press): each press waits until every earlier ordered event's answer has been applied;
+* ``RELEASE``, run by ``.then`` after the answer (or ``.failure`` after an error), lets the next
+  one go; the answers arrive in press order, so the first one waiting is released.
+
+The page's load event is not held back (it reads the page's URL, which the place written back
+afterwards may replace): it holds the queue's first place from the start.
+
+A press whose predecessor never answers goes after ``LIMIT_MS`` anyway (a lost answer must not
+stop the page). What is drawn at once in the browser (the canvas's accept marks, the next image
+drawn ahead) does not wait: only the request does.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+LIMIT_MS = 120_000
+
+# the page's load event holds the first place (it is sent at once: it reads the page's URL, which
+# the place written back after it may replace)
+_QUEUE = ("(window.__studioOrder ??= (() => { let release; "
+          "const tail = new Promise((resolve) => { release = resolve; }); return {tail, open: [release]}; })())")
+
+WAIT = f"""(...inputs) => {{
+  const q = {_QUEUE};
+  const before = q.tail;
+  let release;
+  q.tail = new Promise((resolve) => {{ release = resolve; }});
+  q.open.push(release);
+  const limit = new Promise((resolve) => setTimeout(resolve, {LIMIT_MS}));
+  return Promise.race([before, limit]).then(() => inputs);
+}}"""
+
+RELEASE = f"""() => {{
+  const q = {_QUEUE};
+  const release = q.open.shift();
+  if (release) release();
+  return [];
+}}"""
+
+
+def ordered(dependency: Any) -> Any:
+    """Chain the release after ``dependency`` (an event registered with ``js=WAIT``) and return
+    it, so that further ``.then`` steps chain on the event as before."""
+    dependency.then(None, None, None, js=RELEASE, api_visibility="private", queue=False)
+    dependency.failure(None, None, None, js=RELEASE, api_visibility="private", queue=False)
+    return dependency
