@@ -29,7 +29,7 @@ KEEP = object()                # a view output that did not change: re-send what
 
 VIEW_OUTPUTS = {"inspect": ("inspect_image", "instance_table", "instance_info"),
                 "explain": ("explain_heatmap", "explain_info", "explain_layers"),
-                "correct": ("correct_image",)}
+                "correct": ("correct_image", "correct_table")}
 VIEW_OUTPUT_NAMES = [name for names in VIEW_OUTPUTS.values() for name in names]
 ASK_BOXES = ("undecided", "empty", "switch")   # the questions the header can ask (see SessionState.asking)
 OUTPUT_NAMES = ["state", "image_picker", "review_state", "instance_picker", "status", "project_info",
@@ -288,8 +288,10 @@ class Studio:
 
     def render_correct(self, state: SessionState, shown: list[Instance], inst: Instance | None,
                        parts: str) -> dict[str, Any]:
-        """Correct's output: the canvas (its tools draw in the browser)."""
-        return {"correct_image": self.canvas_value(state, "correct")}
+        """Correct's outputs: the canvas (its tools draw in the browser) and the instance list
+        beside it (unchanged by a selection)."""
+        return {"correct_image": self.canvas_value(state, "correct"),
+                "correct_table": KEEP if parts == "select" else inspect_view.instance_rows(shown, state.dup_iou)}
 
     def render_view(self, state: SessionState, shown: list[Instance], inst: Instance | None,
                     parts: str) -> dict[str, Any]:

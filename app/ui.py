@@ -1,8 +1,12 @@
 """The Gradio wiring: lays out the studio and connects components to ``app.studio.Studio``.
 
-Layout: a header (image navigation, review state, instance picker, confidence slider, status
-line) above six tabs — Inspect, Explain, Correct, Fine-tune, Evaluate, COCO. Every event handler takes the
-session's ``SessionState``, does one thing through the views' plain functions, and returns
+Layout (sized so that the annotation canvas takes the window's height below three compact rows
+at 1440x900 and up): one line with the project and the status; one row of image navigation,
+review state and model; one row with the selection, the confidence filter and the actions on the
+selected instance; then six tabs — Inspect, Explain, Correct, Fine-tune, Evaluate, COCO. Inspect
+and Correct show the canvas with the instance list (state icons and legend) beside it; Correct's
+drawing tools sit in a one-row toolbar above its canvas. Every event handler takes the session's
+``SessionState``, does one thing through the views' plain functions, and returns
 ``Studio.refresh``'s outputs. Components are kept in one dict ``c`` by name; everything a test
 clicks has a stable ``elem_id``.
 """
@@ -26,15 +30,46 @@ from app.session import TOOLS, SessionState
 from app.studio import MODEL_QUEUE, OUTPUT_NAMES, Studio, _expected_errors, cache_folder, friendly
 
 CSS = """
-.gradio-container { max-width: 100% !important; padding-top: 4px !important; padding-bottom: 4px !important; }
-#project-info p { margin: 0; font-size: 0.9em; }
-#nav-row, #model-row, #review-bar { gap: 8px; }
-#nav-row button, #model-row button, #review-bar button { align-self: center; }
-#review-bar { align-items: center; }
-#review-state { align-self: center; font-size: 0.9em; }
+.gradio-container { max-width: 100% !important; padding: 0 !important; --layout-gap: 6px; }
+.gradio-container .main.fillable { padding: 4px 12px !important; }
+#views > .tab-wrapper { padding-bottom: 2px; margin-bottom: 4px; }
+#inspect-image > .html-container, #correct-image > .html-container { padding: 4px 6px; }
+/* the canvas's own legend says what the instance list's label says: hidden beside the list */
+#inspect-image .anncanvas-legend, #correct-image .anncanvas-legend { display: none; }
+/* the header: one line, then two rows of controls with their labels inline */
+#top-row { gap: 12px; align-items: center; flex-wrap: nowrap; }
+#project-info, #status { padding: 0 !important; }
+#project-info p, #status p { margin: 0; font-size: 0.85em; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+#status { height: 1.5em; overflow-y: auto; }   /* one line: the canvas below does not move */
+#nav-row, #review-bar { gap: 6px; align-items: center; flex-wrap: nowrap; }
+#nav-row > .form, #review-bar > .form { flex: 1 1 0; min-width: 0 !important; flex-wrap: nowrap; border: none; }
+#show-rejected { flex: none !important; width: max-content !important; }
+#class-picker { flex: none !important; width: 120px !important; }
+#nav-row > *, #review-bar > * { align-self: center; }
+#top-row .block, #nav-row .block, #review-bar .block { padding: 2px 6px !important; }
+#top-row button, #nav-row button, #review-bar button { white-space: nowrap; flex: none !important; width: auto !important;
+                                      min-width: max-content !important; }
+#image-picker .container, #model-picker .container, #instance-picker .container,
+#image-picker > div > label, #model-picker > div > label, #instance-picker > div > label {
+  display: flex; flex-direction: row; align-items: center; gap: 6px; }
+#image-picker .container > span, #model-picker .container > span, #instance-picker .container > span,
+#min-score .head label { white-space: nowrap; margin: 0; }
+#image-picker .container > .wrap, #model-picker .container > .wrap, #instance-picker .container > .wrap { flex: 1; min-width: 0; }
+#min-score div.wrap:has(> .head) { display: flex; flex-direction: row; align-items: center; gap: 6px; }
+#min-score .head { flex: none; width: auto; margin: 0; gap: 6px; }
+#min-score .slider_input_container { flex: 1; min-width: 80px; }
+#min-score .min_value, #min-score .max_value { display: none; }
+#min-score .tab-like-container input[type=number] { width: 4.5em; }
+#review-state { align-self: center; font-size: 0.85em; white-space: nowrap; flex: none !important; width: max-content !important; }
 #review-state p { margin: 0; }
-#status { height: 1.6em; overflow-y: auto; font-size: 0.9em; }   /* one line: the canvas below does not move */
-#status p { margin: 0; }
+#ask-text:has(span.md:empty) { display: none; }   /* no question asked: no gap either */
+/* Inspect and Correct: the canvas, the instance list beside it */
+#inspect-side, #correct-side { gap: 6px; }
+#tool { display: flex; flex-direction: row; align-items: center; gap: 8px; padding: 2px 8px !important; }
+#tool > span { margin: 0; }
+#tool .wrap { flex-wrap: nowrap; gap: 6px; }
+#tool .wrap label { padding: 0 10px; min-height: 26px; }
+#shortcuts p { font-size: 0.8em; margin: 0; }
 .ft-progress { font-family: var(--font); }
 .ft-bar { height: 14px; border-radius: 7px; background: var(--neutral-200); overflow: hidden; }
 .ft-fill { height: 100%; background: var(--color-accent); transition: width .4s; }
@@ -103,30 +138,25 @@ KEYS_JS = """
 # ------------------------------------------------------------------------------------ layout
 
 def build_header(c: dict[str, Any]) -> None:
-    """Project line, then two compact rows (image navigation and review; selection, confidence and
-    model), the status line: short enough that the canvas below fills the rest of the viewport."""
-    c["project_info"] = gr.Markdown(elem_id="project-info")
+    """One line (project, status) and one row of image navigation, review state and model, with
+    the labels inline: short enough that the canvas below fills the rest of the viewport."""
+    with gr.Row(elem_id="top-row", equal_height=True):
+        c["project_info"] = gr.Markdown(elem_id="project-info")
+        c["status"] = gr.Markdown(elem_id="status")
+        c["keys_help"] = gr.Button("Keys (?)", elem_id="btn-keys-help", size="sm", min_width=50, scale=0)
     with gr.Row(elem_id="nav-row", equal_height=True):
         c["image_picker"] = gr.Dropdown(label="Image", elem_id="image-picker", allow_custom_value=True,
-                                        filterable=True, scale=3, min_width=220)
+                                        filterable=True, scale=3, min_width=200)
         c["prev"] = gr.Button("◀ Prev (P)", elem_id="btn-prev", size="sm", min_width=70, scale=0)
         c["next"] = gr.Button("Next (N) ▶", elem_id="btn-next", size="sm", min_width=70, scale=0)
         c["predict"] = gr.Button("Predict again", elem_id="btn-predict", size="sm", min_width=70, scale=0)
         c["reviewed"] = gr.Button("Mark reviewed (M)", elem_id="btn-reviewed", variant="primary",
                                   size="sm", min_width=70, scale=0)
         c["reopen"] = gr.Button("Reopen", elem_id="btn-reopen", size="sm", min_width=70, scale=0)
-        c["review_state"] = gr.Markdown(elem_id="review-state")
-    with gr.Row(elem_id="model-row", equal_height=True):
-        c["instance_picker"] = gr.Dropdown(label="Selected instance", elem_id="instance-picker",
-                                           allow_custom_value=True, scale=3, min_width=200)
-        c["min_score"] = gr.Slider(PROPOSAL_FLOOR, 1.0, value=0.5, step=0.01, label="Confidence ≥",
-                                   elem_id="min-score", scale=3, min_width=200)
-        c["show_rejected"] = gr.Checkbox(False, label="show rejected", elem_id="show-rejected",
-                                         scale=1, min_width=100)
-        c["model_picker"] = gr.Dropdown(label="Model version", elem_id="model-picker", scale=3,
+        c["review_state"] = gr.Markdown(elem_id="review-state", min_height=0)
+        c["model_picker"] = gr.Dropdown(label="Model", elem_id="model-picker", scale=3,
                                         allow_custom_value=True, min_width=200)
         c["use_model"] = gr.Button("Use this model", elem_id="btn-use-model", size="sm", scale=0, min_width=70)
-    c["status"] = gr.Markdown(elem_id="status")
     build_questions(c)
     c["place"] = gr.Textbox("", visible="hidden", elem_id="place", show_label=False)
     c["prefetch"] = gr.Textbox("", visible="hidden", elem_id="canvas-prefetch", show_label=False)
@@ -148,16 +178,23 @@ def build_questions(c: dict[str, Any]) -> None:
                                                        variant=variant, size="sm")
 
 
+LIST_LABEL = "Instances: ? proposed · ✓ accepted · ✗ rejected (click a mask or a row to select)"
+
+
+def instance_list(elem_id: str) -> gr.Dataframe:
+    """The instance list beside a canvas: one row per shown instance, top first, its state as an
+    icon (the label is the legend)."""
+    return gr.Dataframe(headers=inspect_view.TABLE_HEADERS, elem_id=elem_id, interactive=False, max_height=420,
+                        label=LIST_LABEL)
+
+
 def build_inspect_tab(c: dict[str, Any]) -> None:
-    """Overlay (clickable), instance table, details, gallery."""
+    """The canvas (click to select), the instance list and the details beside it, the gallery."""
     with gr.Row(elem_id="inspect-row"):
         with gr.Column(scale=5, min_width=480):
             c["inspect_image"] = canvas.build("inspect-image")
         with gr.Column(scale=3, min_width=320, elem_id="inspect-side"):
-            c["instance_table"] = gr.Dataframe(headers=inspect_view.TABLE_HEADERS, elem_id="instance-table",
-                                               interactive=False, max_height=380,
-                                               label="Instances: ? proposed · ✓ accepted · ✗ rejected "
-                                                     "(click a mask or a row to select)")
+            c["instance_table"] = instance_list("instance-table")
             c["instance_info"] = gr.Markdown(elem_id="instance-info")
     with gr.Accordion("All images", open=False, elem_id="gallery-box"):
         c["gallery"] = gr.Gallery(elem_id="gallery", columns=8, height=260, allow_preview=False, format="png",
@@ -182,37 +219,44 @@ def build_explain_tab(c: dict[str, Any], names: list[str], stages: bool = False)
 
 
 def build_review_bar(c: dict[str, Any], names: list[str]) -> None:
-    """The actions on the selected instance, above the views: its keys work wherever the canvas
-    is (Inspect or Correct), and the Class picker follows the selection."""
-    with gr.Row(elem_id="review-bar", equal_height=False):
-        c["accept"] = gr.Button("Accept (A)", elem_id="btn-accept", variant="primary", size="sm", min_width=60)
-        c["reject"] = gr.Button("Reject (R)", elem_id="btn-reject", variant="stop", size="sm", min_width=60)
-        c["delete"] = gr.Button("Delete (Del)", elem_id="btn-delete", size="sm", min_width=60)
-        c["accept_all"] = gr.Button("Accept all shown (Shift+A)", elem_id="btn-accept-all", size="sm", min_width=90)
+    """One row above the views: the selected instance, the confidence filter and the actions on
+    the selected instance (their keys work wherever the canvas is, Inspect or Correct; the Class
+    picker follows the selection)."""
+    with gr.Row(elem_id="review-bar", equal_height=True):
+        c["instance_picker"] = gr.Dropdown(label="Selected", elem_id="instance-picker", allow_custom_value=True,
+                                           scale=3, min_width=190)
+        c["min_score"] = gr.Slider(PROPOSAL_FLOOR, 1.0, value=0.5, step=0.01, label="Confidence ≥",
+                                   elem_id="min-score", scale=3, min_width=260)
+        c["show_rejected"] = gr.Checkbox(False, label="show rejected", elem_id="show-rejected",
+                                         scale=0, min_width=100, container=False)
+        c["accept"] = gr.Button("Accept (A)", elem_id="btn-accept", variant="primary", size="sm", min_width=60,
+                                scale=0)
+        c["reject"] = gr.Button("Reject (R)", elem_id="btn-reject", variant="stop", size="sm", min_width=60, scale=0)
+        c["delete"] = gr.Button("Delete (Del)", elem_id="btn-delete", size="sm", min_width=60, scale=0)
+        c["accept_all"] = gr.Button("Accept all shown (Shift+A)", elem_id="btn-accept-all", size="sm",
+                                    min_width=90, scale=0)
         c["class_picker"] = gr.Dropdown(names, value=names[0] if names else None, label="Class",
-                                        elem_id="class-picker", allow_custom_value=True, min_width=120, scale=2,
+                                        elem_id="class-picker", allow_custom_value=True, min_width=110, scale=1,
                                         show_label=False, container=False)
-        c["relabel"] = gr.Button("Relabel (L)", elem_id="btn-relabel", size="sm", min_width=60)
-        c["undo"] = gr.Button("↶ Undo (Ctrl+Z)", elem_id="btn-undo", size="sm", min_width=60)
-        c["redo"] = gr.Button("↷ Redo (Ctrl+Y)", elem_id="btn-redo", size="sm", min_width=60)
-        c["keys_help"] = gr.Button("Keys (?)", elem_id="btn-keys-help", size="sm", min_width=50)
+        c["relabel"] = gr.Button("Relabel (L)", elem_id="btn-relabel", size="sm", min_width=60, scale=0)
+        c["undo"] = gr.Button("↶ Undo (Ctrl+Z)", elem_id="btn-undo", size="sm", min_width=60, scale=0)
+        c["redo"] = gr.Button("↷ Redo (Ctrl+Y)", elem_id="btn-redo", size="sm", min_width=60, scale=0)
 
 
 def build_correct_tab(c: dict[str, Any]) -> None:
-    """The canvas with its tools (drawn in the browser, see app.canvas), near-duplicates."""
+    """The canvas with a one-row toolbar above it (the tools draw in the browser, see
+    app.canvas), the instance list beside it, near-duplicates and the shortcuts below the list."""
     with gr.Row(elem_id="correct-row"):
-        with gr.Column(scale=4, min_width=480):
+        with gr.Column(scale=5, min_width=480):
+            c["tool"] = gr.Radio([("new mask" if t == "new" else t, t) for t in TOOLS], value="select",
+                                 label="Tool", elem_id="tool")
             c["correct_image"] = canvas.build("correct-image")
-        with gr.Column(scale=1, min_width=260, elem_id="correct-side"):
-            gr.Markdown("**Select**, **brush** / **eraser** on the selected mask (`E` toggles, `[` `]` size), "
-                        "**new** mask, **polygon** (click the corners), or **query** (the model's mask and class "
-                        "where you click); strokes are stored by **Apply** (`Enter`), `Esc` discards them")
-            c["tool"] = gr.Radio([("new mask" if t == "new" else t, t) for t in TOOLS], value="select", label="Tool",
-                                 elem_id="tool")
+        with gr.Column(scale=3, min_width=320, elem_id="correct-side"):
+            c["correct_table"] = instance_list("correct-table")
             with gr.Row(equal_height=True):
                 c["dup_iou"] = gr.Slider(0.5, 1.0, value=0.9, step=0.01, label="Near-duplicate at mask IoU ≥",
                                          elem_id="dup-iou", scale=2)
-                c["keep_one"] = gr.Button("Keep this one (K)", elem_id="btn-keep-one", scale=1)
+                c["keep_one"] = gr.Button("Keep this one (K)", elem_id="btn-keep-one", size="sm", scale=1)
             gr.Markdown(correct_view.shortcut_help(), elem_id="shortcuts")
     # the API's way to store a drawn mask (the page sends its edits through the canvas's event)
     c["mask_edit"] = gr.Textbox("", visible=False, elem_id="mask-edit")
@@ -451,6 +495,7 @@ def wire_selection(w: Wiring) -> None:
        api_name="select_instance")
     on(c["inspect_image"].select, w.act_canvas(on_canvas_event(s)), [state, c["class_picker"]])
     on(c["instance_table"].select, w.act_select(select_row), [state])
+    on(c["correct_table"].select, w.act_select(select_row), [state])
     on(c["min_score"].release, act(set_attr("min_score", float), "filter"), [state, c["min_score"]],
        api_name="set_min_score", trigger_mode="always_last")
     on(c["show_rejected"].input, act(set_attr("show_rejected", bool), "filter"), [state, c["show_rejected"]],
