@@ -1,9 +1,9 @@
 """The Gradio wiring: lays out the studio and connects components to ``app.studio.Studio``.
 
 Layout (sized so that the annotation canvas takes the window's height below three compact rows
-at 1440x900 and up): one line with the project and the status; one row of image navigation,
-review state and model; one row with the selection, the confidence filter and the actions on the
-selected instance; then six tabs — Inspect, Explain, Correct, Fine-tune, Evaluate, COCO. Inspect
+at 1440x900 and up): one line with the project, the image's review state and the status; one
+row of image navigation, undo / redo and model; one row with the selection, the confidence
+filter and the actions on the selected instance; then six tabs — Inspect, Explain, Correct, Fine-tune, Evaluate, COCO. Inspect
 and Correct show the canvas with the instance list (state icons and legend) beside it; Correct's
 drawing tools sit in a one-row toolbar above its canvas. Every event handler takes the session's
 ``SessionState``, does one thing through the views' plain functions, and returns
@@ -138,10 +138,12 @@ KEYS_JS = """
 # ------------------------------------------------------------------------------------ layout
 
 def build_header(c: dict[str, Any]) -> None:
-    """One line (project, status) and one row of image navigation, review state and model, with
-    the labels inline: short enough that the canvas below fills the rest of the viewport."""
+    """One line (project, the image's review state, status) and one row of image navigation,
+    undo / redo and model, with the labels inline: short enough that the canvas below fills the
+    rest of the viewport."""
     with gr.Row(elem_id="top-row", equal_height=True):
         c["project_info"] = gr.Markdown(elem_id="project-info")
+        c["review_state"] = gr.Markdown(elem_id="review-state", min_height=0)
         c["status"] = gr.Markdown(elem_id="status")
         c["keys_help"] = gr.Button("Keys (?)", elem_id="btn-keys-help", size="sm", min_width=50, scale=0)
     with gr.Row(elem_id="nav-row", equal_height=True):
@@ -153,7 +155,8 @@ def build_header(c: dict[str, Any]) -> None:
         c["reviewed"] = gr.Button("Mark reviewed (M)", elem_id="btn-reviewed", variant="primary",
                                   size="sm", min_width=70, scale=0)
         c["reopen"] = gr.Button("Reopen", elem_id="btn-reopen", size="sm", min_width=70, scale=0)
-        c["review_state"] = gr.Markdown(elem_id="review-state", min_height=0)
+        c["undo"] = gr.Button("↶ Undo (Ctrl+Z)", elem_id="btn-undo", size="sm", min_width=60, scale=0)
+        c["redo"] = gr.Button("↷ Redo (Ctrl+Y)", elem_id="btn-redo", size="sm", min_width=60, scale=0)
         c["model_picker"] = gr.Dropdown(label="Model", elem_id="model-picker", scale=3,
                                         allow_custom_value=True, min_width=200)
         c["use_model"] = gr.Button("Use this model", elem_id="btn-use-model", size="sm", scale=0, min_width=70)
@@ -224,7 +227,7 @@ def build_review_bar(c: dict[str, Any], names: list[str]) -> None:
     picker follows the selection)."""
     with gr.Row(elem_id="review-bar", equal_height=True):
         c["instance_picker"] = gr.Dropdown(label="Selected", elem_id="instance-picker", allow_custom_value=True,
-                                           scale=3, min_width=190)
+                                           scale=2, min_width=150)
         c["min_score"] = gr.Slider(PROPOSAL_FLOOR, 1.0, value=0.5, step=0.01, label="Confidence ≥",
                                    elem_id="min-score", scale=3, min_width=260)
         c["show_rejected"] = gr.Checkbox(False, label="show rejected", elem_id="show-rejected",
@@ -239,8 +242,6 @@ def build_review_bar(c: dict[str, Any], names: list[str]) -> None:
                                         elem_id="class-picker", allow_custom_value=True, min_width=110, scale=1,
                                         show_label=False, container=False)
         c["relabel"] = gr.Button("Relabel (L)", elem_id="btn-relabel", size="sm", min_width=60, scale=0)
-        c["undo"] = gr.Button("↶ Undo (Ctrl+Z)", elem_id="btn-undo", size="sm", min_width=60, scale=0)
-        c["redo"] = gr.Button("↷ Redo (Ctrl+Y)", elem_id="btn-redo", size="sm", min_width=60, scale=0)
 
 
 def build_correct_tab(c: dict[str, Any]) -> None:

@@ -1,6 +1,6 @@
 """The studio's layout and the canvas's answers that do not wait for the server, in a real browser
-(headless Debian Chromium via Playwright): at 1440x900 and 1920x1080 the canvas fills the viewport
-without scrolling, beside the instance list; accept and reject are drawn at once and then confirmed
+(headless Debian Chromium via Playwright): at 1440x900 and 1920x1080, in Inspect and in Correct,
+the canvas fills the viewport without scrolling, beside the instance list; accept and reject are drawn at once and then confirmed
 (or taken back when the server refuses); the next and previous images are loaded ahead and drawn
 before the server answers."""
 from __future__ import annotations
@@ -48,27 +48,60 @@ def inside(b: dict[str, float], width: int, height: int) -> bool:
     return b["x"] >= 0 and b["y"] >= 0 and b["x"] + b["width"] <= width and b["y"] + b["height"] <= height
 
 
+def overlap(a: dict[str, float], b: dict[str, float]) -> bool:
+    """Whether two boxes share more than a pixel's sliver."""
+    return min(a["x"] + a["width"], b["x"] + b["width"]) - max(a["x"], b["x"]) > 1 and \
+        min(a["y"] + a["height"], b["y"] + b["height"]) - max(a["y"], b["y"]) > 1
+
+
+# what a labeler works with, each in its own place: the header's controls and the actions on the
+# selected instance (one row each), the canvas, the instance list beside it
+CONTROLS = ("#status", "#review-state", "#image-picker", "#btn-prev", "#btn-next", "#btn-predict", "#btn-reviewed",
+            "#btn-undo", "#btn-redo", "#model-picker", "#instance-picker", "#min-score", "#show-rejected",
+            "#btn-accept", "#btn-reject", "#btn-delete", "#btn-accept-all", "#class-picker", "#btn-relabel")
+VIEWS = {"inspect": "#instance-table", "correct": "#correct-table"}   # the view and its instance list
+STATE_CELL = re.compile(r"^\s*[?✓✗] (proposed|accepted|rejected)\s*$")
+
+
 @pytest.mark.parametrize("width,height", [(1440, 900), (1920, 1080)])
 def test_the_canvas_fills_the_viewport_beside_the_instance_list(browser, studio, width, height) -> None:
+    """In Inspect and in Correct: the canvas takes at least 70% of the window's height and 55% of
+    its width, its bottom edge inside the window with the page not scrolled; the instance list
+    (state icons, and the legend in its label) beside it and inside the window; Correct's tools
+    in one row above the canvas; nothing covers anything else."""
     _, url = studio
     context, pg = open_page(browser, url, width, height)
     try:
-        for view, side in (("inspect", "#instance-table"), ("correct", "#tool")):
+        for view, listed in VIEWS.items():
             pg.click(f"#tab-{view}-button")
             expect_canvas(pg, f"{view}-image")
+            expect(pg.locator(f"{listed} .cell-wrap >> visible=true").filter(has_text=STATE_CELL)).not_to_have_count(0)
             pg.wait_for_timeout(300)
             assert pg.evaluate("window.scrollY") == 0
             cv = box(pg, f"#{view}-image canvas")
-            assert inside(cv, width, height), (view, cv)
-            assert cv["width"] >= 0.55 * width, (view, cv)
-            assert cv["height"] >= 0.38 * height, (view, cv)
-            listed = box(pg, side)
-            assert listed["x"] >= cv["x"] + cv["width"] and listed["y"] < cv["y"] + cv["height"], (view, listed)
-            for tool in ("#btn-accept", "#btn-reject", "#btn-next", "#btn-reviewed", "#min-score"):
-                assert inside(box(pg, tool), width, height), (view, tool)
-        pg.click("#tab-inspect-button")
-        expect(pg.locator("#instance-table")).to_contain_text("? proposed")
-        expect(pg.locator("#instance-table")).to_contain_text("✓ accepted · ✗ rejected")
+            assert inside(cv, width, height), (view, cv)            # the bottom edge without scrolling
+            assert cv["height"] >= 0.70 * height, (view, cv["height"] / height)
+            assert cv["width"] >= 0.55 * width, (view, cv["width"] / width)
+            side = box(pg, listed)
+            assert inside(side, width, height), (view, side)
+            assert side["x"] >= cv["x"] + cv["width"], (view, "the list is not beside the canvas", side, cv)
+            assert side["y"] < cv["y"] + cv["height"] and cv["y"] < side["y"] + side["height"], (view, side, cv)
+            expect(pg.locator(listed)).to_contain_text("? proposed · ✓ accepted · ✗ rejected")   # the legend
+            placed = {listed: side, "canvas": cv}
+            if view == "correct":
+                tools = box(pg, "#tool")
+                assert tools["y"] + tools["height"] <= cv["y"] and tools["height"] <= 48, ("tools", tools, cv)
+                assert tools["x"] < cv["x"] + cv["width"] and tools["x"] + tools["width"] <= side["x"], tools
+                placed["#tool"] = tools
+            for control in CONTROLS:
+                placed[control] = box(pg, control)
+                assert inside(placed[control], width, height), (view, control)
+            rows = {round(placed[c]["y"] + placed[c]["height"] / 2) for c in CONTROLS[2:]}
+            assert max(rows) - min(rows) < 3 * 48, (view, "the header takes more than two rows", rows)
+            names = list(placed)
+            for k, a in enumerate(names):
+                for b in names[k + 1:]:
+                    assert not overlap(placed[a], placed[b]), (view, a, placed[a], b, placed[b])
     finally:
         context.close()
 
