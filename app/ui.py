@@ -3,11 +3,11 @@
 Layout (sized so that the annotation canvas takes the window's height below three compact rows
 at 1440x900 and up): one line with the project, the image's review state and the status; one
 row of image navigation, undo / redo and model; one row with the selection, the confidence
-filter and the actions on the selected instance; then six tabs — Inspect, Explain, Correct, Fine-tune, Evaluate, COCO. Inspect
-and Correct show the canvas with the instance list (state icons and legend) beside it; Correct's
-drawing tools sit in a one-row toolbar above its canvas. Every event handler takes the session's
-``SessionState``, does one thing through the views' plain functions, and returns
-``Studio.refresh``'s outputs. Components are kept in one dict ``c`` by name; everything a test
+filter and the actions on the selected instance; then six tabs — Inspect, Explain, Correct,
+Fine-tune, Evaluate, COCO. Inspect and Correct show the canvas with the instance list (state icons
+and legend) beside it; Correct's drawing tools sit in a one-row toolbar above its canvas. Every
+event handler takes the session's ``SessionState``, does one thing through the views' plain
+functions, and returns ``Studio.refresh``'s outputs. Components are kept in one dict ``c`` by name; everything a test
 clicks has a stable ``elem_id``.
 """
 from __future__ import annotations
@@ -39,28 +39,34 @@ CSS = """
 /* the header: one line, then two rows of controls with their labels inline */
 #top-row { gap: 12px; align-items: center; flex-wrap: nowrap; }
 #project-info, #status { padding: 0 !important; }
-#project-info p, #status p { margin: 0; font-size: 0.85em; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
-#status { height: 1.5em; overflow-y: auto; }   /* one line: the canvas below does not move */
+#project-info { flex: 1 1 0 !important; min-width: 0 !important; }
+#project-info p { margin: 0; font-size: 0.85em; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+/* the status: one line, so the canvas below does not move; a longer message shows whole under the pointer */
+#status { flex: 2 1 0 !important; min-width: 0 !important; height: 1.5em; overflow: hidden; }
+#status p { margin: 0; font-size: 0.85em; }
+#status:hover { overflow: visible; z-index: 20; }
+#status:hover p { position: relative; background: var(--background-fill-primary); box-shadow: var(--shadow-drop-lg); }
 #nav-row, #review-bar { gap: 6px; align-items: center; flex-wrap: nowrap; }
 #nav-row > .form, #review-bar > .form { flex: 1 1 0; min-width: 0 !important; flex-wrap: nowrap; border: none; }
 #show-rejected { flex: none !important; width: max-content !important; }
 #class-picker { flex: none !important; width: 120px !important; }
 #nav-row > *, #review-bar > * { align-self: center; }
 #top-row .block, #nav-row .block, #review-bar .block { padding: 2px 6px !important; }
-#top-row button, #nav-row button, #review-bar button { white-space: nowrap; flex: none !important; width: auto !important;
-                                      min-width: max-content !important; }
-#image-picker .container, #model-picker .container, #instance-picker .container,
-#image-picker > div > label, #model-picker > div > label, #instance-picker > div > label {
+#top-row button, #nav-row button, #review-bar button { white-space: nowrap; flex: none !important;
+                                                      width: auto !important; min-width: max-content !important; }
+#image-picker .container, #model-picker .container, #instance-picker .container {
   display: flex; flex-direction: row; align-items: center; gap: 6px; }
 #image-picker .container > span, #model-picker .container > span, #instance-picker .container > span,
 #min-score .head label { white-space: nowrap; margin: 0; }
-#image-picker .container > .wrap, #model-picker .container > .wrap, #instance-picker .container > .wrap { flex: 1; min-width: 0; }
+#image-picker .container > .wrap, #model-picker .container > .wrap,
+#instance-picker .container > .wrap { flex: 1; min-width: 0; }
 #min-score div.wrap:has(> .head) { display: flex; flex-direction: row; align-items: center; gap: 6px; }
 #min-score .head { flex: none; width: auto; margin: 0; gap: 6px; }
 #min-score .slider_input_container { flex: 1; min-width: 80px; }
 #min-score .min_value, #min-score .max_value { display: none; }
 #min-score .tab-like-container input[type=number] { width: 4.5em; }
-#review-state { align-self: center; font-size: 0.85em; white-space: nowrap; flex: none !important; width: max-content !important; }
+#review-state { align-self: center; font-size: 0.85em; white-space: nowrap; flex: none !important;
+                width: max-content !important; }
 #review-state p { margin: 0; }
 #ask-text:has(span.md:empty) { display: none; }   /* no question asked: no gap either */
 /* Inspect and Correct: the canvas, the instance list beside it */
@@ -69,7 +75,7 @@ CSS = """
 #tool > span { margin: 0; }
 #tool .wrap { flex-wrap: nowrap; gap: 6px; }
 #tool .wrap label { padding: 0 10px; min-height: 26px; }
-#shortcuts p { font-size: 0.8em; margin: 0; }
+#tool-help p, #shortcuts p { font-size: 0.8em; margin: 0; }
 .ft-progress { font-family: var(--font); }
 .ft-bar { height: 14px; border-radius: 7px; background: var(--neutral-200); overflow: hidden; }
 .ft-fill { height: 100%; background: var(--color-accent); transition: width .4s; }
@@ -258,6 +264,10 @@ def build_correct_tab(c: dict[str, Any]) -> None:
                 c["dup_iou"] = gr.Slider(0.5, 1.0, value=0.9, step=0.01, label="Near-duplicate at mask IoU ≥",
                                          elem_id="dup-iou", scale=2)
                 c["keep_one"] = gr.Button("Keep this one (K)", elem_id="btn-keep-one", size="sm", scale=1)
+            gr.Markdown("Tools (above the canvas): **select**; **brush** / **eraser** on the selected mask (`E` "
+                        "toggles, `[` `]` size); **new mask**; **polygon** (click the corners); **query** (the model's "
+                        "mask and class where you click). **Apply** (`Enter`) stores the strokes, `Esc` discards them.",
+                        elem_id="tool-help")
             gr.Markdown(correct_view.shortcut_help(), elem_id="shortcuts")
     # the API's way to store a drawn mask (the page sends its edits through the canvas's event)
     c["mask_edit"] = gr.Textbox("", visible=False, elem_id="mask-edit")

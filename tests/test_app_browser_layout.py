@@ -97,7 +97,7 @@ def test_the_canvas_fills_the_viewport_beside_the_instance_list(browser, studio,
                 placed[control] = box(pg, control)
                 assert inside(placed[control], width, height), (view, control)
             rows = {round(placed[c]["y"] + placed[c]["height"] / 2) for c in CONTROLS[2:]}
-            assert max(rows) - min(rows) < 3 * 48, (view, "the header takes more than two rows", rows)
+            assert max(rows) - min(rows) < 2 * 48, (view, "the header takes more than two rows", rows)
             names = list(placed)
             for k, a in enumerate(names):
                 for b in names[k + 1:]:
