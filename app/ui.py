@@ -46,8 +46,9 @@ CSS = """
 #status p { margin: 0; font-size: 0.85em; }
 #status:hover { overflow: visible; z-index: 20; }
 #status:hover p { position: relative; background: var(--background-fill-primary); box-shadow: var(--shadow-drop-lg); }
-#nav-row, #review-bar { gap: 6px; align-items: center; flex-wrap: nowrap; }
-#nav-row > .form, #review-bar > .form { flex: 1 1 0; min-width: 0 !important; flex-wrap: nowrap; border: none; }
+#nav-row, #review-bar { gap: 6px; align-items: center; flex-wrap: wrap; }   /* one row each from 1280 px wide */
+#nav-row > .form, #review-bar > .form { flex: 1 1 0; min-width: 200px !important; flex-wrap: nowrap; border: none; }
+#review-bar > .form { min-width: 330px !important; }
 #show-rejected { flex: none !important; width: max-content !important; }
 #class-picker { flex: none !important; width: 120px !important; }
 #nav-row > *, #review-bar > * { align-self: center; }
@@ -233,7 +234,7 @@ def build_review_bar(c: dict[str, Any], names: list[str]) -> None:
     picker follows the selection)."""
     with gr.Row(elem_id="review-bar", equal_height=True):
         c["instance_picker"] = gr.Dropdown(label="Selected", elem_id="instance-picker", allow_custom_value=True,
-                                           scale=2, min_width=150)
+                                           scale=3, min_width=170)
         c["min_score"] = gr.Slider(PROPOSAL_FLOOR, 1.0, value=0.5, step=0.01, label="Confidence ≥",
                                    elem_id="min-score", scale=3, min_width=260)
         c["show_rejected"] = gr.Checkbox(False, label="show rejected", elem_id="show-rejected",

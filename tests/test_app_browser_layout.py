@@ -56,7 +56,7 @@ def overlap(a: dict[str, float], b: dict[str, float]) -> bool:
 
 # what a labeler works with, each in its own place: the header's controls and the actions on the
 # selected instance (one row each), the canvas, the instance list beside it
-CONTROLS = ("#status", "#review-state", "#image-picker", "#btn-prev", "#btn-next", "#btn-predict", "#btn-reviewed",
+CONTROLS = ("#status", "#review-state", "#btn-keys-help", "#image-picker", "#btn-prev", "#btn-next", "#btn-predict", "#btn-reviewed",
             "#btn-undo", "#btn-redo", "#model-picker", "#instance-picker", "#min-score", "#show-rejected",
             "#btn-accept", "#btn-reject", "#btn-delete", "#btn-accept-all", "#class-picker", "#btn-relabel")
 VIEWS = {"inspect": "#instance-table", "correct": "#correct-table"}   # the view and its instance list
@@ -96,7 +96,7 @@ def test_the_canvas_fills_the_viewport_beside_the_instance_list(browser, studio,
             for control in CONTROLS:
                 placed[control] = box(pg, control)
                 assert inside(placed[control], width, height), (view, control)
-            rows = {round(placed[c]["y"] + placed[c]["height"] / 2) for c in CONTROLS[2:]}
+            rows = {round(placed[c]["y"] + placed[c]["height"] / 2) for c in CONTROLS[3:]}
             assert max(rows) - min(rows) < 2 * 48, (view, "the header takes more than two rows", rows)
             names = list(placed)
             for k, a in enumerate(names):
