@@ -1,8 +1,8 @@
 """The studio's layout and the canvas's answers that do not wait for the server, in a real browser
 (headless Debian Chromium via Playwright): at 1440x900 and 1920x1080, in Inspect and in Correct,
-the canvas fills the viewport without scrolling, beside the instance list; accept and reject are drawn at once and then confirmed
-(or taken back when the server refuses); the next and previous images are loaded ahead and drawn
-before the server answers."""
+the canvas fills the viewport without scrolling, beside the instance list; accept and reject are
+drawn at once and then confirmed (or taken back when the server refuses); the next and previous
+images are loaded ahead and drawn before the server answers."""
 from __future__ import annotations
 
 import json
@@ -56,9 +56,10 @@ def overlap(a: dict[str, float], b: dict[str, float]) -> bool:
 
 # what a labeler works with, each in its own place: the header's controls and the actions on the
 # selected instance (one row each), the canvas, the instance list beside it
-CONTROLS = ("#status", "#review-state", "#btn-keys-help", "#image-picker", "#btn-prev", "#btn-next", "#btn-predict", "#btn-reviewed",
-            "#btn-undo", "#btn-redo", "#model-picker", "#instance-picker", "#min-score", "#show-rejected",
-            "#btn-accept", "#btn-reject", "#btn-delete", "#btn-accept-all", "#class-picker", "#btn-relabel")
+CONTROLS = ("#status", "#review-state", "#btn-keys-help",
+            "#image-picker", "#btn-prev", "#btn-next", "#btn-predict", "#btn-reviewed", "#btn-undo", "#btn-redo",
+            "#model-picker", "#instance-picker", "#min-score", "#show-rejected", "#btn-accept", "#btn-reject",
+            "#btn-delete", "#btn-accept-all", "#class-picker", "#btn-relabel")
 VIEWS = {"inspect": "#instance-table", "correct": "#correct-table"}   # the view and its instance list
 STATE_CELL = re.compile(r"^\s*[?✓✗] (proposed|accepted|rejected)\s*$")
 

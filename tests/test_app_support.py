@@ -17,7 +17,8 @@ CLASSES = ["circle", "square", "triangle"]
 # Outputs of every studio event as the gradio_client sees them (the State is not sent).
 CLIENT_OUTPUTS = ["image_picker", "review_state", "instance_picker", "status", "project_info", "explain_help",
                   "activation", "inspect_image", "instance_table", "instance_info", "explain_heatmap", "explain_info",
-                  "explain_layers", "correct_image", "correct_table", "place", "model_picker", "ask_text", "class_picker"]
+                  "explain_layers", "correct_image", "correct_table", "place", "model_picker", "ask_text",
+                  "class_picker"]
 
 
 def model_weights(folder: Path) -> Path:
