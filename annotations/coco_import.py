@@ -25,9 +25,11 @@ from typing import Any
 from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session
 
-from annotations.coco_parse import CocoReport, ParsedCoco, ParsedImage, read_coco
+from annotations import history
+from annotations.coco_parse import CocoReport, ParsedAnnotation, ParsedCoco, ParsedImage, read_coco
 from annotations.database import read_session, write_session
 from annotations.errors import CocoFormatError, InvalidInputError, NotFoundError
+from annotations.history import ChangeLog
 from annotations.schema import SOURCES, Annotation, Category, Dataset, Edit, Image, utc_now
 
 _CHUNK = 5000
@@ -54,6 +56,8 @@ class ImportReport:
     seconds: float = 0.0
     findings: CocoReport | None = None
     reopened: list[str] = field(default_factory=list)   # reviewed images that got annotations
+    annotations_updated: int = 0
+    merged: list[str] = field(default_factory=list)     # what a merge did to what the project held
 
     @property
     def file_name(self) -> str:
@@ -69,15 +73,16 @@ class ImportReport:
             f"imported {self.images_added} new images ({self.images_existing} already present, "
             f"{self.images_without_annotations} without annotations), "
             f"{self.categories_added} new categories, {self.annotations_added} annotations "
-            f"({self.polygons} polygons, {self.rle_compressed} compressed RLE, "
+            + (f"and {self.annotations_updated} updated " if self.annotations_updated else "")
+            + f"({self.polygons} polygons, {self.rle_compressed} compressed RLE, "
             f"{self.rle_uncompressed} uncompressed RLE, {self.crowd} crowd) "
             f"from {self.file_name} in {self.seconds:.2f} s{repairs}"
         )
 
     def lines(self) -> list[str]:
-        """The summary, then one line per reviewed image set back to in progress and per repair or
-        refusal."""
-        return [self.summary(), *self.reopened, *(self.findings.lines() if self.findings else [])]
+        """The summary, then one line per change a merge made to what the project held, per reviewed
+        image set back to in progress and per repair or refusal."""
+        return [self.summary(), *self.merged, *self.reopened, *(self.findings.lines() if self.findings else [])]
 
     def as_dict(self) -> dict[str, Any]:
         """The report as a plain dict (paths as strings, findings as lines)."""
@@ -132,49 +137,181 @@ def import_coco(
     report = ImportReport(dataset_id, path, source, findings=parsed.report)
     report.files_checked = len(parsed.images) if check_files else 0
     with write_session(engine) as session:
-        if match_by_name:
-            _match_by_name(session, dataset_id, parsed)
+        updates = _match_by_name(session, dataset_id, parsed, report) if match_by_name else []
         _write(session, dataset_id, parsed, _relative_prefix(root, dataset_root), report, user)
+        _apply_updates(session, updates, report, user)
     _count_kinds(parsed, report)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _match_by_name(session: Session, dataset_id: int, parsed: ParsedCoco) -> None:
+@dataclass
+class _Update:
+    """A file annotation that is a newer version of the stored annotation ``row_id``."""
+
+    ann: ParsedAnnotation
+    row_id: int
+
+
+def _match_by_name(session: Session, dataset_id: int, parsed: ParsedCoco, report: ImportReport) -> list[_Update]:
     """Give the parsed file the dataset's ids: images by file name, categories by name, fresh
-    annotation ids; new images and categories get ids above every id in use.
+    annotation ids; new images and categories get ids above every id in use. Returns the stored
+    annotations the file updates.
 
     An annotation the project has ever held on its image (the same mask and class: one it holds
     now, in any state, or any earlier version in the image's edit history) is not imported again,
     and the report says which stored annotation it is and what a person did to it. So uploading
     again a file the project was made from never brings back a version a person corrected,
     rejected or deleted (each would otherwise come back beside the person's work as accepted).
+
+    A file that keeps the project's annotation ids (the project's own export, or the file it was
+    made from, changed in another tool; recognised when at least half of the file's annotations
+    whose id the project holds on the same image are unchanged) is a newer version of them
+    (:func:`_follow_file_ids`): an annotation it changed is updated when no person touched it in
+    the studio (one edit of the image, undone by its undo) and kept as the person left it
+    otherwise (a refusal names it), instead of coming in again beside the old version; a
+    category it renamed keeps the project's name, instead of splitting the class in two.
     """
     known_images = dict(session.execute(
         select(Image.file_name, Image.coco_id).where(Image.dataset_id == dataset_id)).all())
     known_categories = dict(session.execute(
         select(Category.name, Category.coco_id).where(Category.dataset_id == dataset_id)).all())
     image_map = _assign([(i.coco_id, i.file_name) for i in parsed.images], known_images)
-    category_map = _assign([(c.coco_id, c.name) for c in parsed.categories], known_categories)
+    renamed = _renamed_categories(parsed, known_categories, report)
+    category_map = _assign([(c.coco_id, renamed.get(c.coco_id, c.name)) for c in parsed.categories],
+                           known_categories)
     for image in parsed.images:
         image.coco_id = image_map[image.coco_id]
     for category in parsed.categories:
+        category.name = renamed.get(category.coco_id, category.name)
         category.coco_id = category_map[category.coco_id]
-    taken = session.scalar(select(func.max(Annotation.coco_id)).where(Annotation.dataset_id == dataset_id)) or 0
-    held = _versions_held(session, dataset_id)
-    kept = []
     for ann in parsed.annotations:
         ann.image_coco_id = image_map[ann.image_coco_id]
         ann.category_id = category_map[ann.category_id]
+    taken = session.scalar(select(func.max(Annotation.coco_id)).where(Annotation.dataset_id == dataset_id)) or 0
+    held = _versions_held(session, dataset_id)
+    stored = _follow_file_ids(session, dataset_id, parsed)
+    touched = _touched_ids(session, dataset_id) if stored else set()
+    kept, updates = [], []
+    for ann in parsed.annotations:
         key = (ann.image_coco_id, ann.category_id, ann.rle_counts)
+        where = f"annotations[{ann.index}] (id {ann.file_id!r}) in {parsed.report.file_name}"
         if key in held:  # e.g. the same file uploaded twice, or the file the project was made from
-            parsed.report.add(f"annotations[{ann.index}] (id {ann.file_id!r}) in {parsed.report.file_name}",
-                              f"{held[key]}: not imported again", "refused")
+            parsed.report.add(where, f"{held[key]}: not imported again", "refused")
             continue
         held[key] = "the same mask and class are earlier in this file"
+        row = stored.get(ann.coco_id)
+        if row is not None and row.image_coco_id == ann.image_coco_id:
+            if ann.coco_id in touched:
+                parsed.report.add(where, f"changed in the file, and a person changed annotation {ann.coco_id} "
+                                         f"in the studio: the person's version is kept", "refused")
+            else:
+                updates.append(_Update(ann, row.id))
+            continue
         ann.coco_id = taken + 1 + len(kept)
         kept.append(ann)
+    if stored:
+        in_file = {a.coco_id for a in parsed.annotations} | {u.ann.coco_id for u in updates}
+        images = {a.image_coco_id for a in parsed.annotations} | {i.coco_id for i in parsed.images}
+        gone = [r for c, r in stored.items() if r.image_coco_id in images and c not in in_file]
+        if gone:
+            report.merged.append(f"{len(gone)} annotations of the project are not in {parsed.report.file_name} "
+                                 f"(ids {', '.join(str(c) for c in sorted(r.coco_id for r in gone)[:10])}"
+                                 f"{' ...' if len(gone) > 10 else ''}): kept")
     parsed.annotations = kept
+    return updates
+
+
+@dataclass
+class _Stored:
+    id: int
+    coco_id: int
+    image_coco_id: int
+
+
+def _follow_file_ids(session: Session, dataset_id: int, parsed: ParsedCoco) -> dict[int, _Stored]:
+    """The project's annotations by id when the file keeps the project's annotation ids (at least
+    half of the file's annotations whose id the project holds on the same image are unchanged:
+    same mask, same class), else ``{}`` (a file made elsewhere, whose ids mean nothing here).
+    Call with the file's images and categories already given the project's ids."""
+    coco_of = dict(session.execute(select(Image.id, Image.coco_id).where(Image.dataset_id == dataset_id)).all())
+    rows = {r.coco_id: r for r in session.execute(
+        select(Annotation.id, Annotation.coco_id, Annotation.image_id, Annotation.category_id,
+               Annotation.rle_counts).where(Annotation.dataset_id == dataset_id))}
+    same = present = 0
+    for ann in parsed.annotations:
+        row = rows.get(ann.coco_id)
+        if row is None or coco_of[row.image_id] != ann.image_coco_id:
+            continue
+        present += 1
+        same += row.category_id == ann.category_id and row.rle_counts == ann.rle_counts
+    if present == 0 or 2 * same < present:
+        return {}
+    return {c: _Stored(r.id, c, coco_of[r.image_id]) for c, r in rows.items()}
+
+
+def _touched_ids(session: Session, dataset_id: int) -> set[int]:
+    """Annotation ids any edit in the dataset's image histories changed (a person's edit, a
+    prediction run, an earlier merge): their stored version is someone's work, not the file's."""
+    image_ids = select(Image.id).where(Image.dataset_id == dataset_id)
+    touched: set[int] = set()
+    for (payload,) in session.execute(select(Edit.payload).where(Edit.image_id.in_(image_ids))):
+        for change in (payload or {}).get("annotations", []):
+            for version in (change.get("before"), change.get("after")):
+                if version and version.get("coco_id") is not None:
+                    touched.add(version["coco_id"])
+    return touched
+
+
+def _renamed_categories(parsed: ParsedCoco, known: dict[str, int], report: ImportReport) -> dict[int, str]:
+    """File category id -> the project's name, for a category the file renamed: its name is new to
+    the project, the project has a category with its id, and that category's name is no longer in
+    the file. Its annotations keep the project's class (a line in ``report.merged`` says so)."""
+    names_by_id = {coco_id: name for name, coco_id in known.items()}
+    in_file = {c.name for c in parsed.categories}
+    renamed: dict[int, str] = {}
+    for category in parsed.categories:
+        old = names_by_id.get(category.coco_id)
+        if category.name in known or old is None or old in in_file:
+            continue
+        renamed[category.coco_id] = old
+        report.merged.append(f"category {category.coco_id} is '{category.name}' in {parsed.report.file_name} "
+                             f"and '{old}' in the project: its annotations are '{old}' (the project keeps "
+                             f"its name)")
+    return renamed
+
+
+def _apply_updates(session: Session, updates: list[_Update], report: ImportReport, user: str) -> None:
+    """Write the file's newer versions of stored annotations: per image one edit in its history
+    (so the image's undo takes it back, and the held-versions rule remembers the old version); a
+    reviewed image goes back to in progress."""
+    by_image: dict[int, list[tuple[Annotation, ParsedAnnotation]]] = {}
+    for update in updates:
+        row = session.get(Annotation, update.row_id)
+        by_image.setdefault(row.image_id, []).append((row, update.ann))
+    for image_id, pairs in by_image.items():
+        image = session.get(Image, image_id)
+        image.revision += 1
+        log = ChangeLog()
+        for row, ann in pairs:
+            before = history.snapshot(row)
+            row.category_id, row.rle_counts, row.area = ann.category_id, ann.rle_counts, ann.area
+            row.bbox_x, row.bbox_y, row.bbox_w, row.bbox_h = ann.bbox
+            row.iscrowd = ann.iscrowd
+            log.changed(row.id, before, history.snapshot(row))
+            what = "mask" if before["category_id"] == ann.category_id else (
+                "class" if before["rle_counts"] == ann.rle_counts else "mask and class")
+            report.merged.append(f"annotation {row.coco_id} on '{image.file_name}': {what} updated from "
+                                 f"{report.file_name} (no person had changed it; undo on the image takes it back)")
+        if image.review_state == "reviewed":
+            image.review_state = "in_progress"
+            log.review_state = ("reviewed", "in_progress")
+            report.reopened.append(f"'{image.file_name}' was reviewed and {len(pairs)} of its annotations changed "
+                                   f"in the file: back to in progress (review it again)")
+        summary = f"import_coco: {len(pairs)} annotations updated from {report.file_name}"
+        image.updated_at, image.updated_by, image.last_action = utc_now(), user, summary
+        history.record(session, image, user, "import_coco", summary, log)
+        report.annotations_updated += len(pairs)
 
 
 def _versions_held(session: Session, dataset_id: int) -> dict[tuple[int, int, str], str]:

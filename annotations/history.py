@@ -3,7 +3,8 @@
 An edit records, for each annotation it touched, the full row before and after (``None`` where the
 annotation did not exist), and the image's review state before and after if it changed. Undo writes
 the ``before`` rows back, redo the ``after`` rows. Because every change to an image's annotations
-goes through the history (imports aside, which only add rows), the newest applied edit always
+goes through the history (imports aside, which only add rows; a merge that updates stored
+annotations from a file records its changes as an edit), the newest applied edit always
 matches the current state, so replaying its snapshots is exact.
 
 History is a stack per image: undo takes the newest ``applied`` edit, redo the oldest ``undone``

@@ -135,7 +135,7 @@ def import_coco_file(store: Any, dataset_id: int, config: StudioConfig, images: 
             log(f"{e}; nothing from it was imported, the project is as it was")
             return
     lines = report.lines()
-    if not first and report.annotations_added == 0 and report.images_added == 0:
+    if not first and report.annotations_added == 0 and report.images_added == 0 and not report.merged:
         lines = [f"{config.coco.name}: nothing new (every annotation in it is, or was, in the project)"]
     for line in lines:
         log(line)

@@ -253,3 +253,68 @@ def test_an_upload_adding_to_a_reviewed_image_sets_it_back_to_in_progress(
     assert report.annotations_added == 1
     assert store.image(image.id).review_state == "in_progress"
     assert any(f"'{image.file_name}' was reviewed and got 1 annotations" in line for line in report.lines())
+
+
+def test_a_changed_copy_of_the_project_file_updates_what_nobody_touched(
+    store: Store, coco_file: Path, make_coco_document, write_coco_files
+):
+    """The file the project was made from, changed in another tool (ids kept): a polygon moved on
+    an annotation nobody touched in the studio, one a person corrected moved too, a relabel, a
+    renamed category, a new annotation, one left out. Merged: the untouched ones are updated (one
+    undo takes them back), the person's version stays, the class is not split, nothing is
+    duplicated, and the left-out annotation stays."""
+    dataset = store.create_dataset("d", coco_file.parent / "images")
+    store.import_coco(dataset, coco_file)
+    img3 = next(i for i in store.list_images(dataset) if i.coco_id == 3)
+    by_coco = {a.coco_id: a for a in store.annotations(img3.id)}
+    corrected = by_coco[101].mask.copy()
+    corrected[:3, :3] = True
+    store.update_mask(by_coco[101].id, corrected)              # a person's correction of 101
+
+    document = make_coco_document()
+    square = [[5, 5, 15, 5, 15, 15, 5, 15]]
+    for ann in document["annotations"]:
+        if ann["id"] in (100, 101):
+            ann["segmentation"] = square if ann["id"] == 100 else [[40, 30, 60, 30, 60, 45, 40, 45]]
+        if ann["id"] == 207:
+            ann["category_id"] = 1                             # relabelled zebra -> cat
+    document["categories"][2]["name"] = "striped horse"        # 90 renamed in the other tool
+    document["annotations"] = [a for a in document["annotations"] if a["id"] != 301]
+    document["annotations"].append({"id": 400, "image_id": 42, "category_id": 5, "iscrowd": 0,
+                                    "segmentation": [[1, 1, 9, 1, 9, 9]]})
+    report = store.import_coco(dataset, write_coco_files(coco_file.parent, document, "changed.json"),
+                               match_by_name=True)
+    lines = "\n".join(report.lines())
+    assert (report.annotations_added, report.annotations_updated, report.categories_added) == (1, 2, 0), lines
+    assert "a person changed annotation 101 in the studio: the person's version is kept" in lines
+    assert "category 90 is 'striped horse' in changed.json and 'zebra' in the project" in lines
+    assert "not in changed.json (ids 301): kept" in lines
+
+    out = load_coco(store.export_coco(dataset, coco_file.parent / "out.json"))
+    assert sorted(c["name"] for c in out.cats.values()) == ["cat", "dog", "unused", "zebra"]
+    assert len(out.anns) == 9                                  # 8 + the new one, no twin of a changed one
+    expected_100 = coco_mask.decode(coco_mask.frPyObjects(square, 48, 64)).max(axis=2).astype(bool)
+    assert np.array_equal(out.annToMask(out.anns[100]).astype(bool), expected_100)
+    assert np.array_equal(out.annToMask(out.anns[101]).astype(bool), corrected)
+    assert out.anns[207]["category_id"] == 1 and 301 in out.anns
+
+    store.undo(img3.id)                                        # the merge's edit of that image
+    assert next(a for a in store.annotations(img3.id) if a.coco_id == 100).rle_counts == by_coco[100].rle_counts
+    again = store.import_coco(dataset, write_coco_files(coco_file.parent, document, "changed.json"),
+                              match_by_name=True)              # the undone version is remembered
+    assert again.annotations_added == 0 and again.annotations_updated == 0
+
+
+def test_a_file_made_elsewhere_with_clashing_ids_updates_nothing(
+    store: Store, coco_file: Path, make_coco_document, write_coco_files
+):
+    """Ids that mean nothing here (more than half of the annotations with a stored id differ): no
+    update, the file's changed annotations come in as new ones beside the project's."""
+    dataset = store.create_dataset("d", coco_file.parent / "images")
+    store.import_coco(dataset, coco_file)
+    document = make_coco_document()
+    for k, ann in enumerate(document["annotations"][:5]):
+        ann["segmentation"] = [[k, k, k + 9, k, k + 9, k + 9, k, k + 9]]
+    report = store.import_coco(dataset, write_coco_files(coco_file.parent, document, "other.json"),
+                               match_by_name=True)
+    assert report.annotations_updated == 0 and report.annotations_added == 5
