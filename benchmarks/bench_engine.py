@@ -7,9 +7,17 @@ torchvision's Mask R-CNN R50-FPN, measured in the same process, alternating, on 
 
     python benchmarks/bench_engine.py --presets tiny --batch 1 --threads 1 --no-maskrcnn --onnxruntime
 
-Every repetition runs each variant once, in turn (straight, fast, fast at the studio's score floor,
-onnxruntime when asked, Mask R-CNN), so a load change on
-a shared machine hits all of them alike; the table shows medians and the ratios of the medians.
+Every repetition runs each variant in turn (straight, fast, fast at the studio's score floor,
+onnxruntime when asked, Mask R-CNN), so a load change on a shared machine hits all of them alike;
+each timed run follows ``--lead-in`` untimed runs of the same variant (default 1), so it finds the
+allocator and caches as its own previous prediction left them, as in a studio predicting image
+after image, not as the other variant left them (the straight post-processing frees ~0.5 GB for
+D1; without the lead-in the next variant pays its fresh pages). The table shows medians and the
+ratios of the medians, of wall-clock time and, on CPU, of the thread's CPU time
+(``time.thread_time``): with ``--threads 1`` every op runs on the calling thread, so its CPU time is
+the work done, whatever share of a core a loaded machine gave the process (wall-clock ratios of
+3-5 reps moved by +-0.3 under load 6-10 while the CPU-time ratios of the same runs stayed within
++-0.02); with more threads the CPU column is omitted (the pool's threads are not counted).
 Stages (hooks on the submodules, CUDA-synchronised): ``preprocess`` (load, official resize,
 normalise + pad), ``backbone``, ``pixel_decoder``, ``proposal`` (IA-guided query selection),
 ``decoder`` (layers and heads, without the proposal), ``postprocess`` (instances, masks at the image
@@ -104,13 +112,20 @@ class PeakMemory:
         self.peak_mib = (max(self.peak, self.rss()) - self.start) / 2**20
 
 
+def cpu_clock_counts() -> bool:
+    """Whether the calling thread's CPU time measures the work: CPU device, one torch thread."""
+    return torch.get_num_threads() == 1
+
+
 class StageClock:
-    """Wall-clock seconds of the model's stages, from forward hooks on its submodules."""
+    """Seconds of the model's stages, from forward hooks on its submodules: wall clock (``times``)
+    and the calling thread's CPU time (``cpu_times``, CPU only; see :func:`cpu_clock_counts`)."""
 
     def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
         self.device = device
         self.times: Dict[str, float] = {}
-        self._start: Dict[str, float] = {}
+        self.cpu_times: Dict[str, float] = {}
+        self._start: Dict[str, tuple] = {}
         parts = {"backbone": model.backbone, "pixel_decoder": model.pixel_decoder,
                  "proposal": model.decoder.query_proposal, "decoder": model.decoder}
         self.handles = []
@@ -118,16 +133,18 @@ class StageClock:
             self.handles.append(module.register_forward_pre_hook(lambda m, a, name=name: self._begin(name)))
             self.handles.append(module.register_forward_hook(lambda m, a, o, name=name: self._end(name)))
 
-    def now(self) -> float:
+    def now(self) -> tuple:
+        """``(wall seconds, thread CPU seconds)``."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return time.perf_counter()
+        return time.perf_counter(), time.thread_time()
 
     def _begin(self, name: str) -> None:
         self._start[name] = self.now()
 
     def _end(self, name: str) -> None:
-        self.times[name] = self.now() - self._start[name]
+        (wall, cpu), (wall0, cpu0) = self.now(), self._start[name]
+        self.times[name], self.cpu_times[name] = wall - wall0, cpu - cpu0
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -135,8 +152,9 @@ class StageClock:
 
 
 def run_fastinst(predictor: Predictor, images: List[np.ndarray], min_score: float = 0.0) -> Dict[str, float]:
-    """One timed batch prediction -> stage seconds (+ ``total``, ``forward``, ``peak_mib``); the
-    network's stages are NaN for the onnxruntime backend (one opaque call)."""
+    """One timed batch prediction -> stage seconds (+ ``total``, ``forward``, ``peak_mib``), wall
+    clock, and the same with a ``cpu_`` prefix in thread CPU seconds; the network's stages are NaN
+    for the onnxruntime backend (one opaque call)."""
     clock = StageClock(predictor.model, predictor.device)
     try:
         with PeakMemory(predictor.device) as memory, torch.inference_mode():
@@ -159,10 +177,15 @@ def run_fastinst(predictor: Predictor, images: List[np.ndarray], min_score: floa
             end = clock.now()
     finally:
         clock.remove()
-    t = {stage: clock.times.get(stage, float("nan")) for stage in ("backbone", "pixel_decoder", "proposal", "decoder")}
-    t["decoder"] -= t["proposal"]
-    t.update(preprocess=after_pre - start, postprocess=end - after_forward, forward=after_forward - after_pre,
-             total=end - start, peak_mib=memory.peak_mib)
+    t: Dict[str, float] = {"peak_mib": memory.peak_mib}
+    for k, (times, marks) in enumerate(((clock.times, [m[0] for m in (start, after_pre, after_forward, end)]),
+                                        (clock.cpu_times, [m[1] for m in (start, after_pre, after_forward, end)]))):
+        prefix = "cpu_" if k else ""
+        for stage in ("backbone", "pixel_decoder", "proposal", "decoder"):
+            t[prefix + stage] = times.get(stage, float("nan"))
+        t[prefix + "decoder"] -= t[prefix + "proposal"]
+        t.update({prefix + "preprocess": marks[1] - marks[0], prefix + "forward": marks[2] - marks[1],
+                  prefix + "postprocess": marks[3] - marks[2], prefix + "total": marks[3] - marks[0]})
     return t
 
 
@@ -177,13 +200,13 @@ def maskrcnn_runner(min_size: int, max_size: int, device: torch.device) -> Calla
         with PeakMemory(device) as memory, torch.inference_mode():
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.thread_time()
             tensors = [torch.from_numpy(im).permute(2, 0, 1).to(device).float() / 255 for im in images]
             model(tensors)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            total = time.perf_counter() - start
-        return {"total": total, "peak_mib": memory.peak_mib}
+            total, cpu_total = time.perf_counter() - start, time.thread_time() - cpu_start
+        return {"total": total, "cpu_total": cpu_total, "peak_mib": memory.peak_mib}
 
     return run
 
@@ -198,7 +221,7 @@ def agreement(a, b) -> Dict[str, float]:
 
 
 def bench(preset: str, batch: int, device: torch.device, reps: int, with_maskrcnn: bool,
-          with_onnxruntime: bool = False) -> Dict[str, object]:
+          with_onnxruntime: bool = False, lead_in: int = 1) -> Dict[str, object]:
     if preset == "tiny" and DEMO_MODEL.is_file():
         model, info = load_checkpoint(DEMO_MODEL)
         names, weights = info.class_names, "demo model"
@@ -229,36 +252,63 @@ def bench(preset: str, batch: int, device: torch.device, reps: int, with_maskrcn
     for fn in variants.values():  # warm-up (allocator, oneDNN primitive caches, CUDA kernels)
         fn()
     samples: Dict[str, List[Dict[str, float]]] = {name: [] for name in variants}
+    load = [os.getloadavg()[0]]
     for _ in range(reps):
         for name, fn in variants.items():
+            for _ in range(lead_in):  # untimed: the timed run finds memory as its own variant left it
+                fn()
             samples[name].append(fn())
+        load.append(os.getloadavg()[0])
     medians = {name: {k: statistics.median(s[k] for s in runs) for k in runs[0]} for name, runs in samples.items()}
+    paired = {k: statistics.median(f[k] / s[k] for f, s in zip(samples["fast"], samples["straight"]))
+              for k in ("forward", "total", "cpu_forward", "cpu_total")}
     return {"preset": preset, "weights": weights, "batch": batch, "device": str(device),
-            "threads": torch.get_num_threads(), "reps": reps, "topk": fast.topk, "image": "640x480", "agreement": check,
-            "medians": medians}
+            "threads": torch.get_num_threads(), "reps": reps, "lead_in": lead_in, "topk": fast.topk, "image": "640x480",
+            "agreement": check, "load_average_1min": [min(load), max(load)], "medians": medians,
+            "median_paired_ratio": paired, "samples": samples}
 
 
 def report(row: Dict[str, object]) -> None:
     med = row["medians"]
     s, f = med["straight"], med["fast"]
+    cpu = row["device"] == "cpu" and row["threads"] == 1
+
+    def ratio(a: Dict[str, float], b: Dict[str, float], key: str) -> str:
+        """``wall ratio`` or ``wall ratio (CPU-time ratio)``."""
+        text = f"{a[key] / b[key]:.2f}"
+        return f"{text} (CPU {a['cpu_' + key] / b['cpu_' + key]:.2f})" if cpu else text
+
+    load = row["load_average_1min"]
     print(f"\n{row['preset']} ({row['weights']} weights), batch {row['batch']}, {row['device']}, "
-          f"{row['threads']} threads, median of {row['reps']} alternating reps, 640x480 images")
-    print(f"  {'stage':14s} {'straight ms':>12s} {'fast ms':>10s} {'fast/straight':>14s}")
+          f"{row['threads']} threads, median of {row['reps']} alternating reps (each after {row['lead_in']} untimed run(s) "
+          f"of the same variant), 640x480 images; load average {load[0]:.1f}-{load[1]:.1f} during the reps")
+    header = f"  {'stage':14s} {'straight ms':>12s} {'fast ms':>10s} {'fast/straight':>14s}"
+    print(header + (f" {'CPU straight ms':>16s} {'CPU fast ms':>12s} {'CPU fast/straight':>18s}" if cpu else ""))
     for stage in STAGES + ("forward", "total"):
-        print(f"  {stage:14s} {1000 * s[stage]:12.1f} {1000 * f[stage]:10.1f} {f[stage] / s[stage]:14.2f}")
+        line = f"  {stage:14s} {1000 * s[stage]:12.1f} {1000 * f[stage]:10.1f} {f[stage] / s[stage]:14.2f}"
+        if cpu:
+            c = "cpu_" + stage
+            line += f" {1000 * s[c]:16.1f} {1000 * f[c]:12.1f} {f[c] / s[c]:18.2f}"
+        print(line)
+    p = row["median_paired_ratio"]
+    print(f"  median of the per-rep fast/straight ratios: forward {p['forward']:.2f}, end to end {p['total']:.2f}"
+          + (f"; CPU time: forward {p['cpu_forward']:.2f}, end to end {p['cpu_total']:.2f}" if cpu else ""))
     b = row["batch"]
     print(f"  images/s end to end: straight {b / s['total']:.2f}, fast {b / f['total']:.2f}")
     print(f"  peak memory growth during a prediction: straight {s['peak_mib']:.0f} MiB, fast {f['peak_mib']:.0f} MiB")
-    print(f"  fast end to end / fast forward: {f['total'] / f['forward']:.2f} (all instances, top-{row['topk']})")
+    print(f"  fast end to end / fast forward: wall {f['total'] / f['forward']:.2f}" + (f", CPU {f['cpu_total'] / f['cpu_forward']:.2f}" if cpu else "")
+          + f" (all instances, top-{row['topk']})")
     fl = med["fast_floor"]
     print(f"  at the studio's floor (min_score={STUDIO_FLOOR}, what the studio asks for): end to end "
           f"{1000 * fl['total']:.1f} ms, post-processing {1000 * fl['postprocess']:.1f} ms, "
-          f"end to end / forward {fl['total'] / fl['forward']:.2f}, /straight end to end {fl['total'] / s['total']:.2f}")
+          f"end to end / fast forward wall {fl['total'] / fl['forward']:.2f}"
+          + (f", CPU {fl['cpu_total'] / fl['cpu_forward']:.2f}" if cpu else "")
+          + f"; /straight end to end {ratio(fl, s, 'total')}")
     if "onnxruntime" in med:
         o, of = med["onnxruntime"], med["onnxruntime_floor"]
-        print(f"  onnxruntime backend: forward {1000 * o['forward']:.1f} ms (/fast forward {o['forward'] / f['forward']:.2f}, "
-              f"/straight forward {o['forward'] / s['forward']:.2f}), end to end {1000 * o['total']:.1f} ms "
-              f"(/straight {o['total'] / s['total']:.2f}); at the floor {1000 * of['total']:.1f} ms "
+        print(f"  onnxruntime backend: forward {1000 * o['forward']:.1f} ms (/fast forward {ratio(o, f, 'forward')}, "
+              f"/straight forward {ratio(o, s, 'forward')}), end to end {1000 * o['total']:.1f} ms "
+              f"(/straight {ratio(o, s, 'total')}); at the floor {1000 * of['total']:.1f} ms "
               f"(end to end / torch fast forward {of['total'] / f['forward']:.2f})")
     if "fast_bf16_compiled" in med:
         g = med["fast_bf16_compiled"]
@@ -267,7 +317,7 @@ def report(row: Dict[str, object]) -> None:
     if "maskrcnn" in med:
         m = med["maskrcnn"]
         print(f"  Mask R-CNN R50-FPN: {1000 * m['total']:.1f} ms ({b / m['total']:.2f} images/s), peak {m['peak_mib']:.0f} MiB; "
-              f"fast/Mask R-CNN {f['total'] / m['total']:.2f}, straight/Mask R-CNN {s['total'] / m['total']:.2f}")
+              f"fast/Mask R-CNN {ratio(f, m, 'total')}, straight/Mask R-CNN {ratio(s, m, 'total')}")
     print(f"  fast vs straight outputs (first image): {row['agreement']}")
 
 
@@ -281,17 +331,19 @@ def main() -> int:
     parser.add_argument("--no-maskrcnn", action="store_true", help="skip the torchvision Mask R-CNN baseline")
     parser.add_argument("--onnxruntime", action="store_true", help="also the onnxruntime backend (CPU; exports the "
                         "network first, seconds to minutes)")
-    parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--lead-in", type=int, default=1, help="untimed runs of a variant right before each of its "
+                        "timed runs (0: each timed run follows the previous variant's, as before)")
+    parser.add_argument("--json", type=Path, help="also write the rows (with every sample) here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
-          f"(on a shared machine the ratios are what counts, not the times)", flush=True)
+    print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f} (on a shared machine the ratios are what counts, not the times)", flush=True)
     rows = []
     for preset in args.presets:
         for batch in args.batch:
-            rows.append(bench(preset, batch, device, args.reps, not args.no_maskrcnn, args.onnxruntime))
+            rows.append(bench(preset, batch, device, args.reps, not args.no_maskrcnn, args.onnxruntime, args.lead_in))
             report(rows[-1])
             sys.stdout.flush()
     if args.json:

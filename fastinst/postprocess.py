@@ -186,8 +186,8 @@ def _masks_in_boxes(logits: Tensor, resize: MaskResize) -> Tuple[Tensor, MasksOf
     boxes = _positive_boxes(logits > 0, resize).tolist()
     row_src, col_src = resize.row_src_span.tolist(), resize.col_src_span.tolist()
     scores = torch.zeros(len(boxes), dtype=torch.float32)
-    tight = torch.zeros(len(boxes), 4, dtype=torch.float32)
-    crops: Dict[int, Tuple[Tuple[int, int, int, int], np.ndarray]] = {}
+    tight = np.zeros((len(boxes), 4), dtype=np.int64)
+    crops: Dict[int, np.ndarray] = {}  # query -> its positive crop inside its tight box
     # one float buffer for every box's logits and one bool pool for all crops: fresh allocations of
     # this size are new pages, and first-touch page faults cost more than the arithmetic
     areas = [max(y1 - y0, 0) * max(x1 - x0, 0) for y0, y1, x0, x1 in boxes]
@@ -209,19 +209,19 @@ def _masks_in_boxes(logits: Tensor, resize: MaskResize) -> Tuple[Tensor, MasksOf
         cols = np.flatnonzero(positive.any(0))
         inside = torch.from_numpy(box[positive])
         scores[u] = inside.sigmoid_().sum() / (inside.numel() + 1e-6)
-        tight[u] = torch.tensor([x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1])
-        crops[u] = ((y0, y1, x0, x1), positive)
+        tight[u] = x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1
+        crops[u] = positive[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     height, width = resize.output_size
 
     def masks_of(indices: Tensor) -> Tensor:
         masks = np.zeros((len(indices), height, width), dtype=bool)  # calloc: untouched pages cost nothing
         for n, u in enumerate(indices.tolist()):
             if u in crops:
-                (y0, y1, x0, x1), crop = crops[u]
-                masks[n, y0:y1, x0:x1] = crop
+                left, top, right, bottom = tight[u]
+                masks[n, top:bottom, left:right] = crops[u]
         return torch.from_numpy(masks)
 
-    return scores, masks_of, tight
+    return scores, masks_of, torch.from_numpy(tight.astype(np.float32))
 
 
 def _masks_dense(logits: Tensor, resize: MaskResize, chunk: int = 16) -> Tuple[Tensor, MasksOf]:
