@@ -12,12 +12,16 @@ weights and optimizer state (restored before every step) and the same random see
   convolution weights (:func:`fastinst.fast.prepare_for_training`), fused AdamW;
 - ``fast+cl`` (with ``--channels-last``): the same in channels-last memory format.
 
-The losses of the variants are printed side by side (each term); the ratio is of medians.
+The losses of the variants are printed side by side (each term); the ratio is of medians, of wall
+clock and of the thread's CPU time (``time.thread_time``; with ``--threads 1`` every op runs on the
+calling thread, so it is the work done whatever share of a core a loaded machine gave the process),
+and the median of the per-rep ratios. The load average is printed.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import tempfile
@@ -75,30 +79,36 @@ def main() -> int:
             torch.manual_seed(0)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.thread_time()
             values = trainer.step(samples)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
-            return time.perf_counter() - start, values
+            return (time.perf_counter() - start, time.thread_time() - cpu_start), values
 
         times = {k: [] for k in variants}
+        cpu_times = {k: [] for k in variants}
         losses = {}
         for args in variants.values():  # warm-up
             step(*args)
+        load = [os.getloadavg()[0]]
         for _ in range(a.reps):
             for k, args in variants.items():
-                t, values = step(*args)
+                (t, c), values = step(*args)
                 times[k].append(t)
+                cpu_times[k].append(c)
                 losses[k] = values
-    base = statistics.median(times["straight"])
+            load.append(os.getloadavg()[0])
+    base, cpu_base = statistics.median(times["straight"]), statistics.median(cpu_times["straight"])
     print(f"{a.preset} training step, batch {a.batch} at {size[0]}x{size[1]}, {dev}, {torch.get_num_threads()} threads, "
-          f"median of {a.reps} alternating reps (shared machine: the ratio is what counts); "
-          f"peak memory (process) {peak_memory_mb(dev):.0f} MB")
+          f"median of {a.reps} alternating reps (shared machine, load average {min(load):.1f}-{max(load):.1f}: the ratio "
+          f"is what counts); peak memory (process) {peak_memory_mb(dev):.0f} MB")
     for k in variants:
-        m = statistics.median(times[k])
+        m, c = statistics.median(times[k]), statistics.median(cpu_times[k])
+        paired = statistics.median(x / y for x, y in zip(cpu_times[k], cpu_times["straight"]))
         worst = max(abs(losses[k][n] - losses["straight"][n]) / max(abs(losses["straight"][n]), 1e-8) for n in losses[k])
         print(f"  {k:9s} {m:6.2f} s/step  {k}/straight {m / base:.3f}  (all: {', '.join(f'{t:.2f}' for t in times[k])}); "
-              f"largest relative loss difference {worst:.1e}")
+              f"CPU {c:6.2f} s/step, {k}/straight {c / cpu_base:.3f} (median per-rep {paired:.3f}; all: "
+              f"{', '.join(f'{t:.2f}' for t in cpu_times[k])}); largest relative loss difference {worst:.1e}")
     print("  losses: " + " / ".join(variants))
     for n in losses["straight"]:
         print(f"    {n:20s} " + " / ".join(f"{losses[k][n]:.6f}" for k in variants))
