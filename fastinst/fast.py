@@ -5,6 +5,8 @@
 - every frozen (or eval-mode) BatchNorm that follows a convolution is folded into the convolution's
   weight and bias (``W' = W * s``, ``b' = b * s + (beta - mean * s)`` with
   ``s = gamma / sqrt(var + eps)``, the FrozenBatchNorm2d formula of detectron2);
+- the 1x1 convolutions run through oneDNN on CPU (:func:`use_onednn_for_pointwise`; with one
+  thread PyTorch would otherwise send them to a slower GEMM path);
 - the weights are in channels-last (NHWC) memory format, the layout oneDNN's CPU convolutions and
   cuDNN's tensor-core kernels prefer; GroupNorm, bilinear resizing and the decoder's flatten work
   on it without copies;
@@ -99,6 +101,7 @@ def optimize_for_inference(model: FastInst, *, channels_last: bool = True, compi
     for p in fast.parameters():
         p.requires_grad_(False)
     fold_batch_norms(fast)
+    use_onednn_for_pointwise(fast)
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
     fast.fast_path = True
@@ -106,6 +109,21 @@ def optimize_for_inference(model: FastInst, *, channels_last: bool = True, compi
     if compile:
         compile_convolutions(fast)
     return fast
+
+
+def use_onednn_for_pointwise(model: nn.Module) -> int:
+    """Mark every 1x1, stride-1, unpadded, ungrouped :class:`Conv2dNorm` to run through oneDNN on
+    CPU (see :meth:`Conv2dNorm._conv_forward`), in place, for inference only; returns how many
+    (0 when PyTorch was built without oneDNN)."""
+    if not torch.backends.mkldnn.is_available():
+        return 0
+    count = 0
+    for module in model.modules():
+        if (isinstance(module, Conv2dNorm) and module.kernel_size == (1, 1) and module.stride == (1, 1)
+                and module.padding == (0, 0) and module.dilation == (1, 1) and module.groups == 1):
+            module.onednn_pointwise = True
+            count += 1
+    return count
 
 
 def prepare_for_training(model: nn.Module, *, channels_last: bool = False) -> nn.Module:
@@ -117,7 +135,7 @@ def prepare_for_training(model: nn.Module, *, channels_last: bool = False) -> nn
     fewer per convolution, same parameters, same state dict, gradients equal within float32
     rounding. ``channels_last`` also puts the weights in NHWC memory format (the parameters stay
     the same objects, so an optimizer built before keeps working). On this project's CPU, 1 thread,
-    D1-R50-576, it saved a few percent of the step's CPU time in one 3-rep run
+    D1-R50-576, it saved a few percent of the step's CPU time in two runs
     (``benchmarks/bench_train_step.py --channels-last``: 0.86 of the straight step against 0.90);
     off by default. On a GPU cuDNN prefers it.
     """
