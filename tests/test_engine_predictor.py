@@ -305,3 +305,38 @@ def test_semantic_and_panoptic_views_of_the_same_pass(tiny, image):
     assert sem.shape == (240, 320) and sem.max() < 3
     seg, info = pred.panoptic(thing_classes=[0, 1, 2], object_mask_threshold=0.0, overlap_threshold=0.0)
     assert seg.shape == (240, 320) and {s["id"] for s in info} == set(np.unique(seg)) - {0}
+
+
+def test_fast_path_runs_pointwise_convolutions_through_onednn(tiny):
+    """The inference copy marks its 1x1 convolutions; in eager CPU mode they call oneDNN's
+    convolution with the standard convolution's output, and a traced graph keeps the standard op."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from fastinst.fast import optimize_for_inference
+
+    fast = optimize_for_inference(tiny)
+    marked = [m for m in fast.modules() if getattr(m, "onednn_pointwise", False)]
+    if not torch.backends.mkldnn.is_available():
+        assert not marked
+        return
+    assert marked and all(m.kernel_size == (1, 1) and m.stride == (1, 1) for m in marked)
+    conv = marked[0]
+    x = torch.randn(1, conv.in_channels, 12, 16).contiguous(memory_format=torch.channels_last)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # where PyTorch itself would not pick oneDNN
+    try:
+        with torch.inference_mode():
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                got = conv(x)
+            conv.onednn_pointwise = False
+            with profile(activities=[ProfilerActivity.CPU]) as plain:
+                expected = conv(x)
+            conv.onednn_pointwise = True
+    finally:
+        torch.set_num_threads(threads)
+    assert "aten::mkldnn_convolution" in {e.name for e in prof.events()}
+    assert "aten::mkldnn_convolution" not in {e.name for e in plain.events()}
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        graph = str(torch.jit.trace(conv, x).graph)
+    assert "mkldnn_convolution" not in graph and "aten::_convolution" in graph
