@@ -11,13 +11,15 @@ Every repetition runs each variant in turn (straight, fast, fast at the studio's
 onnxruntime when asked, Mask R-CNN), so a load change on a shared machine hits all of them alike;
 each timed run follows ``--lead-in`` untimed runs of the same variant (default 1), so it finds the
 allocator and caches as its own previous prediction left them, as in a studio predicting image
-after image, not as the other variant left them (the straight post-processing frees ~0.5 GB for
-D1; without the lead-in the next variant pays its fresh pages). The table shows medians and the
+after image, not as the other variant left them (the straight post-processing allocates and frees
+~0.5 GB for D1; without the lead-in the D1 fast forward measured 0.91 of the straight one in CPU
+time, with it 0.82, as the bare networks alternating alone). The table shows medians and the
 ratios of the medians, of wall-clock time and, on CPU, of the thread's CPU time
 (``time.thread_time``): with ``--threads 1`` every op runs on the calling thread, so its CPU time is
-the work done, whatever share of a core a loaded machine gave the process (wall-clock ratios of
-3-5 reps moved by +-0.3 under load 6-10 while the CPU-time ratios of the same runs stayed within
-+-0.02); with more threads the CPU column is omitted (the pool's threads are not counted).
+the work done, whatever share of a core a loaded machine gave the process (D1 forward, 7 reps at
+load 8-10: per-rep wall ratios 0.45-2.4, per-rep CPU-time ratios 0.82-0.87); the median of the
+per-rep ratios is printed too. With more threads the CPU column is omitted (the pool's threads are
+not counted).
 Stages (hooks on the submodules, CUDA-synchronised): ``preprocess`` (load, official resize,
 normalise + pad), ``backbone``, ``pixel_decoder``, ``proposal`` (IA-guided query selection),
 ``decoder`` (layers and heads, without the proposal), ``postprocess`` (instances, masks at the image
