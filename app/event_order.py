@@ -17,6 +17,9 @@ in order in the page (``"multiple"`` sends at once, ``"always_last"`` drops pres
 The page's load event is not held back (it reads the page's URL, which the place written back
 afterwards may replace): it holds the queue's first place from the start.
 
+Presses waiting in the page are not sent yet: leaving the page (a reload, closing the tab) while
+any wait asks first (the browser's "leave site?" dialog), as strokes not applied do.
+
 A press whose predecessor never answers goes after ``LIMIT_MS`` anyway (a lost answer must not
 stop the page). What is drawn at once in the browser (the canvas's accept marks, the next image
 drawn ahead) does not wait: only the request does.
@@ -29,8 +32,12 @@ LIMIT_MS = 120_000
 
 # the page's load event holds the first place (it is sent at once: it reads the page's URL, which
 # the place written back after it may replace)
+# and leaving the page (reload, closing the tab) while presses wait unsent asks first
 _QUEUE = ("(window.__studioOrder ??= (() => { let release; "
-          "const tail = new Promise((resolve) => { release = resolve; }); return {tail, open: [release]}; })())")
+          "const tail = new Promise((resolve) => { release = resolve; }); "
+          "window.addEventListener('beforeunload', (e) => { "
+          "if (window.__studioOrder.open.length > 1) { e.preventDefault(); e.returnValue = ''; } }); "
+          "return {tail, open: [release]}; })())")
 
 WAIT = f"""(...inputs) => {{
   const q = {_QUEUE};

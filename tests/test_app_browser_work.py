@@ -130,6 +130,26 @@ def test_rapid_next_presses_predict_every_visited_image(context, studio, tmp_pat
         assert any(cat == inst.category_id and np.array_equal(m, inst.mask) for cat, m in got)
 
 
+def test_leaving_while_presses_wait_to_be_sent_asks_first(context, studio) -> None:
+    """Quick presses wait in the page until the answer to the one before is shown
+    (``app.event_order``): a reload right after them asks first; staying, every press is handled."""
+    project, url = studio
+    pg = open_page(context, url)
+    images = project.images()
+    expect(pg.locator("#review-state")).to_contain_text(images[0].file_name)
+    dialogs: list[str] = []
+    pg.on("dialog", lambda d: (dialogs.append(d.type), d.dismiss()))
+    waiting = pg.evaluate("""async () => {
+        for (const key of ['n', 'n', 'n']) document.body.dispatchEvent(new KeyboardEvent('keydown', {key, bubbles: true}));
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        return window.__studioOrder.open.length - 1; }""")
+    assert waiting >= 1, "no press was waiting: the reload below tests nothing"
+    pg.evaluate("() => { setTimeout(() => location.reload(), 0); }")
+    expect(pg.locator("#review-state")).to_contain_text(images[3].file_name)   # stayed: all three handled
+    assert dialogs == ["beforeunload"]
+    expect(pg.locator("#status")).to_contain_text(re.compile(rf"opened {images[3].file_name}"))
+
+
 def test_predict_again_after_accept_adds_no_duplicate(context, studio, tmp_path) -> None:
     project, url = studio
     entry = project.images()[1]
