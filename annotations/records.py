@@ -16,7 +16,8 @@ from annotations.schema import Annotation, Edit, Image
 
 @dataclass(frozen=True)
 class DatasetRecord:
-    """A dataset and how much it holds (annotations counted without rejected ones)."""
+    """A dataset and how much it holds (annotations counted without rejected ones; ``num_reviewed``
+    images marked reviewed, ``num_accepted`` accepted annotations: a person's work)."""
 
     id: int
     name: str
@@ -24,6 +25,8 @@ class DatasetRecord:
     num_images: int
     num_annotations: int
     created_at: datetime
+    num_reviewed: int = 0
+    num_accepted: int = 0
 
 
 @dataclass(frozen=True)

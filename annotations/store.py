@@ -139,16 +139,27 @@ class Store:
             .group_by(Annotation.dataset_id)
             .subquery()
         )
+        reviewed = (
+            select(Image.dataset_id, func.count().label("n")).where(Image.review_state == "reviewed")
+            .group_by(Image.dataset_id).subquery()
+        )
+        accepted = (
+            select(Annotation.dataset_id, func.count().label("n")).where(Annotation.state == "accepted")
+            .group_by(Annotation.dataset_id).subquery()
+        )
         query = (
-            select(Dataset, func.coalesce(images.c.n, 0), func.coalesce(anns.c.n, 0))
+            select(Dataset, func.coalesce(images.c.n, 0), func.coalesce(anns.c.n, 0),
+                   func.coalesce(reviewed.c.n, 0), func.coalesce(accepted.c.n, 0))
             .outerjoin(images, images.c.dataset_id == Dataset.id)
             .outerjoin(anns, anns.c.dataset_id == Dataset.id)
+            .outerjoin(reviewed, reviewed.c.dataset_id == Dataset.id)
+            .outerjoin(accepted, accepted.c.dataset_id == Dataset.id)
             .order_by(Dataset.id)
         )
         with read_session(self.engine) as session:
             return [
-                DatasetRecord(d.id, d.name, Path(d.image_root), n_img, n_ann, d.created_at)
-                for d, n_img, n_ann in session.execute(query)
+                DatasetRecord(d.id, d.name, Path(d.image_root), n_img, n_ann, d.created_at, n_rev, n_acc)
+                for d, n_img, n_ann, n_rev, n_acc in session.execute(query)
             ]
 
     def dataset(self, dataset_id: int) -> DatasetRecord:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator
@@ -416,8 +417,12 @@ class Project:
                 and any(i.state == "proposed" for i in self.instances(e.id, e.revision))]
 
     def export_coco(self, only_reviewed: bool = True) -> Path:
-        """Write the accepted annotations (of reviewed images only, by default) as COCO JSON."""
-        out = self.work_dir / "exports" / ("reviewed.json" if only_reviewed else "all_images.json")
+        """Write the accepted annotations (of reviewed images only, by default) as COCO JSON, to
+        ``<work dir>/exports/<project name>-<dataset id>.reviewed.json`` (or ``.all_images.json``):
+        one file per project, so the projects of one data folder never overwrite each other's."""
+        name = re.sub(r"[^\w.-]+", "_", self.store.dataset(self.dataset_id).name).strip("_.") or "project"
+        kind = "reviewed" if only_reviewed else "all_images"
+        out = self.work_dir / "exports" / f"{name}-{self.dataset_id}.{kind}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         return self.store.export_coco(self.dataset_id, out, only_reviewed=only_reviewed)
 
@@ -494,15 +499,17 @@ def write_new_file(folder: Path, name: str, data: bytes) -> Path:
 def find_or_create_dataset(store: Store, name: str, image_root: Path, *,
                            by_folder: bool = False) -> tuple[int, bool, list[str]]:
     """The dataset to open: the one called ``name``; with ``by_folder`` (no COCO file names the
-    project) first the one over ``image_root`` holding the most annotations, so launching again on
-    a folder without ``--coco`` opens the work done there. Created (as ``name``) if none fits.
+    project) first the one over ``image_root`` holding the most of a person's work (reviewed
+    images, then accepted annotations, then any annotations: a project where someone only looked
+    at the model's proposals holds none), so launching again on a folder without ``--coco`` opens
+    the work done there. Created (as ``name``) if none fits.
 
     Returns ``(dataset id, created, names of the other datasets over the same folder)``.
     """
     datasets = store.list_datasets()
     root = Path(image_root).resolve()
     over = sorted((d for d in datasets if Path(d.image_root).resolve() == root),
-                  key=lambda d: (-d.num_annotations, d.id))
+                  key=lambda d: (-d.num_reviewed, -d.num_accepted, -d.num_annotations, d.id))
     if by_folder and over:
         return over[0].id, False, [d.name for d in over[1:]]
     for record in datasets:

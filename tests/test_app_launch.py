@@ -182,3 +182,40 @@ def test_launching_again_keeps_the_work_and_takes_what_is_new_in_the_coco_file(d
     assert project.dataset_id == project.store.list_datasets()[0].id and len(project.store.list_datasets()) == 1
     assert sum(e.num_annotations for e in project.images()) == total + 1
     assert any(line.startswith("opening project 'labels (") for line in log), log
+
+
+def test_two_projects_over_one_folder_keep_their_own_work_and_exports(dataset: Path, tmp_path: Path) -> None:
+    """Project A (from labels.json) holds a reviewed image; project B (from other.json, same
+    folder) only the model's proposals, more of them. Launching on the folder without ``--coco``
+    opens A (the person's work), and each project's export is its own file."""
+    import shutil
+
+    from app.config import StudioConfig
+    from app.startup import open_project
+
+    folder = tmp_path / "images"
+    shutil.copytree(dataset / "shapes" / "images", folder)
+    (folder / "broken.png").unlink()
+    document = json.loads((dataset / "shapes" / "annotations.json").read_text())
+    (tmp_path / "labels.json").write_text(json.dumps({**document, "annotations": document["annotations"][:1]}))
+    (tmp_path / "other.json").write_text(json.dumps({**document, "annotations": []}))
+
+    def launch(coco: str | None) -> object:
+        config = StudioConfig(images=folder, coco=None if coco is None else tmp_path / coco,
+                              weights=model_weights(dataset), device="cpu", data_dir=tmp_path / "data")
+        return open_project(config, log=lambda line: None)
+
+    a = launch("labels.json")
+    reviewed = a.images()[0]
+    a.store.set_review_state(reviewed.id, "reviewed", undecided="reject")
+    b = launch("other.json")
+    for entry in b.images():
+        b.predict(entry.id)
+    assert b.store.dataset(b.dataset_id).num_annotations > a.store.dataset(a.dataset_id).num_annotations
+
+    again = launch(None)
+    assert again.dataset_id == a.dataset_id
+    paths = {a.export_coco(), b.export_coco()}
+    assert len(paths) == 2
+    files = {len(json.loads(p.read_text())["images"]) for p in paths}
+    assert files == {0, 1}          # A's export holds its reviewed image, B's none
