@@ -19,7 +19,7 @@ import pandas as pd
 from fastinst import visualize
 from app.project import Project, StudioError
 from app.versions import VersionModels
-from training.split import choose_splits
+from training.split import choose_splits, image_key
 
 LOSS_SERIES = {"loss": "total (smoothed)", "loss_raw": "total (each iteration)", "proposal": "IA proposals",
                "ce": "class", "mask": "mask BCE", "dice": "dice", "l1": "box L1", "giou": "box GIoU"}
@@ -124,7 +124,8 @@ def split_markdown(project: Project) -> str:
     if len(reviewed) < 2:
         return (f"**{len(reviewed)} reviewed images**: fine-tuning needs at least 2 (one is held out to measure "
                 f"the model); mark images reviewed on the Correct tab (`M`)")
-    upcoming = choose_splits({e.id: e.content_hash or e.file_name for e in reviewed}, splits)
+    upcoming = choose_splits({e.id: image_key(e) for e in reviewed}, splits,
+                             assigned_keys={e.id: image_key(e) for e in project.images()})
     side = {e.id: splits.get(e.id) or upcoming.get(e.id) for e in reviewed}
     held = [e.file_name for e in reviewed if side[e.id] == "heldout"]
     train = sum(side[e.id] == "train" for e in reviewed)

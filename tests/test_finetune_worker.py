@@ -118,3 +118,17 @@ def test_cli_refuses_unknown_dataset_and_version(tmp_path: Path, capsys) -> None
     assert main(["--db", url, "--dataset", "shapes", "--start-from", "v"]) == 2
     assert "no registered model version 'v'" in capsys.readouterr().err
     assert main(["--db", url]) == 2
+
+
+def test_the_same_picture_under_two_names_is_never_on_both_sides() -> None:
+    """Two names, one content hash: the pair always shares a side, whether both are new, or one
+    had its side before the other was reviewed."""
+    keys = {i: f"hash-{i}" for i in range(1, 11)}
+    keys[11] = keys[3]                                            # image 11 is image 3 under another name
+    together = choose_splits(keys, {})
+    assert together[11] == together[3]
+    first = choose_splits({i: keys[i] for i in range(1, 11)}, {})
+    later = choose_splits({11: keys[11]}, first, assigned_keys=keys)
+    assert later == {11: first[3]}
+    for side in ("train", "heldout"):                             # whichever side image 3 took
+        assert choose_splits({11: keys[11]}, {3: side}, assigned_keys=keys) == {11: side}

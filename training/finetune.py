@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .defaults import finetune_defaults
 from .losses import LossConfig
-from .split import choose_splits
+from .split import choose_splits, image_key
 from .trainer import TrainConfig
 
 STALE_HEARTBEAT_S = 120.0     # a worker on another host counts as dead after this silence
@@ -97,9 +97,14 @@ def prepare_run(store: Any, dataset_id: int, *, parent_version: str, parent_path
     if len(reviewed) < 2:
         raise ValueError(f"fine-tuning needs at least 2 reviewed images (one is held out to measure the model); "
                          f"{len(reviewed)} reviewed so far")
-    keys = {r.id: r.content_hash or r.file_name for r in reviewed}
-    splits = store.assign_image_splits(dataset_id, lambda existing: choose_splits(keys, existing))
-    heldout = {r.coco_id for r in reviewed if splits[r.id] == "heldout"}
+    keys = {r.id: image_key(r) for r in reviewed}
+    every_key = {r.id: image_key(r) for r in records}
+    splits = store.assign_image_splits(dataset_id, lambda existing: choose_splits(keys, existing,
+                                                                                   assigned_keys=every_key))
+    # a picture on both sides under two names (sides given before they were kept together) is not
+    # held out: the held-out AP must not be measured on a picture the model trained on
+    train_keys = {keys[r.id] for r in reviewed if splits[r.id] == "train"}
+    heldout = {r.coco_id for r in reviewed if splits[r.id] == "heldout" and keys[r.id] not in train_keys}
     train_ids = {r.coco_id for r in reviewed if splits[r.id] == "train"}
     if not train_ids:
         raise ValueError("every reviewed image is in the held-out split; review more images to train on")
