@@ -143,8 +143,11 @@ def _with_extra(entry: dict[str, Any], extra: dict[str, Any] | None) -> dict[str
 
 
 def _image_entry(image: Image) -> dict[str, Any]:
+    """An image with its review state (``review_state``: a key COCO readers pass over; the import
+    gives a new image that state, so a reviewed export opened elsewhere stays reviewed, "reviewed,
+    no objects" included)."""
     entry = {"id": image.coco_id, "file_name": image.file_name,
-             "width": image.width, "height": image.height}
+             "width": image.width, "height": image.height, "review_state": image.review_state}
     return _with_extra(entry, image.extra)
 
 

@@ -30,7 +30,7 @@ from annotations.coco_parse import CocoReport, ParsedAnnotation, ParsedCoco, Par
 from annotations.database import read_session, write_session
 from annotations.errors import CocoFormatError, InvalidInputError, NotFoundError
 from annotations.history import ChangeLog
-from annotations.schema import SOURCES, Annotation, Category, Dataset, Edit, Image, utc_now
+from annotations.schema import REVIEW_STATES, SOURCES, Annotation, Category, Dataset, Edit, Image, utc_now
 
 _CHUNK = 5000
 
@@ -57,6 +57,7 @@ class ImportReport:
     findings: CocoReport | None = None
     reopened: list[str] = field(default_factory=list)   # reviewed images that got annotations
     annotations_updated: int = 0
+    images_reviewed: int = 0      # new images the file marks reviewed (our export's review_state)
     merged: list[str] = field(default_factory=list)     # what a merge did to what the project held
 
     @property
@@ -70,7 +71,9 @@ class ImportReport:
             repairs = (f"; {len(self.findings.repaired)} repaired, {len(self.findings.refused)} refused "
                        f"(see the report)")
         return (
-            f"imported {self.images_added} new images ({self.images_existing} already present, "
+            f"imported {self.images_added} new images ("
+            + (f"{self.images_reviewed} of them reviewed, " if self.images_reviewed else "")
+            + f"{self.images_existing} already present, "
             f"{self.images_without_annotations} without annotations), "
             f"{self.categories_added} new categories, {self.annotations_added} annotations "
             + (f"and {self.annotations_updated} updated " if self.annotations_updated else "")
@@ -456,11 +459,15 @@ def _insert_images(
                 f"{image.where}: image id {image.coco_id} is already used by "
                 f"'{names_by_id[image.coco_id]}' in dataset '{dataset.name}'"
             )
+        extra = dict(image.extra or {})
+        state = extra.pop("review_state", None)     # written by our export (coco_export)
+        state = state if state in REVIEW_STATES else "unreviewed"
+        report.images_reviewed += state == "reviewed"
         rows.append(dict(
             dataset_id=dataset.id, coco_id=image.coco_id, file_name=image.file_name,
             rel_path=prefix + image.file_name, width=image.width, height=image.height,
-            content_hash=image.content_hash, review_state="unreviewed", revision=0,
-            extra=image.extra,
+            content_hash=image.content_hash, review_state=state, revision=0,
+            extra=extra or None,
         ))
     for start in range(0, len(rows), _CHUNK):
         session.execute(insert(Image.__table__), rows[start:start + _CHUNK])

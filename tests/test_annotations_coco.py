@@ -318,3 +318,23 @@ def test_a_file_made_elsewhere_with_clashing_ids_updates_nothing(
     report = store.import_coco(dataset, write_coco_files(coco_file.parent, document, "other.json"),
                                match_by_name=True)
     assert report.annotations_updated == 0 and report.annotations_added == 5
+
+
+def test_an_export_opened_in_a_fresh_project_keeps_its_review_states(store: Store, coco_file: Path, tmp_path: Path):
+    """The studio's export carries each image's review state; a new project made from it has the
+    same reviewed images, "reviewed, no objects" ones included, and exports the same file."""
+    first = store.create_dataset("first", coco_file.parent / "images")
+    store.import_coco(first, coco_file)
+    images = {i.coco_id: i for i in store.list_images(first)}
+    store.set_review_state(images[3].id, "reviewed")
+    store.set_review_state(images[42].id, "reviewed")           # no annotations: reviewed, no objects
+    exported = store.export_coco(first, tmp_path / "reviewed.json", only_reviewed=True)
+
+    second = store.create_dataset("second", coco_file.parent / "images")
+    report = store.import_coco(second, exported)
+    assert report.images_reviewed == 2 and "2 of them reviewed" in report.summary()
+    states = {i.coco_id: i.review_state for i in store.list_images(second)}
+    assert states == {3: "reviewed", 42: "reviewed"}
+    again = json.loads(store.export_coco(second, tmp_path / "again.json", only_reviewed=True).read_text())
+    assert again["images"] == json.loads(exported.read_text())["images"]
+    assert_same_dataset(load_coco(exported), load_coco(tmp_path / "again.json"))
