@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -201,6 +202,10 @@ def _clean_annotation(ann: ParsedAnnotation, sizes: dict[int, tuple[int, int]]) 
 
 
 ImageSizer = Callable[[Path], tuple[int, int]]
+# ``file_name`` in the JSON -> (the name of the file on disk that is this image, why it differs or "")
+ImageLocator = Callable[[str], tuple[str, str]]
+
+UPLOAD_FOLDER = "uploads"   # where the studio stores images added through the browser
 
 
 def load_json(path: Path, display_name: str | None = None) -> Any:
@@ -247,10 +252,12 @@ def read_coco(
     """
     name = display_name or Path(path).name
     data = load_json(Path(path), name)
-    sizer = None
+    sizer = locator = None
     if image_root is not None:
         sizer = _file_sizer(Path(image_root), max_pixels)
-    parsed = parse_coco(data, name, strict=strict, keep_scores=keep_scores, image_sizer=sizer)
+        locator = file_locator(Path(image_root))
+    parsed = parse_coco(data, name, strict=strict, keep_scores=keep_scores, image_sizer=sizer,
+                        image_locator=locator)
     if image_root is not None and hash_files:
         for image in parsed.images:
             image.content_hash = file_sha256(Path(image_root) / image.file_name)
@@ -261,6 +268,26 @@ def _file_sizer(root: Path, limit: int | None) -> ImageSizer:
     from fastinst.images import image_size  # the one image loader (EXIF-aware, header only)
 
     return lambda relative: image_size(root / relative, limit=limit)
+
+
+def file_locator(root: Path) -> ImageLocator:
+    """Find the file a JSON ``file_name`` means under ``root``: the name itself; else the same name
+    in the other Unicode normal form (macOS and zips made there store names decomposed, NFD, while
+    most tools write JSON composed, NFC: the two print the same); else the same name in the
+    studio's ``uploads/`` folder (images added through the browser). Returns the name unchanged
+    when none exists (the size check then says "image not found")."""
+    def variants(name: str) -> list[str]:
+        return list(dict.fromkeys([name, unicodedata.normalize("NFC", name), unicodedata.normalize("NFD", name)]))
+
+    def locate(name: str) -> tuple[str, str]:
+        for candidate in variants(name):
+            if (root / candidate).is_file():
+                return candidate, "" if candidate == name else "the same name in another Unicode normal form"
+        for candidate in variants(name):
+            if (root / UPLOAD_FOLDER / candidate).is_file():
+                return f"{UPLOAD_FOLDER}/{candidate}", "added through the studio's upload"
+        return name, ""
+    return locate
 
 
 def file_sha256(path: Path) -> str:
@@ -279,6 +306,7 @@ def parse_coco(
     strict: bool = False,
     keep_scores: bool = False,
     image_sizer: ImageSizer | None = None,
+    image_locator: ImageLocator | None = None,
 ) -> ParsedCoco:
     """Validate and repair a loaded COCO instances document (see :func:`read_coco`).
 
@@ -287,6 +315,8 @@ def parse_coco(
         name: the file's name, for findings.
         image_sizer: ``file_name -> (width, height)`` of the file on disk, or ``None`` to skip the
             file checks; it raises ``fastinst.ImageError`` for an unreadable file.
+        image_locator: finds the file a ``file_name`` means (:func:`file_locator`); an image whose
+            file is found under another name takes that name (a repair in the report).
     """
     name = Path(str(name)).name
     if not isinstance(data, dict):
@@ -296,7 +326,7 @@ def parse_coco(
     raw_categories = _section(data, "categories", name, required=True)
     raw_annotations = _section(data, "annotations", name, required=False)
     categories, aliases = _parse_categories(raw_categories, name, report)
-    images, image_ids = _parse_images(raw_images, name, report, image_sizer)
+    images, image_ids = _parse_images(raw_images, name, report, image_sizer, image_locator)
     if raw_images and not images and image_sizer is not None:
         first = report.refused[0] if report.refused else "see the report"
         hint = " Is the image folder right?" if "image not found" in str(first) else ""
@@ -498,7 +528,8 @@ def _parse_category(index: int, raw: Any) -> ParsedCategory:
 
 
 def _parse_images(
-    raw_images: list, name: str, report: CocoReport, sizer: ImageSizer | None
+    raw_images: list, name: str, report: CocoReport, sizer: ImageSizer | None,
+    locator: ImageLocator | None = None,
 ) -> tuple[list[ParsedImage], dict[Any, int]]:
     mapper = _IdMapper(raw.get("id") for raw in raw_images if isinstance(raw, dict))
     images: list[ParsedImage] = []
@@ -514,7 +545,7 @@ def _parse_images(
             if isinstance(file_name, str) and file_name in by_name:
                 raise _Refused(f"duplicate file_name (also images[{by_name[file_name]}])")
             repairs: list[str] = []
-            image = _parse_image(index, raw, mapper, sizer, repairs)
+            image = _parse_image(index, raw, mapper, sizer, repairs, locator)
         except _Refused as refusal:
             report.add(where, f"{refusal}; the image and its annotations are left out", "refused")
             continue
@@ -536,7 +567,7 @@ def _image_where(index: int, raw: Any, name: str) -> str:
 
 
 def _parse_image(index: int, raw: Any, mapper: _IdMapper, sizer: ImageSizer | None,
-                 repairs: list[str]) -> ParsedImage:
+                 repairs: list[str], locator: ImageLocator | None = None) -> ParsedImage:
     """One ``images`` entry; what was repaired in it is appended to ``repairs``."""
     if not isinstance(raw, dict):
         raise _Refused(f"must be an object, not {_kind(raw)}")
@@ -545,6 +576,11 @@ def _parse_image(index: int, raw: Any, mapper: _IdMapper, sizer: ImageSizer | No
     file_name = raw.get("file_name")
     if not isinstance(file_name, str) or not file_name:
         raise _Refused("'file_name' must be a non-empty string")
+    if locator is not None:
+        found, why = locator(file_name)
+        if found != file_name:
+            repairs.append(f"no file called {file_name!r}; the file {found!r} is this image ({why})")
+            file_name = found
     coco_id, _ = mapper(raw["id"])
     width, height = raw.get("width"), raw.get("height")
     on_disk = _size_on_disk(file_name, sizer)

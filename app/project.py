@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from annotations import ConflictError, ImageRecord, Store
+from annotations.coco_parse import UPLOAD_FOLDER
 from fastinst.errors import ImageError
 from fastinst.images import IMAGE_SUFFIXES, image_size
 from app.session import LRUCache, ModelSlot
@@ -365,11 +366,13 @@ class Project:
     # ----------------------------------------------------------------------------- adding images
 
     def add_uploads(self, paths: list[Path], progress: Callable[[int, int, str], None] | None = None,
-                    folder: str = "uploads") -> UploadReport:
+                    folder: str = UPLOAD_FOLDER) -> UploadReport:
         """Add uploaded image files (and the images inside uploaded .zip files) to the project.
 
-        Files go to ``<image root>/<folder>/`` under their own names (``name-2`` ... when taken,
-        never overwriting); a file whose SHA-256 equals an image the project already has (or an
+        Files go to ``<image root>/<folder>/`` under their own names, a zip's entries under their
+        paths in the zip (``name-2`` ... when taken, never overwriting), so a COCO file naming them
+        as the photos were named finds them (``annotations.coco_parse.file_locator`` looks in
+        ``uploads/``); a file whose SHA-256 equals an image the project already has (or an
         earlier file of the same upload) is skipped; a file the image loader cannot read is
         skipped with the reason. ``progress(done, total, name)`` is called after each file.
         """
@@ -457,7 +460,8 @@ class UploadReport:
 
 def uploaded_items(paths: list[Path], not_images: list[str]) -> Iterator[tuple[str, bytes]]:
     """(file name, bytes) of every uploaded image: files as they are, and the image files inside
-    .zip archives (only their base names are used, so nothing is written outside the folder).
+    .zip archives under their paths in the archive (``..``, ``.`` and empty parts dropped, so
+    nothing is written outside the folder).
     Other zip entries are appended to ``not_images`` as "archive.zip: entry" (folders, hidden
     files and macOS ``__MACOSX`` metadata are passed over without a word)."""
     import zipfile
@@ -469,11 +473,13 @@ def uploaded_items(paths: list[Path], not_images: list[str]) -> Iterator[tuple[s
                 raise StudioError(f"{path.name}: not a readable zip archive ({e})") from None
             with archive:
                 for info in archive.infolist():
-                    name = PurePosixPath(info.filename).name
-                    if info.is_dir() or name.startswith(".") or "__MACOSX" in info.filename:
+                    parts = [p for p in PurePosixPath(info.filename.replace("\\", "/")).parts
+                             if p not in ("", ".", "..", "/")]
+                    name = parts[-1] if parts else ""
+                    if info.is_dir() or not name or name.startswith(".") or "__MACOSX" in info.filename:
                         continue
                     if Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                        yield name, archive.read(info)
+                        yield "/".join(parts), archive.read(info)
                     else:
                         not_images.append(f"{path.name}: {info.filename}")
         else:
@@ -481,12 +487,14 @@ def uploaded_items(paths: list[Path], not_images: list[str]) -> Iterator[tuple[s
 
 
 def write_new_file(folder: Path, name: str, data: bytes) -> Path:
-    """Write ``data`` as ``folder/name``, or ``name-2``, ``name-3`` ... when taken: an existing
-    file is never overwritten (exclusive create)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    stem, suffix = Path(name).stem or "image", Path(name).suffix.lower()
+    """Write ``data`` as ``folder/name`` (``name`` may hold sub-folders, made as needed), or
+    ``name-2``, ``name-3`` ... when taken: an existing file is never overwritten (exclusive
+    create). The name keeps its case (``IMG_0001.JPG`` stays as the camera wrote it)."""
+    target = folder / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stem, suffix = target.stem or "image", target.suffix
     for n in itertools.count(1):
-        path = folder / (f"{stem}{suffix}" if n == 1 else f"{stem}-{n}{suffix}")
+        path = target.parent / (f"{stem}{suffix}" if n == 1 else f"{stem}-{n}{suffix}")
         try:
             with open(path, "xb") as f:
                 f.write(data)

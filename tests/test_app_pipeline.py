@@ -96,6 +96,44 @@ def test_uploads_skip_duplicates_and_never_overwrite(project, tmp_path: Path) ->
     assert (entry.width, entry.height) == (7, 6)
 
 
+def test_a_coco_file_finds_photos_added_as_a_zip_under_their_own_names(project, tmp_path: Path) -> None:
+    """A camera's zip (two folders both holding IMG_0001.JPG, a name stored decomposed as macOS
+    writes it) added in the browser, then the COCO file of those photos (names as the photos
+    were named, composed as most tools write JSON): every image is found, nothing is added twice."""
+    import io
+    import json
+    import unicodedata
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+    decomposed = unicodedata.normalize("NFD", "Café.png")
+    names = ["day1/IMG_0001.JPG", "day2/IMG_0001.JPG", decomposed]
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for k, name in enumerate(names):
+            buffer = io.BytesIO()
+            Image.fromarray(np.full((30, 40, 3), 40 * k + 20, np.uint8)).save(
+                buffer, format="PNG" if name.endswith("png") else "JPEG")
+            z.writestr(name, buffer.getvalue())
+    report = project.add_uploads([archive])
+    assert report.added == ["uploads/day1/IMG_0001.JPG", "uploads/day2/IMG_0001.JPG", f"uploads/{decomposed}"]
+    before = len(project.images())
+    in_file = ["day1/IMG_0001.JPG", "day2/IMG_0001.JPG", "Café.png"]          # composed (NFC)
+    coco = {"images": [{"id": k + 1, "file_name": n, "width": 40, "height": 30} for k, n in enumerate(in_file)],
+            "categories": [{"id": 1, "name": project.class_names()[0]}],
+            "annotations": [{"id": k + 1, "image_id": k + 1, "category_id": 1, "iscrowd": 0,
+                             "segmentation": [[5, 5, 20, 5, 20, 20, 5, 20]]} for k in range(3)]}
+    path = tmp_path / "photos.json"
+    path.write_text(json.dumps(coco, ensure_ascii=False))
+    lines = project.import_coco(path)
+    assert len(project.images()) == before, lines
+    for stored in report.added:
+        entry = next(e for e in project.images() if e.file_name == stored)
+        assert entry.num_annotations == 1, (stored, lines)
+    assert "is this image (the same name in another Unicode normal form" in lines or "studio's upload" in lines
+
+
 def test_a_restart_keeps_the_model_version_switched_to(tmp_path: Path) -> None:
     """Without --weights a restarted studio predicts with the version the project last chose."""
     import torch
