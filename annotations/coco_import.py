@@ -180,20 +180,21 @@ def _match_by_name(session: Session, dataset_id: int, parsed: ParsedCoco, report
     known_categories = dict(session.execute(
         select(Category.name, Category.coco_id).where(Category.dataset_id == dataset_id)).all())
     image_map = _assign([(i.coco_id, i.file_name) for i in parsed.images], known_images)
-    renamed = _renamed_categories(parsed, known_categories, report)
-    category_map = _assign([(c.coco_id, renamed.get(c.coco_id, c.name)) for c in parsed.categories],
-                           known_categories)
     for image in parsed.images:
         image.coco_id = image_map[image.coco_id]
+    for ann in parsed.annotations:
+        ann.image_coco_id = image_map[ann.image_coco_id]
+    stored = _follow_file_ids(session, dataset_id, parsed)
+    renamed = _renamed_categories(parsed, known_categories, stored, report) if stored else {}
+    category_map = _assign([(c.coco_id, renamed.get(c.coco_id, c.name)) for c in parsed.categories],
+                           known_categories)
     for category in parsed.categories:
         category.name = renamed.get(category.coco_id, category.name)
         category.coco_id = category_map[category.coco_id]
     for ann in parsed.annotations:
-        ann.image_coco_id = image_map[ann.image_coco_id]
         ann.category_id = category_map[ann.category_id]
     taken = session.scalar(select(func.max(Annotation.coco_id)).where(Annotation.dataset_id == dataset_id)) or 0
     held = _versions_held(session, dataset_id)
-    stored = _follow_file_ids(session, dataset_id, parsed)
     touched = _touched_ids(session, dataset_id) if stored else set()
     kept, updates = [], []
     for ann in parsed.annotations:
@@ -230,27 +231,28 @@ class _Stored:
     id: int
     coco_id: int
     image_coco_id: int
+    category_id: int
+    rle_counts: str
 
 
 def _follow_file_ids(session: Session, dataset_id: int, parsed: ParsedCoco) -> dict[int, _Stored]:
     """The project's annotations by id when the file keeps the project's annotation ids (at least
-    half of the file's annotations whose id the project holds on the same image are unchanged:
-    same mask, same class), else ``{}`` (a file made elsewhere, whose ids mean nothing here).
-    Call with the file's images and categories already given the project's ids."""
+    half of the file's annotations whose id the project holds on the same image have the same
+    mask), else ``{}`` (a file made elsewhere, whose ids mean nothing here). Call with the file's
+    images already given the project's ids."""
     coco_of = dict(session.execute(select(Image.id, Image.coco_id).where(Image.dataset_id == dataset_id)).all())
-    rows = {r.coco_id: r for r in session.execute(
-        select(Annotation.id, Annotation.coco_id, Annotation.image_id, Annotation.category_id,
-               Annotation.rle_counts).where(Annotation.dataset_id == dataset_id))}
+    rows = {r.coco_id: _Stored(r.id, r.coco_id, coco_of[r.image_id], r.category_id, r.rle_counts)
+            for r in session.execute(select(Annotation.id, Annotation.coco_id, Annotation.image_id,
+                                            Annotation.category_id, Annotation.rle_counts)
+                                     .where(Annotation.dataset_id == dataset_id))}
     same = present = 0
     for ann in parsed.annotations:
         row = rows.get(ann.coco_id)
-        if row is None or coco_of[row.image_id] != ann.image_coco_id:
+        if row is None or row.image_coco_id != ann.image_coco_id:
             continue
         present += 1
-        same += row.category_id == ann.category_id and row.rle_counts == ann.rle_counts
-    if present == 0 or 2 * same < present:
-        return {}
-    return {c: _Stored(r.id, c, coco_of[r.image_id]) for c, r in rows.items()}
+        same += row.rle_counts == ann.rle_counts
+    return rows if present and 2 * same >= present else {}
 
 
 def _touched_ids(session: Session, dataset_id: int) -> set[int]:
@@ -266,16 +268,22 @@ def _touched_ids(session: Session, dataset_id: int) -> set[int]:
     return touched
 
 
-def _renamed_categories(parsed: ParsedCoco, known: dict[str, int], report: ImportReport) -> dict[int, str]:
-    """File category id -> the project's name, for a category the file renamed: its name is new to
-    the project, the project has a category with its id, and that category's name is no longer in
-    the file. Its annotations keep the project's class (a line in ``report.merged`` says so)."""
+def _renamed_categories(parsed: ParsedCoco, known: dict[str, int], stored: dict[int, _Stored],
+                        report: ImportReport) -> dict[int, str]:
+    """File category id -> the project's name, for a category the file (one that keeps the
+    project's annotation ids) renamed: its name is new to the project, the project has a category
+    with its id whose name is no longer in the file, and one of its annotations is in the file
+    under the same id, on the same image, with the same mask (so the id means the same class).
+    Its annotations keep the project's class (a line in ``report.merged`` says so)."""
     names_by_id = {coco_id: name for name, coco_id in known.items()}
     in_file = {c.name for c in parsed.categories}
+    evidence = {ann.category_id for ann in parsed.annotations
+                if (row := stored.get(ann.coco_id)) is not None and row.image_coco_id == ann.image_coco_id
+                and row.rle_counts == ann.rle_counts and row.category_id == ann.category_id}
     renamed: dict[int, str] = {}
     for category in parsed.categories:
         old = names_by_id.get(category.coco_id)
-        if category.name in known or old is None or old in in_file:
+        if category.name in known or old is None or old in in_file or category.coco_id not in evidence:
             continue
         renamed[category.coco_id] = old
         report.merged.append(f"category {category.coco_id} is '{category.name}' in {parsed.report.file_name} "

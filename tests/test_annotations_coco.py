@@ -338,3 +338,24 @@ def test_an_export_opened_in_a_fresh_project_keeps_its_review_states(store: Stor
     again = json.loads(store.export_coco(second, tmp_path / "again.json", only_reviewed=True).read_text())
     assert again["images"] == json.loads(exported.read_text())["images"]
     assert_same_dataset(load_coco(exported), load_coco(tmp_path / "again.json"))
+
+
+def test_a_foreign_file_whose_category_ids_clash_keeps_its_own_classes(
+    store: Store, coco_file: Path, make_coco_document, write_coco_files
+):
+    """A file made elsewhere: its category 1 is 'car' (the project's 1 is 'cat', which the file
+    does not name), its annotation ids clash with the project's but their masks differ. Its cars
+    stay cars (a new class), never the project's cats."""
+    dataset = store.create_dataset("d", coco_file.parent / "images")
+    store.import_coco(dataset, coco_file)
+    document = make_coco_document()
+    document["categories"] = [{"id": 1, "name": "car"}]
+    document["annotations"] = [{"id": 100 + k, "image_id": 3, "category_id": 1, "iscrowd": 0,
+                                "segmentation": [[k, k, k + 5, k, k + 5, k + 5, k, k + 5]]} for k in range(3)]
+    report = store.import_coco(dataset, write_coco_files(coco_file.parent, document, "foreign.json"),
+                               match_by_name=True)
+    assert (report.categories_added, report.annotations_added, report.annotations_updated) == (1, 3, 0)
+    out = load_coco(store.export_coco(dataset, coco_file.parent / "out.json"))
+    car = next(c for c, cat in out.cats.items() if cat["name"] == "car")
+    assert sum(a["category_id"] == car for a in out.anns.values()) == 3
+    assert not any("in the project: its annotations are" in line for line in report.lines())
