@@ -182,6 +182,7 @@ def _match_by_name(session: Session, dataset_id: int, parsed: ParsedCoco, report
     image_map = _assign([(i.coco_id, i.file_name) for i in parsed.images], known_images)
     for image in parsed.images:
         image.coco_id = image_map[image.coco_id]
+    parsed.incomplete_images = {image_map[i] for i in parsed.incomplete_images if i in image_map}
     for ann in parsed.annotations:
         ann.image_coco_id = image_map[ann.image_coco_id]
     stored = _follow_file_ids(session, dataset_id, parsed)
@@ -470,6 +471,10 @@ def _insert_images(
         extra = dict(image.extra or {})
         state = extra.pop("review_state", None)     # written by our export (coco_export)
         state = state if state in REVIEW_STATES else "unreviewed"
+        if state == "reviewed" and image.coco_id in parsed.incomplete_images:
+            state = "in_progress"    # "reviewed" says every object is there; one was refused
+            report.reopened.append(f"'{image.file_name}' is reviewed in the file, but annotations of it were "
+                                   f"refused (see below): in progress (review it again)")
         report.images_reviewed += state == "reviewed"
         rows.append(dict(
             dataset_id=dataset.id, coco_id=image.coco_id, file_name=image.file_name,

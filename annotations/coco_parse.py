@@ -174,6 +174,8 @@ class ParsedCoco:
     kinds: dict[str, int] = field(default_factory=dict)
     image_ids: dict[Any, int] = field(default_factory=dict)
     category_aliases: dict[int, int] = field(default_factory=dict)  # a repeated name's id -> the first's
+    # integer ids of accepted images one of whose annotations was refused (they are not complete)
+    incomplete_images: set[int] = field(default_factory=set)
 
     def to_coco_dict(self) -> dict[str, Any]:
         """A clean COCO instances document of what was accepted: integer ids, RLE segmentations,
@@ -632,6 +634,9 @@ def _parse_annotations(
                 ann.coco_id, _ = mapper(f"#{index}")
         except _Refused as refusal:
             parsed.report.add(where, f"{refusal}; the annotation is left out", "refused")
+            image_id = parsed.image_ids.get(_id_key(raw.get("image_id"))) if isinstance(raw, dict) else None
+            if image_id is not None:
+                parsed.incomplete_images.add(image_id)
             continue
         seen.add(ann.coco_id)
         ann.extra = _extra(raw, standard)

@@ -359,3 +359,23 @@ def test_a_foreign_file_whose_category_ids_clash_keeps_its_own_classes(
     car = next(c for c, cat in out.cats.items() if cat["name"] == "car")
     assert sum(a["category_id"] == car for a in out.anns.values()) == 3
     assert not any("in the project: its annotations are" in line for line in report.lines())
+
+
+def test_a_reviewed_image_missing_a_refused_annotation_is_not_reviewed(store: Store, coco_file: Path, tmp_path: Path):
+    """A reviewed export edited elsewhere, one annotation of a reviewed image now broken: a new
+    project made from it has that image in progress (not a complete statement any more), the
+    other reviewed image reviewed."""
+    first = store.create_dataset("first", coco_file.parent / "images")
+    store.import_coco(first, coco_file)
+    images = {i.coco_id: i for i in store.list_images(first)}
+    for coco_id in (3, 10):
+        store.set_review_state(images[coco_id].id, "reviewed")
+    document = json.loads(store.export_coco(first, tmp_path / "reviewed.json", only_reviewed=True).read_text())
+    broken = next(a for a in document["annotations"] if a["image_id"] == 3)
+    broken["segmentation"] = [[1, 2, 3]]                       # a ring of three numbers
+    (tmp_path / "edited.json").write_text(json.dumps(document))
+    second = store.create_dataset("second", coco_file.parent / "images")
+    report = store.import_coco(second, tmp_path / "edited.json")
+    states = {i.coco_id: i.review_state for i in store.list_images(second)}
+    assert states == {3: "in_progress", 10: "reviewed"}
+    assert any("is reviewed in the file, but annotations of it were refused" in line for line in report.lines())
