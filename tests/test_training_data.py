@@ -73,11 +73,13 @@ def test_decodes_polygons_rles_and_maps_category_ids(coco_dir):
 
 
 def test_empty_images_are_negatives_only_when_asked(coco_dir):
+    """Image 30 has no annotation (a negative when asked); image 20 only a crowd region, which is
+    objects, not background: never a negative (detectron2's filter_empty_annotations)."""
     root, _, _ = coco_dir
     keep = CocoInstances(root / "ann.json", root, keep_empty=True)
     drop = CocoInstances(root / "ann.json", root, keep_empty=False)
-    assert keep.image_ids == [10, 20, 30] and drop.image_ids == [10]
-    negative = keep.load(1)  # image 20: only a crowd object
+    assert keep.image_ids == [10, 30] and drop.image_ids == [10]
+    negative = keep.load(1)  # image 30
     assert negative["labels"].numel() == 0 and negative["masks"].shape == (0, H, W)
 
 

@@ -5,8 +5,12 @@ The dataset reads a COCO JSON file through the project's one COCO reader
 reach pycocotools raw; images whose file has another size than the JSON says are left out
 (``dataset.report`` lists every finding). Category ids may be any integers; they are mapped to
 contiguous labels ``0..K-1`` in increasing id order (``class_names`` follows that order).
-``iscrowd=1`` objects are not trained on (as in the official pipeline). Images left without objects are kept as negatives when ``keep_empty`` is True
-(fine-tuning on corrected data) and dropped otherwise (the official COCO setting).
+``iscrowd=1`` objects are not trained on (as in the official pipeline). Images without any
+annotation are kept as negatives when ``keep_empty`` is True (fine-tuning on corrected data: a
+person reviewed them and found no object) and dropped otherwise (the official COCO setting);
+images whose only annotations are crowd regions are always dropped (a crowd region is objects,
+not background: detectron2's ``filter_empty_annotations``, which the official FastInst uses, drops
+them too).
 
 Which image and which augmentation a training step sees is a pure function of
 ``(seed, iteration, rank)`` (:class:`IterationBatchSampler`), so a resumed run replays exactly.
@@ -74,7 +78,8 @@ class CocoInstances(Dataset):
         self.label_of: Dict[int, int] = {c: i for i, c in enumerate(self.category_ids)}
         self.augment_config = augment_config
         self.seed = seed
-        self.image_ids: List[int] = [i for i in sorted(self.coco.getImgIds()) if keep_empty or self._has_objects(i)]
+        self.image_ids: List[int] = [i for i in sorted(self.coco.getImgIds()) if self._has_objects(i) or (
+            keep_empty and not self.coco.imgToAnns.get(i))]
 
     def _annotations(self, image_id: int) -> List[dict]:
         anns = self.coco.imgToAnns.get(image_id, [])
