@@ -128,6 +128,14 @@ class Store:
         except IntegrityError as error:
             raise InvalidInputError(f"a dataset named '{name}' already exists") from error
 
+    def move_dataset(self, dataset_id: int, image_root: str | os.PathLike[str]) -> None:
+        """Point a dataset at the folder its images moved to (image paths stay relative to it)."""
+        with write_session(self.engine) as session:
+            dataset = session.get(Dataset, dataset_id)
+            if dataset is None:
+                raise NotFoundError(f"dataset {dataset_id} does not exist")
+            dataset.image_root = str(Path(image_root).resolve())
+
     def list_datasets(self) -> list[DatasetRecord]:
         """All datasets, oldest first, with their image and (non-rejected) annotation counts."""
         images = (

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from annotations import ConflictError, ImageRecord, Store
+from annotations import ConflictError, DatasetRecord, ImageRecord, Store
 from annotations.coco_parse import UPLOAD_FOLDER
 from fastinst.errors import ImageError
 from fastinst.images import IMAGE_SUFFIXES, image_size
@@ -502,6 +502,23 @@ def write_new_file(folder: Path, name: str, data: bytes) -> Path:
         except FileExistsError:
             continue
     raise AssertionError("unreachable")
+
+
+def find_moved_dataset(store: Store, image_root: Path, sample: int = 20) -> DatasetRecord | None:
+    """The project whose image folder is gone and whose images are in ``image_root`` (the folder
+    was moved or renamed): its first ``sample`` images all exist there under the same names, with
+    the same SHA-256 where the store knows it. The one with the most work when several fit."""
+    from annotations.coco_parse import file_sha256
+    root = Path(image_root).resolve()
+    fits = []
+    for record in store.list_datasets():
+        if Path(record.image_root).is_dir() or Path(record.image_root).resolve() == root:
+            continue
+        images = store.list_images(record.id)[:sample]
+        if images and all((root / i.file_name).is_file() and (
+                not i.content_hash or file_sha256(root / i.file_name) == i.content_hash) for i in images):
+            fits.append(record)
+    return min(fits, key=lambda d: (-d.num_reviewed, -d.num_accepted, -d.num_annotations, d.id), default=None)
 
 
 def find_or_create_dataset(store: Store, name: str, image_root: Path, *,

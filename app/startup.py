@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from app import demo
 from app.config import ConfigError, StudioConfig
-from app.project import Project, add_folder_images, file_version, find_or_create_dataset
+from app.project import Project, add_folder_images, file_version, find_moved_dataset, find_or_create_dataset
 from app.session import ModelSlot
 
 Log = Callable[[str], None]
@@ -71,8 +71,15 @@ def open_project(config: StudioConfig, log: Log = print) -> Project:
         if config.weights is None:
             log("no --weights given: predicting with the demo shapes model")
     store = Store(config.db_url)
-    dataset_id, created, others = find_or_create_dataset(store, dataset_name(config), images,
-                                                         by_folder=config.coco is None and not config.is_demo)
+    moved = None if config.is_demo else find_moved_dataset(store, images)
+    if moved is not None:   # its folder is gone and its images are here: the folder was moved
+        store.move_dataset(moved.id, images)
+        log(f"project {moved.name!r} was over {moved.image_root}, which is gone; its images are in {images}: "
+            f"it opens there")
+        dataset_id, created, others = moved.id, False, []
+    else:
+        dataset_id, created, others = find_or_create_dataset(store, dataset_name(config), images,
+                                                             by_folder=config.coco is None and not config.is_demo)
     if not created:
         record = store.dataset(dataset_id)
         log(f"opening project {record.name!r} ({record.num_annotations} annotations)")

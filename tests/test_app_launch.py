@@ -219,3 +219,36 @@ def test_two_projects_over_one_folder_keep_their_own_work_and_exports(dataset: P
     assert len(paths) == 2
     files = {len(json.loads(p.read_text())["images"]) for p in paths}
     assert files == {0, 1}          # A's export holds its reviewed image, B's none
+
+
+@pytest.mark.parametrize("with_coco", [True, False])
+def test_a_moved_image_folder_opens_its_project(dataset: Path, tmp_path: Path, with_coco: bool) -> None:
+    """The folder (with its COCO file) moved or renamed, launched on the new path: the project
+    holding the reviewed work opens there and says so, instead of a new empty project."""
+    import shutil
+
+    from app.config import StudioConfig
+    from app.startup import open_project
+
+    first = tmp_path / "first"
+    shutil.copytree(dataset / "shapes" / "images", first / "images")
+    (first / "images" / "broken.png").unlink()
+    (first / "labels.json").write_text((dataset / "shapes" / "annotations.json").read_text())
+
+    def launch(folder: Path) -> tuple[object, list[str]]:
+        log: list[str] = []
+        config = StudioConfig(images=folder / "images", coco=folder / "labels.json" if with_coco else None,
+                              weights=model_weights(dataset), device="cpu", data_dir=tmp_path / "data")
+        return open_project(config, log=log.append), log
+
+    project, _ = launch(first)
+    reviewed = project.images()[0]
+    project.store.set_review_state(reviewed.id, "reviewed", undecided="reject")
+    moved = tmp_path / "photos"
+    shutil.move(first, moved)
+    again, log = launch(moved)
+    assert again.dataset_id == project.dataset_id, log
+    assert any("which is gone; its images are in" in line for line in log), log
+    assert again.image(reviewed.id).review_state == "reviewed"
+    assert len(again.store.list_datasets()) == 1
+    assert again.pixels(reviewed.id).shape[:2] == (reviewed.height, reviewed.width)   # read from the new place
