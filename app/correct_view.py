@@ -71,12 +71,14 @@ def delete(project: Project, state: SessionState, revision: int | None) -> str:
 
 
 def relabel(project: Project, state: SessionState, class_name: str, revision: int | None) -> str:
-    """Give the selected instance another class (a proposal becomes an accepted human label)."""
+    """Give the selected instance another class (a proposal becomes an accepted human label); a
+    class name the project does not have yet makes a new class."""
     inst = _selected(project, state)
-    cid = project.category_id(class_name)
+    cid, created = project.category_for_label(class_name)
     project.edit(state.image_id, revision,
                  lambda rev: project.store.set_category(inst.id, cid, expected_revision=rev))
-    return f"#{inst.id}: {inst.class_name} → {class_name}"
+    name = class_name.strip()
+    return f"#{inst.id}: {inst.class_name} → {name}" + (f" (new class {name!r})" if created else "")
 
 
 def undo(project: Project, state: SessionState, revision: int | None, redo: bool = False) -> str:

@@ -176,6 +176,20 @@ class Project:
                 return cid
         raise StudioError(f"no category called {name!r}")
 
+    def category_for_label(self, name: str) -> tuple[int, bool]:
+        """The COCO id of the class a person labels with (relabel, a drawn mask): an existing
+        category, or a new one when the name is new (a labeler adds the classes the model does not
+        know; fine-tuning gives them heads). Returns ``(id, created)``.
+
+        Raises StudioError: an empty name."""
+        name = (name or "").strip()
+        if not name:
+            raise StudioError("type or choose a class name first")
+        for cid, cname in self.categories():
+            if cname == name:
+                return cid, False
+        return self.store.add_category(self.dataset_id, name), True
+
     def sync_categories(self) -> None:
         """Make sure every class the model predicts exists as a category (matched by name)."""
         have = set(self.class_names())
@@ -355,10 +369,11 @@ class Project:
 
     def add_instance(self, image_id: int, mask: np.ndarray, class_name: str,
                      expected_revision: int | None) -> int:
-        """Store a hand-drawn instance (accepted, source human); returns its id."""
+        """Store a hand-drawn instance (accepted, source human) of ``class_name`` (a new name makes
+        a new class, :meth:`category_for_label`); returns its id."""
         if not mask.any():
             raise StudioError("the new mask is empty: draw something first")
-        cid = self.category_id(class_name)
+        cid, _ = self.category_for_label(class_name)
         return self.edit(image_id, expected_revision,
                          lambda rev: self.store.add_annotation(image_id, mask, cid, source="human",
                                                                expected_revision=rev))

@@ -367,7 +367,8 @@ class Studio:
         same_list = parts in ("select", "activation") or choices == state.picker_choices
         state.picker_choices = choices
         if inst is not None:         # the Class picker follows the selection (L relabels from there)
-            values["class_picker"] = inst.class_name
+            values["class_picker"] = self.choices_update(state, "class_picker", self.project.class_names,
+                                                         inst.class_name, full)
         values["instance_picker"] = state.selected if same_list else gr.update(choices=choices,
                                                                                value=state.selected)
         return [values[name] for name in OUTPUT_NAMES]

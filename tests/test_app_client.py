@@ -251,3 +251,24 @@ def test_an_image_of_another_project_in_the_store_is_never_opened(studio) -> Non
     client.predict(ann, api_name="/select_instance")
     client.predict(api_name="/reject")
     assert store.annotation(ann).state == "accepted" and store.image(foreign).revision == 1
+
+
+def test_a_class_the_model_does_not_know_is_made_by_labelling_with_it(studio, tmp_path: Path) -> None:
+    """A labeler types a new class name in the Class picker and relabels (L): the class is made,
+    the instance carries it, the picker lists it, and the export has it."""
+    project, client = studio
+    image_id = project.images()[1].id
+    client.predict(image_id, api_name="/open_image")
+    r = as_dict(client.predict(0.05, api_name="/set_min_score"))
+    target = r["instance_table"]["data"][0][0]
+    client.predict(target, api_name="/select_instance")
+    r = as_dict(client.predict("  bicycle ", api_name="/relabel"))
+    assert "→ bicycle (new class 'bicycle')" in r["status"], r["status"]
+    assert "bicycle" in project.class_names()
+    stored = project.store.annotation(target)
+    assert project.class_names_by_id()[stored.category_id] == "bicycle" and stored.state == "accepted"
+    assert "bicycle" in json.dumps(r["class_picker"])
+    again = as_dict(client.predict("bicycle", api_name="/relabel"))      # the second time it exists
+    assert "new class" not in again["status"] and project.class_names().count("bicycle") == 1
+    assert "type or choose a class name first" in as_dict(client.predict(" ", api_name="/relabel"))["status"]
+    assert project.class_names_by_id()[project.store.annotation(target).category_id] == "bicycle"
