@@ -189,6 +189,7 @@ def _match_by_name(session: Session, dataset_id: int, parsed: ParsedCoco, report
     renamed = _renamed_categories(parsed, known_categories, stored, report) if stored else {}
     category_map = _assign([(c.coco_id, renamed.get(c.coco_id, c.name)) for c in parsed.categories],
                            known_categories)
+    _report_renumbered(report, parsed, image_map, category_map)
     for category in parsed.categories:
         category.name = renamed.get(category.coco_id, category.name)
         category.coco_id = category_map[category.coco_id]
@@ -196,7 +197,9 @@ def _match_by_name(session: Session, dataset_id: int, parsed: ParsedCoco, report
         ann.category_id = category_map[ann.category_id]
     taken = session.scalar(select(func.max(Annotation.coco_id)).where(Annotation.dataset_id == dataset_id)) or 0
     held = _versions_held(session, dataset_id)
-    touched = _touched_ids(session, dataset_id) if stored else set()
+    touched = _touched_ids(session, dataset_id)     # with the ids in the table: every id ever given
+    given = touched | set(session.scalars(select(Annotation.coco_id).where(Annotation.dataset_id == dataset_id)))
+    fresh_from = max([taken + 1, *(a.coco_id + 1 for a in parsed.annotations), *(i + 1 for i in touched)])
     kept, updates = [], []
     for ann in parsed.annotations:
         key = (ann.image_coco_id, ann.category_id, ann.rle_counts)
@@ -213,7 +216,9 @@ def _match_by_name(session: Session, dataset_id: int, parsed: ParsedCoco, report
             else:
                 updates.append(_Update(ann, row.id))
             continue
-        ann.coco_id = taken + 1 + len(kept)
+        if ann.coco_id in given:   # the file's id when the project never gave it (undo may bring a deleted one back)
+            ann.coco_id, fresh_from = fresh_from, fresh_from + 1
+        given.add(ann.coco_id)
         kept.append(ann)
     if stored:
         in_file = {a.coco_id for a in parsed.annotations} | {u.ann.coco_id for u in updates}
@@ -355,19 +360,41 @@ def _versions_held(session: Session, dataset_id: int) -> dict[tuple[int, int, st
 
 
 def _assign(items: list[tuple[int, str]], known: dict[str, int]) -> dict[int, int]:
-    """file id -> dataset id: the dataset's id for a known name, else a fresh id above all used."""
+    """file id -> dataset id: the dataset's id for a known name; else the file's own id when the
+    dataset does not use it, else a fresh id above all used."""
     used = set(known.values())
-    next_id = max(used, default=0) + 1
     mapping: dict[int, int] = {}
+    new = [(old, key) for old, key in items if key not in known]
     for old, key in items:
         if key in known:
             mapping[old] = known[key]
+    for old, _ in new:
+        if old not in used:
+            mapping[old] = old
+            used.add(old)
+    next_id = max(used, default=0) + 1
+    for old, _ in new:
+        if old in mapping:
             continue
         while next_id in used:
             next_id += 1
         mapping[old] = next_id
         used.add(next_id)
     return mapping
+
+
+def _report_renumbered(report: ImportReport, parsed: ParsedCoco, image_map: dict[int, int],
+                       category_map: dict[int, int]) -> None:
+    """One line naming the file's image and category ids that the project gives other ids (its
+    own ids for the same names, or fresh ones where the project uses the file's)."""
+    moved = [f"category '{c.name}' {c.coco_id} -> {category_map[c.coco_id]}" for c in parsed.categories
+             if category_map[c.coco_id] != c.coco_id]
+    moved += [f"image '{i.file_name}' {i.coco_id} -> {image_map[i.coco_id]}" for i in parsed.images
+              if image_map[i.coco_id] != i.coco_id]
+    if moved:
+        report.merged.append(f"{len(moved)} ids of {parsed.report.file_name} are others in the project (the "
+                             f"project's own for the same names, or taken): {', '.join(moved[:8])}"
+                             f"{' ...' if len(moved) > 8 else ''}")
 
 
 def _dataset_root(engine: Engine, dataset_id: int) -> Path:

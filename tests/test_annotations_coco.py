@@ -379,3 +379,26 @@ def test_a_reviewed_image_missing_a_refused_annotation_is_not_reviewed(store: St
     states = {i.coco_id: i.review_state for i in store.list_images(second)}
     assert states == {3: "in_progress", 10: "reviewed"}
     assert any("is reviewed in the file, but annotations of it were refused" in line for line in report.lines())
+
+
+def test_an_upload_keeps_the_files_ids_the_project_never_gave(
+    store: Store, coco_file: Path, make_coco_document, write_coco_files
+):
+    """Ids the project never gave keep the file's number (a person joins the export back to their
+    file by id); ids the project uses are renumbered and the report names each."""
+    dataset = store.create_dataset("d", coco_file.parent / "images")
+    store.import_coco(dataset, coco_file)
+    document = make_coco_document()
+    document["categories"] = [{"id": 50, "name": "car"}, {"id": 5, "name": "bus"}]   # 5 is the project's dog
+    document["annotations"] = [
+        {"id": 900, "image_id": 3, "category_id": 50, "iscrowd": 0, "segmentation": [[1, 1, 9, 1, 9, 9]]},
+        {"id": 100, "image_id": 3, "category_id": 5, "iscrowd": 0, "segmentation": [[30, 30, 39, 30, 39, 39]]}]
+    report = store.import_coco(dataset, write_coco_files(coco_file.parent, document, "mine.json"),
+                               match_by_name=True)
+    out = load_coco(store.export_coco(dataset, coco_file.parent / "out.json"))
+    names = {c: cat["name"] for c, cat in out.cats.items()}
+    assert names[50] == "car" and names[5] == "dog"
+    bus = next(c for c, n in names.items() if n == "bus")
+    assert 900 in out.anns and out.anns[900]["category_id"] == 50
+    assert [a["id"] for a in out.anns.values() if a["category_id"] == bus] != [100]   # 100 is the project's
+    assert any(f"category 'bus' 5 -> {bus}" in line for line in report.lines()), report.lines()
