@@ -180,6 +180,8 @@ def _match_by_name(session: Session, dataset_id: int, parsed: ParsedCoco, report
     known_categories = dict(session.execute(
         select(Category.name, Category.coco_id).where(Category.dataset_id == dataset_id)).all())
     image_map = _assign([(i.coco_id, i.file_name) for i in parsed.images], known_images)
+    moved = [f"image '{i.file_name}' {i.coco_id} -> {image_map[i.coco_id]}" for i in parsed.images
+             if image_map[i.coco_id] != i.coco_id]
     for image in parsed.images:
         image.coco_id = image_map[image.coco_id]
     parsed.incomplete_images = {image_map[i] for i in parsed.incomplete_images if i in image_map}
@@ -189,7 +191,12 @@ def _match_by_name(session: Session, dataset_id: int, parsed: ParsedCoco, report
     renamed = _renamed_categories(parsed, known_categories, stored, report) if stored else {}
     category_map = _assign([(c.coco_id, renamed.get(c.coco_id, c.name)) for c in parsed.categories],
                            known_categories)
-    _report_renumbered(report, parsed, image_map, category_map)
+    moved = [f"category '{renamed.get(c.coco_id, c.name)}' {c.coco_id} -> {category_map[c.coco_id]}"
+             for c in parsed.categories if category_map[c.coco_id] != c.coco_id] + moved
+    if moved:
+        report.merged.append(f"{len(moved)} ids of {parsed.report.file_name} are others in the project (the "
+                             f"project's own for the same names, or taken): {', '.join(moved[:8])}"
+                             f"{' ...' if len(moved) > 8 else ''}")
     for category in parsed.categories:
         category.name = renamed.get(category.coco_id, category.name)
         category.coco_id = category_map[category.coco_id]
@@ -381,20 +388,6 @@ def _assign(items: list[tuple[int, str]], known: dict[str, int]) -> dict[int, in
         mapping[old] = next_id
         used.add(next_id)
     return mapping
-
-
-def _report_renumbered(report: ImportReport, parsed: ParsedCoco, image_map: dict[int, int],
-                       category_map: dict[int, int]) -> None:
-    """One line naming the file's image and category ids that the project gives other ids (its
-    own ids for the same names, or fresh ones where the project uses the file's)."""
-    moved = [f"category '{c.name}' {c.coco_id} -> {category_map[c.coco_id]}" for c in parsed.categories
-             if category_map[c.coco_id] != c.coco_id]
-    moved += [f"image '{i.file_name}' {i.coco_id} -> {image_map[i.coco_id]}" for i in parsed.images
-              if image_map[i.coco_id] != i.coco_id]
-    if moved:
-        report.merged.append(f"{len(moved)} ids of {parsed.report.file_name} are others in the project (the "
-                             f"project's own for the same names, or taken): {', '.join(moved[:8])}"
-                             f"{' ...' if len(moved) > 8 else ''}")
 
 
 def _dataset_root(engine: Engine, dataset_id: int) -> Path:
