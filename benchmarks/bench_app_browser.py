@@ -19,8 +19,10 @@ result and the next frame is drawn:
 * accept (A key): the canvas draws the instance accepted (drawn at once, before the server answers);
   "accept, saved" until the canvas draws the image's new revision from the server;
 * brush-stroke commit: a stroke drawn with the "new mask" tool, applied with Enter, until the
-  canvas draws the revision that stores it (the browser encodes the stroke's box as runs, the
-  server stores the mask and sends the revision's masks back);
+  canvas draws it as a new mask, pending (drawn at once, before the server answers; a canvas
+  without ``data-pending``: the stored revision); "brush-stroke commit, server" until the canvas
+  draws the revision that stores it (the browser encodes the stroke's box as runs, the server
+  stores the mask and sends the revision's masks back);
 * next image (N key), already predicted / not yet: the canvas draws the next image with its
   proposals (not yet predicted: "image" when the picture shows, "predicted" when the model's
   proposals are drawn); "next image (predicted), server" until the server's answer shows (the
@@ -300,9 +302,12 @@ def run_project(project: Any, repeats: int, layers: bool, first_id: int | None =
                 pg.evaluate(STROKE_JS, [sel, [[width * 0.1, y], [width * 0.2, y + 3], [width * 0.3, y]], width])
                 pg.wait_for_function(f"() => __view('{sel}').dataset.unsaved === '1'")
                 before = pg.evaluate(f"__stamp('{sel}')")
-                t, = measure("__key('Enter')", f"return __fresh('{sel}', {json.dumps(before)}) && "
-                             f"__view('{sel}').dataset.unsaved === '0'")
+                stored = (f"__fresh('{sel}', {json.dumps(before)}) && __view('{sel}').dataset.unsaved === '0' && "
+                          f"!__view('{sel}').dataset.pending")
+                t, t_stored = measure("__key('Enter')", f"return __view('{sel}').dataset.pending === 'new' || ({stored})",
+                                      f"return {stored}")
                 add("brush-stroke commit", t)
+                add("brush-stroke commit, server", t_stored)
             pg.locator("#tool label", has_text="select").click()
         # next image: through the predicted ones, then the ones not predicted yet
         order = [e.id for e in images]
