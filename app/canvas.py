@@ -28,8 +28,10 @@ they were started on: with another instance selected, a new stroke is refused un
 applied or discarded. Leaving the image with strokes not applied asks first (N, P, M and the
 Next, Previous, Mark reviewed and Predict again buttons; a page reload); an applied edit in
 flight holds nothing back (the server handles events in order). Each Apply is one store edit (one
-undo step). An edit the server refuses (``refused`` in the value: a conflict with another tab, a
-deleted target, no change) keeps its strokes to apply again or discard. A pointer the browser
+undo step), drawn at once as the instance's new mask (a new one: on top), pending until the server
+answers: a value with the revision that stores it replaces it; an edit the server refuses
+(``refused`` in the value: a conflict with another tab, a deleted target, no change) takes the
+pending mask back and keeps its strokes to apply again or discard. A pointer the browser
 cancels (a native drag) ends the stroke with what was drawn so far.
 
 API (what ``value`` builds, a JSON string):
@@ -93,7 +95,9 @@ Test hooks on the ``<canvas>``: ``data-token``, ``data-selected``, ``data-hover`
 redraw), ``data-view``
 ("scale,offset_x,offset_y": screen = image * scale + offset, CSS pixels inside the canvas),
 ``data-brush`` (the brush diameter, image pixels), ``data-edit`` (the instance id being edited,
-"new", or empty), ``data-unsaved`` (strokes and polygons not applied yet) and ``data-corners``
+"new", or empty), ``data-unsaved`` (strokes and polygons not stored yet, the pending ones
+included), ``data-pending`` (the instance id, or "new", whose applied edit is drawn before the
+server's answer; empty: none) and ``data-corners``
 (corners of the polygon being clicked out), ``data-opening`` (the token of an image drawn ahead of
 the server's answer, or empty) and ``data-ahead`` ("next:<token>,prev:<token>": the images
 that a next / previous press would draw at once).

@@ -387,10 +387,11 @@ def test_an_applied_stroke_is_drawn_at_once_and_a_refused_one_keeps_its_strokes(
     choose(pg, "brush")
     cv = pg.locator("#correct-image canvas")
     before = project.store.annotation(square).mask
-    got = stroke(pg, View(pg), [(50, 100), (80, 118)])
+    got = stroke(pg, View(pg), [(90, 100), (90, 140)])
     expect(cv).to_have_attribute("data-unsaved", "1")
+    pg.mouse.move(2, 2)                                        # the brush outline leaves with the pointer
     painted = before | stroke_pixels(before.shape, got, brush_radius(pg))
-    column = 64                                                # away from the brush outline (the pointer)
+    column = round(got[-1][0] - 0.5)
     row = int(np.flatnonzero(painted[:, column]).max())       # the new mask's lowest pixel there: its edge
     assert not before[row, column]
 
