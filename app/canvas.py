@@ -216,7 +216,7 @@ function decode(entry, colour) {   // a masks-file entry (box, runs) as a mask (
 // A mask ((w, h) ``bits`` at image point (x, y)) and its bitmaps, made once: ``sprite`` is how the
 // base layer draws it (the fill at FILL alpha under its opaque edge: one draw a mask), ``edge`` its
 // edge, ``white`` its edge in white (the selection). ImageBitmaps: drawing them copies no canvas.
-const FILL = 0.4;
+const FILL = 0.4, SELECTED = 0.6;
 function sprites(x, y, w, h, bits, colour) {
   const W = Math.max(w, 1), H = Math.max(h, 1);
   const s = new ImageData(W, H), b = new ImageData(W, H), c2 = new ImageData(W, H), fa = Math.round(255 * FILL);
@@ -318,7 +318,7 @@ function paintScene(list, d) {   // the picture and every shown mask, for this v
   sx.setTransform(view.s * d, 0, 0, view.s * d, view.ox * d, view.oy * d);
   sx.imageSmoothingEnabled = false;
   const editing = edit && !pendingMask ? edit.target : undefined;   // the mask being edited is drawn from the buffer
-  const saving = pendingMask ? pendingMask.target : undefined;        // an applied edit: drawn on top, below
+  const saving = pendingMask ? pendingMask.target : undefined;        // an applied edit: drawn last, on top
   for (let k = list.length - 1; k >= 0; k--) {
     const inst = list[k], m = masks.get(inst.key);
     if (inst.id === editing || inst.id === saving) continue;
@@ -374,11 +374,10 @@ function draw() {
     const open = edit && !pendingMask ? edit.target : undefined;
     ctx.setTransform(view.s * d, 0, 0, view.s * d, view.ox * d, view.oy * d);
     ctx.imageSmoothingEnabled = false;
-    const sel = selected == null || selected === open ? null :
-      (list.find(i => i.id === selected) || (pendingMask && pendingMask.target === selected ? {id: selected, state: 'proposed'} : null));
-    if (sel) {   // the fill from FILL to 0.6 (rejected: as it is), the edge white
+    const sel = list.find(i => i.id === selected && i.id !== open);
+    if (sel) {   // the fill from FILL to SELECTED alpha (rejected: as it is), the edge white
       const m = maskOf(sel);
-      if (stateOf(sel) !== 'rejected') { ctx.globalAlpha = (1 - 0.4 / (1 - FILL)) / FILL; ctx.drawImage(m.sprite, m.x, m.y); }
+      if (stateOf(sel) !== 'rejected') { ctx.globalAlpha = (1 - (1 - SELECTED) / (1 - FILL)) / FILL; ctx.drawImage(m.sprite, m.x, m.y); }
       ctx.globalAlpha = 1;
       ctx.drawImage(m.white, m.x, m.y);
     }
@@ -423,8 +422,8 @@ function draw() {
   if (data) info.textContent = `${list.length} shown of ${data.instances.length} · ${Math.round(view.s * 100)}%`;
   if (notice) editInfo.textContent = notice;
   else if (!edit) editInfo.textContent = poly.length ? `polygon: ${poly.length} corners` + (poly.length >= 3 ? ' · Enter closes' : '') : '';
-  else editInfo.textContent = `${edit.target == null ? 'new mask' : '#' + edit.target}: ${edit.ops.length} unsaved` +
-                              (edit.pendingSeq ? ' · saving' : ' · Enter applies, Esc discards');
+  else editInfo.textContent = `${edit.target == null ? 'new mask' : '#' + edit.target}: ` +
+                              (edit.pendingSeq ? 'applied, saving…' : `${edit.ops.length} unsaved · Enter applies, Esc discards`);
 }
 function later() { if (!queued) { queued = true; requestAnimationFrame(() => { queued = false; draw(); }); } }
 function say(text) { notice = text; draw(); }   // shown until the next drawing action
