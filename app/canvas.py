@@ -28,8 +28,10 @@ they were started on: with another instance selected, a new stroke is refused un
 applied or discarded. Leaving the image with strokes not applied asks first (N, P, M and the
 Next, Previous, Mark reviewed and Predict again buttons; a page reload); an applied edit in
 flight holds nothing back (the server handles events in order). Each Apply is one store edit (one
-undo step). An edit the server refuses (``refused`` in the value: a conflict with another tab, a
-deleted target, no change) keeps its strokes to apply again or discard. A pointer the browser
+undo step), drawn at once as the instance's new mask (a new one: on top), pending until the server
+answers: a value with the revision that stores it replaces it; an edit the server refuses
+(``refused`` in the value: a conflict with another tab, a deleted target, no change) takes the
+pending mask back and keeps its strokes to apply again or discard. A pointer the browser
 cancels (a native drag) ends the stroke with what was drawn so far.
 
 API (what ``value`` builds, a JSON string):
@@ -93,7 +95,9 @@ Test hooks on the ``<canvas>``: ``data-token``, ``data-selected``, ``data-hover`
 redraw), ``data-view``
 ("scale,offset_x,offset_y": screen = image * scale + offset, CSS pixels inside the canvas),
 ``data-brush`` (the brush diameter, image pixels), ``data-edit`` (the instance id being edited,
-"new", or empty), ``data-unsaved`` (strokes and polygons not applied yet) and ``data-corners``
+"new", or empty), ``data-unsaved`` (strokes and polygons not stored yet, the pending ones
+included), ``data-pending`` (the instance id, or "new", whose applied edit is drawn before the
+server's answer; empty: none) and ``data-corners``
 (corners of the polygon being clicked out), ``data-opening`` (the token of an image drawn ahead of
 the server's answer, or empty) and ``data-ahead`` ("next:<token>,prev:<token>": the images
 that a next / previous press would draw at once).
@@ -176,7 +180,10 @@ let view = {s: 1, ox: 0, oy: 0}, fitFor = null, fittedWidth = 0, fitted = true;
 let hover = null, selected = null, seq = 0;
 let minScore = 0.5, showRejected = false, serverMin = null, serverRej = null;
 let lastClick = null, drag = null, pending = false, queued = false;
-let scene = null, sceneKey = '', dataGen = 0;   // the scene without hover, redrawn only when it changes
+// the picture at this view, and the scene (picture and masks, without selection and hover): redrawn
+// only when they change
+let imageLayer = null, imageKey = '', scene = null, sceneKey = '', dataGen = 0;
+let pendingMask = null;            // an applied edit drawn before the server answers: {seq, target, m}
 // drawing: the open edit (a mask buffer of the image's size), the stroke under way, the polygon
 let edit = null, stroke = null, poly = [], cursor = null, brush = 12, notice = '';
 const marks = new Map();           // instance id -> {state, press}: accept/reject drawn before the server answers
@@ -195,33 +202,39 @@ function loadImage(url) {
     const im = new Image(); im.onload = () => resolve(im); im.onerror = reject; im.src = url;
   });
 }
+async function bitmapOf(im) {   // decoded once: drawing an ImageBitmap copies pixels, nothing more
+  try { return await createImageBitmap(im); } catch (err) { return im; }
+}
 function stateOf(inst) { const m = marks.get(inst.id); return m ? m.state : inst.state; }
 function labelOf(inst) { const m = marks.get(inst.id); return m ? inst.label.replace(/ [?✓✗]$/, '') + ' ' + MARKS[m.state] : inst.label; }
-function decode(entry, colour) {
+function decode(entry, colour) {   // a masks-file entry (box, runs) as a mask (see ``sprites``)
   const [x, y, w, h] = entry, bits = new Uint8Array(w * h);
   let p = 0, on = 0;
   for (let k = 4; k < entry.length; k++) { if (on) bits.fill(1, p, p + entry[k]); p += entry[k]; on ^= 1; }
-  const fill = new OffscreenCanvas(Math.max(w, 1), Math.max(h, 1));
-  const edge = new OffscreenCanvas(Math.max(w, 1), Math.max(h, 1));
-  const white = new OffscreenCanvas(Math.max(w, 1), Math.max(h, 1));
-  if (w && h) {
-    const a = new ImageData(w, h), b = new ImageData(w, h), c2 = new ImageData(w, h);
-    for (let r = 0; r < h; r++) for (let c = 0; c < w; c++) {
-      const i = r * w + c;
-      if (!bits[i]) continue;
-      const o = 4 * i;
-      a.data[o] = colour[0]; a.data[o + 1] = colour[1]; a.data[o + 2] = colour[2]; a.data[o + 3] = 255;
-      if (c === 0 || r === 0 || c === w - 1 || r === h - 1 || !bits[i - 1] || !bits[i + 1] || !bits[i - w] || !bits[i + w]) {
-        b.data[o] = colour[0]; b.data[o + 1] = colour[1]; b.data[o + 2] = colour[2]; b.data[o + 3] = 255;
-        c2.data[o] = c2.data[o + 1] = c2.data[o + 2] = c2.data[o + 3] = 255;
-      }
-    }
-    fill.getContext('2d').putImageData(a, 0, 0);
-    edge.getContext('2d').putImageData(b, 0, 0);
-    white.getContext('2d').putImageData(c2, 0, 0);
-  }
-  return {x, y, w, h, bits, fill, edge, white};
+  return sprites(x, y, w, h, bits, colour);
 }
+// A mask ((w, h) ``bits`` at image point (x, y)) and its bitmaps, made once: ``sprite`` is how the
+// base layer draws it (the fill at FILL alpha under its opaque edge: one draw a mask), ``edge`` its
+// edge, ``white`` its edge in white (the selection). ImageBitmaps: drawing them copies no canvas.
+const FILL = 0.4, SELECTED = 0.6;
+function sprites(x, y, w, h, bits, colour) {
+  const W = Math.max(w, 1), H = Math.max(h, 1);
+  const s = new ImageData(W, H), b = new ImageData(W, H), c2 = new ImageData(W, H), fa = Math.round(255 * FILL);
+  for (let r = 0; r < h; r++) for (let c = 0; c < w; c++) {
+    const i = r * w + c;
+    if (!bits[i]) continue;
+    const o = 4 * i;
+    s.data[o] = colour[0]; s.data[o + 1] = colour[1]; s.data[o + 2] = colour[2]; s.data[o + 3] = fa;
+    if (c === 0 || r === 0 || c === w - 1 || r === h - 1 || !bits[i - 1] || !bits[i + 1] || !bits[i - w] || !bits[i + w]) {
+      s.data[o + 3] = 255;
+      b.data[o] = colour[0]; b.data[o + 1] = colour[1]; b.data[o + 2] = colour[2]; b.data[o + 3] = 255;
+      c2.data[o] = c2.data[o + 1] = c2.data[o + 2] = c2.data[o + 3] = 255;
+    }
+  }
+  const bitmap = (im) => { const o = new OffscreenCanvas(W, H); o.getContext('2d').putImageData(im, 0, 0); return o.transferToImageBitmap(); };
+  return {x, y, w, h, bits, sprite: bitmap(s), edge: bitmap(b), white: bitmap(c2)};
+}
+function maskOf(inst) { return pendingMask && pendingMask.target === inst.id ? pendingMask.m : masks.get(inst.key); }
 function shown() {
   if (!data) return [];
   return data.instances.filter(i => !(stateOf(i) === 'rejected' && !showRejected) &&
@@ -231,7 +244,7 @@ function shown() {
 function hits(x, y) {
   const out = [];
   for (const inst of shown()) {
-    const m = masks.get(inst.key);
+    const m = maskOf(inst);
     const c = x - m.x, r = y - m.y;
     if (c >= 0 && r >= 0 && c < m.w && r < m.h && m.bits[r * m.w + c]) out.push(inst.id);
   }
@@ -266,7 +279,7 @@ function toPoint(e) {   // the image point under the pointer (continuous: pixel 
 function toImage(e) { const p = toPoint(e); return {x: Math.floor(p.x), y: Math.floor(p.y)}; }
 function overlaps(a, b) { return a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h; }
 function label(inst, strong, placed) {   // placed: rectangles taken already (null: draw where it fits best)
-  const m = masks.get(inst.key), d = window.devicePixelRatio || 1;
+  const m = maskOf(inst), d = window.devicePixelRatio || 1;
   const text = labelOf(inst);
   ctx.font = `${12 * d}px sans-serif`;
   const tw = ctx.measureText(text).width + 8 * d, th = 16 * d;
@@ -284,33 +297,45 @@ function label(inst, strong, placed) {   // placed: rectangles taken already (nu
   ctx.fillText(text, x + 4 * d, y + 12 * d);
   return true;
 }
-function paintScene(list, d) {   // the image, every shown mask and the selection, for this view
-  if (!scene || scene.width !== cv.width || scene.height !== cv.height) scene = new OffscreenCanvas(cv.width, cv.height);
+function layer(c) { return c && c.width === cv.width && c.height === cv.height ? c : new OffscreenCanvas(cv.width, cv.height); }
+function paintImage(d) {   // the picture alone, for this view
+  imageLayer = layer(imageLayer);
+  const ix = imageLayer.getContext('2d');
+  ix.setTransform(1, 0, 0, 1, 0, 0);
+  ix.clearRect(0, 0, imageLayer.width, imageLayer.height);
+  if (!data || !img) return;
+  ix.setTransform(view.s * d, 0, 0, view.s * d, view.ox * d, view.oy * d);
+  ix.imageSmoothingEnabled = view.s < 1;
+  ix.drawImage(img, 0, 0);
+}
+function paintScene(list, d) {   // the picture and every shown mask, for this view (no selection, no hover)
+  scene = layer(scene);
   const sx = scene.getContext('2d');
   sx.setTransform(1, 0, 0, 1, 0, 0);
   sx.clearRect(0, 0, scene.width, scene.height);
   if (!data || !img) return;
+  sx.drawImage(imageLayer, 0, 0);
   sx.setTransform(view.s * d, 0, 0, view.s * d, view.ox * d, view.oy * d);
-  sx.imageSmoothingEnabled = view.s < 1;
-  sx.drawImage(img, 0, 0);
   sx.imageSmoothingEnabled = false;
-  const editing = edit ? edit.target : undefined;   // the mask being edited is drawn from the buffer
+  const editing = edit && !pendingMask ? edit.target : undefined;   // the mask being edited is drawn from the buffer
+  const saving = pendingMask ? pendingMask.target : undefined;        // an applied edit: drawn last, on top
   for (let k = list.length - 1; k >= 0; k--) {
     const inst = list[k], m = masks.get(inst.key);
-    if (inst.id === editing) continue;
-    sx.globalAlpha = stateOf(inst) === 'rejected' ? 0.2 : (inst.id === selected ? 0.6 : 0.4);
-    sx.drawImage(m.fill, m.x, m.y);
-    sx.globalAlpha = 1;
-    sx.drawImage(m.edge, m.x, m.y);
+    if (inst.id === editing || inst.id === saving) continue;
+    if (stateOf(inst) === 'rejected') {   // the fill at half FILL, the edge opaque
+      sx.globalAlpha = 0.5; sx.drawImage(m.sprite, m.x, m.y); sx.globalAlpha = 1; sx.drawImage(m.edge, m.x, m.y);
+    } else sx.drawImage(m.sprite, m.x, m.y);
   }
-  const sel = list.find(i => i.id === selected && i.id !== editing);
-  if (sel) { const m = masks.get(sel.key); sx.drawImage(m.white, m.x, m.y); }
+  if (pendingMask) {   // the applied strokes as the instance's new mask until the server answers
+    const m = pendingMask.m;
+    sx.drawImage(m.sprite, m.x, m.y);
+  }
 }
 function overlays(d) {   // on top of the scene: the edit buffer, the polygon, the brush outline
   if (!data || !img) return;
   ctx.setTransform(view.s * d, 0, 0, view.s * d, view.ox * d, view.oy * d);
   ctx.imageSmoothingEnabled = false;
-  if (edit && edit.shown) {
+  if (edit && edit.shown && !pendingMask) {
     const [x0, y0, x1, y1] = edit.shown;
     ctx.globalAlpha = 0.6;
     ctx.drawImage(edit.layer, x0, y0, x1 - x0, y1 - y0, x0, y0, x1 - x0, y1 - y0);
@@ -337,21 +362,33 @@ function draw() {
   resize();
   const d = window.devicePixelRatio || 1;
   const list = shown();
-  const key = [dataGen, view.s, view.ox, view.oy, minScore, showRejected, selected, cv.width, cv.height,
-               edit ? edit.target : 'none'].join('|');
+  const imageK = [imgUrl, view.s, view.ox, view.oy, cv.width, cv.height].join('|');
+  if (imageK !== imageKey) { paintImage(d); imageKey = imageK; sceneKey = ''; }
+  const key = [dataGen, minScore, showRejected, edit && !pendingMask ? edit.target : 'none',
+               pendingMask ? pendingMask.seq : 0].join('|');
   if (key !== sceneKey) { paintScene(list, d); sceneKey = key; }
   ctx.setTransform(1, 0, 0, 1, 0, 0);
   ctx.clearRect(0, 0, cv.width, cv.height);
   if (scene) ctx.drawImage(scene, 0, 0);
-  const hov = list.find(i => i.id === hover && i.id !== selected && !(edit && edit.target === i.id));
-  if (hov && data && img) {    // the hovered one on top of the cached scene: brighter, outlined
-    const m = masks.get(hov.key);
+  if (data && img) {   // the selected and the hovered one on top of the cached scene
+    const open = edit && !pendingMask ? edit.target : undefined;
     ctx.setTransform(view.s * d, 0, 0, view.s * d, view.ox * d, view.oy * d);
     ctx.imageSmoothingEnabled = false;
-    ctx.globalAlpha = 0.35;
-    ctx.drawImage(m.fill, m.x, m.y);
-    ctx.globalAlpha = 1;
-    ctx.drawImage(m.edge, m.x, m.y);
+    const sel = list.find(i => i.id === selected && i.id !== open);
+    if (sel) {   // the fill from FILL to SELECTED alpha (rejected: as it is), the edge white
+      const m = maskOf(sel);
+      if (stateOf(sel) !== 'rejected') { ctx.globalAlpha = (1 - (1 - SELECTED) / (1 - FILL)) / FILL; ctx.drawImage(m.sprite, m.x, m.y); }
+      ctx.globalAlpha = 1;
+      ctx.drawImage(m.white, m.x, m.y);
+    }
+    const hov = list.find(i => i.id === hover && i.id !== selected && i.id !== open);
+    if (hov) {   // brighter (the fill 0.35 more), outlined
+      const m = maskOf(hov);
+      ctx.globalAlpha = 0.35 / FILL;
+      ctx.drawImage(m.sprite, m.x, m.y);
+      ctx.globalAlpha = 1;
+      ctx.drawImage(m.edge, m.x, m.y);
+    }
     ctx.setTransform(1, 0, 0, 1, 0, 0);
   }
   overlays(d);
@@ -376,6 +413,7 @@ function draw() {
   cv.dataset.brush = String(brush);
   cv.dataset.edit = edit ? (edit.target == null ? 'new' : String(edit.target)) : '';
   cv.dataset.unsaved = String(edit ? edit.ops.length : 0);
+  cv.dataset.pending = pendingMask ? (pendingMask.target == null ? 'new' : String(pendingMask.target)) : '';
   cv.dataset.corners = String(poly.length);
   cv.dataset.opening = opening && data ? data.token : '';
   cv.dataset.ahead = ['next', 'prev'].map(d => { const a = ahead(d); return a ? `${d}:${a.token}` : ''; }).filter(Boolean).join(',');
@@ -384,8 +422,8 @@ function draw() {
   if (data) info.textContent = `${list.length} shown of ${data.instances.length} · ${Math.round(view.s * 100)}%`;
   if (notice) editInfo.textContent = notice;
   else if (!edit) editInfo.textContent = poly.length ? `polygon: ${poly.length} corners` + (poly.length >= 3 ? ' · Enter closes' : '') : '';
-  else editInfo.textContent = `${edit.target == null ? 'new mask' : '#' + edit.target}: ${edit.ops.length} unsaved` +
-                              (edit.pendingSeq ? ' · saving' : ' · Enter applies, Esc discards');
+  else editInfo.textContent = `${edit.target == null ? 'new mask' : '#' + edit.target}: ` +
+                              (edit.pendingSeq ? 'applied, saving…' : `${edit.ops.length} unsaved · Enter applies, Esc discards`);
 }
 function later() { if (!queued) { queued = true; requestAnimationFrame(() => { queued = false; draw(); }); } }
 function say(text) { notice = text; draw(); }   // shown until the next drawing action
@@ -542,10 +580,16 @@ function apply() {   // the buffer inside the box of everything drawn goes to th
   seq += 1;
   notice = '';
   edit.pendingSeq = seq;
+  pendingMask = {seq, target: edit.target, m: bufferMask()};   // drawn now, until the server answers
   const how = edit.ops.every(op => op.kind === 'polygon') ? 'polygon' : 'brush';
   trigger('select', {kind: 'mask', target: edit.target, box: [x0, y0, x1 - x0, y1 - y0], runs,
                      token: edit.token, how, seq});
   draw();
+}
+function bufferMask() {   // the edit buffer inside all it has shown (the old mask's box and the strokes') as a mask
+  const [x0, y0, x1, y1] = edit.shown, w = x1 - x0, h = y1 - y0, W = data.width, bits = new Uint8Array(w * h);
+  for (let r = 0; r < h; r++) bits.set(edit.bits.subarray((y0 + r) * W + x0, (y0 + r) * W + x1), r * w);
+  return sprites(x0, y0, w, h, bits, edit.colour);
 }
 function setBrush(v) {
   brush = Math.max(1, Math.min(200, Math.round(v)));
@@ -566,9 +610,9 @@ async function load() {
     opening = null;  // the answer to the press (or none for 30 s): draw what the server says
   }
   const mine = ++gen;
-  if (!v.token) { data = null; img = null; imgUrl = null; edit = null; poly = []; info.textContent = 'no image'; draw(); return; }
+  if (!v.token) { data = null; img = null; imgUrl = null; edit = null; pendingMask = null; poly = []; info.textContent = 'no image'; draw(); return; }
   // the picture and the masks are fetched at the same time
-  const picture = v.image !== imgUrl ? (pre.images.get(v.image) || loadImage(v.image)) : null;
+  const picture = v.image !== imgUrl ? (pre.images.get(v.image) || loadImage(v.image).then(bitmapOf)) : null;
   for (const inst of v.instances) if (!masks.has(inst.key) && pre.masks.has(inst.key)) masks.set(inst.key, pre.masks.get(inst.key));
   const runs = v.instances.some(i => !masks.has(i.key)) ? fetch(v.masks).then(r => r.json()) : null;
   if (picture) {
@@ -591,6 +635,7 @@ async function load() {
         (edit.target != null && !v.instances.some(i => i.id === edit.target))) edit = null;
     else { if (answered) edit.pendingSeq = 0; edit.token = v.token; }
   }
+  if (!edit || !edit.pendingSeq) pendingMask = null;   // answered: the stored revision, or the strokes again
   if (fresh) poly = [];
   data = v;
   dataGen += 1;
@@ -750,7 +795,7 @@ function openAhead(a, press) {   // draw image ``a`` now, kept until the answer 
   data = {...a, selected: null, min_score: data.min_score, show_rejected: data.show_rejected, mode: data.mode,
           seq: data.seq, acted: data.acted, moved: press};
   opening = {press, name: a.name, since: performance.now()};
-  selected = null; hover = null; poly = []; edit = null; notice = '';
+  selected = null; hover = null; poly = []; edit = null; pendingMask = null; notice = '';
   dataGen += 1;
   fitFor = a.image;
   fit();
@@ -797,7 +842,7 @@ document.addEventListener('click', (e) => {   // strokes not applied: moving on 
 function loadAhead(a) {   // one image's picture and masks, loaded and decoded ahead
   if (!pre.images.has(a.image)) {
     if (pre.images.size > 6) { const old = pre.images.keys().next().value; pre.images.delete(old); pre.ready.delete(old); }
-    const im = loadImage(a.image).then(async (i) => { try { await i.decode(); } catch (err) { /* drawn anyway */ } return i; });
+    const im = loadImage(a.image).then(bitmapOf);
     im.then((i) => { if (pre.images.get(a.image) === im) pre.ready.set(a.image, i); }, () => pre.images.delete(a.image));
     pre.images.set(a.image, im);
   }

@@ -12,15 +12,19 @@ result and the next frame is drawn:
 * hover: the canvas highlights the instance under the pointer;
 * select: the canvas draws the selection; "select, server" until the instance details (server)
   follow;
-* threshold: the canvas draws what the new threshold shows; "threshold, server" until the
-  instance table (server) follows;
+* threshold: a press on the slider (input, change and release events at once) until the canvas
+  draws what the new threshold shows; "threshold, server" until the instance table (server)
+  follows; "threshold, dragged": the thumb moved (input events only, as while a person drags it;
+  the release, which sends the server its event, comes later) until the canvas draws it;
 * layer switch (demo only): a click on a head's thumbnail in Explain until that head's panel is
   the one shown large (all panels are in the page; before: the server-drawn PNG of the slider's head);
 * accept (A key): the canvas draws the instance accepted (drawn at once, before the server answers);
   "accept, saved" until the canvas draws the image's new revision from the server;
 * brush-stroke commit: a stroke drawn with the "new mask" tool, applied with Enter, until the
-  canvas draws the revision that stores it (the browser encodes the stroke's box as runs, the
-  server stores the mask and sends the revision's masks back);
+  canvas draws it as a new mask, pending (drawn at once, before the server answers; a canvas
+  without ``data-pending``: the stored revision); "brush-stroke commit, server" until the canvas
+  draws the revision that stores it (the browser encodes the stroke's box as runs, the server
+  stores the mask and sends the revision's masks back);
 * next image (N key), already predicted / not yet: the canvas draws the next image with its
   proposals (not yet predicted: "image" when the picture shows, "predicted" when the model's
   proposals are drawn); "next image (predicted), server" until the server's answer shows (the
@@ -218,8 +222,21 @@ def run_project(project: Any, repeats: int, layers: bool, first_id: int | None =
                 px, py, shown_done, f"return document.querySelector('#instance-info').innerText.includes('#{ann} ')")
             add("select", t_canvas)
             add("select, server", t_server)
+        def ids(threshold: float) -> str:
+            return ",".join(str(i.id) for i in visible_instances(project.instances(first.id), threshold))
+
+        drawn = ids(0.3)
         for k in range(repeats):
             t = (0.05, 0.9, 0.3)[k % 3]
+            # dragged: the thumb moved (input events only; the server is told on release, below),
+            # to a threshold that shows other instances than now and than the release's
+            dragged = next((v for v in (0.5, 0.7, 0.2, 0.97, 0.1) if ids(v) not in (drawn, ids(t))), None)
+            if canvas and dragged is not None:
+                t_drag, = measure(f"const r = document.querySelector('#min-score input[type=range]'); r.value = '{dragged}';"
+                                  "r.dispatchEvent(new Event('input', {bubbles: true}))",
+                                  f"return __view('{sel}').dataset.shown === '{ids(dragged)}'")
+                add("threshold, dragged", t_drag)
+            drawn = ids(t)
             expected = visible_instances(project.instances(first.id), t)
             before = pg.evaluate(f"__stamp('{sel}')")
             shown_done = (f"return __view('{sel}').dataset.shown === '{','.join(str(i.id) for i in expected)}'"
@@ -300,9 +317,12 @@ def run_project(project: Any, repeats: int, layers: bool, first_id: int | None =
                 pg.evaluate(STROKE_JS, [sel, [[width * 0.1, y], [width * 0.2, y + 3], [width * 0.3, y]], width])
                 pg.wait_for_function(f"() => __view('{sel}').dataset.unsaved === '1'")
                 before = pg.evaluate(f"__stamp('{sel}')")
-                t, = measure("__key('Enter')", f"return __fresh('{sel}', {json.dumps(before)}) && "
-                             f"__view('{sel}').dataset.unsaved === '0'")
+                stored = (f"__fresh('{sel}', {json.dumps(before)}) && __view('{sel}').dataset.unsaved === '0' && "
+                          f"!__view('{sel}').dataset.pending")
+                t, t_stored = measure("__key('Enter')", f"return __view('{sel}').dataset.pending === 'new' || ({stored})",
+                                      f"return {stored}")
                 add("brush-stroke commit", t)
+                add("brush-stroke commit, server", t_stored)
             pg.locator("#tool label", has_text="select").click()
         # next image: through the predicted ones, then the ones not predicted yet
         order = [e.id for e in images]

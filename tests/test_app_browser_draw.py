@@ -364,6 +364,63 @@ def test_strokes_stay_with_their_instance_and_a_refused_apply_keeps_them(pg, stu
     assert len(project.store.annotations(image_id, include_rejected=True)) == count
 
 
+# Enter pressed in the page (``press``) and the canvas read in the same task: what the frame after
+# the key shows, before any answer from the server can arrive; ``before`` / ``after``: the canvas
+# pixel (RGBA) at image point (x, y) before and after the key
+APPLY_NOW = """([x, y, press]) => {
+    const c = document.querySelector('#correct-image canvas');
+    const at = () => { const [s, ox, oy] = c.dataset.view.split(',').map(Number), d = devicePixelRatio || 1;
+                       return [...c.getContext('2d').getImageData(Math.floor((ox + (x + 0.5) * s) * d),
+                                                                   Math.floor((oy + (y + 0.5) * s) * d), 1, 1).data]; };
+    const before = at();
+    if (press) document.body.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter', bubbles: true}));
+    return {before, after: at(), token: c.dataset.token, pending: c.dataset.pending, unsaved: c.dataset.unsaved}; }"""
+
+
+def test_an_applied_stroke_is_drawn_at_once_and_a_refused_one_keeps_its_strokes(pg, studio) -> None:
+    """Enter draws the applied strokes as the selected instance's new mask in the same task (its
+    edge white, marked pending in ``data-pending``), before the server answers; refused (another tab
+    changed the image), the pending mask goes and the strokes stay; applied again, the stored
+    revision replaces the pending mask, and the store holds exactly what was drawn."""
+    project, url, image_id, (square, other) = studio
+    select(pg, square)
+    choose(pg, "brush")
+    cv = pg.locator("#correct-image canvas")
+    before = project.store.annotation(square).mask
+    got = stroke(pg, View(pg), [(90, 100), (90, 140)])
+    expect(cv).to_have_attribute("data-unsaved", "1")
+    pg.mouse.move(2, 2)                                        # the brush outline leaves with the pointer
+    painted = before | stroke_pixels(before.shape, got, brush_radius(pg))
+    column = round(got[-1][0] - 0.5)
+    row = int(np.flatnonzero(painted[:, column]).max())       # the new mask's lowest pixel there: its edge
+    assert not before[row, column]
+
+    other_tab = project.store.annotation(other)                # another tab changes the image first
+    project.store.set_state(other, "rejected" if other_tab.state != "rejected" else "accepted")
+    token = cv.get_attribute("data-token")
+    now = pg.evaluate(APPLY_NOW, [column, row, True])
+    assert now["token"] == token and now["pending"] == str(square) and now["unsaved"] == "1", now
+    assert min(now["after"][:3]) >= 250 > min(now["before"][:3]), now   # the selected mask's edge: white
+    expect(pg.locator("#status")).to_contain_text("conflict")
+    expect(cv).to_have_attribute("data-pending", "")            # refused: the strokes again, to apply
+    expect(cv).to_have_attribute("data-unsaved", "1")
+    expect(cv).to_have_attribute("data-edit", str(square))
+    assert np.array_equal(project.store.annotation(square).mask, before)
+
+    token = cv.get_attribute("data-token")
+    now = pg.evaluate(APPLY_NOW, [column, row, True])
+    assert now["token"] == token and now["pending"] == str(square), now
+    expect(pg.locator("#status")).to_contain_text(f"#{square}: mask saved")
+    expect(cv).not_to_have_attribute("data-token", token)      # the stored revision replaces it
+    expect(cv).to_have_attribute("data-pending", "")
+    expect(cv).to_have_attribute("data-unsaved", "0")
+    expect(cv).to_have_attribute("data-edit", "")
+    stored = project.store.annotation(square).mask
+    assert np.array_equal(stored, painted), f"{int((stored ^ painted).sum())} pixels differ from the stroke"
+    drawn = pg.evaluate(APPLY_NOW, [column, row, False])
+    assert min(drawn["before"][:3]) >= 250, drawn                 # the stored mask's edge, selected
+
+
 def test_leaving_with_strokes_not_applied_asks_first(browser, studio) -> None:
     _, url, image_id, (square, _) = studio
     context = browser.new_context(viewport={"width": 1440, "height": 900})
