@@ -25,8 +25,9 @@ drawn pixel for pixel at any zoom: a pointer at page point P is at image point
 Strokes accumulate (E toggles brush / eraser, [ and ] change the size, Ctrl+Z takes the last
 stroke back) until Apply (Enter) sends them; Esc discards them. Strokes belong to the instance
 they were started on: with another instance selected, a new stroke is refused until they are
-applied or discarded. Leaving the image with strokes not applied asks first (N, P, M and the
-Next, Previous, Mark reviewed and Predict again buttons; a page reload); an applied edit in
+applied or discarded. Leaving the image with strokes not applied or a polygon's corners not
+closed asks first (N, P, M and the Next, Previous, Mark reviewed and Predict again buttons; a
+page reload); an applied edit in
 flight holds nothing back (the server handles events in order). Each Apply is one store edit (one
 undo step), drawn at once as the instance's new mask (a new one: on top), pending until the server
 answers: a value with the revision that stores it replaces it; an edit the server refuses
@@ -513,6 +514,12 @@ function fillPolygon(pts, op) {   // every pixel whose centre is inside (even-od
   repaint(x0, y0, x1, y1);
 }
 function unapplied() { return !!(edit && edit.ops.length && !edit.pendingSeq); }
+// what leaving the image would drop: strokes not applied, or a polygon's corners not closed
+function unsaved() { return unapplied() || poly.length > 0; }
+function unsavedWhat() {
+  if (poly.length) return `the polygon being clicked out (${poly.length} corners) is not closed`;
+  return `the strokes on ${edit.target == null ? 'a new mask' : '#' + edit.target} are not applied`;
+}
 function startStroke(t, e) {
   notice = '';
   if (edit && edit.pendingSeq) { say('saving the last edit…'); return false; }
@@ -766,12 +773,13 @@ document.addEventListener('keydown', (ev) => {
   else if (ev.key === 'b' || ev.key === 'B') chooseTool('brush');
   else if (ev.key === ']') setBrush(Math.max(brush + 1, brush * 1.25));
   else if (ev.key === '[') setBrush(Math.min(brush - 1, brush / 1.25));
-  else if (unapplied() && 'nNpPmM'.includes(ev.key)) say('apply (Enter) or discard (Esc) the strokes first');
+  else if (unsaved() && 'nNpPmM'.includes(ev.key)) say(poly.length ? 'close (Enter) or drop (Esc) the polygon first'
+                                                                      : 'apply (Enter) or discard (Esc) the strokes first');
   else done = false;
   if (done) { ev.preventDefault(); ev.stopImmediatePropagation(); }
 }, true);
-window.addEventListener('beforeunload', (ev) => {   // strokes not applied: ask before leaving
-  if (edit && edit.ops.length) { ev.preventDefault(); ev.returnValue = ''; }
+window.addEventListener('beforeunload', (ev) => {   // strokes not applied, corners not closed: ask before leaving
+  if ((edit && edit.ops.length) || poly.length) { ev.preventDefault(); ev.returnValue = ''; }
 });
 setBrush(brush);
 // a fitted image stays fitted when the stage changes size; a zoomed or panned one keeps its view
@@ -806,7 +814,7 @@ document.addEventListener('click', (e) => {
   const nav = e.target.closest && e.target.closest('#btn-next, #btn-prev');
   if (!nav) return;
   navs += 1;
-  if (stage.offsetParent === null || stroke || unapplied()) return;
+  if (stage.offsetParent === null || stroke || unsaved()) return;
   const a = ahead(nav.id === 'btn-next' ? 'next' : 'prev');
   if (a) openAhead(a, navs);
 });
@@ -831,13 +839,13 @@ document.addEventListener('click', (e) => {   // accept / reject: drawn now, con
   dataGen += 1;
   draw();
 }, true);
-document.addEventListener('click', (e) => {   // strokes not applied: moving on asks first
+document.addEventListener('click', (e) => {   // strokes not applied, corners not closed: moving on asks first
   const b = e.target.closest && e.target.closest('#btn-next, #btn-prev, #btn-reviewed, #btn-predict');
-  if (!b || !unapplied()) return;
-  const what = edit.target == null ? 'a new mask' : '#' + edit.target;
-  if (window.confirm(`The strokes on ${what} are not applied. Discard them and go on?`)) { discard(); return; }
+  if (!b || !unsaved()) return;
+  const what = unsavedWhat();
+  if (window.confirm(`${what[0].toUpperCase()}${what.slice(1)}. Discard it and go on?`)) { discard(); return; }
   e.preventDefault(); e.stopImmediatePropagation();
-  say('apply (Enter) or discard (Esc) the strokes first');
+  say(poly.length ? 'close (Enter) or drop (Esc) the polygon first' : 'apply (Enter) or discard (Esc) the strokes first');
 }, true);
 function loadAhead(a) {   // one image's picture and masks, loaded and decoded ahead
   if (!pre.images.has(a.image)) {

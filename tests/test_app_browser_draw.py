@@ -435,6 +435,30 @@ def test_leaving_with_strokes_not_applied_asks_first(browser, studio) -> None:
     assert dialogs == ["beforeunload"]
 
 
+def test_a_polygon_being_clicked_out_holds_keys_back_and_leaving_asks(browser, studio) -> None:
+    """Corners clicked but not closed are work too: N, P and M keep them and say why, the Next
+    button asks first (staying keeps them), and leaving the page asks."""
+    project, url, image_id, _ = studio
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    pg = open_correct(context, url, image_id, "polygon")
+    cv = pg.locator("#correct-image canvas")
+    click_corners(pg, View(pg), [(20.5, 20.5), (60.5, 25.5), (40.5, 60.5)])
+    revision = project.image(image_id).revision
+    for key in ("n", "p", "m"):
+        pg.keyboard.press(key)
+        expect(pg.locator("#correct-image .anncanvas-editinfo")).to_contain_text("close (Enter) or drop (Esc) the polygon")
+    dialogs: list[str] = []
+    pg.on("dialog", lambda d: (dialogs.append(f"{d.type}: {d.message}"), d.dismiss()))
+    pg.click("#btn-next")
+    expect(cv).to_have_attribute("data-corners", "3")
+    assert dialogs and "the polygon being clicked out (3 corners) is not closed" in dialogs[0].lower(), dialogs
+    pg.close(run_before_unload=True)
+    pg.wait_for_timeout(500)
+    context.close()
+    assert dialogs[-1].startswith("beforeunload"), dialogs
+    assert project.image(image_id).revision == revision and project.image(image_id).review_state != "reviewed"
+
+
 def test_an_edit_drawn_on_another_image_is_refused(studio) -> None:
     project, _, image_id, (square, _) = studio
     before = project.store.annotation(square).mask
