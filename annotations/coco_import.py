@@ -141,8 +141,7 @@ def import_coco(
     report.files_checked = len(parsed.images) if check_files else 0
     with write_session(engine) as session:
         updates = _match_by_name(session, dataset_id, parsed, report) if match_by_name else []
-        _write(session, dataset_id, parsed, _relative_prefix(root, dataset_root), report, user)
-        _apply_updates(session, updates, report, user)
+        _write(session, dataset_id, parsed, _relative_prefix(root, dataset_root), report, user, updates)
     _count_kinds(parsed, report)
     report.seconds = time.perf_counter() - started
     return report
@@ -157,9 +156,8 @@ class _Update:
 
 
 def _match_by_name(session: Session, dataset_id: int, parsed: ParsedCoco, report: ImportReport) -> list[_Update]:
-    """Give the parsed file the dataset's ids: images by file name, categories by name, fresh
-    annotation ids; new images and categories get ids above every id in use. Returns the stored
-    annotations the file updates.
+    """Give the parsed file the dataset's ids: images by file name, categories by name; an id the
+    dataset does not use keeps the file's number. Returns the stored annotations the file updates.
 
     An annotation the project has ever held on its image (the same mask and class: one it holds
     now, in any state, or any earlier version in the image's edit history) is not imported again,
@@ -167,13 +165,14 @@ def _match_by_name(session: Session, dataset_id: int, parsed: ParsedCoco, report
     again a file the project was made from never brings back a version a person corrected,
     rejected or deleted (each would otherwise come back beside the person's work as accepted).
 
-    A file that keeps the project's annotation ids (the project's own export, or the file it was
-    made from, changed in another tool; recognised when at least half of the file's annotations
-    whose id the project holds on the same image are unchanged) is a newer version of them
-    (:func:`_follow_file_ids`): an annotation it changed is updated when no person touched it in
-    the studio (one edit of the image, undone by its undo) and kept as the person left it
-    otherwise (a refusal names it), instead of coming in again beside the old version; a
-    category it renamed keeps the project's name, instead of splitting the class in two.
+    A changed annotation is matched to the object it is a newer version of by its mask, never by
+    its id (another tool may renumber): the decided object on the same image it overlaps most, at
+    mask IoU >= 0.5 (:func:`_same_object`). Nobody touched that object in the studio: it is updated
+    (one edit of the image with the import's additions, undone by the image's undo). A person
+    changed, rejected or deleted it: the person's version is kept and a refusal names it. No match:
+    a new annotation. A file that keeps the project's annotation ids (:func:`_follow_file_ids`)
+    may also rename a category (it keeps the project's name, instead of splitting the class) and
+    the annotations it leaves out are named.
     """
     known_images = dict(session.execute(
         select(Image.file_name, Image.coco_id).where(Image.dataset_id == dataset_id)).all())
@@ -204,9 +203,11 @@ def _match_by_name(session: Session, dataset_id: int, parsed: ParsedCoco, report
         ann.category_id = category_map[ann.category_id]
     taken = session.scalar(select(func.max(Annotation.coco_id)).where(Annotation.dataset_id == dataset_id)) or 0
     held = _versions_held(session, dataset_id)
-    touched = _touched_ids(session, dataset_id)     # with the ids in the table: every id ever given
-    given = touched | set(session.scalars(select(Annotation.coco_id).where(Annotation.dataset_id == dataset_id)))
-    fresh_from = max([taken + 1, *(a.coco_id + 1 for a in parsed.annotations), *(i + 1 for i in touched)])
+    touched, given = _person_touched_ids(session, dataset_id)
+    fresh_from = max([taken + 1, *(a.coco_id + 1 for a in parsed.annotations), *(i + 1 for i in given)])
+    objects = _objects_on_images(session, dataset_id, touched)
+    claimed: set[int] = set()
+    file_ids = {a.coco_id for a in parsed.annotations}
     kept, updates = [], []
     for ann in parsed.annotations:
         key = (ann.image_coco_id, ann.category_id, ann.rle_counts)
@@ -215,22 +216,22 @@ def _match_by_name(session: Session, dataset_id: int, parsed: ParsedCoco, report
             parsed.report.add(where, f"{held[key]}: not imported again", "refused")
             continue
         held[key] = "the same mask and class are earlier in this file"
-        row = stored.get(ann.coco_id)
-        if row is not None and row.image_coco_id == ann.image_coco_id:
-            if ann.coco_id in touched:
-                parsed.report.add(where, f"changed in the file, and a person changed annotation {ann.coco_id} "
-                                         f"in the studio: the person's version is kept", "refused")
-            else:
-                updates.append(_Update(ann, row.id))
+        same = _same_object(ann, objects.get(ann.image_coco_id, []), claimed)
+        if same is not None and same.fate:
+            parsed.report.add(where, f"the same object as annotation {same.coco_id} (mask IoU {same.iou:.2f}), "
+                                     f"which {same.fate}: the person's version is kept", "refused")
+            continue
+        if same is not None:
+            claimed.add(same.coco_id)
+            updates.append(_Update(ann, same.id))
             continue
         if ann.coco_id in given:   # the file's id when the project never gave it (undo may bring a deleted one back)
             ann.coco_id, fresh_from = fresh_from, fresh_from + 1
         given.add(ann.coco_id)
         kept.append(ann)
     if stored:
-        in_file = {a.coco_id for a in parsed.annotations} | {u.ann.coco_id for u in updates}
-        images = {a.image_coco_id for a in parsed.annotations} | {i.coco_id for i in parsed.images}
-        gone = [r for c, r in stored.items() if r.image_coco_id in images and c not in in_file]
+        images = {i.coco_id for i in parsed.images}
+        gone = [r for c, r in stored.items() if r.image_coco_id in images and c not in file_ids and c not in claimed]
         if gone:
             report.merged.append(f"{len(gone)} annotations of the project are not in {parsed.report.file_name} "
                                  f"(ids {', '.join(str(c) for c in sorted(r.coco_id for r in gone)[:10])}"
@@ -268,17 +269,86 @@ def _follow_file_ids(session: Session, dataset_id: int, parsed: ParsedCoco) -> d
     return rows if present and 2 * same >= present else {}
 
 
-def _touched_ids(session: Session, dataset_id: int) -> set[int]:
-    """Annotation ids any edit in the dataset's image histories changed (a person's edit, a
-    prediction run, an earlier merge): their stored version is someone's work, not the file's."""
+MACHINE_ACTIONS = ("replace_predictions", "import_coco")   # history entries no person made
+SAME_OBJECT_IOU = 0.5
+
+
+def _person_touched_ids(session: Session, dataset_id: int) -> tuple[set[int], set[int]]:
+    """(annotation ids a person's edit changed, every annotation id ever given: the table's and
+    the history's). Prediction runs and applied imports are not a person's edits; an import a
+    person undid is (the person said no to it)."""
     image_ids = select(Image.id).where(Image.dataset_id == dataset_id)
     touched: set[int] = set()
-    for (payload,) in session.execute(select(Edit.payload).where(Edit.image_id.in_(image_ids))):
+    given = set(session.scalars(select(Annotation.coco_id).where(Annotation.dataset_id == dataset_id)))
+    for action, status, payload in session.execute(
+            select(Edit.action, Edit.status, Edit.payload).where(Edit.image_id.in_(image_ids))):
+        by_person = action not in MACHINE_ACTIONS or (action == "import_coco" and status != "applied")
         for change in (payload or {}).get("annotations", []):
             for version in (change.get("before"), change.get("after")):
                 if version and version.get("coco_id") is not None:
-                    touched.add(version["coco_id"])
-    return touched
+                    given.add(version["coco_id"])
+                    if by_person:
+                        touched.add(version["coco_id"])
+    return touched, given
+
+
+@dataclass
+class _Object:
+    """An object the project holds or a person deleted, on one image: what a file's annotation may
+    be a newer version of. ``fate``: what a person did to it ("" for nobody)."""
+
+    id: int | None
+    coco_id: int
+    rle: dict[str, Any]
+    fate: str
+    iou: float = 0.0
+
+
+def _objects_on_images(session: Session, dataset_id: int, touched: set[int]) -> dict[int, list[_Object]]:
+    """Image coco id -> the decided objects on it: accepted and rejected annotations (proposals are
+    the model's, not anyone's work) and the annotations a person deleted (their last version)."""
+    sizes = {r.id: (r.coco_id, r.height, r.width) for r in session.execute(
+        select(Image.id, Image.coco_id, Image.height, Image.width).where(Image.dataset_id == dataset_id))}
+    out: dict[int, list[_Object]] = {}
+    current: set[int] = set()
+    for row in session.execute(select(Annotation.id, Annotation.coco_id, Annotation.image_id, Annotation.rle_counts,
+                                      Annotation.state).where(Annotation.dataset_id == dataset_id)):
+        current.add(row.coco_id)
+        if row.state == "proposed":
+            continue
+        coco_id, h, w = sizes[row.image_id]
+        fate = ("a person rejected" if row.state == "rejected" else
+                "a person changed in the studio" if row.coco_id in touched else "")
+        out.setdefault(coco_id, []).append(_Object(row.id, row.coco_id, {"size": [h, w], "counts": row.rle_counts}, fate))
+    edits = session.execute(select(Edit.image_id, Edit.action, Edit.payload).where(Edit.image_id.in_(list(sizes))))
+    for image_id, action, payload in edits:
+        if action in MACHINE_ACTIONS:
+            continue
+        coco_id, h, w = sizes[image_id]
+        for change in (payload or {}).get("annotations", []):
+            before = change.get("before")
+            if before and change.get("after") is None and before.get("coco_id") not in current \
+                    and before.get("state") != "proposed" and "rle_counts" in before:
+                out.setdefault(coco_id, []).append(_Object(None, before["coco_id"], {"size": [h, w],
+                                                           "counts": before["rle_counts"]}, "a person deleted"))
+    return out
+
+
+def _same_object(ann: ParsedAnnotation, objects: list[_Object], claimed: set[int]) -> _Object | None:
+    """The object ``ann`` is a newer version of: the one its mask overlaps most, at mask IoU >=
+    ``SAME_OBJECT_IOU`` (pycocotools' IoU on the RLEs), not already matched to another annotation
+    of the file. Ids are not used: another tool may renumber them."""
+    from pycocotools import mask as mask_utils
+    free = [o for o in objects if o.coco_id not in claimed]
+    if not free:
+        return None
+    size = free[0].rle["size"]
+    ious = mask_utils.iou([{"size": size, "counts": ann.rle_counts}], [o.rle for o in free], [0] * len(free))[0]
+    best = max(range(len(free)), key=lambda k: ious[k])
+    if ious[best] < SAME_OBJECT_IOU:
+        return None
+    free[best].iou = float(ious[best])
+    return free[best]
 
 
 def _renamed_categories(parsed: ParsedCoco, known: dict[str, int], stored: dict[int, _Stored],
@@ -305,39 +375,6 @@ def _renamed_categories(parsed: ParsedCoco, known: dict[str, int], stored: dict[
     return renamed
 
 
-def _apply_updates(session: Session, updates: list[_Update], report: ImportReport, user: str) -> None:
-    """Write the file's newer versions of stored annotations: per image one edit in its history
-    (so the image's undo takes it back, and the held-versions rule remembers the old version); a
-    reviewed image goes back to in progress."""
-    by_image: dict[int, list[tuple[Annotation, ParsedAnnotation]]] = {}
-    for update in updates:
-        row = session.get(Annotation, update.row_id)
-        by_image.setdefault(row.image_id, []).append((row, update.ann))
-    for image_id, pairs in by_image.items():
-        image = session.get(Image, image_id)
-        image.revision += 1
-        log = ChangeLog()
-        for row, ann in pairs:
-            before = history.snapshot(row)
-            row.category_id, row.rle_counts, row.area = ann.category_id, ann.rle_counts, ann.area
-            row.bbox_x, row.bbox_y, row.bbox_w, row.bbox_h = ann.bbox
-            row.iscrowd = ann.iscrowd
-            log.changed(row.id, before, history.snapshot(row))
-            what = "mask" if before["category_id"] == ann.category_id else (
-                "class" if before["rle_counts"] == ann.rle_counts else "mask and class")
-            report.merged.append(f"annotation {row.coco_id} on '{image.file_name}': {what} updated from "
-                                 f"{report.file_name} (no person had changed it; undo on the image takes it back)")
-        if image.review_state == "reviewed":
-            image.review_state = "in_progress"
-            log.review_state = ("reviewed", "in_progress")
-            report.reopened.append(f"'{image.file_name}' was reviewed and {len(pairs)} of its annotations changed "
-                                   f"in the file: back to in progress (review it again)")
-        summary = f"import_coco: {len(pairs)} annotations updated from {report.file_name}"
-        image.updated_at, image.updated_by, image.last_action = utc_now(), user, summary
-        history.record(session, image, user, "import_coco", summary, log)
-        report.annotations_updated += len(pairs)
-
-
 def _versions_held(session: Session, dataset_id: int) -> dict[tuple[int, int, str], str]:
     """``(image coco id, category id, RLE counts)`` of every annotation version the dataset holds or
     held -> what became of it, in words (current rows in any state, then every ``before``/``after``
@@ -352,7 +389,9 @@ def _versions_held(session: Session, dataset_id: int) -> dict[tuple[int, int, st
         state = "" if row.state == "accepted" else f", {row.state}"
         held[(coco_of[row.image_id], row.category_id, row.rle_counts)] = (
             f"the same mask and class are already on this image (annotation {row.coco_id}{state})")
-    edits = session.execute(select(Edit.image_id, Edit.payload).where(Edit.image_id.in_(list(coco_of))))
+    # a file's versions, applied, are the file's; an undone import is a person's "no" to them
+    edits = session.execute(select(Edit.image_id, Edit.payload).where(
+        Edit.image_id.in_(list(coco_of)), (Edit.action != "import_coco") | (Edit.status != "applied")))
     for image_id, payload in edits:
         for change in (payload or {}).get("annotations", []):
             for version in (change.get("before"), change.get("after")):
@@ -419,7 +458,7 @@ def _count_kinds(parsed: ParsedCoco, report: ImportReport) -> None:
 
 def _write(
     session: Session, dataset_id: int, parsed: ParsedCoco, prefix: str, report: ImportReport,
-    user: str,
+    user: str, updates: list[_Update] | None = None,
 ) -> None:
     """Insert everything (inside the caller's transaction); raise on clashes with the dataset."""
     dataset = session.get(Dataset, dataset_id)
@@ -431,7 +470,7 @@ def _write(
         session.execute(select(Image.coco_id, Image.id).where(Image.dataset_id == dataset.id)).all()
     )
     _insert_annotations(session, dataset, parsed, image_ids, report.source)
-    _touch_existing_images(session, parsed, existing_images, image_ids, user, report)
+    _record_in_history(session, dataset.id, parsed, existing_images, image_ids, updates or [], report, user)
     _advance_counters(dataset, parsed)
     if dataset.coco_info is None:
         dataset.coco_info = parsed.info
@@ -558,24 +597,57 @@ def _check_new_annotation_ids(session: Session, dataset: Dataset, parsed: Parsed
             )
 
 
-def _touch_existing_images(
-    session: Session, parsed: ParsedCoco, existing: set[int], image_ids: dict[int, int], user: str,
-    report: ImportReport,
+def _record_in_history(
+    session: Session, dataset_id: int, parsed: ParsedCoco, existing: set[int], image_ids: dict[int, int],
+    updates: list[_Update], report: ImportReport, user: str,
 ) -> None:
-    """Images that already existed and got annotations move to a new revision; a reviewed one goes
-    back to *in progress* (what the person reviewed has changed), named in ``report.reopened``."""
-    added: dict[int, int] = {}
+    """What the import changed on images the dataset already had, as one edit per image in its
+    history: the annotations it added and the stored ones it updated (so the image's undo takes
+    the import back, not a person's earlier edit). The image moves to a new revision; a reviewed
+    one goes back to *in progress* (what the person reviewed has changed), named in
+    ``report.reopened``."""
+    added: dict[int, list[int]] = {}
     for ann in parsed.annotations:
-        added[ann.image_coco_id] = added.get(ann.image_coco_id, 0) + 1
-    for coco_id in sorted(set(added) & existing):
-        image = session.get(Image, image_ids[coco_id])
+        if ann.image_coco_id in existing:
+            added.setdefault(image_ids[ann.image_coco_id], []).append(ann.coco_id)
+    rows = {}
+    wanted = [c for ids in added.values() for c in ids]
+    for start in range(0, len(wanted), _CHUNK):
+        for row in session.scalars(select(Annotation).where(Annotation.dataset_id == dataset_id,
+                                                            Annotation.coco_id.in_(wanted[start:start + _CHUNK]))):
+            rows[row.coco_id] = row
+    changed: dict[int, list[tuple[Annotation, ParsedAnnotation]]] = {}
+    for update in updates:
+        row = session.get(Annotation, update.row_id)
+        changed.setdefault(row.image_id, []).append((row, update.ann))
+    for image_id in sorted(set(added) | set(changed)):
+        image = session.get(Image, image_id)
+        image.revision += 1
+        log = ChangeLog()
+        for coco_id in added.get(image_id, []):
+            log.changed(rows[coco_id].id, None, history.snapshot(rows[coco_id]))
+        for row, ann in changed.get(image_id, []):
+            before = history.snapshot(row)
+            row.category_id, row.rle_counts, row.area = ann.category_id, ann.rle_counts, ann.area
+            row.bbox_x, row.bbox_y, row.bbox_w, row.bbox_h = ann.bbox
+            row.iscrowd = ann.iscrowd
+            log.changed(row.id, before, history.snapshot(row))
+            what = "mask" if before["category_id"] == ann.category_id else (
+                "class" if before["rle_counts"] == ann.rle_counts else "mask and class")
+            report.merged.append(f"annotation {row.coco_id} on '{image.file_name}': {what} updated from "
+                                 f"{report.file_name} (no person had changed it; undo on the image takes it back)")
+        n_added, n_changed = len(added.get(image_id, [])), len(changed.get(image_id, []))
+        report.annotations_updated += n_changed
+        what = " and ".join(part for part in (f"got {n_added} annotations" if n_added else "",
+                                              f"{n_changed} of its annotations changed" if n_changed else "") if part)
         if image.review_state == "reviewed":
             image.review_state = "in_progress"
-            report.reopened.append(f"'{image.file_name}' was reviewed and got {added[coco_id]} annotations from "
-                                   f"the file: back to in progress (review it again)")
-        image.revision += 1
-        image.updated_at, image.updated_by = utc_now(), user
-        image.last_action = "import_coco (annotations added)"
+            log.review_state = ("reviewed", "in_progress")
+            report.reopened.append(f"'{image.file_name}' was reviewed and {what} from the file: back to in "
+                                   f"progress (review it again)")
+        summary = f"import_coco: {what} from {report.file_name}"
+        image.updated_at, image.updated_by, image.last_action = utc_now(), user, summary
+        history.record(session, image, user, "import_coco", summary, log)
 
 
 def _advance_counters(dataset: Dataset, parsed: ParsedCoco) -> None:

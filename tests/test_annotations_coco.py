@@ -272,10 +272,10 @@ def test_a_changed_copy_of_the_project_file_updates_what_nobody_touched(
     store.update_mask(by_coco[101].id, corrected)              # a person's correction of 101
 
     document = make_coco_document()
-    square = [[5, 5, 15, 5, 15, 15, 5, 15]]
+    square = [[2, 2, 22, 2, 22, 16, 2, 16], [30, 20, 50, 20, 40, 40]]     # 100's first part a little larger
     for ann in document["annotations"]:
         if ann["id"] in (100, 101):
-            ann["segmentation"] = square if ann["id"] == 100 else [[40, 30, 60, 30, 60, 45, 40, 45]]
+            ann["segmentation"] = square if ann["id"] == 100 else [[47, 0, 64, 0, 64, 48, 53, 48]]
         if ann["id"] == 207:
             ann["category_id"] = 1                             # relabelled zebra -> cat
     document["categories"][2]["name"] = "striped horse"        # 90 renamed in the other tool
@@ -286,14 +286,14 @@ def test_a_changed_copy_of_the_project_file_updates_what_nobody_touched(
                                match_by_name=True)
     lines = "\n".join(report.lines())
     assert (report.annotations_added, report.annotations_updated, report.categories_added) == (1, 2, 0), lines
-    assert "a person changed annotation 101 in the studio: the person's version is kept" in lines
+    assert "the same object as annotation 101" in lines and "a person changed in the studio: the person's version is kept" in lines
     assert "category 90 is 'striped horse' in changed.json and 'zebra' in the project" in lines
     assert "not in changed.json (ids 301): kept" in lines
 
     out = load_coco(store.export_coco(dataset, coco_file.parent / "out.json"))
     assert sorted(c["name"] for c in out.cats.values()) == ["cat", "dog", "unused", "zebra"]
     assert len(out.anns) == 9                                  # 8 + the new one, no twin of a changed one
-    expected_100 = coco_mask.decode(coco_mask.frPyObjects(square, 48, 64)).max(axis=2).astype(bool)
+    expected_100 = coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(square, 48, 64))).astype(bool)
     assert np.array_equal(out.annToMask(out.anns[100]).astype(bool), expected_100)
     assert np.array_equal(out.annToMask(out.anns[101]).astype(bool), corrected)
     assert out.anns[207]["category_id"] == 1 and 301 in out.anns
@@ -402,3 +402,54 @@ def test_an_upload_keeps_the_files_ids_the_project_never_gave(
     assert 900 in out.anns and out.anns[900]["category_id"] == 50
     assert [a["id"] for a in out.anns.values() if a["category_id"] == bus] != [100]   # 100 is the project's
     assert any(f"category 'bus' 5 -> {bus}" in line for line in report.lines()), report.lines()
+
+
+def _grow(segmentation: list, by: int) -> list:
+    """A polygon moved ``by`` pixels outwards on its right edge (a labeler's small correction)."""
+    xs = [v for k, v in enumerate(segmentation[0]) if k % 2 == 0]
+    right = max(xs)
+    return [[v + by if k % 2 == 0 and v == right else v for k, v in enumerate(segmentation[0])]]
+
+
+def test_merges_match_objects_by_mask_not_by_id(store: Store, coco_file: Path, make_coco_document,
+                                                write_coco_files, tmp_path: Path):
+    """Another tool's rounds on the project's file (found by a new-user helper): ids swapped and one
+    object corrected (the correction goes to that object, nothing is overwritten); most objects
+    corrected (updated, not duplicated); a second round (updated again, not refused as a person's
+    edit); an object a person deleted, changed by the file (stays deleted); an import that adds
+    objects is undone by the image's undo, not the person's earlier edit."""
+    dataset = store.create_dataset("d", coco_file.parent / "images")
+    store.import_coco(dataset, coco_file)
+    img10 = next(i for i in store.list_images(dataset) if i.coco_id == 10)
+    masks = lambda: {a.coco_id: (a.category_id, a.rle_counts) for a in store.annotations(img10.id)}  # noqa: E731
+
+    def merge(document: dict, name: str):
+        return store.import_coco(dataset, write_coco_files(tmp_path, document, name), match_by_name=True)
+
+    first = make_coco_document()
+    by_id = {a["id"]: a for a in first["annotations"]}
+    by_id[207]["segmentation"] = _grow(by_id[207]["segmentation"], 3)        # 207 corrected ...
+    by_id[206]["id"], by_id[207]["id"] = 207, 206                            # ... and the two ids swapped
+    before = masks()
+    report = merge(first, "round1.json")
+    after = masks()
+    assert report.annotations_added == 0 and report.annotations_updated == 1, report.lines()
+    assert after[206] == before[206] and after[207] != before[207] and len(after) == len(before)
+
+    second = make_coco_document()                                            # round 2: 207 corrected further
+    second["annotations"][5]["segmentation"] = _grow(second["annotations"][5]["segmentation"], 5)
+    report = merge(second, "round2.json")
+    assert report.annotations_updated == 1 and report.annotations_added == 0, report.lines()
+    assert any("annotation 207" in line and "updated" in line for line in report.lines()), report.lines()
+
+    crowd = next(a for a in store.annotations(img10.id) if a.coco_id == 205)
+    store.delete_annotation(crowd.id)                                        # a person deletes 205
+    third = make_coco_document()
+    third["annotations"][3]["segmentation"] = [[40, 5, 78, 5, 78, 26, 40, 26]]   # 205 a little changed
+    third["annotations"].append({"id": 950, "image_id": 10, "category_id": 1, "iscrowd": 0,
+                                 "segmentation": [[60, 40, 75, 40, 75, 55, 60, 55]]})
+    report = merge(third, "round3.json")
+    assert report.annotations_added == 1 and 205 not in masks(), report.lines()
+    assert any("a person deleted" in line for line in report.lines()), report.lines()
+    store.undo(img10.id)                                                     # takes back the import ...
+    assert 950 not in masks() and 205 not in masks()                         # ... not the person's delete
