@@ -521,17 +521,23 @@ def write_new_file(folder: Path, name: str, data: bytes) -> Path:
 
 def find_moved_dataset(store: Store, image_root: Path, sample: int = 20) -> DatasetRecord | None:
     """The project whose image folder is gone and whose images are in ``image_root`` (the folder
-    was moved or renamed): its first ``sample`` images all exist there under the same names, with
-    the same SHA-256 where the store knows it. The one with the most work when several fit."""
+    was moved or renamed): of its first ``sample`` images at least half exist there under the same
+    names, all of those with the same SHA-256 where the store knows it (the others are named at
+    launch). None when a project is over ``image_root`` already. The one with the most work when
+    several fit."""
     from annotations.coco_parse import file_sha256
     root = Path(image_root).resolve()
+    datasets = store.list_datasets()
+    if any(Path(d.image_root).resolve() == root for d in datasets):
+        return None      # the folder has its project (moved here at an earlier launch, or made here)
     fits = []
-    for record in store.list_datasets():
+    for record in datasets:
         if Path(record.image_root).is_dir() or Path(record.image_root).resolve() == root:
             continue
         images = store.list_images(record.id)[:sample]
-        if images and all((root / i.file_name).is_file() and (
-                not i.content_hash or file_sha256(root / i.file_name) == i.content_hash) for i in images):
+        here = [i for i in images if (root / i.file_name).is_file()]
+        if here and 2 * len(here) >= len(images) and all(
+                not i.content_hash or file_sha256(root / i.file_name) == i.content_hash for i in here):
             fits.append(record)
     return min(fits, key=lambda d: (-d.num_reviewed, -d.num_accepted, -d.num_annotations, d.id), default=None)
 

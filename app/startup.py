@@ -76,7 +76,13 @@ def open_project(config: StudioConfig, log: Log = print) -> Project:
         store.move_dataset(moved.id, images)
         log(f"project {moved.name!r} was over {moved.image_root}, which is gone; its images are in {images}: "
             f"it opens there")
+        missing = [e.file_name for e in store.list_images(moved.id) if not (images / e.file_name).is_file()]
+        if missing:
+            log(f"{len(missing)} of its images are not in {images} (they did not come along): "
+                f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
         dataset_id, created, others = moved.id, False, []
+    elif (made := project_made_from(config, store)) is not None:   # this --coco file's project, wherever it moved
+        dataset_id, created, others = made, False, []
     else:
         dataset_id, created, others = find_or_create_dataset(store, dataset_name(config), images,
                                                              by_folder=config.coco is None and not config.is_demo)
@@ -111,6 +117,21 @@ def open_project(config: StudioConfig, log: Log = print) -> Project:
             store.record_model_version(other, str(config.compare.resolve()))
     store.set_active_model_version(dataset_id, slot.version)
     return Project(store, dataset_id, slot, cache_size=config.cache_size, work_dir=config.project_dir)
+
+
+def project_made_from(config: StudioConfig, store: Any) -> int | None:
+    """The dataset an earlier launch imported this ``--coco`` file (this path) into, if it still
+    exists (``coco-imports.json`` in the project folder): its name comes from the file's folder,
+    which a moved folder changes."""
+    record_path = config.project_dir / "coco-imports.json"
+    if config.coco is None or not record_path.is_file():
+        return None
+    suffix = f":{config.coco.resolve()}"
+    ids = {d.id for d in store.list_datasets()}
+    for key in json.loads(record_path.read_text()):
+        if key.endswith(suffix) and int(key.split(":", 1)[0]) in ids:
+            return int(key.split(":", 1)[0])
+    return None
 
 
 def import_coco_file(store: Any, dataset_id: int, config: StudioConfig, images: Path, *, first: bool,

@@ -246,9 +246,14 @@ def test_a_moved_image_folder_opens_its_project(dataset: Path, tmp_path: Path, w
     project.store.set_review_state(reviewed.id, "reviewed", undecided="reject")
     moved = tmp_path / "photos"
     shutil.move(first, moved)
+    left_behind = project.images()[-1]
+    (moved / "images" / left_behind.file_name).unlink()          # one file did not come along
     again, log = launch(moved)
     assert again.dataset_id == project.dataset_id, log
     assert any("which is gone; its images are in" in line for line in log), log
+    assert any("1 of its images are not in" in line and left_behind.file_name in line for line in log), log
+    third, log = launch(moved)                                  # the same command again: the same project
+    assert third.dataset_id == project.dataset_id and not any("which is gone" in line for line in log), log
     assert again.image(reviewed.id).review_state == "reviewed"
     assert len(again.store.list_datasets()) == 1
     assert again.pixels(reviewed.id).shape[:2] == (reviewed.height, reviewed.width)   # read from the new place
