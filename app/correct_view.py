@@ -77,7 +77,7 @@ def relabel(project: Project, state: SessionState, class_name: str, revision: in
     cid, created = project.category_for_label(class_name)
     project.edit(state.image_id, revision,
                  lambda rev: project.store.set_category(inst.id, cid, expected_revision=rev))
-    name = class_name.strip()
+    name = project.class_names_by_id()[cid]
     return f"#{inst.id}: {inst.class_name} → {name}" + (f" (new class {name!r})" if created else "")
 
 

@@ -179,14 +179,15 @@ class Project:
     def category_for_label(self, name: str) -> tuple[int, bool]:
         """The COCO id of the class a person labels with (relabel, a drawn mask): an existing
         category, or a new one when the name is new (a labeler adds the classes the model does not
-        know; fine-tuning gives them heads). Returns ``(id, created)``.
+        know; fine-tuning gives them heads). A name that differs from a class only in case or
+        spacing is that class. Returns ``(id, created)``.
 
         Raises StudioError: an empty name."""
-        name = (name or "").strip()
+        name = " ".join((name or "").split())
         if not name:
             raise StudioError("type or choose a class name first")
-        for cid, cname in self.categories():
-            if cname == name:
+        for cid, cname in self.categories():       # "Circle" and "circle " are the class "circle"
+            if cname.casefold() == name.casefold():
                 return cid, False
         return self.store.add_category(self.dataset_id, name), True
 

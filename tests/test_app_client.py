@@ -276,7 +276,8 @@ def test_a_class_the_model_does_not_know_is_made_by_labelling_with_it(studio, tm
     stored = project.store.annotation(target)
     assert project.class_names_by_id()[stored.category_id] == "bicycle" and stored.state == "accepted"
     assert "bicycle" in json.dumps(r["class_picker"])
-    again = as_dict(client.predict("bicycle", api_name="/relabel"))      # the second time it exists
-    assert "new class" not in again["status"] and project.class_names().count("bicycle") == 1
+    again = as_dict(client.predict("Bicycle", api_name="/relabel"))      # the second time it exists, any case
+    assert "new class" not in again["status"] and "→ bicycle" in again["status"], again["status"]
+    assert [n.casefold() for n in project.class_names()].count("bicycle") == 1
     assert "type or choose a class name first" in as_dict(client.predict(" ", api_name="/relabel"))["status"]
     assert project.class_names_by_id()[project.store.annotation(target).category_id] == "bicycle"
