@@ -38,6 +38,7 @@ rasteriser is pycocotools'; pixel (x, y) is ``mask[y, x]``.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import math
@@ -276,8 +277,9 @@ def file_locator(root: Path) -> ImageLocator:
     """Find the file a JSON ``file_name`` means under ``root``: the name itself; else the same name
     in the other Unicode normal form (macOS and zips made there store names decomposed, NFD, while
     most tools write JSON composed, NFC: the two print the same); else the same name in the
-    studio's ``uploads/`` folder (images added through the browser). Returns the name unchanged
-    when none exists (the size check then says "image not found")."""
+    studio's ``uploads/`` folder (images added through the browser), unless uploads of that name
+    were stored more than once (``name-2`` ...: which one is meant cannot be told). Returns the
+    name unchanged when none fits (the size check then says "image not found")."""
     def variants(name: str) -> list[str]:
         return list(dict.fromkeys([name, unicodedata.normalize("NFC", name), unicodedata.normalize("NFD", name)]))
 
@@ -286,7 +288,10 @@ def file_locator(root: Path) -> ImageLocator:
             if (root / candidate).is_file():
                 return candidate, "" if candidate == name else "the same name in another Unicode normal form"
         for candidate in variants(name):
-            if (root / UPLOAD_FOLDER / candidate).is_file():
+            found = root / UPLOAD_FOLDER / candidate
+            # uploads of the same name were stored as name-2, name-3 ...: which one the file means
+            # cannot be told, so none is taken (the image is then "not found", not a wrong picture)
+            if found.is_file() and not any(found.parent.glob(f"{glob.escape(found.stem)}-[0-9]*{glob.escape(found.suffix)}")):
                 return f"{UPLOAD_FOLDER}/{candidate}", "added through the studio's upload"
         return name, ""
     return locate

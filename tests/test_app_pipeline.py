@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from annotations import CocoFormatError
 from app.session import ModelSlot, SessionState
 from app.studio import OUTPUT_NAMES, Studio
 from test_app_support import make_project
@@ -132,6 +133,34 @@ def test_a_coco_file_finds_photos_added_as_a_zip_under_their_own_names(project, 
         entry = next(e for e in project.images() if e.file_name == stored)
         assert entry.num_annotations == 1, (stored, lines)
     assert "is this image (the same name in another Unicode normal form" in lines or "studio's upload" in lines
+
+
+def test_a_coco_name_two_uploads_share_finds_neither(project, tmp_path: Path) -> None:
+    """Two shoots from one camera, each uploaded on its own: the second IMG_0001.JPG is stored as
+    IMG_0001-2.JPG. A COCO file naming IMG_0001.JPG could mean either, so it is not found (never
+    the first shoot's picture), and the report says so."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+    shots = []
+    for k in range(2):
+        path = tmp_path / f"shoot{k}" / "IMG_0001.JPG"
+        path.parent.mkdir()
+        Image.fromarray(np.full((30, 40, 3), 90 + 70 * k, np.uint8)).save(path, format="JPEG")
+        report = project.add_uploads([path])
+        assert report.added, report.summary()
+        shots += report.added
+    assert shots == ["uploads/IMG_0001.JPG", "uploads/IMG_0001-2.JPG"]
+    coco = {"images": [{"id": 1, "file_name": "IMG_0001.JPG", "width": 40, "height": 30}],
+            "categories": [{"id": 1, "name": project.class_names()[0]}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                             "segmentation": [[5, 5, 20, 5, 20, 20, 5, 20]]}]}
+    path = tmp_path / "shoot.json"
+    path.write_text(json.dumps(coco))
+    with pytest.raises(CocoFormatError, match="image not found"):
+        project.import_coco(path)
+    assert all(e.num_annotations == 0 for e in project.images() if e.file_name in shots)
 
 
 def test_a_restart_keeps_the_model_version_switched_to(tmp_path: Path) -> None:
