@@ -26,8 +26,8 @@ Strokes accumulate (E toggles brush / eraser, [ and ] change the size, Ctrl+Z ta
 stroke back) until Apply (Enter) sends them; Esc discards them. Strokes belong to the instance
 they were started on: with another instance selected, a new stroke is refused until they are
 applied or discarded. Leaving the image with strokes not applied or a polygon's corners not
-closed asks first (N, P, M and the Next, Previous, Mark reviewed and Predict again buttons; a
-page reload); an applied edit in
+closed asks first (N, P, M and the Next, Previous, Mark reviewed and Predict again buttons, a
+choice in the Image picker, a page reload); an applied edit in
 flight holds nothing back (the server handles events in order). Each Apply is one store edit (one
 undo step), drawn at once as the instance's new mask (a new one: on top), pending until the server
 answers: a value with the revision that stores it replaces it; an edit the server refuses
@@ -847,6 +847,17 @@ document.addEventListener('click', (e) => {   // strokes not applied, corners no
   e.preventDefault(); e.stopImmediatePropagation();
   say(poly.length ? 'close (Enter) or drop (Esc) the polygon first' : 'apply (Enter) or discard (Esc) the strokes first');
 }, true);
+// the image picker opens another image too: choosing one with work not saved asks first
+function pickerGuard(e) {
+  const inPicker = e.target.closest && e.target.closest('#image-picker');
+  if (!inPicker || !unsaved() || stage.offsetParent === null) return;
+  if (e.type === 'keydown' ? e.key !== 'Enter' : !e.target.closest('li, [role=option]')) return;
+  const what = unsavedWhat();
+  if (window.confirm(`${what[0].toUpperCase()}${what.slice(1)}. Discard it and open the other image?`)) { discard(); return; }
+  e.preventDefault(); e.stopImmediatePropagation();
+  say(poly.length ? 'close (Enter) or drop (Esc) the polygon first' : 'apply (Enter) or discard (Esc) the strokes first');
+}
+for (const type of ['mousedown', 'click', 'keydown']) document.addEventListener(type, pickerGuard, true);
 function loadAhead(a) {   // one image's picture and masks, loaded and decoded ahead
   if (!pre.images.has(a.image)) {
     if (pre.images.size > 6) { const old = pre.images.keys().next().value; pre.images.delete(old); pre.ready.delete(old); }

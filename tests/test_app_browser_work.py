@@ -150,6 +150,27 @@ def test_leaving_while_presses_wait_to_be_sent_asks_first(context, studio) -> No
     expect(pg.locator("#status")).to_contain_text(re.compile(rf"opened {images[3].file_name}"))
 
 
+def test_choosing_another_image_in_the_picker_with_corners_open_asks_first(context, studio) -> None:
+    """Polygon corners clicked but not closed: choosing another image in the Image picker asks
+    first (found by a new-user helper: the corners were dropped without a word); staying keeps
+    them and the image."""
+    from test_app_browser_draw import View, click_corners
+    project, url = studio
+    entry = project.images()[0]
+    pg = open_page(context, url, f"?image={entry.id}&tab=correct&tool=polygon")
+    expect(pg.locator("#tool input[value=polygon]")).to_be_checked()
+    cv = expect_canvas(pg, "correct-image")
+    click_corners(pg, View(pg), [(20.5, 20.5), (80.5, 20.5), (60.5, 70.5)])
+    dialogs: list[str] = []
+    pg.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    pg.click("#image-picker input")
+    pg.locator("ul[role=listbox] li").nth(2).click()
+    pg.wait_for_timeout(500)
+    assert dialogs and "the polygon being clicked out (3 corners) is not closed" in dialogs[0].lower(), dialogs
+    expect(cv).to_have_attribute("data-corners", "3")
+    expect(pg.locator("#review-state")).to_contain_text(entry.file_name)
+
+
 def test_predict_again_after_accept_adds_no_duplicate(context, studio, tmp_path) -> None:
     project, url = studio
     entry = project.images()[1]
