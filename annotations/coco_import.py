@@ -139,6 +139,8 @@ def import_coco(
                        hash_files=check_files, display_name=display_name)
     report = ImportReport(dataset_id, path, source, findings=parsed.report)
     report.files_checked = len(parsed.images) if check_files else 0
+    with_annotations = {ann.image_coco_id for ann in parsed.annotations}   # in the file, before any merge
+    report.images_without_annotations = sum(1 for image in parsed.images if image.coco_id not in with_annotations)
     with write_session(engine) as session:
         updates = _match_by_name(session, dataset_id, parsed, report) if match_by_name else []
         _write(session, dataset_id, parsed, _relative_prefix(root, dataset_root), report, user, updates)
@@ -450,10 +452,6 @@ def _count_kinds(parsed: ParsedCoco, report: ImportReport) -> None:
     report.rle_uncompressed = parsed.kinds.get("rle_uncompressed", 0)
     report.crowd = sum(1 for ann in parsed.annotations if ann.iscrowd)
     report.annotations_added = len(parsed.annotations)
-    with_annotations = {ann.image_coco_id for ann in parsed.annotations}
-    report.images_without_annotations = sum(
-        1 for image in parsed.images if image.coco_id not in with_annotations
-    )
 
 
 def _write(
