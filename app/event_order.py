@@ -20,7 +20,9 @@ afterwards may replace): it holds the queue's first place from the start.
 Presses waiting in the page are not sent yet: leaving the page (a reload, closing the tab) while
 any wait asks first (the browser's "leave site?" dialog), as strokes not applied do.
 
-A press whose predecessor never answers goes after ``LIMIT_MS`` anyway (a lost answer must not
+A press still waiting after ``STALLED_MS`` puts a red line on top of the page saying how many
+actions wait and are not saved (the studio may have stopped: Gradio's page then sends nothing
+more), until they are sent. A press whose predecessor never answers goes after ``LIMIT_MS`` anyway (a lost answer must not
 stop the page). What is drawn at once in the browser (the canvas's accept marks, the next image
 drawn ahead) does not wait: only the request does. It also waits for the next frame (at most
 100 ms): Gradio's work of sending an event (snapshots of the page's state, loading marks on every
@@ -33,6 +35,7 @@ from __future__ import annotations
 from typing import Any
 
 LIMIT_MS = 120_000
+STALLED_MS = 10_000
 
 # the page's load event holds the first place (it is sent at once: it reads the page's URL, which
 # the place written back after it may replace)
@@ -48,13 +51,27 @@ _QUEUE = ("(window.__studioOrder ??= (() => { let release; "
 _AFTER_FRAME = ("const afterFrame = () => new Promise((resolve) => { "
                 "requestAnimationFrame(() => setTimeout(resolve, 0)); setTimeout(resolve, 100); });")
 
+# a press still waiting after STALLED_MS (the server stopped, or the connection is gone) is said
+# on the page: it is not saved, and the person should not believe it is
+_STALLED = ("const stalled = () => { const n = window.__studioOrder.open.length - 1; "
+            "let note = document.getElementById('order-stalled'); "
+            "if (n <= 0) { if (note) note.remove(); return; } "
+            "if (!note) { note = document.createElement('div'); note.id = 'order-stalled'; note.setAttribute('role', 'alert'); "
+            "note.style.cssText = 'position:fixed;top:0;left:50%;transform:translateX(-50%);z-index:1000;"
+            "background:#b91c1c;color:#fff;padding:6px 14px;border-radius:0 0 6px 6px;font-size:14px'; "
+            "document.body.appendChild(note); } "
+            "note.textContent = `\u26a0 ${n} action${n > 1 ? 's' : ''} waiting for the server ${n > 1 ? 'are' : 'is'} "
+            "not saved: if the studio stopped, start it again, reload this page and redo ${n > 1 ? 'them' : 'it'}`; };")
+
 WAIT = f"""(...inputs) => {{
   {_AFTER_FRAME}
+  {_STALLED}
   const q = {_QUEUE};
   const before = q.tail;
   let release;
   q.tail = new Promise((resolve) => {{ release = resolve; }});
-  q.open.push(release);
+  q.open.push(() => {{ release(); setTimeout(stalled, 0); }});
+  setTimeout(stalled, {STALLED_MS});
   const limit = new Promise((resolve) => setTimeout(resolve, {LIMIT_MS}));
   return Promise.race([before, limit]).then(afterFrame).then(() => inputs);
 }}"""

@@ -171,6 +171,25 @@ def test_choosing_another_image_in_the_picker_with_corners_open_asks_first(conte
     expect(pg.locator("#review-state")).to_contain_text(entry.file_name)
 
 
+def test_presses_the_server_never_takes_are_said_to_be_unsaved(context, tmp_path) -> None:
+    """The studio stops while a person works (found by a new-user helper: presses after that were
+    lost with only Gradio's "connection lost" toast): presses left waiting are said on the page
+    to be not saved, after ``STALLED_MS``."""
+    from app.event_order import STALLED_MS
+    project = make_project(tmp_path, num_images=3, size=(120, 160), seed=3)
+    with served(project) as url:
+        pg = open_page(context, url)
+        note = pg.locator("#order-stalled")
+        pg.keyboard.press("n")                                  # a press the server answers: no note
+        expect(pg.locator("#review-state")).to_contain_text(project.images()[1].file_name)
+        pg.wait_for_timeout(STALLED_MS + 500)
+        expect(note).to_have_count(0)
+    pg.keyboard.press("n")                                      # the studio has stopped
+    pg.keyboard.press("n")
+    expect(note).to_contain_text("not saved", timeout=STALLED_MS + 15_000)
+    expect(note).to_contain_text("waiting for the server")
+
+
 def test_predict_again_after_accept_adds_no_duplicate(context, studio, tmp_path) -> None:
     project, url = studio
     entry = project.images()[1]
