@@ -188,7 +188,8 @@ def _match_by_name(session: Session, dataset_id: int, parsed: ParsedCoco, report
     parsed.incomplete_images = {image_map[i] for i in parsed.incomplete_images if i in image_map}
     for ann in parsed.annotations:
         ann.image_coco_id = image_map[ann.image_coco_id]
-    stored = _follow_file_ids(session, dataset_id, parsed)
+    held_now = _Holdings.read(session, dataset_id)
+    stored = _follow_file_ids(held_now, parsed)
     renamed = _renamed_categories(parsed, known_categories, stored, report) if stored else {}
     category_map = _assign([(c.coco_id, renamed.get(c.coco_id, c.name)) for c in parsed.categories],
                            known_categories)
@@ -204,10 +205,10 @@ def _match_by_name(session: Session, dataset_id: int, parsed: ParsedCoco, report
     for ann in parsed.annotations:
         ann.category_id = category_map[ann.category_id]
     taken = session.scalar(select(func.max(Annotation.coco_id)).where(Annotation.dataset_id == dataset_id)) or 0
-    held = _versions_held(session, dataset_id)
-    touched, given = _person_touched_ids(session, dataset_id)
+    held = _versions_held(held_now)
+    touched, given = _person_touched_ids(held_now)
     fresh_from = max([taken + 1, *(a.coco_id + 1 for a in parsed.annotations), *(i + 1 for i in given)])
-    objects = _objects_on_images(session, dataset_id, touched)
+    objects = _objects_on_images(held_now, touched)
     claimed: set[int] = set()
     file_ids = {a.coco_id for a in parsed.annotations}
     kept, updates = [], []
@@ -251,16 +252,37 @@ class _Stored:
     rle_counts: str
 
 
-def _follow_file_ids(session: Session, dataset_id: int, parsed: ParsedCoco) -> dict[int, _Stored]:
+@dataclass
+class _Holdings:
+    """What a dataset holds, read once per import: its images (id -> coco id, height, width), its
+    annotations and its images' edit history."""
+
+    images: dict[int, tuple[int, int, int]]
+    annotations: list[Any]
+    edits: list[Any]
+
+    @classmethod
+    def read(cls, session: Session, dataset_id: int) -> "_Holdings":
+        images = {r.id: (r.coco_id, r.height, r.width) for r in session.execute(
+            select(Image.id, Image.coco_id, Image.height, Image.width).where(Image.dataset_id == dataset_id))}
+        annotations = session.execute(select(Annotation.id, Annotation.coco_id, Annotation.image_id,
+                                             Annotation.category_id, Annotation.rle_counts, Annotation.state)
+                                      .where(Annotation.dataset_id == dataset_id)).all()
+        edits = session.execute(select(Edit.image_id, Edit.action, Edit.status, Edit.payload)
+                                .where(Edit.image_id.in_(list(images)))).all()
+        return cls(images, annotations, edits)
+
+    def coco_of(self, image_id: int) -> int:
+        return self.images[image_id][0]
+
+
+def _follow_file_ids(holdings: _Holdings, parsed: ParsedCoco) -> dict[int, _Stored]:
     """The project's annotations by id when the file keeps the project's annotation ids (at least
     half of the file's annotations whose id the project holds on the same image have the same
     mask), else ``{}`` (a file made elsewhere, whose ids mean nothing here). Call with the file's
     images already given the project's ids."""
-    coco_of = dict(session.execute(select(Image.id, Image.coco_id).where(Image.dataset_id == dataset_id)).all())
-    rows = {r.coco_id: _Stored(r.id, r.coco_id, coco_of[r.image_id], r.category_id, r.rle_counts)
-            for r in session.execute(select(Annotation.id, Annotation.coco_id, Annotation.image_id,
-                                            Annotation.category_id, Annotation.rle_counts)
-                                     .where(Annotation.dataset_id == dataset_id))}
+    rows = {r.coco_id: _Stored(r.id, r.coco_id, holdings.coco_of(r.image_id), r.category_id, r.rle_counts)
+            for r in holdings.annotations}
     same = present = 0
     for ann in parsed.annotations:
         row = rows.get(ann.coco_id)
@@ -275,15 +297,13 @@ MACHINE_ACTIONS = ("replace_predictions", "import_coco")   # history entries no 
 SAME_OBJECT_IOU = 0.5
 
 
-def _person_touched_ids(session: Session, dataset_id: int) -> tuple[set[int], set[int]]:
+def _person_touched_ids(holdings: _Holdings) -> tuple[set[int], set[int]]:
     """(annotation ids a person's edit changed, every annotation id ever given: the table's and
     the history's). Prediction runs and applied imports are not a person's edits; an import a
     person undid is (the person said no to it)."""
-    image_ids = select(Image.id).where(Image.dataset_id == dataset_id)
     touched: set[int] = set()
-    given = set(session.scalars(select(Annotation.coco_id).where(Annotation.dataset_id == dataset_id)))
-    for action, status, payload in session.execute(
-            select(Edit.action, Edit.status, Edit.payload).where(Edit.image_id.in_(image_ids))):
+    given = {r.coco_id for r in holdings.annotations}
+    for _, action, status, payload in holdings.edits:
         by_person = action not in MACHINE_ACTIONS or (action == "import_coco" and status != "applied")
         for change in (payload or {}).get("annotations", []):
             for version in (change.get("before"), change.get("after")):
@@ -306,15 +326,13 @@ class _Object:
     iou: float = 0.0
 
 
-def _objects_on_images(session: Session, dataset_id: int, touched: set[int]) -> dict[int, list[_Object]]:
+def _objects_on_images(holdings: _Holdings, touched: set[int]) -> dict[int, list[_Object]]:
     """Image coco id -> the decided objects on it: accepted and rejected annotations (proposals are
     the model's, not anyone's work) and the annotations a person deleted (their last version)."""
-    sizes = {r.id: (r.coco_id, r.height, r.width) for r in session.execute(
-        select(Image.id, Image.coco_id, Image.height, Image.width).where(Image.dataset_id == dataset_id))}
+    sizes = holdings.images
     out: dict[int, list[_Object]] = {}
     current: set[int] = set()
-    for row in session.execute(select(Annotation.id, Annotation.coco_id, Annotation.image_id, Annotation.rle_counts,
-                                      Annotation.state).where(Annotation.dataset_id == dataset_id)):
+    for row in holdings.annotations:
         current.add(row.coco_id)
         if row.state == "proposed":
             continue
@@ -322,8 +340,7 @@ def _objects_on_images(session: Session, dataset_id: int, touched: set[int]) -> 
         fate = ("a person rejected" if row.state == "rejected" else
                 "a person changed in the studio" if row.coco_id in touched else "")
         out.setdefault(coco_id, []).append(_Object(row.id, row.coco_id, {"size": [h, w], "counts": row.rle_counts}, fate))
-    edits = session.execute(select(Edit.image_id, Edit.action, Edit.payload).where(Edit.image_id.in_(list(sizes))))
-    for image_id, action, payload in edits:
+    for image_id, action, _, payload in holdings.edits:
         if action in MACHINE_ACTIONS:
             continue
         coco_id, h, w = sizes[image_id]
@@ -377,29 +394,26 @@ def _renamed_categories(parsed: ParsedCoco, known: dict[str, int], stored: dict[
     return renamed
 
 
-def _versions_held(session: Session, dataset_id: int) -> dict[tuple[int, int, str], str]:
+def _versions_held(holdings: _Holdings) -> dict[tuple[int, int, str], str]:
     """``(image coco id, category id, RLE counts)`` of every annotation version the dataset holds or
     held -> what became of it, in words (current rows in any state, then every ``before``/``after``
     row in the images' edit histories)."""
-    coco_of = dict(session.execute(select(Image.id, Image.coco_id).where(Image.dataset_id == dataset_id)).all())
+    coco_of = holdings.coco_of
     held: dict[tuple[int, int, str], str] = {}
     current: dict[int, str] = {}
-    for row in session.execute(
-            select(Annotation.image_id, Annotation.coco_id, Annotation.category_id, Annotation.rle_counts,
-                   Annotation.state).where(Annotation.dataset_id == dataset_id)):
+    for row in holdings.annotations:
         current[row.coco_id] = row.state
         state = "" if row.state == "accepted" else f", {row.state}"
-        held[(coco_of[row.image_id], row.category_id, row.rle_counts)] = (
+        held[(coco_of(row.image_id), row.category_id, row.rle_counts)] = (
             f"the same mask and class are already on this image (annotation {row.coco_id}{state})")
-    # a file's versions, applied, are the file's; an undone import is a person's "no" to them
-    edits = session.execute(select(Edit.image_id, Edit.payload).where(
-        Edit.image_id.in_(list(coco_of)), (Edit.action != "import_coco") | (Edit.status != "applied")))
-    for image_id, payload in edits:
+    for image_id, action, status, payload in holdings.edits:
+        if action == "import_coco" and status == "applied":   # a file's versions are the file's; an undone
+            continue                                          # import is a person's "no" to them
         for change in (payload or {}).get("annotations", []):
             for version in (change.get("before"), change.get("after")):
                 if not version or "rle_counts" not in version:
                     continue
-                key = (coco_of[image_id], version.get("category_id"), version["rle_counts"])
+                key = (coco_of(image_id), version.get("category_id"), version["rle_counts"])
                 coco_id = version.get("coco_id")
                 fate = ("deleted by a person" if coco_id not in current else
                         "rejected by a person" if current[coco_id] == "rejected" else "since edited by a person")
