@@ -59,38 +59,67 @@ def test_panoptic_with_nothing_confident_is_empty():
     assert info == [] and not seg.any()
 
 
-def _random_case(seed: int, queries: int = 24, classes: int = 5):
-    """Class logits, smooth stride-8 mask logits, and the official resize of a 10x14 map to an
-    image shown at 75x110 inside an 80x112 input, output at 151x223 (both resizes non-trivial)."""
+# (low, padded, image, output) sizes (h, w): a 10x14 map shown at 75x110 inside an 80x112 input,
+# output at 151x223 (both resizes non-trivial; one product per box), and a 64x80 map output at
+# 480x600 (rows resized by bands, MaskResize.row_blocks)
+SMALL = ((10, 14), (80, 112), (75, 110), (151, 223))
+BANDED = ((64, 80), (512, 640), (500, 630), (480, 600))
+
+
+def _random_case(seed: int, queries: int = 24, classes: int = 5, sizes=SMALL):
+    """Class logits, smooth stride-8 mask logits (query 0 empty, query 1 a thin diagonal line,
+    sparse inside its box), and the official resize for ``sizes``."""
+    low, padded, image, output = sizes
     g = torch.Generator().manual_seed(seed)
     class_logits = torch.randn(queries, classes + 1, generator=g) * 3
     coarse = torch.randn(queries, 1, 4, 5, generator=g) * 4 - 2
-    mask_logits = F.interpolate(coarse, size=(10, 14), mode="bilinear", align_corners=False)[:, 0]
+    mask_logits = F.interpolate(coarse, size=low, mode="bilinear", align_corners=False)[:, 0]
     mask_logits[0] = -5.0  # a query with an empty mask
-    resize = MaskResize.official((10, 14), (80, 112), (75, 110), (151, 223))
-    return class_logits, mask_logits, resize
+    rows, cols = torch.meshgrid(torch.arange(low[0]).float(), torch.arange(low[1]).float(), indexing="ij")
+    mask_logits[1] = 0.5 - (rows - cols * low[0] / low[1]).abs()
+    class_logits[1, 0] = 8.0  # selected
+    return class_logits, mask_logits, MaskResize.official(*sizes)
 
 
-def _official(class_logits, mask_logits, topk):
-    logits = upsample_masks(mask_logits, (80, 112), (75, 110), (151, 223))
+def _official(class_logits, mask_logits, topk, sizes=SMALL):
+    logits = upsample_masks(mask_logits, *sizes[1:])
     return instance_inference(class_logits, logits, topk=topk)
 
 
+@pytest.mark.parametrize("sizes", [SMALL, BANDED], ids=["one product", "bands"])
 @pytest.mark.parametrize("dense", [False, True], ids=["boxes (CPU)", "dense (GPU branch, run on CPU)"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_lowres_inference_equals_the_official_post_processing(seed, dense):
-    class_logits, mask_logits, resize = _random_case(seed)
-    expected = _official(class_logits, mask_logits, topk=60)
+def test_lowres_inference_equals_the_official_post_processing(seed, dense, sizes):
+    class_logits, mask_logits, resize = _random_case(seed, sizes=sizes)
+    assert (resize.row_blocks is None) == (sizes is SMALL)
+    expected = _official(class_logits, mask_logits, topk=60, sizes=sizes)
     got = instance_inference_lowres(class_logits, mask_logits, resize, topk=60, dense=dense)
     assert torch.equal(got.query_indices, expected.query_indices) and torch.equal(got.classes, expected.classes)
     torch.testing.assert_close(got.scores, expected.scores, rtol=0, atol=1e-6)
     torch.testing.assert_close(got.mask_scores, expected.mask_scores, rtol=0, atol=1e-6)
     assert (got.masks != expected.masks).sum() <= 2  # pixels whose logit is 0 up to float rounding
     assert not got.masks[got.query_indices == 0].any() and (got.mask_scores[got.query_indices == 0] == 0).all()
+    line = got.masks[got.query_indices == 1][0]
+    rows, cols = line.any(1).nonzero(), line.any(0).nonzero()
+    assert 0 < line.sum() < 0.25 * (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)  # sparse in its box
     if got.boxes is not None:  # the CPU path's boxes, taken from its crops, are the masks' boxes
         assert torch.equal(got.boxes, contract.mask_boxes(got.masks))
     else:
         assert dense
+
+
+@pytest.mark.parametrize("sizes", [SMALL, BANDED], ids=["one product", "bands"])
+def test_resize_inside_a_box_equals_the_whole_resize(sizes):
+    _, mask_logits, resize = _random_case(4, queries=3, sizes=sizes)
+    whole = resize(mask_logits)
+    height, width = resize.output_size
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        y0, y1 = sorted(torch.randperm(height + 1, generator=g)[:2].tolist())
+        x0, x1 = sorted(torch.randperm(width + 1, generator=g)[:2].tolist())
+        buffer = torch.full((resize.box_buffer_size(y0, y1, x0, x1),), float("nan"))
+        got = resize.resize_box(mask_logits[2], y0, y1, x0, x1, buffer)
+        torch.testing.assert_close(got, whole[2, y0:y1, x0:x1], rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("dense", [False, True])
