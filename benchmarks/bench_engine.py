@@ -26,7 +26,8 @@ normalise + pad), ``backbone``, ``pixel_decoder``, ``proposal`` (IA-guided query
 size, explanation). ``forward`` = backbone to decoder. "At the floor" is the studio's call,
 ``predict(image, min_score=0.05)``: the same instances as ``predict(image).filter(0.05)``, whose
 post-processing skips the masks of the instances that cannot reach the floor. Peak memory: the largest resident-set growth
-during one prediction (sampled every 2 ms; CPU) or ``torch.cuda.max_memory_allocated`` (CUDA).
+during one prediction (sampled every 2 ms; CPU) or ``torch.cuda.max_memory_allocated`` (CUDA),
+taken in the untimed lead-in run, never in a timed one (the sampler thread slows what it samples).
 Mask R-CNN gets the same image, resized by its own transform to the preset's test size, random
 weights (no download), ``box_detections_per_img=100``.
 
@@ -76,11 +77,16 @@ def scene(seed: int, height: int = 480, width: int = 640) -> np.ndarray:
 
 
 class PeakMemory:
-    """Peak memory growth during a block: sampled RSS on CPU, the allocator's peak on CUDA (MiB)."""
+    """Peak memory growth during a block: sampled RSS on CPU, the allocator's peak on CUDA (MiB).
 
-    def __init__(self, device: torch.device) -> None:
+    ``enabled=False``: nothing is measured (``peak_mib`` NaN). The CPU sampler is a Python thread
+    that wakes every 2 ms and competes for the GIL with the post-processing's Python loop, so
+    timed runs never sample."""
+
+    def __init__(self, device: torch.device, enabled: bool = True) -> None:
         self.device = device
-        self.peak_mib = 0.0
+        self.enabled = enabled
+        self.peak_mib = float("nan")
 
     @staticmethod
     def rss() -> int:
@@ -88,6 +94,8 @@ class PeakMemory:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
     def __enter__(self) -> "PeakMemory":
+        if not self.enabled:
+            return self
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -105,6 +113,8 @@ class PeakMemory:
             time.sleep(0.002)
 
     def __exit__(self, *exc) -> None:
+        if not self.enabled:
+            return
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.peak_mib = (torch.cuda.max_memory_allocated(self.device) - self.start) / 2**20
@@ -153,13 +163,14 @@ class StageClock:
             handle.remove()
 
 
-def run_fastinst(predictor: Predictor, images: List[np.ndarray], min_score: float = 0.0) -> Dict[str, float]:
+def run_fastinst(predictor: Predictor, images: List[np.ndarray], min_score: float = 0.0,
+                 memory: bool = False) -> Dict[str, float]:
     """One timed batch prediction -> stage seconds (+ ``total``, ``forward``, ``peak_mib``), wall
     clock, and the same with a ``cpu_`` prefix in thread CPU seconds; the network's stages are NaN
     for the onnxruntime backend (one opaque call)."""
     clock = StageClock(predictor.model, predictor.device)
     try:
-        with PeakMemory(predictor.device) as memory, torch.inference_mode():
+        with PeakMemory(predictor.device, memory) as peak, torch.inference_mode():
             start = clock.now()
             prepared = [predictor.prepare(image) for image in images]
             batch, sizes = predictor.model.preprocess([t for t, _ in prepared])
@@ -179,7 +190,7 @@ def run_fastinst(predictor: Predictor, images: List[np.ndarray], min_score: floa
             end = clock.now()
     finally:
         clock.remove()
-    t: Dict[str, float] = {"peak_mib": memory.peak_mib}
+    t: Dict[str, float] = {"peak_mib": peak.peak_mib}
     for k, (times, marks) in enumerate(((clock.times, [m[0] for m in (start, after_pre, after_forward, end)]),
                                         (clock.cpu_times, [m[1] for m in (start, after_pre, after_forward, end)]))):
         prefix = "cpu_" if k else ""
@@ -198,8 +209,8 @@ def maskrcnn_runner(min_size: int, max_size: int, device: torch.device) -> Calla
     model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=81, min_size=min_size,
                                   max_size=max_size, box_detections_per_img=100).to(device).eval()
 
-    def run(images: List[np.ndarray]) -> Dict[str, float]:
-        with PeakMemory(device) as memory, torch.inference_mode():
+    def run(images: List[np.ndarray], memory: bool = False) -> Dict[str, float]:
+        with PeakMemory(device, memory) as peak, torch.inference_mode():
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             start, cpu_start = time.perf_counter(), time.thread_time()
@@ -208,7 +219,7 @@ def maskrcnn_runner(min_size: int, max_size: int, device: torch.device) -> Calla
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             total, cpu_total = time.perf_counter() - start, time.thread_time() - cpu_start
-        return {"total": total, "cpu_total": cpu_total, "peak_mib": memory.peak_mib}
+        return {"total": total, "cpu_total": cpu_total, "peak_mib": peak.peak_mib}
 
     return run
 
@@ -235,31 +246,35 @@ def bench(preset: str, batch: int, device: torch.device, reps: int, with_maskrcn
     fast = Predictor(model, names, device=device, fast=True)
     images = [scene(i) for i in range(batch)]
     check = agreement(fast.predict(images[0]), straight.predict(images[0]))
-    variants: Dict[str, Callable] = {"straight": lambda: run_fastinst(straight, images),
-                                     "fast": lambda: run_fastinst(fast, images),
-                                     "fast_floor": lambda: run_fastinst(fast, images, STUDIO_FLOOR)}
+    # each variant: memory (bool) -> one timed prediction's figures (see run_fastinst)
+    variants: Dict[str, Callable] = {"straight": lambda memory: run_fastinst(straight, images, memory=memory),
+                                     "fast": lambda memory: run_fastinst(fast, images, memory=memory),
+                                     "fast_floor": lambda memory: run_fastinst(fast, images, STUDIO_FLOOR, memory)}
     if with_onnxruntime and device.type == "cpu":
         ort = Predictor(model, names, device=device, backend="onnxruntime")
         check["onnxruntime_vs_straight"] = agreement(ort.predict(images[0]), straight.predict(images[0]))
-        variants["onnxruntime"] = lambda: run_fastinst(ort, images)
-        variants["onnxruntime_floor"] = lambda: run_fastinst(ort, images, STUDIO_FLOOR)
+        variants["onnxruntime"] = lambda memory: run_fastinst(ort, images, memory=memory)
+        variants["onnxruntime_floor"] = lambda memory: run_fastinst(ort, images, STUDIO_FLOOR, memory)
     if device.type == "cuda":  # the opt-in GPU options, compiled for this benchmark's one padded size
         tensor, _ = fast.prepare(images[0])
         bucket = tuple(-(-d // 32) * 32 for d in tensor.shape[-2:])
         gpu = Predictor(model, names, device=device, cuda=CudaConfig(amp="bf16", buckets=(bucket,)))
-        variants["fast_bf16_compiled"] = lambda: run_fastinst(gpu, images)
+        variants["fast_bf16_compiled"] = lambda memory: run_fastinst(gpu, images, memory=memory)
     if with_maskrcnn:
         run_maskrcnn = maskrcnn_runner(model.input_spec.min_size, model.input_spec.max_size, device)
-        variants["maskrcnn"] = lambda: run_maskrcnn(images)
+        variants["maskrcnn"] = lambda memory: run_maskrcnn(images, memory)
     for fn in variants.values():  # warm-up (allocator, oneDNN primitive caches, CUDA kernels)
-        fn()
+        fn(memory=False)
     samples: Dict[str, List[Dict[str, float]]] = {name: [] for name in variants}
     load = [os.getloadavg()[0]]
     for _ in range(reps):
         for name, fn in variants.items():
-            for _ in range(lead_in):  # untimed: the timed run finds memory as its own variant left it
-                fn()
-            samples[name].append(fn())
+            # untimed lead-in: the timed run finds memory as its own variant left it; the peak
+            # memory comes from the last lead-in run (or from one more run after the timed one)
+            peaks = [fn(memory=k == lead_in - 1)["peak_mib"] for k in range(lead_in)]
+            sample = fn(memory=False)
+            sample["peak_mib"] = peaks[-1] if peaks else fn(memory=True)["peak_mib"]
+            samples[name].append(sample)
         load.append(os.getloadavg()[0])
     medians = {name: {k: statistics.median(s[k] for s in runs) for k in runs[0]} for name, runs in samples.items()}
     paired = {k: statistics.median(f[k] / s[k] for f, s in zip(samples["fast"], samples["straight"]))

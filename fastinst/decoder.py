@@ -54,7 +54,15 @@ class DualPathLayer(nn.Module):
 
 
 class PredictionHead(nn.Module):
-    """``(queries (B,Q,C), pixels (B,HW,C)) -> (class logits (B,Q,K+1), mask logits (B,Q,HW))``."""
+    """``(queries (B,Q,C), pixels (B,HW,C)) -> (class logits (B,Q,K+1), mask logits (B,Q,HW))``.
+
+    Mask logits = mask embedding ``E (B,Q,D)`` times projected pixels ``(P W^T + b)^T``, as
+    officially. ``project_queries`` (set by the inference fast path) computes the same product as
+    ``(E W) P^T + E b``: ``W`` goes to the Q queries instead of the HW pixels (D1 at 576x768:
+    100 against 6,912 rows, 0.45 GMAC fewer per head); equal within float32 rounding.
+    """
+
+    project_queries: bool = False
 
     def __init__(self, dim: int, mask_dim: int, num_classes: int) -> None:
         super().__init__()
@@ -66,8 +74,11 @@ class PredictionHead(nn.Module):
     def forward(self, queries: Tensor, pixels: Tensor, with_class: bool) -> Tuple[Optional[Tensor], Tensor]:
         queries = self.query_norm(queries)
         logits = self.class_mlp(queries) if with_class else None
-        masks = torch.bmm(self.mask_mlp(queries), self.pixel_proj(pixels).transpose(1, 2))
-        return logits, masks
+        embed = self.mask_mlp(queries)
+        if self.project_queries:
+            offset = (embed @ self.pixel_proj.bias).unsqueeze(-1)
+            return logits, torch.baddbmm(offset, embed @ self.pixel_proj.weight, pixels.transpose(1, 2))
+        return logits, torch.bmm(embed, self.pixel_proj(pixels).transpose(1, 2))
 
 
 def attention_mask(mask_logits: Tensor, num_aux: int) -> Tensor:

@@ -27,9 +27,9 @@ class PyramidPooling(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         size = x.shape[-2:]
-        priors = [F.interpolate(F.relu(stage(x)), size=size, mode="bilinear", align_corners=False)
+        priors = [F.interpolate(F.relu_(stage(x)), size=size, mode="bilinear", align_corners=False)
                   for stage in self.stages]
-        return F.relu(self.bottleneck(torch.cat(priors + [x], dim=1)))
+        return F.relu_(self.bottleneck(torch.cat(priors + [x], dim=1)))
 
 
 class PPMFPN(nn.Module):
@@ -48,7 +48,7 @@ class PPMFPN(nn.Module):
             Conv2dNorm(in_channels[name], dim, 1, norm=make_norm(norm, dim)) for name in self.in_features
         )
         self.layers = nn.ModuleList(
-            Conv2dNorm(dim, dim, 3, padding=1, norm=make_norm(norm, dim), activation=F.relu)
+            Conv2dNorm(dim, dim, 3, padding=1, norm=make_norm(norm, dim), activation=F.relu_)
             for _ in self.in_features
         )
         self.ppm = PyramidPooling(dim)

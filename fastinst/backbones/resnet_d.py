@@ -62,16 +62,16 @@ class BottleneckD(nn.Module):
                                             make_norm(norm, out_channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu_(self.bn1(self.conv1(x)))
         if self.deformable:
             offset = self.conv2_offset(out)
             out = self.conv2(out.float(), offset.float()).to(out.dtype)
         else:
             out = self.conv2(out)
-        out = F.relu(self.bn2(out))
+        out = F.relu_(self.bn2(out))
         out = self.bn3(self.conv3(out))
         identity = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + identity)
+        return F.relu_(out.add_(identity))
 
 
 class ResNetD(nn.Module):
@@ -103,7 +103,7 @@ class ResNetD(nn.Module):
             self.out_channels[STAGE_NAMES[index]] = in_channels
 
     def forward(self, x: Tensor) -> Dict[str, Tensor]:
-        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu_(self.bn1(self.conv1(x)))
         x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
         out: Dict[str, Tensor] = {}
         for index, name in enumerate(STAGE_NAMES):
