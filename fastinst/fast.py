@@ -7,8 +7,6 @@
   ``s = gamma / sqrt(var + eps)``, the FrozenBatchNorm2d formula of detectron2);
 - the prediction heads apply the pixel projection to the queries instead of the pixels
   (:class:`~fastinst.decoder.PredictionHead`, ``project_queries``);
-- on CPU, the ResNet's ReLUs and residual sums run inside oneDNN's convolutions
-  (:func:`use_onednn_fusion`);
 - the 1x1 convolutions run through oneDNN on CPU (:func:`use_onednn_for_pointwise`; with one
   thread PyTorch would otherwise send them to a slower GEMM path);
 - the weights are in channels-last (NHWC) memory format, the layout oneDNN's CPU convolutions and
@@ -107,7 +105,6 @@ def optimize_for_inference(model: FastInst, *, channels_last: bool = True, compi
         p.requires_grad_(False)
     fold_batch_norms(fast)
     use_onednn_for_pointwise(fast)
-    use_onednn_fusion(fast)
     for module in fast.modules():
         if isinstance(module, PredictionHead):
             module.project_queries = True
@@ -133,34 +130,6 @@ def use_onednn_for_pointwise(model: nn.Module) -> int:
             module.onednn_pointwise = True
             count += 1
     return count
-
-
-def use_onednn_fusion(model: nn.Module) -> int:
-    """Mark every norm-free, activation-free float32 :class:`Conv2dNorm` (a folded one) to fuse the
-    ReLU and residual sum of :meth:`Conv2dNorm.forward_relu` into oneDNN's convolution on CPU, in
-    place, for inference only; returns how many (0 when this PyTorch build lacks the operator, tried
-    once on a tiny input)."""
-    if not _onednn_fusion_works():
-        return 0
-    count = 0
-    for module in model.modules():
-        if (isinstance(module, Conv2dNorm) and module.norm is None and module.activation is None
-                and module.weight.dtype == torch.float32):
-            module.onednn_fused = True
-            count += 1
-    return count
-
-
-def _onednn_fusion_works() -> bool:
-    if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_convolution_pointwise"):
-        return False
-    x, w, b = torch.ones(1, 2, 3, 3), torch.ones(2, 2, 1, 1), torch.zeros(2)
-    try:
-        with torch.no_grad():
-            y = torch.ops.mkldnn._convolution_pointwise(x, -x, w, b, [0, 0], [1, 1], [1, 1], 1, "add", 1.0, "relu", [], "")
-    except (RuntimeError, TypeError):
-        return False
-    return bool(torch.equal(y, torch.ones_like(x)))
 
 
 def prepare_for_training(model: nn.Module, *, channels_last: bool = False) -> nn.Module:

@@ -59,13 +59,6 @@ def make_norm(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r}; expected FrozenBN, BN, SyncBN, GN or none")
 
 
-def _eager_cpu(x: Tensor) -> bool:
-    """Whether ``x`` is on the CPU in eager mode (not traced, exported or compiled): where the fast
-    path may call oneDNN's operators directly."""
-    return (x.device.type == "cpu" and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
-            and not torch.compiler.is_compiling())
-
-
 class Conv2dNorm(nn.Conv2d):
     """Convolution followed by an optional ``.norm`` and activation (detectron2's key layout:
     ``<name>.weight``, ``<name>.norm.*``).
@@ -79,7 +72,6 @@ class Conv2dNorm(nn.Conv2d):
 
     fold_frozen_norm: bool = False
     onednn_pointwise: bool = False  # set on the 1x1 convolutions of the inference fast path
-    onednn_fused: bool = False  # set on the norm-free convolutions of the inference fast path (forward_relu)
 
     def __init__(
         self,
@@ -104,29 +96,10 @@ class Conv2dNorm(nn.Conv2d):
         plus a bias copy, 1.4-2.2x slower than oneDNN on the R50's 144x192 maps on this project's CPU
         (the same numbers up to float rounding); with more threads it picks oneDNN itself. Traced,
         exported or compiled graphs get the standard operator."""
-        if self.onednn_pointwise and _eager_cpu(x):
+        if (self.onednn_pointwise and x.device.type == "cpu" and not torch.jit.is_tracing()
+                and not torch.onnx.is_in_onnx_export() and not torch.compiler.is_compiling()):
             return torch.mkldnn_convolution(x, weight, bias, self.padding, self.stride, self.dilation, self.groups)
         return super()._conv_forward(x, weight, bias)
-
-    def forward_relu(self, x: Tensor, residual: Optional[Tensor] = None) -> Tensor:
-        """``relu(self(x) + residual)`` (``residual`` optional, the output's shape), as a ResNet
-        block ends, in place where autograd allows it.
-
-        With ``onednn_fused`` (the inference fast path, :func:`fastinst.fast.use_onednn_fusion`: no
-        norm, no activation, no gradient), eager on CPU: one oneDNN convolution with the sum and the
-        ReLU as post-ops, the fusion ``torch.compile`` makes on CPU, without its compile time. On
-        this project's CPU it gives the same bits, and a bottleneck's last 1x1 convolution (64 to
-        256 channels at 144x192) with its residual takes 4.6 ms instead of 6.3."""
-        if self.onednn_fused and _eager_cpu(x) and not (torch.is_grad_enabled() and x.requires_grad):
-            conv_args = (self.padding, self.stride, self.dilation, self.groups)
-            if residual is None:
-                return torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, *conv_args, "relu", [], "")
-            return torch.ops.mkldnn._convolution_pointwise(x, residual, self.weight, self.bias, *conv_args,
-                                                          "add", 1.0, "relu", [], "")
-        out = self(x)
-        if residual is not None:
-            out += residual
-        return F.relu_(out)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.fold_frozen_norm and isinstance(self.norm, FrozenBatchNorm2d):

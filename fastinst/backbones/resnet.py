@@ -29,9 +29,13 @@ class BottleneckBlock(nn.Module):
         self.conv3 = Conv2dNorm(width, out_channels, 1, norm=make_norm(norm, out_channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        # ReLU and residual sum in place (or fused, on the fast path): see Conv2dNorm.forward_relu
-        out = self.conv2.forward_relu(self.conv1.forward_relu(x))
-        return self.conv3.forward_relu(out, x if self.shortcut is None else self.shortcut(x))
+        # in place where autograd allows it (a convolution or norm does not need its output for its
+        # gradient): no fresh activation-sized tensors, as torchvision's ResNet
+        out = F.relu_(self.conv1(x))
+        out = F.relu_(self.conv2(out))
+        out = self.conv3(out)
+        out += x if self.shortcut is None else self.shortcut(x)
+        return F.relu_(out)
 
 
 class BasicBlock(nn.Module):
@@ -47,8 +51,10 @@ class BasicBlock(nn.Module):
         self.conv2 = Conv2dNorm(out_channels, out_channels, 3, padding=1, norm=make_norm(norm, out_channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.conv1.forward_relu(x)  # as in BottleneckBlock
-        return self.conv2.forward_relu(out, x if self.shortcut is None else self.shortcut(x))
+        out = F.relu_(self.conv1(x))  # in place, as in BottleneckBlock
+        out = self.conv2(out)
+        out += x if self.shortcut is None else self.shortcut(x)
+        return F.relu_(out)
 
 
 class Stem(nn.Module):
@@ -59,7 +65,7 @@ class Stem(nn.Module):
         self.conv1 = Conv2dNorm(3, out_channels, 7, stride=2, padding=3, norm=make_norm(norm, out_channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.max_pool2d(self.conv1.forward_relu(x), kernel_size=3, stride=2, padding=1)
+        return F.max_pool2d(F.relu_(self.conv1(x)), kernel_size=3, stride=2, padding=1)
 
 
 class ResNet(nn.Module):
