@@ -71,6 +71,19 @@ def record(
     return edit
 
 
+def mentions_category(session: Session, dataset_id: int, coco_id: int) -> bool:
+    """Whether any edit of the dataset's images holds an annotation of category ``coco_id``
+    before or after it (undo or redo could bring that annotation back). Reads every edit of the
+    dataset: for rare checks only."""
+    images = select(Image.id).where(Image.dataset_id == dataset_id)
+    for payload in session.scalars(select(Edit.payload).where(Edit.image_id.in_(images))):
+        for change in payload.get("annotations", []):
+            if any(row is not None and row.get("category_id") == coco_id
+                   for row in (change.get("before"), change.get("after"))):
+                return True
+    return False
+
+
 def last_applied(session: Session, image_id: int) -> Edit | None:
     """The edit an undo would revert."""
     return session.scalars(

@@ -327,6 +327,25 @@ class Store:
                                     supercategory=supercategory))
             return coco_id
 
+    def remove_unused_category(self, dataset_id: int, coco_id: int) -> None:
+        """Remove a category that no annotation has ever carried (its row, in any state, and
+        every edit in the history count): a class made for an edit that was then refused.
+
+        Raises:
+            NotFoundError: no such category in the dataset.
+            InvalidInputError: an annotation or an edit refers to it.
+        """
+        with write_session(self.engine) as session:
+            row = session.scalar(select(CategoryRow).where(
+                CategoryRow.dataset_id == dataset_id, CategoryRow.coco_id == coco_id))
+            if row is None:
+                raise NotFoundError(f"dataset {dataset_id} has no category {coco_id}")
+            used = session.scalar(select(Annotation.id).where(
+                Annotation.dataset_id == dataset_id, Annotation.category_id == coco_id).limit(1))
+            if used is not None or history.mentions_category(session, dataset_id, coco_id):
+                raise InvalidInputError(f"category {coco_id} '{row.name}' is in use")
+            session.delete(row)
+
     # --------------------------------------------------------------------------- annotations
 
     def annotations(self, image_id: int, include_rejected: bool = False) -> list[AnnotationRecord]:

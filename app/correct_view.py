@@ -74,9 +74,9 @@ def relabel(project: Project, state: SessionState, class_name: str, revision: in
     """Give the selected instance another class (a proposal becomes an accepted human label); a
     class name the project does not have yet makes a new class."""
     inst = _selected(project, state)
-    cid, created = project.category_for_label(class_name)
-    project.edit(state.image_id, revision,
-                 lambda rev: project.store.set_category(inst.id, cid, expected_revision=rev))
+    _, cid, created = project.edit_with_label(
+        state.image_id, revision, class_name,
+        lambda category, rev: project.store.set_category(inst.id, category, expected_revision=rev))
     name = project.class_names_by_id()[cid]
     return f"#{inst.id}: {inst.class_name} → {name}" + (f" (new class {name!r})" if created else "")
 

@@ -368,16 +368,30 @@ class Project:
         except ConflictError as e:
             raise StudioError(str(e)) from None
 
+    def edit_with_label(self, image_id: int, expected_revision: int | None, class_name: str,
+                        change: Callable[[int, int | None], Any]) -> tuple[Any, int, bool]:
+        """:meth:`edit` with the class a person labels with: ``change(category_id, revision)``.
+        A class made for it (:meth:`category_for_label`) is removed again when the edit is refused,
+        so a refused relabel or drawing leaves no stray class in the project or its export.
+        Returns ``(change's result, category id, whether the class was made)``."""
+        cid, created = self.category_for_label(class_name)
+        try:
+            return self.edit(image_id, expected_revision, lambda rev: change(cid, rev)), cid, created
+        except Exception:
+            if created:
+                self.store.remove_unused_category(self.dataset_id, cid)
+            raise
+
     def add_instance(self, image_id: int, mask: np.ndarray, class_name: str,
                      expected_revision: int | None) -> int:
         """Store a hand-drawn instance (accepted, source human) of ``class_name`` (a new name makes
-        a new class, :meth:`category_for_label`); returns its id."""
+        a new class, :meth:`category_for_label`, kept only if the instance is stored); returns its id."""
         if not mask.any():
             raise StudioError("the new mask is empty: draw something first")
-        cid, _ = self.category_for_label(class_name)
-        return self.edit(image_id, expected_revision,
-                         lambda rev: self.store.add_annotation(image_id, mask, cid, source="human",
-                                                               expected_revision=rev))
+        ann_id, _, _ = self.edit_with_label(
+            image_id, expected_revision, class_name,
+            lambda cid, rev: self.store.add_annotation(image_id, mask, cid, source="human", expected_revision=rev))
+        return ann_id
 
     # ----------------------------------------------------------------------------- adding images
 

@@ -41,6 +41,27 @@ def image(store: Store, tmp_path: Path) -> int:
     return store.add_image(dataset, "x.png", W, H)
 
 
+def test_only_a_category_nothing_ever_carried_can_be_removed(store: Store, image: int):
+    """A class made for a refused edit goes again; one that an annotation carries, or that an
+    undone edit could bring back, stays."""
+    dataset = store.image(image).dataset_id
+    fresh = store.add_category(dataset, "bicycle")
+    store.remove_unused_category(dataset, fresh)
+    assert [c.name for c in store.categories(dataset)] == ["a", "b"]
+    with pytest.raises(NotFoundError, match="no category"):
+        store.remove_unused_category(dataset, fresh)
+    with pytest.raises(InvalidInputError, match="'a' is in use"):
+        store.add_annotation(image, blob(2, 9, 3, 12), 3) and store.remove_unused_category(dataset, 3)
+    undone = store.add_category(dataset, "car")
+    ann = store.add_annotation(image, blob(10, 20, 3, 12), undone)
+    store.undo(image)                                   # the annotation is gone, its edit can be redone
+    assert all(a.id != ann for a in store.annotations(image, include_rejected=True))
+    with pytest.raises(InvalidInputError, match="'car' is in use"):
+        store.remove_unused_category(dataset, undone)
+    store.redo(image)
+    assert store.annotation(ann).category_id == undone
+
+
 def state_of(store: Store, image_id: int) -> list[tuple]:
     """Everything the UI shows of an image's annotations."""
     return [

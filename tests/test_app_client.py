@@ -281,3 +281,18 @@ def test_a_class_the_model_does_not_know_is_made_by_labelling_with_it(studio, tm
     assert [n.casefold() for n in project.class_names()].count("bicycle") == 1
     assert "type or choose a class name first" in as_dict(client.predict(" ", api_name="/relabel"))["status"]
     assert project.class_names_by_id()[project.store.annotation(target).category_id] == "bicycle"
+
+
+def test_a_refused_relabel_to_a_new_class_leaves_no_class_behind(studio) -> None:
+    """Another tab changed the image first, so the relabel to a new class is refused: the class it
+    would have made is not in the project, the picker or the export."""
+    project, client = studio
+    image_id = project.images()[2].id
+    client.predict(image_id, api_name="/open_image")
+    rows = as_dict(client.predict(0.05, api_name="/set_min_score"))["instance_table"]["data"]
+    client.predict(rows[0][0], api_name="/select_instance")
+    project.store.set_state(rows[1][0], "accepted")        # the other tab's edit moves the revision on
+    r = as_dict(client.predict("tricycle", api_name="/relabel"))
+    assert "tricycle" not in r["status"] and "changed" in r["status"], r["status"]
+    assert "tricycle" not in project.class_names()
+    assert "tricycle" not in json.dumps(r["class_picker"])
