@@ -150,6 +150,12 @@ def import_coco_file(store: Any, dataset_id: int, config: StudioConfig, images: 
     digest = file_sha256(config.coco)
     if not first and records.get(key) == digest:
         return
+    before = [k.split(":", 1)[1] for k, v in records.items() if k.startswith(f"{dataset_id}:") and v == digest]
+    if not first and before:   # the same file, moved or renamed with its folder: nothing to merge
+        log(f"{config.coco} is the file imported before as {before[0]}: nothing new to import")
+        records[key] = digest
+        record_path.write_text(json.dumps(records, indent=1))
+        return
     if first:
         log(f"importing {config.coco} ...")
         report = store.import_coco(dataset_id, config.coco, images, strict=config.strict)

@@ -252,6 +252,9 @@ def test_a_moved_image_folder_opens_its_project(dataset: Path, tmp_path: Path, w
     assert again.dataset_id == project.dataset_id, log
     assert any("which is gone; its images are in" in line for line in log), log
     assert any("1 of its images are not in" in line and left_behind.file_name in line for line in log), log
+    if with_coco:   # the same file in its new place: not "changed", nothing merged
+        assert not any("changed since it was imported" in line for line in log), log
+        assert any("is the file imported before as" in line and "nothing new" in line for line in log), log
     third, log = launch(moved)                                  # the same command again: the same project
     assert third.dataset_id == project.dataset_id and not any("which is gone" in line for line in log), log
     assert again.image(reviewed.id).review_state == "reviewed"
