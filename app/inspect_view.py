@@ -9,7 +9,7 @@ import numpy as np
 from fastinst import visualize
 from app.project import Instance
 
-TABLE_HEADERS = ["id", "class", "score", "state", "source", "area", "model", "flag"]
+TABLE_HEADERS = ["id", "class", "score", "state", "flag", "area", "source", "model"]
 
 STATE_MARKS = {"proposed": "?", "accepted": "✓", "rejected": "✗"}
 
@@ -50,7 +50,7 @@ def instance_rows(instances: Sequence[Instance], dup_iou: float = 0.9) -> list[l
     flags = near_duplicates(instances, dup_iou)
     return [[i.id, i.class_name, None if i.score is None else round(float(i.score), 3),
              f"{STATE_MARKS.get(i.state, '')} {i.state}".lstrip(),
-             i.source, i.area, i.model_version or "", f"dup of #{flags[i.id]}" if i.id in flags else ""]
+             f"dup of #{flags[i.id]}" if i.id in flags else "", i.area, i.source, i.model_version or ""]
             for i in instances]
 
 

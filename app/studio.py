@@ -124,7 +124,7 @@ class Studio:
         images = self.project.images()
         done = sum(e.review_state == "reviewed" for e in images)
         name = self.project.store.dataset(self.project.dataset_id).name
-        return (f"**FastInst Studio** · project *{name}* · {len(images)} images, {done} reviewed · "
+        return (f"**FastInst Studio** · *{name}* · {done} of {len(images)} images reviewed · "
                 f"model `{self.project.model.version}` ({self.project.model.description})")
 
     def review_text(self, e: ImageRecord, instances: list[Instance]) -> str:

@@ -41,6 +41,9 @@ CSS = """
 #project-info, #status { padding: 0 !important; }
 #project-info { flex: 1 1 0 !important; min-width: 0 !important; }
 #project-info p { margin: 0; font-size: 0.85em; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+#project-info:hover { overflow: visible; z-index: 20; }   /* the whole line under the pointer, as the status */
+#project-info:hover p { position: relative; width: max-content; background: var(--background-fill-primary);
+  box-shadow: var(--shadow-drop-lg); }
 /* the status: one line, so the canvas below does not move; a longer message shows whole under the pointer */
 #status { flex: 2 1 0 !important; min-width: 0 !important; height: 1.5em; overflow: hidden; }
 #status p { margin: 0; font-size: 0.85em; }
@@ -841,9 +844,11 @@ def wire_coco_tab(w: Wiring, k: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------ serving
 
 def launch_kwargs() -> dict[str, Any]:
-    """Look-and-feel arguments of ``Blocks.launch`` (Gradio 6 takes them there)."""
+    """Look-and-feel arguments of ``Blocks.launch`` (Gradio 6 takes them there). No footer: its
+    one line of links made the page 35 px taller than a 1440x900 window, so the page scrolled
+    under the canvas (the API stays at ``/gradio_api/info`` for ``gradio_client``)."""
     keys = KEYS_JS.replace("__SHORTCUTS__", json.dumps(correct_view.SHORTCUTS, ensure_ascii=False))
-    return {"css": CSS, "js": keys, "theme": gr.themes.Soft()}
+    return {"css": CSS, "js": keys, "theme": gr.themes.Soft(), "footer_links": []}
 
 
 def start(project: Project, *, host: str = "127.0.0.1", port: int | None = None,

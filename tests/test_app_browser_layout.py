@@ -88,6 +88,10 @@ def test_the_canvas_fills_the_viewport_beside_the_instance_list(browser, studio,
             assert side["x"] >= cv["x"] + cv["width"], (view, "the list is not beside the canvas", side, cv)
             assert side["y"] < cv["y"] + cv["height"] and cv["y"] < side["y"] + side["height"], (view, side, cv)
             expect(pg.locator(listed)).to_contain_text("? proposed · ✓ accepted · ✗ rejected")   # the legend
+            flag = box(pg, f"{listed} th >> text=flag")       # the near-duplicate flag without scrolling the list
+            assert flag["x"] + flag["width"] <= side["x"] + side["width"], (view, flag, side)
+            if view == "correct":                              # nothing below the canvas: the page cannot scroll
+                assert pg.evaluate("document.documentElement.scrollHeight") <= height, view
             placed = {listed: side, "canvas": cv}
             if view == "correct":
                 tools = box(pg, "#tool")

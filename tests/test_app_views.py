@@ -77,7 +77,7 @@ def test_pick_instance_and_table_rows() -> None:
     a, b = inst(7, box_mask(30, 30, 0, 10, 0, 10)), inst(9, box_mask(30, 30, 0, 30, 0, 30), score=0.5)
     assert inspect_view.pick_instance([a, b], 5, 5) == 7
     assert inspect_view.pick_instance([a, b], 20, 20) == 9
-    assert inspect_view.instance_rows([a])[0] == [7, "circle", 0.9, "? proposed", "predicted", 100, "v1", ""]
+    assert inspect_view.instance_rows([a])[0] == [7, "circle", 0.9, "? proposed", "", 100, "predicted", "v1"]
 
 
 def test_near_duplicate_proposals_are_flagged_against_the_instance_above() -> None:
@@ -87,7 +87,8 @@ def test_near_duplicate_proposals_are_flagged_against_the_instance_above() -> No
     a, b, c = inst(1, square, "accepted"), inst(2, almost, score=0.8), inst(3, apart, score=0.7)
     shown = inspect_view.visible_instances([c, b, a], 0.5)
     assert inspect_view.near_duplicates(shown, 0.9) == {2: 1}
-    assert [row[-1] for row in inspect_view.instance_rows(shown, 0.9)] == ["", "dup of #1", ""]
+    flag = inspect_view.TABLE_HEADERS.index("flag")
+    assert [row[flag] for row in inspect_view.instance_rows(shown, 0.9)] == ["", "dup of #1", ""]
     assert inspect_view.near_duplicates(shown, 0.96) == {}
     assert [d.id for d in inspect_view.duplicates_of(a, shown, 0.9)] == [2]
 
