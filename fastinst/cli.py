@@ -101,7 +101,7 @@ def _predict_folder(args) -> int:
     try:
         out = predict_folder(_load_predictor(args), args.root, args.out, batch_size=args.batch_size,
                              num_workers=args.workers, score_threshold=args.score_threshold, shard=shard,
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, run_options=_run_options(args))
     finally:
         close_distributed()
     if out is None:
@@ -112,6 +112,15 @@ def _predict_folder(args) -> int:
         print(f"skipped {error['file_name']}: {error['error']}", file=sys.stderr)
     # exit 2 says some images were skipped; under torchrun that would read as a crashed rank, so 0 there
     return 2 if errors and shard.world_size == 1 else 0
+
+
+def _run_options(args) -> dict:
+    """What a resumed ``predict-folder`` must share with the stopped run: the weights file (path,
+    size and modification time: a file saved again is other weights), model, preset, backend."""
+    weights = Path(args.weights).resolve()
+    stat = weights.stat()
+    return {"weights": str(weights), "weights_size": stat.st_size, "weights_mtime_ns": stat.st_mtime_ns,
+            "model": args.model, "preset": args.preset, "backend": getattr(args, "backend", "torch")}
 
 
 def _add_stats(sub) -> None:
@@ -157,7 +166,12 @@ def _predict(args) -> int:
             failed.append(name)
             tqdm.write(f"skipped {name}: {exc}", file=sys.stderr)
             continue
-        pred = predictor.predict(rgb, min_score=args.score_threshold)
+        try:
+            pred = predictor.predict(rgb, min_score=args.score_threshold)
+        except (RuntimeError, ValueError, FastInstError) as exc:  # the model failed on this image only
+            failed.append(name)
+            tqdm.write(f"skipped {name}: the model failed on it: {type(exc).__name__}: {exc}", file=sys.stderr)
+            continue
         catalogue.append({"id": image_id, "file_name": name, "height": pred.image_size[0], "width": pred.image_size[1]})
         results += to_coco_results(pred.masks, pred.scores, pred.classes, image_id,
                                    list(range(1, len(predictor.class_names) + 1)))
@@ -173,7 +187,7 @@ def _predict(args) -> int:
         "categories": [{"id": i + 1, "name": n} for i, n in enumerate(predictor.class_names)]}))
     print(f"{len(results)} instances on {len(catalogue)} images -> {out_dir}/results.json")
     if failed:
-        print(f"error: {len(failed)} of {len(files)} images could not be read (listed above)", file=sys.stderr)
+        print(f"error: {len(failed)} of {len(files)} images were skipped (listed above)", file=sys.stderr)
         return 2
     return 0
 
@@ -184,8 +198,10 @@ def _overlay_name(relative: str) -> str:
 
 
 def _refuse_overwrite(out_dir: Path, names: Sequence[str], args) -> None:
+    """A finished run's outputs are not replaced without ``--overwrite``; the overlays of a run
+    stopped before its results were written are (nothing else of it was kept)."""
     targets = [out_dir / "results.json", out_dir / "images.json"]
-    if not args.no_overlays:
+    if not args.no_overlays and any(t.exists() for t in targets):
         targets += [out_dir / _overlay_name(n) for n in names]
     existing = [t for t in targets if t.exists()]
     if existing and not args.overwrite:

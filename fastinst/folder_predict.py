@@ -16,8 +16,14 @@ Any model of the project's contract (:class:`engines.contract.Predictor`: ``prep
   ``<out>.parts/rank<r>.jsonl`` (flushed and fsynced per batch); after a barrier rank 0 merges the
   parts into ``out`` (atomically: a reader sees no partial file) in file order.
 - Resuming: images already in any part file are skipped, whatever the world size was, so a
-  crashed or stopped run continues where it stopped. ``--overwrite`` starts again.
-- An unreadable image is recorded under ``errors`` (one line naming the file) and the run goes on.
+  crashed or stopped run continues where it stopped. The run's options (score threshold, class
+  names, and what the caller names: the weights file, preset, backend) are kept in
+  ``<out>.parts/run.json``; a resume with other options is refused, naming them, so one results
+  file never mixes two settings. Image ids are given at the merge, from the folder as it is then
+  (files added or removed between the runs do not shift any annotation onto another image).
+  ``--overwrite`` starts again.
+- An unreadable image, or one the model fails on, is recorded under ``errors`` (one line naming
+  the file) and the run goes on.
 
 The output is ``{"images": [{"id", "file_name", "height", "width"}], "categories": [{"id",
 "name"}], "annotations": [COCO result dicts: image_id, category_id, segmentation (RLE), score, bbox,
@@ -116,23 +122,31 @@ def read_parts(out: Path) -> Dict[str, dict]:
 
 def predict_folder(predictor: Predictor, root: str | Path, out: str | Path, *, batch_size: int = 4,
                    num_workers: int = 2, score_threshold: float = 0.0, shard: Optional[Shard] = None,
-                   overwrite: bool = False, progress: bool = True) -> Optional[Path]:
+                   overwrite: bool = False, progress: bool = True,
+                   run_options: Optional[Dict[str, object]] = None) -> Optional[Path]:
     """Predict every image under ``root``; rank 0 writes the merged ``out`` and returns its path
     (other ranks return None). See the module docstring for sharding, resuming and the format.
+    ``run_options``: JSON-able facts of the run beyond the threshold and class names (the CLI
+    gives the weights file, preset, backend) that a resume must share.
 
-    Raises :class:`FastInstError` when ``root`` has no images or ``out`` exists (without
-    ``overwrite``) from a finished run.
+    Raises :class:`FastInstError` when ``root`` has no images, ``out`` exists (without
+    ``overwrite``) from a finished run, or a resume's options differ from the stopped run's.
     """
     root, out = Path(root), Path(out)
     shard = shard or Shard.from_env()
     files = list_images(root)
     if not files:
         raise FastInstError(f"no images found under {root}")
-    if shard.rank == 0 and overwrite:
-        _clear(out)
+    options = {"score_threshold": score_threshold, "class_names": list(predictor.class_names), **(run_options or {})}
+    if shard.rank == 0:
+        if overwrite:
+            _clear(out)
+        if out.exists() and not parts_dir(out).exists():
+            raise FastInstError(f"{out} exists; pass --overwrite to predict again")
+        _start_or_check_run(out, options)
     _barrier(shard)
-    if out.exists() and not parts_dir(out).exists():
-        raise FastInstError(f"{out} exists; pass --overwrite to predict again")
+    if shard.rank != 0:
+        _start_or_check_run(out, options)
     done = read_parts(out)
     mine = [(i, name) for i, name in enumerate(files) if i % shard.world_size == shard.rank and name not in done]
     loader = DataLoader(FolderImages(root, mine, predictor.prepare), batch_size=batch_size,
@@ -149,8 +163,10 @@ def predict_folder(predictor: Predictor, root: str | Path, out: str | Path, *, b
         for items in loader:
             records = []
             for group in _same_size_groups(items):
-                preds = predictor.predict_prepared([(tensor, size) for _, tensor, size, _ in group], score_threshold)
-                for (index, _, size, _), pred in zip(group, preds):
+                for (index, _, size, _), pred in zip(group, _predict_group(predictor, group, score_threshold)):
+                    if isinstance(pred, str):
+                        records.append({"file_name": files[index], "error": pred})
+                        continue
                     records.append({"file_name": files[index], "height": size[0], "width": size[1],
                                     "annotations": to_coco_results(pred.masks, pred.scores, pred.classes,
                                                                    index + 1, category_ids)})
@@ -180,7 +196,8 @@ def merge(files: Sequence[str], records: Dict[str, dict], out: Path, class_names
             merged["errors"].append({"file_name": name, "error": record["error"]})
             continue
         merged["images"].append({"id": i + 1, "file_name": name, "height": record["height"], "width": record["width"]})
-        merged["annotations"] += record["annotations"]
+        # the id is the image's place in the folder now: a resumed run's folder may have changed
+        merged["annotations"] += [{**ann, "image_id": i + 1} for ann in record["annotations"]]
 
     def write(tmp: str) -> None:
         Path(tmp).write_text(json.dumps(merged))
@@ -188,6 +205,38 @@ def merge(files: Sequence[str], records: Dict[str, dict], out: Path, class_names
     atomic_write(out, write)
     _clear_parts(out)
     return out
+
+
+def _predict_group(predictor: Predictor, group: list, score_threshold: float) -> list:
+    """One forward pass for a group of loaded images -> a Prediction per image, or, for an image
+    the model fails on, the error's text (the group is then predicted one image at a time, so
+    one bad image costs only its own result)."""
+    prepared = [(tensor, size) for _, tensor, size, _ in group]
+    try:
+        return predictor.predict_prepared(prepared, score_threshold)
+    except (RuntimeError, ValueError, FastInstError) as exc:
+        if len(prepared) == 1:
+            return [f"the model failed on this image: {type(exc).__name__}: {exc}"]
+    return [_predict_group(predictor, [item], score_threshold)[0] for item in group]
+
+
+def _start_or_check_run(out: Path, options: Dict[str, object]) -> None:
+    """Record a new run's options in ``<out>.parts/run.json``, or check a resumed run's against
+    them (FastInstError naming each difference)."""
+    manifest = parts_dir(out) / "run.json"
+    if not manifest.is_file():
+        if read_parts(out):   # parts from before run.json existed: their options are unknown
+            raise FastInstError(f"{parts_dir(out)} holds results of a stopped run whose options are not "
+                                f"recorded; pass --overwrite to predict again")
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(manifest, lambda tmp: Path(tmp).write_text(json.dumps(options, indent=1)))
+        return
+    before = json.loads(manifest.read_text())
+    changed = [f"{key} {before.get(key)!r} -> {options.get(key)!r}" for key in sorted(set(before) | set(options))
+               if before.get(key) != options.get(key)]
+    if changed:
+        raise FastInstError(f"{out}: a stopped run with other options is being resumed ({'; '.join(changed)}); "
+                            f"resume with the same options, or pass --overwrite to predict again")
 
 
 def _same_size_groups(items) -> Iterator[list]:
@@ -207,8 +256,8 @@ def _barrier(shard: Shard) -> None:
 def _clear_parts(out: Path) -> None:
     folder = parts_dir(out)
     if folder.is_dir():
-        for part in folder.glob("rank*.jsonl"):
-            part.unlink()
+        for part in [*folder.glob("rank*.jsonl"), folder / "run.json"]:
+            part.unlink(missing_ok=True)
         folder.rmdir()
 
 

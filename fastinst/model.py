@@ -68,11 +68,18 @@ class FastInst(nn.Module):
 
     def preprocess(self, images: Sequence[Tensor]) -> Tuple[Tensor, List[Tuple[int, int]]]:
         """``[(3,H_i,W_i) RGB 0..255]`` -> ``(B,3,Hp,Wp)`` normalised then zero-padded (bottom/right)
-        to a multiple of ``size_divisibility``, and the list of unpadded ``(H_i, W_i)``."""
+        to a multiple of ``size_divisibility``, and the list of unpadded ``(H_i, W_i)``.
+
+        The query proposal picks its queries among the stride-16 map's positions, so a batch too
+        small for them (a 4:1 panorama or a scan strip under the tiny preset's 96x128 input: 2x8
+        positions for 32 queries) is padded further, on its shorter side, until there are enough;
+        the official code fails there. Masks are cropped to the image as usual."""
         sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
         div = self.input_spec.size_divisibility
         height = -(-max(h for h, _ in sizes) // div) * div
         width = -(-max(w for _, w in sizes) // div) * div
+        while (height // 16) * (width // 16) < self.decoder.num_queries:
+            height, width = (height + div, width) if height <= width else (height, width + div)
         batch = torch.zeros(len(images), 3, height, width, device=self.device)
         for i, im in enumerate(images):
             normalised = (im.to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std

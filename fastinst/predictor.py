@@ -154,8 +154,10 @@ class Predictor:
         fast: the fast path (default): a copy of ``model`` with norms folded into the convolutions
             and channels-last weights (:func:`fastinst.fast.optimize_for_inference`), and instance
             masks resized only inside their boxes (:func:`~fastinst.postprocess.instance_inference_lowres`).
-            Same outputs within float32 rounding. ``False``: the straightforward official computation
-            on ``model`` itself (the baseline of ``benchmarks/bench_engine.py``).
+            Same outputs within float32 rounding. The copy follows ``model``: weights loaded or
+            trained into ``model`` later are copied again before the next prediction. ``False``:
+            the straightforward official computation on ``model`` itself (the baseline of
+            ``benchmarks/bench_engine.py``).
         cuda: GPU options of the fast path (autocast, compiled size buckets with CUDA graphs; see
             :mod:`fastinst.cuda`); ignored on CPU. None: the fast path in float32, eager.
         backend: ``"torch"`` (default) or ``"onnxruntime"``: the fast path's network exported to ONNX
@@ -185,17 +187,34 @@ class Predictor:
         if backend == "onnxruntime" and (not fast or self.device.type != "cpu"):
             raise ValueError("the onnxruntime backend runs the fast path on the CPU: use fast=True, device='cpu'")
         model = model.to(self.device).eval()
-        self.model = optimize_for_inference(model) if fast else model
         self.fast = fast
         self.backend = backend
-        self.onnx = OnnxForward(optimize_for_inference(model, channels_last=False)) if backend == "onnxruntime" else None
-        self.accelerated = AcceleratedForward(self.model, cuda) if fast and cuda is not None else None
+        self._source, self._cuda = model, cuda
+        self._build()
         self.class_names = list(class_names)
         self.topk = topk
         self.feature_cache = feature_cache
         self._features: "OrderedDict[str, Tuple[List[torch.Tensor], Geometry]]" = OrderedDict()
         self._features_lock = threading.Lock()
         self.explain = explain
+
+    def _build(self) -> None:
+        """The network that runs: ``model`` itself, or its fast copy (and the onnxruntime or GPU
+        forward made from that copy), remembering the source weights' versions it was made from."""
+        model = self._source
+        self._source_versions = _tensor_versions(model)
+        self.model = optimize_for_inference(model) if self.fast else model
+        self.onnx = OnnxForward(optimize_for_inference(model, channels_last=False)) if self.backend == "onnxruntime" else None
+        self.accelerated = AcceleratedForward(self.model, self._cuda) if self.fast and self._cuda is not None else None
+
+    def _follow_source(self) -> None:
+        """Rebuild the fast copy when the model's weights changed since it was made (weights loaded
+        or trained after the Predictor was built), so that the fast path never predicts with stale
+        weights while ``fast=False`` would use the new ones."""
+        if self.fast and _tensor_versions(self._source) != self._source_versions:
+            self._build()
+            with self._features_lock:
+                self._features.clear()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "auto", **kwargs) -> "Predictor":
@@ -252,6 +271,7 @@ class Predictor:
                  onnx: bool = True) -> Tuple[dict, List[Geometry]]:
         """The network on prepared images (onnxruntime when that is the backend and ``onnx``);
         each image's pixel-decoder maps, when the output has them, go to the feature cache."""
+        self._follow_source()
         batch, sizes = self.model.preprocess([to_device(tensor, self.device) for tensor, _ in prepared])
         if self.onnx is not None and onnx:
             out = self.onnx(batch)
@@ -292,6 +312,7 @@ class Predictor:
         """
         if not len(points):
             raise ValueError("place_queries needs at least one (x, y) point")
+        self._follow_source()
         tensor, original = self.prepare(image)
         cached = self._cached_features(image_key(tensor))
         if cached is None:
@@ -360,6 +381,12 @@ class Predictor:
             geometry=geometry,
             num_placed=int(out.get("num_placed", 0)),
         )
+
+
+def _tensor_versions(model: torch.nn.Module) -> tuple:
+    """Identity and in-place version of every parameter and buffer: any change of the weights
+    (``load_state_dict``, an optimizer step, ``assign=True``) changes it."""
+    return tuple((id(t), t._version) for t in (*model.parameters(), *model.buffers()))
 
 
 def image_key(tensor: torch.Tensor) -> str:

@@ -61,12 +61,83 @@ def test_single_process_batches_resumes_and_refuses_overwrite(setup, tmp_path):
     # a crash after im0 was written (and in the middle of the next line): resume skips im0 only
     out.unlink()
     parts_dir(out).mkdir()
+    (parts_dir(out) / "run.json").write_text(json.dumps({"score_threshold": 0.0, "class_names": NAMES}))
     marker = {"file_name": "im0.png", "height": 96, "width": 128, "annotations": []}
     (parts_dir(out) / "rank1.jsonl").write_text(json.dumps(marker) + "\n" + '{"file_name": "im1.p')
     predict_folder(_predictor(model), root, out, batch_size=2, num_workers=0, progress=False)
     resumed = json.loads(out.read_text())
     assert not [a for a in resumed["annotations"] if a["image_id"] == 2]  # im0: the record from before the crash
     assert len(resumed["annotations"]) == 5 * 10
+
+
+def _stopped_run(model, root: Path, out: Path, first: int, **options) -> None:
+    """A run stopped (as by Ctrl+C) once ``first`` images are done: the run's own part files."""
+    import shutil
+
+    done = root.parent / f"{out.stem}-done"
+    shutil.copytree(root, done)
+    for name in list_images(root)[first:]:
+        (done / name).unlink()
+    predict_folder(_predictor(model), done, out, num_workers=0, progress=False, **options)
+    merged = json.loads(out.read_text())   # turn the finished run back into its part file
+    parts_dir(out).mkdir()
+    (parts_dir(out) / "run.json").write_text(json.dumps({"score_threshold": options.get("score_threshold", 0.0),
+                                                          "class_names": NAMES}))
+    by_id = {im["id"]: im for im in merged["images"]}
+    with open(parts_dir(out) / "rank0.jsonl", "w") as part:
+        for image_id, im in by_id.items():
+            anns = [a for a in merged["annotations"] if a["image_id"] == image_id]
+            part.write(json.dumps({"file_name": im["file_name"], "height": im["height"], "width": im["width"],
+                                   "annotations": anns}) + "\n")
+    out.unlink()
+
+
+def test_a_resume_after_the_folder_changed_keeps_each_result_on_its_image(setup, tmp_path):
+    """Stopped after 3 images; a new photo that sorts first arrives; the resumed results give every
+    annotation the id of the image it was predicted on, as a clean run does."""
+    import shutil
+
+    model, _, original = setup
+    root = tmp_path / "images"
+    shutil.copytree(original, root)
+    out = tmp_path / "r.json"
+    _stopped_run(model, root, out, 3)
+    Image.fromarray(np.full((96, 128, 3), 200, np.uint8)).save(root / "a_new.png")
+    predict_folder(_predictor(model), root, out, batch_size=2, num_workers=0, progress=False)
+    clean = tmp_path / "clean.json"
+    predict_folder(_predictor(model), root, clean, batch_size=2, num_workers=0, progress=False)
+    got, expected = json.loads(out.read_text()), json.loads(clean.read_text())
+    assert got["images"] == expected["images"]
+    pairs = lambda d: sorted((a["image_id"], a["category_id"], a["segmentation"]["counts"]) for a in d["annotations"])
+    assert pairs(got) == pairs(expected)
+
+
+def test_a_resume_with_other_options_is_refused(setup, tmp_path):
+    model, _, root = setup
+    out = tmp_path / "r.json"
+    _stopped_run(model, root, out, 2, score_threshold=0.5)
+    with pytest.raises(FastInstError, match=r"other options.*score_threshold 0.5 -> 0.0"):
+        predict_folder(_predictor(model), root, out, num_workers=0, progress=False)
+    predict_folder(_predictor(model), root, out, num_workers=0, progress=False, score_threshold=0.5)
+    assert len(json.loads(out.read_text())["images"]) == 6
+
+
+def test_scan_strips_and_panoramas_are_predicted(tmp_path):
+    """Images whose resized stride-16 map is smaller than the query count (a 4:1 panorama and a
+    17x1000 strip under the demo model's 96x128 input) or that shrink below one pixel (3x2000) are
+    predicted, not failed: the input is padded until the queries fit."""
+    from fastinst import load_checkpoint
+
+    model, info = load_checkpoint(REPO / "app" / "assets" / "demo_model.safetensors")
+    root = tmp_path / "odd"
+    root.mkdir()
+    for h, w in ((1000, 4000), (17, 1000), (3, 2000), (2000, 3)):
+        Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(root / f"{h}x{w}.png")
+    out = tmp_path / "r.json"
+    predict_folder(Predictor(model, info.class_names, device="cpu"), root, out, num_workers=0, progress=False)
+    merged = json.loads(out.read_text())
+    assert merged["errors"] == [] and len(merged["images"]) == 4
+    assert {(im["height"], im["width"]) for im in merged["images"]} == {(1000, 4000), (17, 1000), (3, 2000), (2000, 3)}
 
 
 def test_torchrun_two_cpu_processes_merge_to_the_single_process_output(setup, tmp_path):

@@ -266,6 +266,46 @@ def test_cli_predict_writes_coco_results_and_overlays(tiny, image, tmp_path):
     assert np.array_equal(np.asarray(Image.open(out / "im0.png.overlay.png")), drawn)
 
 
+def test_cli_predict_runs_again_after_a_stopped_run_and_refuses_over_a_finished_one(tiny, image, tmp_path, capsys):
+    """A run stopped before writing its results left only overlays: running again predicts (and
+    draws) everything; a finished run's outputs are kept unless --overwrite. A 3x2000 scan strip
+    is predicted too."""
+    from fastinst.cli import main
+
+    ckpt = save_checkpoint(tmp_path / "m.safetensors", tiny, preset="tiny", class_names=NAMES)
+    images = tmp_path / "imgs"
+    images.mkdir()
+    Image.fromarray(image).save(images / "im0.png")
+    Image.fromarray(np.full((3, 2000, 3), 80, np.uint8)).save(images / "strip.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "im0.png.overlay.png").write_bytes(b"left by a stopped run")
+    args = ["predict", str(images), "--weights", str(ckpt), "--out", str(out), "--device", "cpu"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert {im["file_name"] for im in json.loads((out / "images.json").read_text())["images"]} == {"im0.png", "strip.png"}
+    Image.open(out / "im0.png.overlay.png").verify()
+    assert main(args) == 2 and "exists" in capsys.readouterr().err
+
+
+def test_the_fast_path_follows_weights_loaded_after_the_predictor_was_built(tiny, image):
+    """A fine-tuning loop or a notebook loads new weights into the model a Predictor was built on:
+    the fast path predicts with them, as ``fast=False`` does (it predicted with a stale copy)."""
+    import copy
+
+    model = copy.deepcopy(tiny)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    fast, straight = Predictor(model, NAMES, device="cpu"), Predictor(model, NAMES, device="cpu", fast=False)
+    before = fast.predict(image)
+    model.load_state_dict(tiny.state_dict())
+    for got, path in ((fast.predict(image), True), (straight.predict(image), False)):
+        expected = Predictor(tiny, NAMES, device="cpu", fast=path).predict(image)
+        assert np.array_equal(got.query_indices, expected.query_indices) and np.array_equal(got.masks, expected.masks)
+        np.testing.assert_allclose(got.scores, expected.scores, atol=1e-6)
+    assert not np.allclose(before.scores[:5], expected.scores[:5], atol=1e-3)
+
+
 def test_cli_reports_bad_weights_without_traceback(tmp_path):
     bad = tmp_path / "x.safetensors"
     bad.write_bytes(b"garbage")
