@@ -103,6 +103,17 @@ class Predictor(Protocol):
         """Outputs of :meth:`prepare` -> one :class:`Prediction` each."""
 
 
+def same_size_groups(prepared: Sequence[Tuple[torch.Tensor, Tuple[int, int]]]) -> List[List[int]]:
+    """Indices of prepared images ``(tensor (3,h,w), original size)`` grouped by resized size
+    ``(h, w)``, in first-seen order: one forward pass per group, so that an image's result does not
+    depend on which other images shared its batch (a batch is padded to its largest image, which
+    changes what the network sees) beyond float rounding."""
+    groups: dict = {}
+    for i, (tensor, _) in enumerate(prepared):
+        groups.setdefault(tuple(tensor.shape[-2:]), []).append(i)
+    return list(groups.values())
+
+
 def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
     """``(N,H,W)`` bool -> ``(N,4)`` float32 xyxy: the first column/row holding the mask and one past
     the last (so a one-pixel mask at (x, y) gives ``(x, y, x+1, y+1)``); an empty mask gives zeros."""

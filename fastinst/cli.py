@@ -51,7 +51,7 @@ def add_predict(sub, model: str) -> None:
                    f"(see python -m {model} stats)")
     p.add_argument("--class-names", help="JSON file with the class names of an official checkpoint (default: COCO's 80)")
     p.add_argument("--out", default="predictions", help="output folder (default: %(default)s)")
-    p.add_argument("--score-threshold", type=float, default=0.3,
+    p.add_argument("--score-threshold", type=_score, default=0.3,
                    help="minimum score for overlays and results (default: %(default)s; 0 keeps all)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     if model == "fastinst":
@@ -74,14 +74,32 @@ def add_predict_folder(sub, model: str) -> None:
     p.add_argument("--preset", choices=sorted(presets(model)), help="architecture of an official checkpoint")
     p.add_argument("--class-names", help="JSON file with the class names of an official checkpoint (default: COCO's 80)")
     p.add_argument("--out", required=True, help="merged results JSON (partial results go to OUT.parts/)")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--workers", type=int, default=2, help="image-loading processes per rank (default: %(default)s)")
-    p.add_argument("--score-threshold", type=float, default=0.0, help="minimum score kept (default: keep all)")
+    p.add_argument("--batch-size", type=_count(1), default=4)
+    p.add_argument("--workers", type=_count(0), default=2, help="image-loading processes per rank (default: %(default)s)")
+    p.add_argument("--score-threshold", type=_score, default=0.0, help="minimum score kept (default: keep all)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present; one GPU per torchrun rank), cpu, cuda")
     if model == "fastinst":
         _add_backend(p)
     p.add_argument("--overwrite", action="store_true", help="discard earlier (partial) results and start again")
     p.set_defaults(func=_predict_folder, model=model)
+
+
+def _score(text: str) -> float:
+    """An argparse type: a score threshold in [0, 1] (``nan`` would keep every instance)."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a score threshold is between 0 and 1, not {text}")
+    return value
+
+
+def _count(least: int):
+    """An argparse type: an integer of at least ``least``."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < least:
+            raise argparse.ArgumentTypeError(f"at least {least}, not {text}")
+        return value
+    return parse
 
 
 def _add_backend(p) -> None:
@@ -168,7 +186,7 @@ def _predict(args) -> int:
             continue
         try:
             pred = predictor.predict(rgb, min_score=args.score_threshold)
-        except (RuntimeError, ValueError, FastInstError) as exc:  # the model failed on this image only
+        except (RuntimeError, ValueError, MemoryError, FastInstError) as exc:  # the model failed on this image only
             failed.append(name)
             tqdm.write(f"skipped {name}: the model failed on it: {type(exc).__name__}: {exc}", file=sys.stderr)
             continue

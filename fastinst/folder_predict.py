@@ -16,7 +16,8 @@ Any model of the project's contract (:class:`engines.contract.Predictor`: ``prep
   ``<out>.parts/rank<r>.jsonl`` (flushed and fsynced per batch); after a barrier rank 0 merges the
   parts into ``out`` (atomically: a reader sees no partial file) in file order.
 - Resuming: images already in any part file are skipped, whatever the world size was, so a
-  crashed or stopped run continues where it stopped. The run's options (score threshold, class
+  crashed or stopped run continues where it stopped; images that failed are tried again (a file
+  still being copied fails once). The run's options (score threshold, class
   names, and what the caller names: the weights file, preset, backend) are kept in
   ``<out>.parts/run.json``; a resume with other options is refused, naming them, so one results
   file never mixes two settings. Image ids are given at the merge, from the folder as it is then
@@ -36,19 +37,20 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from engines.contract import Predictor
+from engines.contract import Predictor, same_size_groups
 
 from .checkpoint import atomic_write
 from .coco_results import to_coco_results
 from .errors import FastInstError, ImageError
 from .images import IMAGE_SUFFIXES
+from .predictor import resolve_device
 
 
 
@@ -105,7 +107,8 @@ def parts_dir(out: Path) -> Path:
 
 
 def read_parts(out: Path) -> Dict[str, dict]:
-    """Every image already done: file name -> its record (last one wins; a torn last line is ignored)."""
+    """Every image already done: file name -> its record (a result wins over an error, else the
+    last one; a torn last line is ignored)."""
     done: Dict[str, dict] = {}
     folder = parts_dir(out)
     if not folder.is_dir():
@@ -116,7 +119,8 @@ def read_parts(out: Path) -> Dict[str, dict]:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a crash; that image is predicted again
-            done[record["file_name"]] = record
+            if "error" not in record or "error" in done.get(record["file_name"], {"error": ""}):
+                done[record["file_name"]] = record
     return done
 
 
@@ -147,7 +151,7 @@ def predict_folder(predictor: Predictor, root: str | Path, out: str | Path, *, b
     _barrier(shard)
     if shard.rank != 0:
         _start_or_check_run(out, options)
-    done = read_parts(out)
+    done = {name for name, record in read_parts(out).items() if "error" not in record}  # failed ones are tried again
     mine = [(i, name) for i, name in enumerate(files) if i % shard.world_size == shard.rank and name not in done]
     loader = DataLoader(FolderImages(root, mine, predictor.prepare), batch_size=batch_size,
                         num_workers=num_workers, collate_fn=_collate, pin_memory=False)
@@ -162,7 +166,8 @@ def predict_folder(predictor: Predictor, root: str | Path, out: str | Path, *, b
     with open(part, "a") as sink:
         for items in loader:
             records = []
-            for group in _same_size_groups(items):
+            loaded = [item for item in items if item[1] is not None]
+            for group in ([loaded[k] for k in g] for g in same_size_groups([(t, o) for _, t, o, _ in loaded])):
                 for (index, _, size, _), pred in zip(group, _predict_group(predictor, group, score_threshold)):
                     if isinstance(pred, str):
                         records.append({"file_name": files[index], "error": pred})
@@ -214,7 +219,7 @@ def _predict_group(predictor: Predictor, group: list, score_threshold: float) ->
     prepared = [(tensor, size) for _, tensor, size, _ in group]
     try:
         return predictor.predict_prepared(prepared, score_threshold)
-    except (RuntimeError, ValueError, FastInstError) as exc:
+    except (RuntimeError, ValueError, MemoryError, FastInstError) as exc:
         if len(prepared) == 1:
             return [f"the model failed on this image: {type(exc).__name__}: {exc}"]
     return [_predict_group(predictor, [item], score_threshold)[0] for item in group]
@@ -237,15 +242,6 @@ def _start_or_check_run(out: Path, options: Dict[str, object]) -> None:
     if changed:
         raise FastInstError(f"{out}: a stopped run with other options is being resumed ({'; '.join(changed)}); "
                             f"resume with the same options, or pass --overwrite to predict again")
-
-
-def _same_size_groups(items) -> Iterator[list]:
-    """Loaded items with an image, grouped by resized size (one forward pass per group)."""
-    groups: Dict[Tuple[int, int], list] = {}
-    for item in items:
-        if item[1] is not None:
-            groups.setdefault(tuple(item[1].shape[-2:]), []).append(item)
-    return iter(groups.values())
 
 
 def _barrier(shard: Shard) -> None:
@@ -271,8 +267,7 @@ def init_distributed(device: str = "auto") -> Tuple[Shard, torch.device]:
     """Join the ``torchrun`` process group if launched by it (gloo on CPU, NCCL on CUDA, one GPU per
     local rank); return this process's shard and device."""
     shard = Shard.from_env()
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(resolve_device(device))
     dev = torch.device("cuda", shard.local_rank) if device == "cuda" else torch.device(device)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)

@@ -21,6 +21,7 @@ from engines import contract
 
 from .checkpoint import load_checkpoint
 from .cuda import AcceleratedForward, CudaConfig, to_device
+from .errors import FastInstError
 from .placed_queries import decode_with_placed, placed_instances, points_to_indices
 from .fast import optimize_for_inference, prepare_batch
 from .model import FastInst, upsample_masks
@@ -34,10 +35,15 @@ BACKENDS = ("torch", "onnxruntime")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``.
+
+    Raises :class:`~fastinst.errors.FastInstError` for a CUDA device on a machine without one."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise FastInstError(f"device {device!r}: this machine has no CUDA device; use 'cpu' or 'auto'")
+    return resolved
 
 
 @dataclass

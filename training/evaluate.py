@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from annotations.coco_parse import load_json, read_coco, read_results
 from annotations.errors import AnnotationError
+from engines.contract import same_size_groups
 from engines.load import load_predictor, predictor_for
 from fastinst import FastInstError
 from fastinst.coco_results import to_coco_results
@@ -58,9 +59,12 @@ def collect_results(model: torch.nn.Module | object, dataset: CocoInstances, cat
     bar = tqdm(total=len(mine), desc="evaluate", disable=not progress or rank != 0, leave=False)
     for start in range(0, len(mine), batch_size):
         chunk = mine[start:start + batch_size]
-        images = [dataset.load_image(i).permute(1, 2, 0).numpy() for i in chunk]
-        for index, pred in zip(chunk, predictor.predict_batch(images)):
-            results += to_coco_results(pred.masks, pred.scores, pred.classes, dataset.image_ids[index], category_ids)
+        prepared = [predictor.prepare(dataset.load_image(i).permute(1, 2, 0).numpy()) for i in chunk]
+        for group in same_size_groups(prepared):   # AP must not depend on batch_size
+            preds = predictor.predict_prepared([prepared[k] for k in group])
+            for k, pred in zip(group, preds):
+                results += to_coco_results(pred.masks, pred.scores, pred.classes, dataset.image_ids[chunk[k]],
+                                           category_ids)
         bar.update(len(chunk))
     bar.close()
     return results
