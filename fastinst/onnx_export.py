@@ -32,6 +32,8 @@ onnxruntime``): it exports one graph per input shape on first use.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import logging
 import shutil
 import tempfile
@@ -124,21 +126,24 @@ class OnnxForward:
 
     ONNX graphs have fixed input sizes here (see the module docstring), so the graph of each input
     shape ``(B,3,H,W)`` is exported on its first use (seconds for the tiny preset, about a minute
-    for R50 ones) into ``cache_dir`` (default: a temporary folder removed with this object) and
-    kept open. ``threads``: onnxruntime's intra-op threads (default: ``torch.get_num_threads()``,
+    for R50 ones) into ``cache_dir`` (default: a temporary folder removed with this object); the
+    ``max_sessions`` most recently used shapes keep an open session (each holds the weights and its
+    buffers, ~40 MiB for the tiny preset), the others are reopened from their file when needed
+    again. ``threads``: onnxruntime's intra-op threads (default: ``torch.get_num_threads()``,
     so both backends use the same cores). Outputs equal PyTorch's within float32 rounding
     (``tests/test_engine_onnx.py``: logits within 5e-4, same selected queries).
     """
 
     def __init__(self, model: FastInst, *, cache_dir: Optional[str | Path] = None,
-                 threads: Optional[int] = None) -> None:
+                 threads: Optional[int] = None, max_sessions: int = 2) -> None:
         self.model = model
         self.threads = threads or torch.get_num_threads()
         if cache_dir is None:
             cache_dir = tempfile.mkdtemp(prefix="fastinst-onnx-")
             weakref.finalize(self, shutil.rmtree, cache_dir, True)
         self.cache_dir = Path(cache_dir)
-        self.sessions: Dict[Tuple[int, int, int], OnnxModel] = {}
+        self.max_sessions = max_sessions
+        self.sessions: "OrderedDict[Tuple[int, int, int], OnnxModel]" = OrderedDict()
 
     def __call__(self, images: Tensor) -> Dict[str, object]:
         """``images (B,3,H,W)`` float32 (as :meth:`FastInst.preprocess` returns) -> output dict."""
@@ -149,4 +154,7 @@ class OnnxForward:
             if not path.is_file():
                 export_onnx(self.model, path, height=height, width=width, batch=batch)
             self.sessions[key] = OnnxModel(path, threads=self.threads)
+            while len(self.sessions) > self.max_sessions:
+                self.sessions.popitem(last=False)
+        self.sessions.move_to_end(key)
         return self.sessions[key](images)

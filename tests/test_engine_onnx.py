@@ -79,6 +79,20 @@ def test_onnxruntime_backend_predicts_what_torch_predicts(predictors, image):
     assert len(ort_predictor.onnx.sessions) == 1  # one export for the one input size
 
 
+def test_onnxruntime_keeps_few_sessions_open_over_many_sizes(predictors, image):
+    """Images of several sizes: at most ``max_sessions`` sessions stay open (each holds the
+    weights); a size seen before is reopened from its exported file with the same results."""
+    torch_predictor, ort_predictor = predictors
+    forward = ort_predictor.onnx
+    first = ort_predictor.predict(image)
+    for shape in ((240, 240, 3), (320, 240, 3)):            # two more padded input sizes
+        ort_predictor.predict(np.ascontiguousarray(np.resize(image, shape)))
+    assert len(forward.sessions) == forward.max_sessions == 2
+    again = ort_predictor.predict(image)
+    assert np.array_equal(again.query_indices, first.query_indices) and np.array_equal(again.masks, first.masks)
+    assert len(list(forward.cache_dir.glob("*.onnx"))) == 3    # exported once each
+
+
 def test_onnxruntime_backend_refuses_what_it_cannot_run():
     model = build_model("tiny", num_classes=3)
     with pytest.raises(ValueError, match="fast=True"):
