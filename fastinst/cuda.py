@@ -9,6 +9,10 @@ and is what :class:`~fastinst.predictor.Predictor` calls when given a :class:`Cu
   are reused instead of recompiled for every image size. Padding beyond the multiple of 32 is what
   the official batched inference also does (it pads to the batch's largest image); the results are
   cropped to the image as usual. A batch larger than every bucket runs eagerly at its own size.
+  The extra padding changes what the network sees, so an image whose padded size is not a bucket
+  gets other predictions than alone (on the demo model, another top-4 for a 4:3 image in a 128x128
+  bucket): choose buckets equal to the padded sizes of the images predicted (the benchmark prints
+  this variant's agreement with the straightforward path).
 - **autocast** to bfloat16 (default) or float16 on CUDA; outputs are returned in float32.
 - **torch.compile** of the backbone and pixel decoder with ``mode="reduce-overhead"`` (CUDA graphs)
   and ``dynamic=False``: one graph per bucket.
