@@ -188,7 +188,8 @@ def _predict(args) -> int:
             pred = predictor.predict(rgb, min_score=args.score_threshold)
         except (RuntimeError, ValueError, MemoryError, FastInstError) as exc:  # the model failed on this image only
             failed.append(name)
-            tqdm.write(f"skipped {name}: the model failed on it: {type(exc).__name__}: {exc}", file=sys.stderr)
+            reason = str(exc) if isinstance(exc, FastInstError) else f"the model failed on it: {type(exc).__name__}: {exc}"
+            tqdm.write(f"skipped {name}: {reason}", file=sys.stderr)
             continue
         catalogue.append({"id": image_id, "file_name": name, "height": pred.image_size[0], "width": pred.image_size[1]})
         results += to_coco_results(pred.masks, pred.scores, pred.classes, image_id,

@@ -221,7 +221,8 @@ def _predict_group(predictor: Predictor, group: list, score_threshold: float) ->
         return predictor.predict_prepared(prepared, score_threshold)
     except (RuntimeError, ValueError, MemoryError, FastInstError) as exc:
         if len(prepared) == 1:
-            return [f"the model failed on this image: {type(exc).__name__}: {exc}"]
+            return [str(exc) if isinstance(exc, FastInstError) else
+                    f"the model failed on this image: {type(exc).__name__}: {exc}"]
     return [_predict_group(predictor, [item], score_threshold)[0] for item in group]
 
 

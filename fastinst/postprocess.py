@@ -1,6 +1,7 @@
 """Instance, semantic and panoptic inference from one image's class and mask logits (official rules)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -8,6 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .errors import FastInstError
 
 
 @dataclass
@@ -246,6 +249,7 @@ def _masks_in_boxes(logits: Tensor, resize: MaskResize) -> Tuple[Tensor, MasksOf
     # one float buffer for every box's logits and one bool pool for all crops: fresh allocations of
     # this size are new pages, and first-touch page faults cost more than the arithmetic
     areas = [max(y1 - y0, 0) * max(x1 - x0, 0) for y0, y1, x0, x1 in boxes]
+    _check_mask_memory(sum(areas), len(boxes), *resize.output_size)
     buffer = torch.empty(max((resize.box_buffer_size(*box) for box in boxes), default=0), dtype=torch.float32)
     pool, offset = np.empty(sum(areas), dtype=bool), 0
     for u, (y0, y1, x0, x1) in enumerate(boxes):
@@ -271,6 +275,7 @@ def _masks_in_boxes(logits: Tensor, resize: MaskResize) -> Tuple[Tensor, MasksOf
     height, width = resize.output_size
 
     def masks_of(indices: Tensor) -> Tensor:
+        _check_mask_memory(len(indices) * height * width, len(indices), height, width)
         # every byte written once: np.zeros of this size is a memset of heap memory (glibc serves
         # allocations under its 32 MB mmap threshold from the heap), then the crops would be copied over it
         masks = np.empty((len(indices), height, width), dtype=bool)
@@ -288,6 +293,23 @@ def _masks_in_boxes(logits: Tensor, resize: MaskResize) -> Tuple[Tensor, MasksOf
         return torch.from_numpy(masks)
 
     return scores, masks_of, torch.from_numpy(tight.astype(np.float32))
+
+
+def _check_mask_memory(need: int, count: int, height: int, width: int) -> None:
+    """Refuse ``need`` bytes of bool masks (``count`` queries' or instances' masks on a
+    ``(height, width)`` image) that would take more than half the memory available now (a 192 Mpx
+    orthophoto's 96 instances are 18 GB): a clear error instead of the process being killed;
+    fewer instances (a higher ``min_score``) or a smaller image fit.
+
+    Raises :class:`~fastinst.errors.FastInstError`."""
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not Linux: no cheap figure, no check
+        return
+    if need > available // 2:
+        raise FastInstError(f"the masks of {count} instances on a {width}x{height} image would take "
+                            f"{need / 2**30:.1f} GiB, more than half of the {available / 2**30:.1f} GiB free: keep "
+                            f"fewer instances (a higher score threshold) or predict a smaller image")
 
 
 def _masks_dense(logits: Tensor, resize: MaskResize, chunk: int = 16) -> Tuple[Tensor, MasksOf]:

@@ -143,3 +143,14 @@ def test_mask_score_without_gathering_the_mask_pixels():
     got = mask_scores_from_logits(logits.clone(), count)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-7)
     assert got[1] == 0 and got[0] > 0.5
+
+
+def test_masks_that_would_not_fit_in_memory_are_refused_with_their_size():
+    """A 192 Mpx orthophoto's 96 instances would be 18 GB of bool masks: a clear error naming the
+    size, not the process killed; what fits passes."""
+    from fastinst.errors import FastInstError
+    from fastinst.postprocess import _check_mask_memory
+
+    _check_mask_memory(96 * 480 * 640, 96, 480, 640)
+    with pytest.raises(FastInstError, match=r"96 instances on a 160000x120000 image would take 1716\.6 GiB"):
+        _check_mask_memory(96 * 120000 * 160000, 96, 120000, 160000)
