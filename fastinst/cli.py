@@ -85,10 +85,11 @@ def add_predict_folder(sub, model: str) -> None:
 
 
 def _score(text: str) -> float:
-    """An argparse type: a score threshold in [0, 1] (``nan`` would keep every instance)."""
+    """An argparse type: a score threshold, a number (``nan`` would keep every instance; above 1
+    keeps none)."""
     value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"a score threshold is between 0 and 1, not {text}")
+    if value != value:
+        raise argparse.ArgumentTypeError(f"a score threshold is a number (scores are 0 to 1), not {text}")
     return value
 
 

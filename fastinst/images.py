@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Optional, Tuple, Union
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError, ImageTooLargeError
@@ -88,6 +89,9 @@ def load_image(source: ImageLike, *, limit: Optional[int] = None) -> np.ndarray:
         ImageError: missing, unreadable or corrupt file, or an array of another shape.
         ImageTooLargeError: a file with more pixels than the limit (see :func:`max_pixels`).
     """
+    if isinstance(source, torch.Tensor):
+        raise ImageError(f"a torch tensor of shape {tuple(source.shape)} is not an image here: pass a path, "
+                         f"a PIL image or an (H, W, 3) uint8 numpy array")
     if isinstance(source, np.ndarray):
         return _array_to_rgb(source)
     if isinstance(source, Image.Image):
@@ -145,7 +149,11 @@ def _array_to_rgb(array: np.ndarray) -> np.ndarray:
     if array.ndim == 2:
         array = np.repeat(array[:, :, None], 3, axis=2)
     if array.ndim != 3 or array.shape[2] not in (3, 4):
-        raise ImageError(f"expected an HxW, HxWx3 or HxWx4 image array, got shape {array.shape}")
+        hint = " (channels first? an image array is rows x columns x channels)" if array.ndim == 3 and \
+            array.shape[0] in (1, 3, 4) else ""
+        raise ImageError(f"expected an HxW, HxWx3 or HxWx4 image array, got shape {array.shape}{hint}")
+    if 0 in array.shape[:2]:
+        raise ImageError(f"the image array has no pixels (shape {array.shape})")
     array = array[:, :, :3]
     if array.dtype != np.uint8:
         array = _to_uint8(array)

@@ -269,7 +269,9 @@ class Predictor:
     def predict_prepared(self, prepared: Sequence[Tuple[torch.Tensor, Tuple[int, int]]],
                          min_score: float = 0.0) -> List[Prediction]:
         """Outputs of :meth:`prepare` -> predictions (one forward pass for all; ``min_score`` as in
-        :meth:`predict`)."""
+        :meth:`predict`); none for none."""
+        if not len(prepared):
+            return []
         out, geometries = self._forward(prepared)
         return [self._assemble(out, i, geometry, min_score) for i, geometry in enumerate(geometries)]
 

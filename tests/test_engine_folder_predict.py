@@ -198,3 +198,24 @@ def test_queryinst_predicts_a_folder_with_the_same_command(setup, tmp_path):
     assert len(mine) == len(single) > 0
     np.testing.assert_allclose([a["score"] for a in mine], single.scores, atol=1e-5)
     assert merged["images"][-1]["height"] == 100 and merged["images"][-1]["width"] == 150
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--batch-size", "0"], "argument --batch-size: at least 1, not 0"),
+    (["--workers", "-1"], "argument --workers: at least 0, not -1"),
+    (["--score-threshold", "nan"], "argument --score-threshold: a score threshold is a number"),
+    (["--device", "cuda"], "this machine has no CUDA device"),
+])
+def test_cli_refuses_bad_options_in_one_line(setup, tmp_path, capsys, extra, message):
+    from fastinst.cli import main
+
+    if "cuda" in extra and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    _, weights, root = setup
+    try:
+        code = main(["predict-folder", str(root), "--weights", str(weights), "--out", str(tmp_path / "r.json"), *extra])
+    except SystemExit as exit:   # argparse's own refusal
+        code = exit.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "r.json").exists()

@@ -306,6 +306,21 @@ def test_the_fast_path_follows_weights_loaded_after_the_predictor_was_built(tiny
     assert not np.allclose(before.scores[:5], expected.scores[:5], atol=1e-3)
 
 
+def test_inputs_that_are_not_images_get_an_image_error(tiny):
+    """A channels-first tensor, an empty array: an ImageError saying what is wrong (they raised
+    TypeError and ZeroDivisionError); an empty batch predicts nothing."""
+    from fastinst.errors import ImageError
+
+    predictor = Predictor(tiny, NAMES, device="cpu")
+    with pytest.raises(ImageError, match="torch tensor of shape \\(3, 48, 64\\)"):
+        predictor.predict(torch.zeros(3, 48, 64))
+    with pytest.raises(ImageError, match="channels first"):
+        predictor.predict(np.zeros((3, 48, 64), np.uint8))
+    with pytest.raises(ImageError, match="no pixels"):
+        predictor.predict(np.zeros((0, 0, 3), np.uint8))
+    assert predictor.predict_batch([]) == []
+
+
 def test_cli_reports_bad_weights_without_traceback(tmp_path):
     bad = tmp_path / "x.safetensors"
     bad.write_bytes(b"garbage")
