@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -195,8 +196,8 @@ class Predictor:
         model = model.to(self.device).eval()
         self.fast = fast
         self.backend = backend
-        self._source, self._cuda = model, cuda
-        self._build()
+        self._cuda = cuda
+        self._build(model)
         self.class_names = list(class_names)
         self.topk = topk
         self.feature_cache = feature_cache
@@ -204,10 +205,11 @@ class Predictor:
         self._features_lock = threading.Lock()
         self.explain = explain
 
-    def _build(self) -> None:
+    def _build(self, model: FastInst) -> None:
         """The network that runs: ``model`` itself, or its fast copy (and the onnxruntime or GPU
-        forward made from that copy), remembering the source weights' versions it was made from."""
-        model = self._source
+        forward made from that copy), remembering which weights it was made from (a weak
+        reference: a model only this Predictor knew is not kept beside its copy)."""
+        self._source = weakref.ref(model)
         self._source_versions = _tensor_versions(model)
         self.model = optimize_for_inference(model) if self.fast else model
         self.onnx = OnnxForward(optimize_for_inference(model, channels_last=False)) if self.backend == "onnxruntime" else None
@@ -217,8 +219,9 @@ class Predictor:
         """Rebuild the fast copy when the model's weights changed since it was made (weights loaded
         or trained after the Predictor was built), so that the fast path never predicts with stale
         weights while ``fast=False`` would use the new ones."""
-        if self.fast and _tensor_versions(self._source) != self._source_versions:
-            self._build()
+        source = self._source() if self.fast else None
+        if source is not None and _tensor_versions(source) != self._source_versions:
+            self._build(source)
             with self._features_lock:
                 self._features.clear()
 
