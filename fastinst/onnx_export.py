@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import logging
+import os
 import shutil
 import tempfile
 import weakref
@@ -121,6 +122,21 @@ class OnnxModel:
         return out
 
 
+def _remove_orphaned_exports() -> None:
+    """Remove the export folders of processes that no longer run (``fastinst-onnx-<pid>-*`` in the
+    temporary folder): a killed process never runs its cleanup, and an R50 export is ~100 MB."""
+    for folder in Path(tempfile.gettempdir()).glob("fastinst-onnx-*-*"):
+        pid = folder.name.split("-")[2]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:   # another user's running process
+            continue
+
+
 class OnnxForward:
     """The forward pass of ``model`` run by onnxruntime on CPU, with :class:`FastInst`'s output dict.
 
@@ -139,7 +155,8 @@ class OnnxForward:
         self.model = model
         self.threads = threads or torch.get_num_threads()
         if cache_dir is None:
-            cache_dir = tempfile.mkdtemp(prefix="fastinst-onnx-")
+            _remove_orphaned_exports()
+            cache_dir = tempfile.mkdtemp(prefix=f"fastinst-onnx-{os.getpid()}-")
             weakref.finalize(self, shutil.rmtree, cache_dir, True)
         self.cache_dir = Path(cache_dir)
         self.max_sessions = max_sessions

@@ -2,6 +2,10 @@
 Predictor's onnxruntime backend gives the torch backend's predictions."""
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -132,3 +136,24 @@ def test_cli_backend_onnxruntime_refuses_a_gpu_in_one_line(tmp_path, image, caps
     code = main(["predict", str(tmp_path / "a.png"), "--weights", str(tmp_path / "m.safetensors"),
                  "--out", str(tmp_path / "out"), "--backend", "onnxruntime", "--device", "cuda"])
     assert code == 2 and "--backend onnxruntime runs on the CPU" in capsys.readouterr().err
+
+
+def test_exports_of_a_killed_process_are_removed(predictors, tmp_path):
+    """A process killed with its exported graphs in the temporary folder never cleaned them up: the
+    next backend removes the folders of processes that no longer run, not those of live ones."""
+    import subprocess
+    import tempfile
+
+    from fastinst.onnx_export import OnnxForward
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = Path(tempfile.mkdtemp(prefix=f"fastinst-onnx-{dead.pid}-"))
+    (orphan / "fastinst_b1_96x128.onnx").write_bytes(b"x" * 1000)
+    alive = Path(tempfile.mkdtemp(prefix=f"fastinst-onnx-{os.getppid()}-"))
+    try:
+        OnnxForward(predictors[0].model)
+        assert not orphan.exists() and alive.exists()
+    finally:
+        shutil.rmtree(alive, ignore_errors=True)
+        shutil.rmtree(orphan, ignore_errors=True)
