@@ -6,6 +6,7 @@ stats:   parameters and GFLOPs of each preset (``torch.utils.flop_counter``).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -134,12 +135,15 @@ def _predict_folder(args) -> int:
 
 
 def _run_options(args) -> dict:
-    """What a resumed ``predict-folder`` must share with the stopped run: the weights file (path,
-    size and modification time: a file saved again is other weights), model, preset, backend."""
-    weights = Path(args.weights).resolve()
-    stat = weights.stat()
-    return {"weights": str(weights), "weights_size": stat.st_size, "weights_mtime_ns": stat.st_mtime_ns,
-            "model": args.model, "preset": args.preset, "backend": getattr(args, "backend", "torch")}
+    """What a resumed ``predict-folder`` must share with the stopped run: the weights (by content:
+    the start of their SHA-256, so a copy or a moved file is the same weights and a file saved again
+    with new weights is not), model, preset, backend."""
+    digest = hashlib.sha256()
+    with open(args.weights, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"weights": digest.hexdigest()[:12], "model": args.model, "preset": args.preset,
+            "backend": getattr(args, "backend", "torch")}
 
 
 def _add_stats(sub) -> None:

@@ -17,7 +17,7 @@ Any model of the project's contract (:class:`engines.contract.Predictor`: ``prep
   parts into ``out`` (atomically: a reader sees no partial file) in file order.
 - Resuming: images already in any part file are skipped, whatever the world size was, so a
   crashed or stopped run continues where it stopped; images that failed are tried again (a file
-  still being copied fails once). The run's options (score threshold, class
+  still being copied fails once), and so are files replaced since (size or modification time). The run's options (score threshold, class
   names, and what the caller names: the weights file, preset, backend) are kept in
   ``<out>.parts/run.json``; a resume with other options is refused, naming them, so one results
   file never mixes two settings. Image ids are given at the merge, from the folder as it is then
@@ -106,10 +106,19 @@ def parts_dir(out: Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
-def read_parts(out: Path) -> Dict[str, dict]:
-    """Every image already done: file name -> its record (a result wins over an error, else the
-    last one; a torn last line is ignored)."""
+def read_parts(out: Path, root: Optional[Path] = None) -> Dict[str, dict]:
+    """Every image already done: file name -> its record. A result wins over an error and, with
+    ``root``, a result of the file as it is now over one of a file since replaced; else the last
+    one read. A torn last line is ignored."""
     done: Dict[str, dict] = {}
+
+    def rank(record: dict) -> int:
+        if "error" in record:
+            return 0
+        current = root is not None and (root / record["file_name"]).is_file() and \
+            record.get("file") == _file_identity(root / record["file_name"])
+        return 2 if current else 1
+
     folder = parts_dir(out)
     if not folder.is_dir():
         return done
@@ -119,7 +128,8 @@ def read_parts(out: Path) -> Dict[str, dict]:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a crash; that image is predicted again
-            if "error" not in record or "error" in done.get(record["file_name"], {"error": ""}):
+            previous = done.get(record["file_name"])
+            if previous is None or rank(record) >= rank(previous):
                 done[record["file_name"]] = record
     return done
 
@@ -151,7 +161,9 @@ def predict_folder(predictor: Predictor, root: str | Path, out: str | Path, *, b
     _barrier(shard)
     if shard.rank != 0:
         _start_or_check_run(out, options)
-    done = {name for name, record in read_parts(out).items() if "error" not in record}  # failed ones are tried again
+    # failed images are tried again, and so is a file replaced since its result was written
+    done = {name for name, record in read_parts(out, root).items()
+            if "error" not in record and record.get("file") == _file_identity(root / name)}
     mine = [(i, name) for i, name in enumerate(files) if i % shard.world_size == shard.rank and name not in done]
     loader = DataLoader(FolderImages(root, mine, predictor.prepare), batch_size=batch_size,
                         num_workers=num_workers, collate_fn=_collate, pin_memory=False)
@@ -172,7 +184,8 @@ def predict_folder(predictor: Predictor, root: str | Path, out: str | Path, *, b
                     if isinstance(pred, str):
                         records.append({"file_name": files[index], "error": pred})
                         continue
-                    records.append({"file_name": files[index], "height": size[0], "width": size[1],
+                    records.append({"file_name": files[index], "file": _file_identity(root / files[index]),
+                                    "height": size[0], "width": size[1],
                                     "annotations": to_coco_results(pred.masks, pred.scores, pred.classes,
                                                                    index + 1, category_ids)})
             records += [{"file_name": files[index], "error": error} for index, _, _, error in items if error]
@@ -185,7 +198,7 @@ def predict_folder(predictor: Predictor, root: str | Path, out: str | Path, *, b
     _barrier(shard)
     if shard.rank != 0:
         return None
-    return merge(files, read_parts(out), out, predictor.class_names)
+    return merge(files, read_parts(out, root), out, predictor.class_names)
 
 
 def merge(files: Sequence[str], records: Dict[str, dict], out: Path, class_names: Sequence[str]) -> Path:
@@ -210,6 +223,13 @@ def merge(files: Sequence[str], records: Dict[str, dict], out: Path, class_names
     atomic_write(out, write)
     _clear_parts(out)
     return out
+
+
+def _file_identity(path: Path) -> List[int]:
+    """``[size, modification time (ns)]`` of an image file: a result is reused on resume only for
+    the same file (a photo replaced under its name is predicted again)."""
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
 
 
 def _predict_group(predictor: Predictor, group: list, score_threshold: float) -> list:

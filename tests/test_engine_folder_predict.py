@@ -62,7 +62,10 @@ def test_single_process_batches_resumes_and_refuses_overwrite(setup, tmp_path):
     out.unlink()
     parts_dir(out).mkdir()
     (parts_dir(out) / "run.json").write_text(json.dumps({"score_threshold": 0.0, "class_names": NAMES}))
-    marker = {"file_name": "im0.png", "height": 96, "width": 128, "annotations": []}
+    from fastinst.folder_predict import _file_identity
+
+    marker = {"file_name": "im0.png", "file": _file_identity(root / "im0.png"), "height": 96, "width": 128,
+              "annotations": []}
     (parts_dir(out) / "rank1.jsonl").write_text(json.dumps(marker) + "\n" + '{"file_name": "im1.p')
     predict_folder(_predictor(model), root, out, batch_size=2, num_workers=0, progress=False)
     resumed = json.loads(out.read_text())
@@ -73,6 +76,8 @@ def test_single_process_batches_resumes_and_refuses_overwrite(setup, tmp_path):
 def _stopped_run(model, root: Path, out: Path, first: int, **options) -> None:
     """A run stopped (as by Ctrl+C) once ``first`` images are done: the run's own part files."""
     import shutil
+
+    from fastinst.folder_predict import _file_identity
 
     done = root.parent / f"{out.stem}-done"
     shutil.copytree(root, done)
@@ -87,8 +92,8 @@ def _stopped_run(model, root: Path, out: Path, first: int, **options) -> None:
     with open(parts_dir(out) / "rank0.jsonl", "w") as part:
         for image_id, im in by_id.items():
             anns = [a for a in merged["annotations"] if a["image_id"] == image_id]
-            part.write(json.dumps({"file_name": im["file_name"], "height": im["height"], "width": im["width"],
-                                   "annotations": anns}) + "\n")
+            part.write(json.dumps({"file_name": im["file_name"], "file": _file_identity(root / im["file_name"]),
+                                   "height": im["height"], "width": im["width"], "annotations": anns}) + "\n")
     out.unlink()
 
 
@@ -109,6 +114,26 @@ def test_a_resume_after_the_folder_changed_keeps_each_result_on_its_image(setup,
     got, expected = json.loads(out.read_text()), json.loads(clean.read_text())
     assert got["images"] == expected["images"]
     pairs = lambda d: sorted((a["image_id"], a["category_id"], a["segmentation"]["counts"]) for a in d["annotations"])
+    assert pairs(got) == pairs(expected)
+
+
+def test_a_photo_replaced_under_its_name_is_predicted_again_on_resume(setup, tmp_path):
+    import shutil
+
+    model, _, original = setup
+    root = tmp_path / "images"
+    shutil.copytree(original, root)
+    out = tmp_path / "r.json"
+    _stopped_run(model, root, out, 3)
+    replaced = list_images(root)[1]                      # done before the stop
+    Image.fromarray(np.full((130, 90, 3), 30, np.uint8)).save(root / replaced)
+    predict_folder(_predictor(model), root, out, num_workers=0, progress=False)
+    clean = tmp_path / "clean.json"
+    predict_folder(_predictor(model), root, clean, num_workers=0, progress=False)
+    got, expected = json.loads(out.read_text()), json.loads(clean.read_text())
+    assert got["images"] == expected["images"]
+    assert [im for im in got["images"] if im["file_name"] == replaced][0]["height"] == 130
+    pairs = lambda d: sorted((a["image_id"], a["segmentation"]["counts"]) for a in d["annotations"])
     assert pairs(got) == pairs(expected)
 
 
