@@ -9,6 +9,7 @@ annotation is remembered per annotation id, and recovered from a fresh forward p
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import re
@@ -17,8 +18,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator
 
 import numpy as np
+from sqlalchemy.exc import IntegrityError
 
-from annotations import ConflictError, DatasetRecord, ImageRecord, Store
+from annotations import ConflictError, DatasetRecord, ImageRecord, InvalidInputError, NotFoundError, Store
 from annotations.coco_parse import UPLOAD_FOLDER
 from fastinst.errors import ImageError
 from fastinst.images import IMAGE_SUFFIXES, image_size
@@ -376,10 +378,16 @@ class Project:
         Returns ``(change's result, category id, whether the class was made)``."""
         cid, created = self.category_for_label(class_name)
         try:
-            return self.edit(image_id, expected_revision, lambda rev: change(cid, rev)), cid, created
+            try:
+                return self.edit(image_id, expected_revision, lambda rev: change(cid, rev)), cid, created
+            except NotFoundError:   # another tab's refused edit just removed the class it had made
+                cid, created = self.category_for_label(class_name)
+                return self.edit(image_id, expected_revision, lambda rev: change(cid, rev)), cid, created
         except Exception:
             if created:
-                self.store.remove_unused_category(self.dataset_id, cid)
+                # another tab labels with it now (or removed it already): it is theirs to keep
+                with contextlib.suppress(InvalidInputError, NotFoundError, IntegrityError):
+                    self.store.remove_unused_category(self.dataset_id, cid)
             raise
 
     def add_instance(self, image_id: int, mask: np.ndarray, class_name: str,

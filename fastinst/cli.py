@@ -82,6 +82,8 @@ def add_predict_folder(sub, model: str) -> None:
     if model == "fastinst":
         _add_backend(p)
     p.add_argument("--overwrite", action="store_true", help="discard earlier (partial) results and start again")
+    p.add_argument("--max-pixels", type=_count(1), default=None, help="largest image accepted, in pixels (default "
+                   "100 million, or $FASTINST_MAX_PIXELS); larger ones are recorded under errors")
     p.set_defaults(func=_predict_folder, model=model)
 
 
@@ -115,6 +117,8 @@ def _predict_folder(args) -> int:
 
     if not list_images(args.root):
         raise FastInstError(f"no images found under {args.root}")
+    if args.max_pixels:   # read by the image loader, in this process and the loading workers
+        os.environ["FASTINST_MAX_PIXELS"] = str(args.max_pixels)
     backend = getattr(args, "backend", "torch")
     shard, device = init_distributed("cpu" if backend == "onnxruntime" and args.device == "auto" else args.device)
     args.device = str(device)
@@ -231,18 +235,9 @@ def _refuse_overwrite(out_dir: Path, names: Sequence[str], args) -> None:
     if existing and not args.overwrite:
         raise FastInstError(f"{existing[0]} exists ({len(existing)} outputs in all would be replaced); "
                             f"pass --overwrite or choose another --out")
-    if args.overwrite:  # overlays of the previous run's images that this run does not make again
-        for name in _previous_names(out_dir) - set(names):
-            (out_dir / _overlay_name(name)).unlink(missing_ok=True)
-
-
-def _previous_names(out_dir: Path) -> set:
-    """File names listed in ``out_dir/images.json`` by an earlier run (empty when unreadable)."""
-    try:
-        listed = json.loads((out_dir / "images.json").read_text())["images"]
-        return {i["file_name"] for i in listed if isinstance(i.get("file_name"), str) and ".." not in i["file_name"]}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return set()
+    if out_dir.is_dir():  # every overlay of an earlier run (finished and overwritten, or stopped) goes:
+        for stale in out_dir.rglob("*.overlay.png"):   # this run draws its own, or none with --no-overlays
+            stale.unlink()
 
 
 def expand_images(items: Sequence[str]) -> Tuple[List[Path], Path]:

@@ -125,8 +125,8 @@ def _check_pixels(path: Path, width: int, height: int, limit: Optional[int]) -> 
     allowed = max_pixels(limit)
     if width * height > allowed:
         raise ImageTooLargeError(
-            f"{path.name} is {width}x{height} ({width * height / 1e6:.0f} Mpx), over the pixel limit of "
-            f"{allowed / 1e6:.0f} Mpx; raise it with --max-pixels or FASTINST_MAX_PIXELS, or tile the image")
+            f"{path.name} is {width}x{height} ({width * height:,} pixels), over the pixel limit of "
+            f"{allowed:,}; raise it with --max-pixels or FASTINST_MAX_PIXELS, or tile the image")
 
 
 def _orientation(im: Image.Image) -> int:

@@ -395,9 +395,13 @@ class Predictor:
 
 
 def _tensor_versions(model: torch.nn.Module) -> tuple:
-    """Identity and in-place version of every parameter and buffer: any change of the weights
-    (``load_state_dict``, an optimizer step, ``assign=True``) changes it."""
-    return tuple((id(t), t._version) for t in (*model.parameters(), *model.buffers()))
+    """What identifies the weights: every parameter and buffer's identity, in-place version and
+    storage (``load_state_dict``, an optimizer step, ``assign=True``, ``p.data = t``), and the
+    first element of each (writes through ``p.data``, as EMA updates make, bump no version)."""
+    tensors = (*model.parameters(), *model.buffers())
+    firsts = torch.cat([t.detach().reshape(-1)[:1].float() for t in tensors]).cpu() if tensors else None
+    return (tuple((id(t), t._version, t.data_ptr()) for t in tensors),
+            None if firsts is None else firsts.numpy().tobytes())
 
 
 def image_key(tensor: torch.Tensor) -> str:

@@ -230,6 +230,7 @@ def test_queryinst_predicts_a_folder_with_the_same_command(setup, tmp_path):
     (["--workers", "-1"], "argument --workers: at least 0, not -1"),
     (["--score-threshold", "nan"], "argument --score-threshold: a score threshold is a number"),
     (["--device", "cuda"], "this machine has no CUDA device"),
+    (["--max-pixels", "0"], "argument --max-pixels: at least 1, not 0"),
 ])
 def test_cli_refuses_bad_options_in_one_line(setup, tmp_path, capsys, extra, message):
     from fastinst.cli import main
@@ -244,3 +245,18 @@ def test_cli_refuses_bad_options_in_one_line(setup, tmp_path, capsys, extra, mes
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err, err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_cli_max_pixels_applies_to_the_loading_workers(setup, tmp_path, capsys, monkeypatch):
+    """``--max-pixels`` (the remedy the pixel-limit message names) works for predict-folder too,
+    in its loading worker processes: every image over it is recorded, named, and the run ends."""
+    from fastinst.cli import main
+
+    monkeypatch.setenv("FASTINST_MAX_PIXELS", "")   # the default; restored after the CLI sets it
+    _, weights, root = setup
+    out = tmp_path / "r.json"
+    code = main(["predict-folder", str(root), "--weights", str(weights), "--out", str(out), "--workers", "1",
+                 "--device", "cpu", "--max-pixels", "10000"])
+    errors = json.loads(out.read_text())["errors"]
+    assert code == 2 and len(errors) == 7
+    assert any("over the pixel limit of 10,000" in e["error"] and e["file_name"] == "im0.png" for e in errors)

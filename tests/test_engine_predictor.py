@@ -280,10 +280,12 @@ def test_cli_predict_runs_again_after_a_stopped_run_and_refuses_over_a_finished_
     out = tmp_path / "out"
     out.mkdir()
     (out / "im0.png.overlay.png").write_bytes(b"left by a stopped run")
+    (out / "gone.png.overlay.png").write_bytes(b"an image the stopped run had and this one has not")
     args = ["predict", str(images), "--weights", str(ckpt), "--out", str(out), "--device", "cpu"]
     assert main(args) == 0, capsys.readouterr().err
     assert {im["file_name"] for im in json.loads((out / "images.json").read_text())["images"]} == {"im0.png", "strip.png"}
     Image.open(out / "im0.png.overlay.png").verify()
+    assert not (out / "gone.png.overlay.png").exists()
     assert main(args) == 2 and "exists" in capsys.readouterr().err
 
 
@@ -298,6 +300,11 @@ def test_the_fast_path_follows_weights_loaded_after_the_predictor_was_built(tiny
             p.add_(torch.randn_like(p) * 0.5)
     fast, straight = Predictor(model, NAMES, device="cpu"), Predictor(model, NAMES, device="cpu", fast=False)
     before = fast.predict(image)
+    with torch.no_grad():   # an EMA-style write through .data bumps no version counter
+        for p in model.parameters():
+            p.data.mul_(0.5)
+    halved = Predictor(model, NAMES, device="cpu").predict(image)
+    assert np.array_equal(fast.predict(image).scores, halved.scores)
     model.load_state_dict(tiny.state_dict())
     for got, path in ((fast.predict(image), True), (straight.predict(image), False)):
         expected = Predictor(tiny, NAMES, device="cpu", fast=path).predict(image)
