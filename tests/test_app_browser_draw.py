@@ -110,8 +110,20 @@ class View:
         cv = pg.locator("#correct-image canvas")
         cv.evaluate("c => { const r = c.getBoundingClientRect();"       # the whole canvas in the window
                     " if (r.top < 0 || r.bottom > innerHeight) c.parentElement.scrollIntoView({block: 'center'}); }")
-        self.s, self.ox, self.oy = (float(v) for v in cv.get_attribute("data-view").split(","))
-        self.left, self.top = cv.evaluate("c => { const r = c.getBoundingClientRect(); return [r.left, r.top]; }")
+        # a person clicks where the image is once it stops moving: on a loaded machine the layout
+        # can still settle (and the canvas refit) after the image is first drawn
+        settled, before = None, None
+        for _ in range(25):
+            now = (cv.get_attribute("data-view"), cv.evaluate("c => { const r = c.getBoundingClientRect(); "
+                                                              "return [r.left, r.top, r.width, r.height]; }"))
+            if now == before:
+                settled = now
+                break
+            before = now
+            pg.wait_for_timeout(200)
+        view, rect = settled or before
+        self.s, self.ox, self.oy = (float(v) for v in view.split(","))
+        self.left, self.top = rect[0], rect[1]
 
     def page(self, x: float, y: float) -> tuple[int, int]:
         """The whole page point nearest to image point (x, y) (a mouse moves in whole pixels)."""
