@@ -16,7 +16,6 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
 from annotations.coco_parse import load_json, read_coco, read_results
@@ -27,6 +26,7 @@ from fastinst import FastInstError
 from fastinst.coco_results import to_coco_results
 
 from . import distributed
+from .bootstrap import evaluated
 from .data import CocoInstances, coco_from_parsed
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -83,12 +83,8 @@ def coco_mask_metrics(coco: COCO, results: List[Dict[str, object]], image_ids: S
     gt = coco
     if not results:
         return {f"segm/{n}": 0.0 for n in METRIC_NAMES}
-    sink = sys.stdout if verbose else io.StringIO()
-    with contextlib.redirect_stdout(sink):
-        dt = gt.loadRes([dict(r) for r in results])
-        ev = COCOeval(gt, dt, iouType="segm")
-        ev.params.imgIds = sorted(int(i) for i in image_ids)
-        ev.evaluate()
+    ev = evaluated(gt, results, image_ids)
+    with contextlib.redirect_stdout(sys.stdout if verbose else io.StringIO()):
         ev.accumulate()
         ev.summarize()
     # pycocotools reports -1 where a metric is undefined (e.g. no large objects): None here
