@@ -136,7 +136,8 @@ def import_coco(
     dataset_root = _dataset_root(engine, dataset_id)
     root = Path(image_root).resolve() if image_root is not None else dataset_root
     parsed = read_coco(path, root if check_files else None, strict=strict, keep_scores=source == "predicted",
-                       hash_files=check_files, display_name=display_name)
+                       hash_files=check_files, display_name=display_name, decode=True,
+                       decoded=_stored_files(engine, dataset_id, _relative_prefix(root, dataset_root)))
     report = ImportReport(dataset_id, path, source, findings=parsed.report)
     report.files_checked = len(parsed.images) if check_files else 0
     with_annotations = {ann.image_coco_id for ann in parsed.annotations}   # in the file, before any merge
@@ -460,10 +461,20 @@ def _relative_prefix(root: Path, dataset_root: Path) -> str:
     return os.path.relpath(root, dataset_root) + "/"
 
 
+def _stored_files(engine: Engine, dataset_id: int, prefix: str) -> frozenset[str]:
+    """File names (relative to the import's image root) of the images the dataset holds: each was
+    decoded when it came in, so the import reads their header only."""
+    with read_session(engine) as session:
+        paths = session.scalars(select(Image.rel_path).where(Image.dataset_id == dataset_id))
+        return frozenset(p[len(prefix):] for p in paths if p.startswith(prefix))
+
+
 def _count_kinds(parsed: ParsedCoco, report: ImportReport) -> None:
-    report.polygons = parsed.kinds.get("polygon", 0)
-    report.rle_compressed = parsed.kinds.get("rle", 0)
-    report.rle_uncompressed = parsed.kinds.get("rle_uncompressed", 0)
+    """Count what was written: annotations a merge refused are not among them."""
+    def count(kind: str) -> int:
+        return sum(1 for ann in parsed.annotations if ann.kind == kind)
+    report.polygons, report.rle_compressed = count("polygon"), count("rle")
+    report.rle_uncompressed = count("rle_uncompressed")
     report.crowd = sum(1 for ann in parsed.annotations if ann.iscrowd)
     report.annotations_added = len(parsed.annotations)
 
