@@ -370,8 +370,11 @@ def test_a_truncated_image_through_launch_and_the_upload(tmp_path: Path):
     assert any("'cut.jpg'" in line and "truncated" in line for line in log), log
     assert [e.file_name for e in project.images()] == ["good.png"]
     assert any(line.startswith("skipped unreadable image cut.jpg") and "truncated" in line for line in log), log
-    report = project.add_uploads([tmp_path / "images" / "cut.jpg"])
+    report = project.add_uploads([tmp_path / "images" / "cut.jpg"])     # the COCO tab's image upload
     assert report.added == [] and "truncated" in report.unreadable[0]
+    upload = project.import_coco(path).split("\n")                      # the COCO tab's COCO import
+    assert_lines(upload, ["refused: images[1] (id 2) 'cut.jpg' in cut.json: cannot decode image cut.jpg"])
+    assert [e.file_name for e in project.images()] == ["good.png"]
 
 
 def test_training_skips_a_file_that_cannot_be_decoded_and_names_it(tmp_path: Path, capfd):
