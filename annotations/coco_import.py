@@ -26,7 +26,8 @@ from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session
 
 from annotations import history
-from annotations.coco_parse import CocoReport, ParsedAnnotation, ParsedCoco, ParsedImage, read_coco
+from annotations.coco_parse import (CocoReport, ParsedAnnotation, ParsedCoco, ParsedImage, normal_file_name,
+                                     read_coco)
 from annotations.database import read_session, write_session
 from annotations.errors import CocoFormatError, InvalidInputError, NotFoundError
 from annotations.history import ChangeLog
@@ -177,8 +178,8 @@ def _match_by_name(session: Session, dataset_id: int, parsed: ParsedCoco, report
     may also rename a category (it keeps the project's name, instead of splitting the class) and
     the annotations it leaves out are named.
     """
-    known_images = dict(session.execute(
-        select(Image.file_name, Image.coco_id).where(Image.dataset_id == dataset_id)).all())
+    known_images = {normal_file_name(name): coco_id for name, coco_id in session.execute(   # stored by an
+        select(Image.file_name, Image.coco_id).where(Image.dataset_id == dataset_id))}       # earlier version
     known_categories = dict(session.execute(
         select(Category.name, Category.coco_id).where(Category.dataset_id == dataset_id)).all())
     image_map = _assign([(i.coco_id, i.file_name) for i in parsed.images], known_images)
@@ -531,7 +532,7 @@ def _insert_images(
 ) -> set[int]:
     """Insert new images; returns the COCO ids of images the dataset already had."""
     by_name = {
-        row.file_name: row
+        normal_file_name(row.file_name): row     # names an earlier version stored as the file spelled them
         for row in session.execute(
             select(Image.file_name, Image.coco_id, Image.width, Image.height)
             .where(Image.dataset_id == dataset.id)

@@ -21,7 +21,7 @@ import numpy as np
 from sqlalchemy.exc import IntegrityError
 
 from annotations import ConflictError, DatasetRecord, ImageRecord, InvalidInputError, NotFoundError, Store
-from annotations.coco_parse import UPLOAD_FOLDER
+from annotations.coco_parse import UPLOAD_FOLDER, normal_file_name
 from fastinst.errors import ImageError
 from fastinst.images import IMAGE_SUFFIXES, decoded_size
 from app.session import LRUCache, ModelSlot
@@ -598,7 +598,7 @@ def add_folder_images(store: Store, dataset_id: int, folder: Path) -> tuple[int,
     """Add the folder's images that the dataset does not have yet, each decoded fully once
     (:func:`fastinst.images.decoded_size`). Returns (added, skipped messages) — unreadable,
     truncated or corrupt files are skipped with the reason, never abort the import."""
-    known = {r.file_name for r in store.list_images(dataset_id)}
+    known = {normal_file_name(r.file_name) for r in store.list_images(dataset_id)}   # ./a.png is a.png
     added, skipped = 0, []
     for rel in image_files(folder):
         name = rel.as_posix()

@@ -465,3 +465,20 @@ def test_a_pth_of_another_model_is_not_called_a_released_fastinst_checkpoint(tmp
     code = main(["predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--weights", str(weights)])
     err = capsys.readouterr().err
     assert code == 2 and "is not one of our checkpoints" in err and "is a released" not in err.replace("if it is a", "")
+
+
+def test_a_name_an_earlier_version_stored_as_spelled_is_the_same_image(sqlite_store: Store, tmp_path: Path):
+    """A store written before names were normalised holds './a.png': the folder scan of launch.py
+    --images and the COCO tab's import take 'a.png' as that image, not as a second one."""
+    from app.project import add_folder_images
+    write_image(tmp_path / "images" / "a.png")
+    dataset = sqlite_store.create_dataset("old names", tmp_path / "images")
+    sqlite_store.import_coco(dataset, write_json(tmp_path / "first.json", document([image(1, "a.png")], [ann(1, 1)])))
+    with sqlite3.connect(tmp_path / "studio.db") as db:   # as the earlier version stored it
+        db.execute("UPDATE images SET file_name = './a.png', rel_path = './a.png'")
+    assert add_folder_images(sqlite_store, dataset, tmp_path / "images") == (0, [])
+    later = write_json(tmp_path / "later.json", document([image(5, "a.png")], [ann(1, 5, OTHER)]))
+    report = sqlite_store.import_coco(dataset, later, match_by_name=True)
+    assert report.images_added == 0 and report.annotations_added == 1
+    assert [sorted(int(a.mask.sum()) for a in sqlite_store.annotations(i.id))
+            for i in sqlite_store.list_images(dataset)] == [[48, 140]]
