@@ -15,7 +15,7 @@ Repaired (reported, then kept):
       after the largest kept one, in file order; a missing or repeated annotation id gets a fresh
       one (the object is kept);
     - non-finite numbers (``NaN``, ``Infinity``, ``-Infinity``, which Python's ``json`` writes by
-      default, or a number too large for a double) in fields the reader does not know, nested
+      default, and ``1e400``, which it reads as Infinity) in fields the reader does not know, nested
       anywhere (also ``info`` and ``licenses``): stored as ``null``, each named by its path;
     - ``file_name`` spellings of one file (``./a.png``, ``sub/../a.png``, ``sub\\a.png`` with
       Windows backslashes, ``sub//a.png``): written in one normal form (forward slashes,
@@ -25,7 +25,7 @@ Repaired (reported, then kept):
     - polygon rings with fewer than 3 points or an odd number of coordinates: dropped;
     - polygon points outside the image: the polygon is clipped to the image (pycocotools'
       rasteriser intersects it with the image; nothing outside ``0..W x 0..H`` is stored);
-    - negative or non-numeric ``bbox`` and ``area``: recomputed from the mask (they are always
+    - negative, non-numeric or non-finite ``bbox`` and ``area``: recomputed from the mask (they are always
       computed from the mask; a missing one is computed without a finding).
 Refused (reported, then left out with what depends on them):
     - an image without a usable ``file_name``, size or id, an id that entries of different files
@@ -180,8 +180,7 @@ class ParsedAnnotation:
 class ParsedCoco:
     """A read COCO file: what was accepted, and the report of what was repaired or refused.
 
-    ``kinds`` counts accepted segmentations by encoding (``polygon``, ``rle``,
-    ``rle_uncompressed``); ``image_ids`` maps each image's own id (as in the file, keyed by
+    ``image_ids`` maps each image's own id (as in the file, keyed by
     :func:`_id_key`) to its integer id, ``category_ids`` each category's; ``ambiguous_ids`` holds
     the image ids entries of different files claim (key -> why their annotations are refused).
     """
@@ -191,7 +190,6 @@ class ParsedCoco:
     annotations: list[ParsedAnnotation]
     info: dict[str, Any] | None
     report: CocoReport
-    kinds: dict[str, int] = field(default_factory=dict)
     image_ids: dict[Any, int] = field(default_factory=dict)
     category_ids: dict[Any, int] = field(default_factory=dict)
     ambiguous_ids: dict[Any, str] = field(default_factory=dict)
@@ -487,28 +485,39 @@ def is_finite_number(value: Any) -> bool:
 
 
 def finite_json(value: Any, path: str = "") -> tuple[Any, list[str]]:
-    """``value`` with every non-finite number (NaN, Infinity, an int beyond a double) nested in
-    dicts and lists replaced by ``None``, and the path of each, e.g. ``attributes.score (NaN)``.
-    ``value`` itself is not modified; it is returned unchanged (same object) when nothing is
-    replaced. Used at import (:func:`parse_coco`) and export (:mod:`annotations.coco_export`)."""
+    """``value`` with every non-finite float (NaN, Infinity, -Infinity) nested in dicts and lists
+    replaced by ``None``, and the path of each, e.g. ``attributes.score (nan)``. ``value`` itself is
+    not modified; it is returned unchanged (same object) when nothing is replaced (checked first
+    by the C encoder, so a clean value costs one ``json.dumps``). Used at import
+    (:func:`parse_coco`) and export (:mod:`annotations.coco_export`)."""
+    try:
+        json.dumps(value, allow_nan=False)
+        return value, []
+    except ValueError:
+        pass
+    except TypeError:   # not JSON at all (a caller's object): walked below, kept as it is
+        pass
+    return _replace_non_finite(value, path)
+
+
+def _replace_non_finite(value: Any, path: str) -> tuple[Any, list[str]]:
     if isinstance(value, dict):
         found: list[str] = []
         items = {}
         for key, item in value.items():
-            items[key], inner = finite_json(item, f"{path}.{key}" if path else str(key))
+            items[key], inner = _replace_non_finite(item, f"{path}.{key}" if path else str(key))
             found += inner
         return (items if found else value), found
     if isinstance(value, list):
         found = []
         items = []
         for index, item in enumerate(value):
-            cleaned, inner = finite_json(item, f"{path}[{index}]")
+            cleaned, inner = _replace_non_finite(item, f"{path}[{index}]")
             items.append(cleaned)
             found += inner
         return (items if found else value), found
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and not is_finite_number(value):
-        shown = value if isinstance(value, float) else f"an integer of {len(str(abs(value)))} digits"
-        return None, [f"{path or 'the value'} ({shown})"]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, [f"{path or 'the value'} ({value})"]
     return value, []
 
 
@@ -547,23 +556,22 @@ def _shown_id(value: Any) -> str:
 
 
 class _IdMapper:
-    """The file's own ids -> the store's integers (``0..MAX_ID``): such integers are kept; an
-    integral float or string (``3.0``, ``"4"``) is read as its number when no integer id of the
-    file is that number (so the id the person wrote survives an export); every other id (strings,
-    booleans, negative, beyond ``MAX_ID``, fractional) gets a fresh number after the largest kept
-    one, the same id always the same number."""
+    """The file's own ids -> the store's integers (``0..MAX_ID``): such integers are kept (an
+    integral float, ``3.0``, is its integer); an integral string (``"4"``) is read as its number
+    when no integer id of the file is that number (so the id the person wrote survives an export);
+    every other id (strings, booleans, negative, beyond ``MAX_ID``, fractional) gets a fresh number
+    after the largest kept one, the same id always the same number."""
 
     def __init__(self, values: Iterable[Any]) -> None:
         values = list(values)
-        kept = {v for v in values if _kept_int(v) and not isinstance(v, float)}
+        kept = {int(v) for v in values if _kept_int(v)}
         self.mapped: dict[Any, int] = {}
-        for value in values:   # "4", " 4" and 4.0: the first that is no integer id is read as 4
-            number = _readable_number(value)
-            key = _id_key(value)
-            if number is not None and number not in kept and key not in self.mapped:
-                if number not in self.mapped.values():
-                    self.mapped[key] = number
-        self.used = kept | set(self.mapped.values())
+        self.used = set(kept)
+        for value in values:   # "4" and " 4": the first is read as 4 (when no id is the integer 4)
+            number = _string_number(value)
+            if number is not None and number not in self.used:
+                self.mapped[_id_key(value)] = number
+                self.used.add(number)
         self.next_id = max(self.used, default=0) + 1
 
     def __call__(self, value: Any) -> tuple[int, str]:
@@ -575,8 +583,8 @@ class _IdMapper:
         key = _id_key(value)
         if key is None or value == "":
             raise _Refused(f"id must be an integer or a string, got {_shown_id(value)}")
-        if _kept_int(value) and not isinstance(value, float):
-            return value, ""
+        if _kept_int(value):
+            return int(value), ("" if isinstance(value, int) else f"id {value!r} read as the integer {int(value)}")
         if key not in self.mapped:
             self.mapped[key] = self.fresh()
         number = self.mapped[key]
@@ -602,19 +610,17 @@ def _kept_int(value: Any) -> bool:
     return 0 <= value <= MAX_ID
 
 
-def _readable_number(value: Any) -> int | None:
-    """The number an integral string or float id stands for, if the store keeps it as it is."""
+def _string_number(value: Any) -> int | None:
+    """The number an integral string id stands for, if the store keeps it as it is."""
     if isinstance(value, str) and value.strip().isdigit() and int(value) <= MAX_ID:
-        return int(value)
-    if isinstance(value, float) and _kept_int(value):
         return int(value)
     return None
 
 
 def _id_finding(value: Any, number: int) -> str:
-    if _readable_number(value) == number:
-        return f"{'string ' if isinstance(value, str) else ''}id {value!r} read as the integer {number}"
     if isinstance(value, str):
+        if _string_number(value) == number:
+            return f"string id {value!r} read as the integer {number}"
         return f"string id {value!r} mapped to integer id {number}"
     why = ("a boolean" if isinstance(value, bool) else "not an integer" if isinstance(value, float) and not
            value.is_integer() else "negative" if value < 0 else f"beyond the largest id kept ({MAX_ID})")
@@ -875,7 +881,6 @@ def _parse_annotations(
                                          f"{ann.coco_id} (the object is kept)", "repaired")
         seen[ann.coco_id] = f"annotations[{index}]"
         ann.extra = _extra(raw, standard, where, parsed.report)
-        parsed.kinds[ann.kind] = parsed.kinds.get(ann.kind, 0) + 1
         accepted.append(ann)
     return accepted
 
@@ -1005,9 +1010,13 @@ def _ring_coordinates(polygon: Any, part: int) -> np.ndarray:
         raise _Refused(f"polygon {part} must be a list of numbers, got {_kind(polygon)}")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in polygon):
         raise _Refused(f"polygon {part} must be a list of numbers")
-    if not all(is_finite_number(v) for v in polygon):
+    try:
+        coords = np.asarray(polygon, dtype=np.float64)
+    except OverflowError:   # an integer beyond a double
+        coords = np.array([np.inf])
+    if not np.isfinite(coords).all():
         raise _Refused(f"segmentation polygon {part} has a non-finite coordinate (NaN, Infinity or beyond a double)")
-    return np.asarray(polygon, dtype=np.float64)
+    return coords
 
 
 def _check_extent(rings: list[np.ndarray], image: ParsedImage) -> int:
