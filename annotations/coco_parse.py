@@ -12,14 +12,14 @@ Repaired (reported, then kept):
       integral float (``3.0``) or string (``"4"``) is read as its number (unless an integer id
       already is that number), every other id (other strings, booleans, negative ids, ids beyond
       ``MAX_ID``: the store keeps 32-bit ids, PostgreSQL's ``INTEGER``) is mapped to a fresh integer
-      after the largest kept one, in file order; a missing or repeated annotation id gets a fresh
-      one (the object is kept);
+      after the largest kept one, in file order; a missing, repeated or unusable (a list, NaN)
+      annotation id gets a fresh one (the object is kept);
     - non-finite numbers (``NaN``, ``Infinity``, ``-Infinity``, which Python's ``json`` writes by
       default, and ``1e400``, which it reads as Infinity) in fields the reader does not know, nested
       anywhere (also ``info`` and ``licenses``): stored as ``null``, each named by its path;
     - ``file_name`` spellings of one file (``./a.png``, ``sub/../a.png``, ``sub\\a.png`` with
-      Windows backslashes, ``sub//a.png``): written in one normal form (forward slashes,
-      :func:`normal_file_name`); entries naming one file under different ids are one image (the
+      Windows backslashes, ``sub//a.png``, an absolute path inside the image folder): written in
+      one normal form (forward slashes, :func:`normal_file_name`, relative); entries naming one file under different ids are one image (the
       later ids are read as the first entry's), an entry repeated with its id is read once;
     - an image without ``width`` and ``height``: the file's size (when the files are checked);
     - polygon rings with fewer than 3 points or an odd number of coordinates: dropped;
@@ -315,12 +315,16 @@ def file_locator(root: Path) -> ImageLocator:
     in the other Unicode normal form (macOS and zips made there store names decomposed, NFD, while
     most tools write JSON composed, NFC: the two print the same); else the same name in the
     studio's ``uploads/`` folder (images added through the browser), unless uploads of that name
-    were stored more than once (``name-2`` ...: which one is meant cannot be told). Returns the
-    name unchanged when none fits (the size check then says "image not found")."""
+    were stored more than once (``name-2`` ...: which one is meant cannot be told). An absolute
+    path inside ``root`` is that file's relative name (one file, one image). Returns the name
+    unchanged when none fits (the size check then says "image not found")."""
     def variants(name: str) -> list[str]:
         return list(dict.fromkeys([name, unicodedata.normalize("NFC", name), unicodedata.normalize("NFD", name)]))
 
     def locate(name: str) -> tuple[str, str]:
+        inside = _under(name, root)
+        if inside is not None:
+            return inside, "an absolute path inside the image folder"
         for candidate in variants(name):
             if (root / candidate).is_file():
                 return candidate, "" if candidate == name else "the same name in another Unicode normal form"
@@ -332,6 +336,17 @@ def file_locator(root: Path) -> ImageLocator:
                 return f"{UPLOAD_FOLDER}/{candidate}", "added through the studio's upload"
         return name, ""
     return locate
+
+
+def _under(name: str, root: Path) -> str | None:
+    """``name`` relative to ``root`` when it is an absolute path inside it (``/data/img/a.png`` under
+    ``/data/img``: the same file as ``a.png``), else ``None``."""
+    if not name.startswith("/"):
+        return None
+    for base in dict.fromkeys([root.absolute().as_posix(), root.resolve().as_posix()]):
+        if name.startswith(base.rstrip("/") + "/"):
+            return name[len(base.rstrip("/")) + 1:]
+    return None
 
 
 def file_sha256(path: Path) -> str:
@@ -367,7 +382,8 @@ def parse_coco(
     """
     name = Path(str(name)).name
     if not isinstance(data, dict):
-        raise CocoFormatError(f"{name}: the top level must be a JSON object, not {_kind(data)}")
+        hint = " (a results list? a dataset file is an object with 'images')" if isinstance(data, list) else ""
+        raise CocoFormatError(f"{name}: the top level must be a JSON object, not {_kind(data)}{hint}")
     report = CocoReport(name, strict=strict)
     raw_images = _section(data, "images", name, required=True)
     raw_categories = _section(data, "categories", name, required=True)
@@ -718,7 +734,7 @@ def _parse_images(raw_images: list, name: str, parsed: ParsedCoco, files: _Image
     different files claim is refused with every entry and annotation of it."""
     report = parsed.report
     mapper = _IdMapper(raw.get("id") for raw in raw_images if isinstance(raw, dict))
-    parsed.ambiguous_ids = _ambiguous_ids(raw_images)
+    parsed.ambiguous_ids = _ambiguous_ids(raw_images, files.locator)
     by_name: dict[str, ParsedImage] = {}
     for index, raw in enumerate(raw_images):
         file_id = raw.get("id") if isinstance(raw, dict) else None
@@ -745,12 +761,14 @@ def _parse_images(raw_images: list, name: str, parsed: ParsedCoco, files: _Image
         parsed.images.append(image)
 
 
-def _ambiguous_ids(raw_images: list) -> dict[Any, str]:
+def _ambiguous_ids(raw_images: list, locator: ImageLocator | None) -> dict[Any, str]:
     """Image ids that entries of different files claim -> the refusal that names the entries."""
     claims: dict[Any, list[tuple[int, str]]] = {}
     for index, raw in enumerate(raw_images):
         if isinstance(raw, dict) and isinstance(raw.get("file_name"), str) and _id_key(raw.get("id")) is not None:
-            claims.setdefault(_id_key(raw["id"]), []).append((index, normal_file_name(raw["file_name"])))
+            file_name = normal_file_name(raw["file_name"])
+            file_name = locator(file_name)[0] if locator is not None else file_name
+            claims.setdefault(_id_key(raw["id"]), []).append((index, file_name))
     ambiguous = {}
     for key, entries in claims.items():
         if len({file_name for _, file_name in entries}) > 1:
@@ -772,7 +790,8 @@ def _same_file(raw: dict, first: ParsedImage, key: Any, parsed: ParsedCoco, wher
     for repair in repairs:
         parsed.report.add(where, repair, "repaired")
     if key in parsed.image_ids:
-        parsed.report.add(where, f"repeats {first.where} (same id, same file): read as one image", "repaired")
+        parsed.report.add(where, f"an earlier entry has this id and file ({first.where} is that file): read as "
+                                 f"one image", "repaired")
         return
     parsed.image_ids[key] = first.coco_id
     parsed.report.add(where, f"the same file as {first.where}: one image; annotations with image_id "
@@ -892,10 +911,11 @@ def _parse_annotation(
     report = parsed.report
     if not isinstance(raw, dict):
         raise _Refused(f"must be an object, not {_kind(raw)}")
-    if raw.get("id") is None:
-        coco_id = mapper.fresh()
+    if raw.get("id") is None or _id_key(raw["id"]) is None or raw["id"] == "":
+        coco_id = mapper.fresh()   # an annotation's id only names it: an unusable one is replaced
         if not results:
-            report.add(where, f"no 'id': given id {coco_id}", "repaired")
+            missing = "no 'id'" if raw.get("id") is None else f"id {_shown_id(raw['id'])} is no integer or string"
+            report.add(where, f"{missing}: given id {coco_id}", "repaired")
     else:
         coco_id, finding = mapper(raw["id"])
         if finding:

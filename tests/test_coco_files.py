@@ -189,13 +189,14 @@ def shared_id_file(folder: Path) -> Path:
         write_image(folder / "images" / name, seed=k)
     data = document([image("cam", "left.png"), image("cam", "right.png"),          # one id, two files
                      image(8, "frame.png"), image(9, "./frame.png"), image(10, "sub/../frame.png"),
-                     image(11, "sub\\deep.png"), image(12, "sub//deep.png")],
+                     image(11, "sub\\deep.png"), image(12, "sub//deep.png"),
+                     image(13, str((folder / "images" / "sub" / "deep.png").absolute())), image(12, "sub/deep.png")],
                     [ann(1, "cam"), ann(2, "cam", OTHER), ann(3, 8), ann(4, 9, OTHER), ann(5, 10, TRIANGLE),
-                     ann(6, 11), ann(7, 12, OTHER), ann(8, 99)])
+                     ann(6, 11), ann(7, 12, OTHER), ann(8, 99), ann([8], 13, TRIANGLE)])
     return write_json(folder / "shared.json", data)
 
 
-SHARED_EXPECTED = {"frame.png": sorted([48, area(TRIANGLE), 140]), "sub/deep.png": [48, 140]}
+SHARED_EXPECTED = {"frame.png": sorted([48, area(TRIANGLE), 140]), "sub/deep.png": sorted([48, area(TRIANGLE), 140])}
 SHARED_LINES = [
     "refused: images[0] (id 'cam') 'left.png' in shared.json: image id 'cam' is claimed by 2 entries of different "
     "files (images[0] 'left.png', images[1] 'right.png')",
@@ -209,6 +210,10 @@ SHARED_LINES = [
     "refused: annotations[0] (id 1) in shared.json: image id 'cam' is claimed by 2 entries of different files",
     "refused: annotations[1] (id 2) in shared.json: image id 'cam' is claimed by 2 entries",
     "refused: annotations[7] (id 8) in shared.json: image_id 99 is not in images",
+    "repaired: images[7] (id 13) '/",
+    "repaired: images[8] (id 12) 'sub/deep.png' in shared.json: an earlier entry has this id and file (images[5] "
+    "(id 11) 'sub/deep.png' is that file): read as one image",
+    "repaired: annotations[8] (id [8]) in shared.json: id [8] is no integer or string: given id",
 ]
 
 
@@ -219,7 +224,9 @@ def test_an_image_is_its_file_and_an_id_two_files_claim_attaches_nothing(sqlite_
     assert_lines(report.lines(), SHARED_LINES)
     assert not any("frame.png" in line and "left out" in line for line in report.lines())
     assert store_masks(sqlite_store, dataset) == SHARED_EXPECTED
-    assert report.images_added == 2 and report.annotations_added == 5
+    assert report.images_added == 2 and report.annotations_added == 6
+    assert any(line.startswith("repaired: images[7] (id 13)") and "the same file as images[5] (id 11)" in line
+               for line in report.lines())
     exported = standard_json(sqlite_store.export_coco(dataset, tmp_path / "out.json"))
     by_file = {i["id"]: i["file_name"] for i in exported["images"]}
     areas = sorted((by_file[a["image_id"]], int(mask_utils.area(a["segmentation"]))) for a in exported["annotations"])
