@@ -928,7 +928,7 @@ def _parse_annotation(
     if category_id not in category_ids:
         raise _Refused(f"category_id {category_id} is not in categories")
     iscrowd = raw.get("iscrowd", 0)
-    if iscrowd not in (0, 1) or isinstance(iscrowd, (float, bool)):
+    if iscrowd not in (0, 1) or isinstance(iscrowd, float):
         raise _Refused(f"'iscrowd' must be 0 or 1, got {iscrowd!r}")
     segmentation = raw.get("segmentation")
     if segmentation in (None, [], {}) or (isinstance(segmentation, list) and all(p == [] for p in segmentation)):
