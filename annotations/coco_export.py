@@ -7,7 +7,9 @@ polygons back to exactly the stored pixels; a mask with a hole (which a COCO pol
 describe: its parts are unioned) stays RLE, so an export never changes a mask, and ``area`` and
 ``bbox`` always agree with the written segmentation. Ids are the COCO ids kept in the store, so a
 re-export of the same data gives the same ids; ``bbox`` and ``area`` come from pycocotools. Keys the
-imported file had beyond the standard ones are written back. Files are written atomically.
+imported file had beyond the standard ones are written back. Files are written atomically, as
+standard JSON: a non-finite number a store holds (older versions stored NaN from unknown keys) is
+written as null and reported.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from annotations import rle
 from annotations.atomic import atomic_write_json
+from annotations.coco_parse import finite_json
 from annotations.database import read_session
 from annotations.errors import InvalidInputError, NotFoundError
 from annotations.polygons import mask_to_polygons
@@ -38,6 +41,7 @@ def export_coco(
     include: str = "accepted",
     polygons: bool = False,
     kept_rle: list[int] | None = None,
+    repaired: list[str] | None = None,
 ) -> Path:
     """Write the dataset as a COCO instances file; returns the path written.
 
@@ -49,6 +53,10 @@ def export_coco(
         polygons: write non-crowd masks as polygons where that is exact (see the module docstring).
         kept_rle: when given, the COCO ids of the annotations that stayed RLE although
             ``polygons`` was asked for are appended to it.
+        repaired: when given, one line per value the file could not hold is appended to it: a
+            non-finite number (NaN, Infinity) that a store written before the import refused
+            them holds in an item's extra keys is written as ``null`` (the file stays standard
+            JSON, RFC 8259, which browsers and other tools read).
 
     Images without (exported) annotations are kept: they are true negatives.
     """
@@ -59,7 +67,7 @@ def export_coco(
             session, dataset_id, only_reviewed=only_reviewed, include=include, polygons=polygons,
             kept_rle=kept_rle,
         )
-    return atomic_write_json(out_path, document)
+    return _write_finite(out_path, document, repaired)
 
 
 def export_results(
@@ -80,7 +88,7 @@ def export_results(
         if model_version is not None:
             query = query.where(Annotation.model_version == model_version)
         results = [_result_entry(row) for row in session.execute(query)]
-    return atomic_write_json(out_path, results)
+    return _write_finite(out_path, {"results": results}, None)
 
 
 def build_coco(
@@ -106,6 +114,42 @@ def build_coco(
         ],
         "categories": [_category_entry(c) for c in _categories(session, dataset_id)],
     }
+
+
+_ITEMS = {"images": "image", "annotations": "annotation", "categories": "category", "results": "result"}
+
+
+def _write_finite(out_path: str | os.PathLike[str], document: dict[str, Any], repaired: list[str] | None) -> Path:
+    """Write ``document`` (``{"results": [...]}`` is written as the bare list) as standard JSON;
+    non-finite numbers are written as null, one line each in ``repaired``. The document is only
+    walked when writing it as it is fails (JSON has no NaN), so a clean export costs nothing more."""
+    def body() -> Any:
+        return document["results"] if list(document) == ["results"] else document
+    try:
+        return atomic_write_json(out_path, body())
+    except ValueError:     # "Out of range float values are not JSON compliant"
+        lines = _make_finite(document)
+    if repaired is not None:
+        repaired.extend(lines)
+    return atomic_write_json(out_path, body())
+
+
+def _make_finite(document: dict[str, Any]) -> list[str]:
+    """Replace, in place, every non-finite number of the document's items by None; one line each."""
+    lines = []
+    for key, value in document.items():
+        items = value if key in _ITEMS else [value]
+        for position, item in enumerate(items):
+            cleaned, found = finite_json(item)
+            if not found:
+                continue
+            items[position] = cleaned
+            label = f"{_ITEMS[key]} {item.get('id', position) if isinstance(item, dict) else position}" \
+                if key in _ITEMS else key
+            lines += [f"{label}: {path} is not a finite number (JSON has none): written as null" for path in found]
+        if key not in _ITEMS:
+            document[key] = items[0]
+    return lines
 
 
 def _dataset(session: Session, dataset_id: int) -> Dataset:

@@ -26,7 +26,8 @@ from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session
 
 from annotations import history
-from annotations.coco_parse import CocoReport, ParsedAnnotation, ParsedCoco, ParsedImage, read_coco
+from annotations.coco_parse import (CocoReport, ParsedAnnotation, ParsedCoco, ParsedImage, normal_file_name,
+                                     read_coco)
 from annotations.database import read_session, write_session
 from annotations.errors import CocoFormatError, InvalidInputError, NotFoundError
 from annotations.history import ChangeLog
@@ -136,7 +137,8 @@ def import_coco(
     dataset_root = _dataset_root(engine, dataset_id)
     root = Path(image_root).resolve() if image_root is not None else dataset_root
     parsed = read_coco(path, root if check_files else None, strict=strict, keep_scores=source == "predicted",
-                       hash_files=check_files, display_name=display_name)
+                       hash_files=check_files, display_name=display_name, decode=True,
+                       decoded=_stored_files(engine, dataset_id, _relative_prefix(root, dataset_root)))
     report = ImportReport(dataset_id, path, source, findings=parsed.report)
     report.files_checked = len(parsed.images) if check_files else 0
     with_annotations = {ann.image_coco_id for ann in parsed.annotations}   # in the file, before any merge
@@ -176,8 +178,8 @@ def _match_by_name(session: Session, dataset_id: int, parsed: ParsedCoco, report
     may also rename a category (it keeps the project's name, instead of splitting the class) and
     the annotations it leaves out are named.
     """
-    known_images = dict(session.execute(
-        select(Image.file_name, Image.coco_id).where(Image.dataset_id == dataset_id)).all())
+    known_images = {normal_file_name(name): coco_id for name, coco_id in session.execute(   # stored by an
+        select(Image.file_name, Image.coco_id).where(Image.dataset_id == dataset_id))}       # earlier version
     known_categories = dict(session.execute(
         select(Category.name, Category.coco_id).where(Category.dataset_id == dataset_id)).all())
     image_map = _assign([(i.coco_id, i.file_name) for i in parsed.images], known_images)
@@ -460,10 +462,20 @@ def _relative_prefix(root: Path, dataset_root: Path) -> str:
     return os.path.relpath(root, dataset_root) + "/"
 
 
+def _stored_files(engine: Engine, dataset_id: int, prefix: str) -> frozenset[str]:
+    """File names (relative to the import's image root) of the images the dataset holds: each was
+    decoded when it came in, so the import reads their header only."""
+    with read_session(engine) as session:
+        paths = session.scalars(select(Image.rel_path).where(Image.dataset_id == dataset_id))
+        return frozenset(p[len(prefix):] for p in paths if p.startswith(prefix))
+
+
 def _count_kinds(parsed: ParsedCoco, report: ImportReport) -> None:
-    report.polygons = parsed.kinds.get("polygon", 0)
-    report.rle_compressed = parsed.kinds.get("rle", 0)
-    report.rle_uncompressed = parsed.kinds.get("rle_uncompressed", 0)
+    """Count what was written: annotations a merge refused are not among them."""
+    def count(kind: str) -> int:
+        return sum(1 for ann in parsed.annotations if ann.kind == kind)
+    report.polygons, report.rle_compressed = count("polygon"), count("rle")
+    report.rle_uncompressed = count("rle_uncompressed")
     report.crowd = sum(1 for ann in parsed.annotations if ann.iscrowd)
     report.annotations_added = len(parsed.annotations)
 
@@ -520,7 +532,7 @@ def _insert_images(
 ) -> set[int]:
     """Insert new images; returns the COCO ids of images the dataset already had."""
     by_name = {
-        row.file_name: row
+        normal_file_name(row.file_name): row     # names an earlier version stored as the file spelled them
         for row in session.execute(
             select(Image.file_name, Image.coco_id, Image.width, Image.height)
             .where(Image.dataset_id == dataset.id)

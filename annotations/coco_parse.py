@@ -8,25 +8,38 @@ the item as the person knows it: the file name, the JSON position and the file's
 ``annotations[3] (id 1) in shapes.json: category_id 9 is not in categories``.
 
 Repaired (reported, then kept):
-    - string or mixed image/annotation ids: mapped to integers (int ids kept, an integral string
-      such as ``"4"`` read as its number unless an integer id already is that number, the others
-      numbered after the largest one, in file order); a missing annotation id gets a fresh one;
+    - ids of any kind (image, category and annotation ids): integers in ``0..MAX_ID`` are kept, an
+      integral float (``3.0``) or string (``"4"``) is read as its number (unless an integer id
+      already is that number), every other id (other strings, booleans, negative ids, ids beyond
+      ``MAX_ID``: the store keeps 32-bit ids, PostgreSQL's ``INTEGER``) is mapped to a fresh integer
+      after the largest kept one, in file order; a missing, repeated or unusable (a list, NaN)
+      annotation id gets a fresh one (the object is kept);
+    - non-finite numbers (``NaN``, ``Infinity``, ``-Infinity``, which Python's ``json`` writes by
+      default, and ``1e400``, which it reads as Infinity) in fields the reader does not know, nested
+      anywhere (also ``info`` and ``licenses``): stored as ``null``, each named by its path;
+    - ``file_name`` spellings of one file (``./a.png``, ``sub/../a.png``, ``sub\\a.png`` with
+      Windows backslashes, ``sub//a.png``, an absolute path inside the image folder): written in
+      one normal form (forward slashes, :func:`normal_file_name`, relative); entries naming one file under different ids are one image (the
+      later ids are read as the first entry's), an entry repeated with its id is read once;
     - an image without ``width`` and ``height``: the file's size (when the files are checked);
     - polygon rings with fewer than 3 points or an odd number of coordinates: dropped;
     - polygon points outside the image: the polygon is clipped to the image (pycocotools'
       rasteriser intersects it with the image; nothing outside ``0..W x 0..H`` is stored);
-    - negative or non-numeric ``bbox`` and ``area``: recomputed from the mask (they are always
+    - negative, non-numeric or non-finite ``bbox`` and ``area``: recomputed from the mask (they are always
       computed from the mask; a missing one is computed without a finding).
 Refused (reported, then left out with what depends on them):
-    - an image without a usable ``file_name``, size or id, a duplicate id or file name, a file that
-      is missing, unreadable, over the pixel limit or of another size than the JSON says (sizes are
-      compared after EXIF orientation, see :mod:`fastinst.images`);
+    - an image without a usable ``file_name``, size or id, an id that entries of different files
+      claim (the picture its annotations lie on cannot be told: every entry of that id and its
+      annotations), a file that is missing, unreadable, corrupt or truncated (with ``decode``
+      every new file is decoded fully once), over the pixel limit (also the size the JSON says)
+      or of another size than the JSON says (sizes are compared after EXIF orientation, see
+      :mod:`fastinst.images`), a second entry of one file with another size;
     - a category id given twice: the later entry (its annotations are read as the first one);
     - an annotation without a segmentation (a box alone is not an instance mask), of an unknown
-      image or category, with non-finite or absurd coordinates (a point
+      image or category, with non-finite or absurd coordinates or RLE runs (a point
       farther outside the image than 4x its larger side: refused before any rasterisation), an RLE
       of the wrong size or length, or a mask that is empty after the repairs (zero area).
-Category ids are kept as they are (0 included).
+Category ids in ``0..MAX_ID`` are kept as they are (0 included).
 
 ``strict=True`` refuses the whole file at the first finding instead (:class:`CocoFormatError`).
 A file that is not a COCO object at all (bad JSON, no ``images`` or ``categories`` list) always
@@ -42,6 +55,7 @@ import glob
 import hashlib
 import json
 import math
+import posixpath
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +73,8 @@ ANNOTATION_KEYS = frozenset(
 )
 ABSURD_FACTOR = 4
 """A polygon point farther outside the image than this many times its larger side is refused."""
+MAX_ID = 2**31 - 1
+"""The largest id the store keeps (PostgreSQL's ``INTEGER``); larger and negative ids are mapped."""
 
 
 class _Refused(Exception):
@@ -127,7 +143,7 @@ class ParsedImage:
 
     @property
     def where(self) -> str:
-        return f"images[{self.index}] (id {self.file_id!r}) '{self.file_name}'"
+        return f"images[{self.index}] (id {_shown_id(self.file_id)}) '{self.file_name}'"
 
 
 @dataclass(slots=True)
@@ -157,14 +173,16 @@ class ParsedAnnotation:
     extra: dict[str, Any] | None
     index: int = -1
     file_id: Any = None
+    kind: str = "polygon"   # how the file gave the mask: "polygon", "rle" or "rle_uncompressed"
 
 
 @dataclass
 class ParsedCoco:
     """A read COCO file: what was accepted, and the report of what was repaired or refused.
 
-    ``kinds`` counts accepted segmentations by encoding (``polygon``, ``rle``,
-    ``rle_uncompressed``); ``image_ids`` maps each image's own id (as in the file) to its integer id.
+    ``image_ids`` maps each image's own id (as in the file, keyed by
+    :func:`_id_key`) to its integer id, ``category_ids`` each category's; ``ambiguous_ids`` holds
+    the image ids entries of different files claim (key -> why their annotations are refused).
     """
 
     images: list[ParsedImage]
@@ -172,8 +190,9 @@ class ParsedCoco:
     annotations: list[ParsedAnnotation]
     info: dict[str, Any] | None
     report: CocoReport
-    kinds: dict[str, int] = field(default_factory=dict)
     image_ids: dict[Any, int] = field(default_factory=dict)
+    category_ids: dict[Any, int] = field(default_factory=dict)
+    ambiguous_ids: dict[Any, str] = field(default_factory=dict)
     category_aliases: dict[int, int] = field(default_factory=dict)  # a repeated name's id -> the first's
     # integer ids of accepted images one of whose annotations was refused (they are not complete)
     incomplete_images: set[int] = field(default_factory=set)
@@ -234,6 +253,8 @@ def read_coco(
     hash_files: bool = False,
     display_name: str | None = None,
     max_pixels: int | None = None,
+    decode: bool = False,
+    decoded: frozenset[str] = frozenset(),
 ) -> ParsedCoco:
     """Read and repair a COCO instances file (see the module docstring for the rules).
 
@@ -248,6 +269,10 @@ def read_coco(
         display_name: the name findings use for the file (e.g. the uploaded file's own name
             rather than a temporary path); default the path's name.
         max_pixels: pixel limit for image files (default :func:`fastinst.images.max_pixels`).
+        decode: decode every image file fully (a truncated or corrupt file is refused by name)
+            instead of reading its header only; the store's import does, once per new image.
+        decoded: file names (as the JSON gives them, normalised) already decoded before (images a
+            dataset holds): their header is read only.
 
     Raises:
         CocoFormatError: not a COCO file at all, every image refused (the message says why), or
@@ -257,20 +282,32 @@ def read_coco(
     data = load_json(Path(path), name)
     sizer = locator = None
     if image_root is not None:
-        sizer = _file_sizer(Path(image_root), max_pixels)
+        sizer = _file_sizer(Path(image_root), max_pixels, decode, decoded)
         locator = file_locator(Path(image_root))
     parsed = parse_coco(data, name, strict=strict, keep_scores=keep_scores, image_sizer=sizer,
-                        image_locator=locator)
+                        image_locator=locator, max_pixels=max_pixels)
     if image_root is not None and hash_files:
         for image in parsed.images:
             image.content_hash = file_sha256(Path(image_root) / image.file_name)
     return parsed
 
 
-def _file_sizer(root: Path, limit: int | None) -> ImageSizer:
-    from fastinst.images import image_size  # the one image loader (EXIF-aware, header only)
+def _file_sizer(root: Path, limit: int | None, decode: bool, decoded: frozenset[str]) -> ImageSizer:
+    from fastinst.images import decoded_size, image_size  # the one image loader (EXIF-aware)
 
-    return lambda relative: image_size(root / relative, limit=limit)
+    def size(relative: Path) -> tuple[int, int]:
+        if decode and relative.as_posix() not in decoded:
+            return decoded_size(root / relative, limit=limit)
+        return image_size(root / relative, limit=limit)
+    return size
+
+
+def normal_file_name(name: str) -> str:
+    """One spelling per file: Windows backslashes as ``/``, ``.`` parts, ``x/..`` pairs and repeated
+    slashes removed (``./a.png``, ``sub/../a.png``, ``sub\\..\\a.png`` and ``sub//../a.png`` are all
+    ``a.png``). Purely textual (:func:`posixpath.normpath`); a leading ``..`` stays."""
+    normal = posixpath.normpath(name.replace("\\", "/"))
+    return "/" + normal.lstrip("/") if normal.startswith("//") else normal
 
 
 def file_locator(root: Path) -> ImageLocator:
@@ -278,12 +315,16 @@ def file_locator(root: Path) -> ImageLocator:
     in the other Unicode normal form (macOS and zips made there store names decomposed, NFD, while
     most tools write JSON composed, NFC: the two print the same); else the same name in the
     studio's ``uploads/`` folder (images added through the browser), unless uploads of that name
-    were stored more than once (``name-2`` ...: which one is meant cannot be told). Returns the
-    name unchanged when none fits (the size check then says "image not found")."""
+    were stored more than once (``name-2`` ...: which one is meant cannot be told). An absolute
+    path inside ``root`` is that file's relative name (one file, one image). Returns the name
+    unchanged when none fits (the size check then says "image not found")."""
     def variants(name: str) -> list[str]:
         return list(dict.fromkeys([name, unicodedata.normalize("NFC", name), unicodedata.normalize("NFD", name)]))
 
     def locate(name: str) -> tuple[str, str]:
+        inside = _under(name, root)
+        if inside is not None:
+            return inside, "an absolute path inside the image folder"
         for candidate in variants(name):
             if (root / candidate).is_file():
                 return candidate, "" if candidate == name else "the same name in another Unicode normal form"
@@ -295,6 +336,17 @@ def file_locator(root: Path) -> ImageLocator:
                 return f"{UPLOAD_FOLDER}/{candidate}", "added through the studio's upload"
         return name, ""
     return locate
+
+
+def _under(name: str, root: Path) -> str | None:
+    """``name`` relative to ``root`` when it is an absolute path inside it (``/data/img/a.png`` under
+    ``/data/img``: the same file as ``a.png``), else ``None``."""
+    if not name.startswith("/"):
+        return None
+    for base in dict.fromkeys([root.absolute().as_posix(), root.resolve().as_posix()]):
+        if name.startswith(base.rstrip("/") + "/"):
+            return name[len(base.rstrip("/")) + 1:]
+    return None
 
 
 def file_sha256(path: Path) -> str:
@@ -314,6 +366,7 @@ def parse_coco(
     keep_scores: bool = False,
     image_sizer: ImageSizer | None = None,
     image_locator: ImageLocator | None = None,
+    max_pixels: int | None = None,
 ) -> ParsedCoco:
     """Validate and repair a loaded COCO instances document (see :func:`read_coco`).
 
@@ -324,22 +377,24 @@ def parse_coco(
             file checks; it raises ``fastinst.ImageError`` for an unreadable file.
         image_locator: finds the file a ``file_name`` means (:func:`file_locator`); an image whose
             file is found under another name takes that name (a repair in the report).
+        max_pixels: pixel limit for the size the JSON gives an image (default
+            :func:`fastinst.images.max_pixels`).
     """
     name = Path(str(name)).name
     if not isinstance(data, dict):
-        raise CocoFormatError(f"{name}: the top level must be a JSON object, not {_kind(data)}")
+        hint = " (a results list? a dataset file is an object with 'images')" if isinstance(data, list) else ""
+        raise CocoFormatError(f"{name}: the top level must be a JSON object, not {_kind(data)}{hint}")
     report = CocoReport(name, strict=strict)
     raw_images = _section(data, "images", name, required=True)
     raw_categories = _section(data, "categories", name, required=True)
     raw_annotations = _section(data, "annotations", name, required=False)
-    categories, aliases = _parse_categories(raw_categories, name, report)
-    images, image_ids = _parse_images(raw_images, name, report, image_sizer, image_locator)
-    if raw_images and not images and image_sizer is not None:
+    parsed = ParsedCoco([], [], [], _info(data, name, report), report)
+    _parse_categories(raw_categories, name, parsed)
+    _parse_images(raw_images, name, parsed, _ImageFiles(image_sizer, image_locator, max_pixels))
+    if raw_images and not parsed.images and image_sizer is not None:
         first = report.refused[0] if report.refused else "see the report"
         hint = " Is the image folder right?" if "image not found" in str(first) else ""
         raise CocoFormatError(f"{name}: none of its {len(raw_images)} images could be used; the first: {first}.{hint}")
-    parsed = ParsedCoco(images, categories, [], _info(data), report, image_ids=image_ids,
-                        category_aliases=aliases)
     parsed.annotations = _parse_annotations(raw_annotations, name, parsed, keep_scores)
     return parsed
 
@@ -354,16 +409,22 @@ def read_results(path: str | Path, ground_truth: ParsedCoco, *, strict: bool = F
     ``image_names`` (the results file's image id -> file name, e.g. ``images.json`` of
     ``python -m fastinst predict``, whose ids are its own) results are matched to the ground truth
     by file name instead. Returns the accepted results as clean dicts (integer ids, compressed RLE,
-    ``score``) and the report. An empty list, or a COCO document whose ``annotations`` are taken
-    as the results, is read with a finding that says so.
+    ``score``) and the report. An empty list, or an object whose only list is ``annotations`` of
+    scored results, is read with a finding that says so; a result without a ``score`` is refused
+    by name.
 
     Raises:
-        CocoFormatError: not a JSON list, every result refused, or any finding in strict mode.
+        CocoFormatError: not a JSON list (a dataset file, with ``images`` or unscored
+            ``annotations``, is named as one), every result refused, or any finding in strict mode.
     """
     name = display_name or Path(path).name
     data = load_json(Path(path), name)
     report = CocoReport(name, strict=strict)
     if isinstance(data, dict) and isinstance(data.get("annotations"), list):
+        if "images" in data or not all(isinstance(a, dict) and "score" in a for a in data["annotations"]):
+            raise CocoFormatError(f"{name} is a COCO dataset file (its annotations are not scored results), not a "
+                                  f"results file (a JSON list of results, each with a 'score'): give it as the "
+                                  f"ground truth, and the model's results as the results")
         report.add(name, "a COCO document, not a results list: its 'annotations' are read as the results",
                    "repaired")
         data = data["annotations"]
@@ -373,12 +434,12 @@ def read_results(path: str | Path, ground_truth: ParsedCoco, *, strict: bool = F
         report.add(name, "holds no results: every AP of it is 0", "refused")
     if image_names is not None:
         by_name = {image.file_name: image.file_id for image in ground_truth.images}
-        data = [_by_file_name(result, image_names, by_name) for result in data]
-    document = {"images": [], "categories": [], "annotations": data}
+        names = {_id_key(key): value for key, value in image_names.items()}
+        data = [_by_file_name(result, names, by_name) for result in data]
     parsed = ParsedCoco(ground_truth.images, ground_truth.categories, [], None, report,
-                        image_ids=ground_truth.image_ids, category_aliases=ground_truth.category_aliases)
-    parsed.annotations = _parse_annotations(document["annotations"], name, parsed, keep_scores=True,
-                                            results=True)
+                        image_ids=ground_truth.image_ids, category_ids=ground_truth.category_ids,
+                        ambiguous_ids=ground_truth.ambiguous_ids, category_aliases=ground_truth.category_aliases)
+    parsed.annotations = _parse_annotations(data, name, parsed, keep_scores=True, results=True)
     if data and not parsed.annotations:
         raise CocoFormatError(f"{name}: none of its {len(data)} results could be used; the first: "
                               f"{parsed.report.refused[0]}")
@@ -393,7 +454,7 @@ def _by_file_name(result: Any, image_names: dict[Any, str], by_name: dict[str, A
     name = image_names.get(_id_key(result.get("image_id")))
     if name is None:
         return result
-    return {**result, "image_id": by_name.get(name, f"{name} (no image of that file name)")}
+    return {**result, "image_id": by_name.get(normal_file_name(name), f"{name} (no image of that file name)")}
 
 
 def _section(data: dict, key: str, name: str, *, required: bool) -> list:
@@ -406,9 +467,9 @@ def _section(data: dict, key: str, name: str, *, required: bool) -> list:
     return data[key]
 
 
-def _info(data: dict) -> dict[str, Any] | None:
+def _info(data: dict, name: str, report: CocoReport) -> dict[str, Any] | None:
     kept = {key: data[key] for key in ("info", "licenses") if key in data}
-    return kept or None
+    return _finite_extra(kept, f"{name} (its info and licenses)", report) or None
 
 
 def _kind(value: Any) -> str:
@@ -428,180 +489,373 @@ def _int(value: Any, what: str) -> int:
     return value
 
 
-def _extra(raw: dict, standard: frozenset[str]) -> dict[str, Any] | None:
+def is_finite_number(value: Any) -> bool:
+    """A JSON number a double holds: an int or float, not a bool, not NaN/Infinity, not an int
+    beyond a double's range (``10**400``: Python's ``json`` reads it, ``float()`` cannot)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def finite_json(value: Any, path: str = "") -> tuple[Any, list[str]]:
+    """``value`` with every non-finite float (NaN, Infinity, -Infinity) nested in dicts and lists
+    replaced by ``None``, and the path of each, e.g. ``attributes.score (nan)``. ``value`` itself is
+    not modified; it is returned unchanged (same object) when nothing is replaced (checked first
+    by the C encoder, so a clean value costs one ``json.dumps``). Used at import
+    (:func:`parse_coco`) and export (:mod:`annotations.coco_export`)."""
+    try:
+        json.dumps(value, allow_nan=False)
+        return value, []
+    except ValueError:
+        pass
+    except TypeError:   # not JSON at all (a caller's object): walked below, kept as it is
+        pass
+    return _replace_non_finite(value, path)
+
+
+def _replace_non_finite(value: Any, path: str) -> tuple[Any, list[str]]:
+    if isinstance(value, dict):
+        found: list[str] = []
+        items = {}
+        for key, item in value.items():
+            items[key], inner = _replace_non_finite(item, f"{path}.{key}" if path else str(key))
+            found += inner
+        return (items if found else value), found
+    if isinstance(value, list):
+        found = []
+        items = []
+        for index, item in enumerate(value):
+            cleaned, inner = _replace_non_finite(item, f"{path}[{index}]")
+            items.append(cleaned)
+            found += inner
+        return (items if found else value), found
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, [f"{path or 'the value'} ({value})"]
+    return value, []
+
+
+def _finite_extra(extra: dict[str, Any], where: str, report: CocoReport) -> dict[str, Any]:
+    cleaned, found = finite_json(extra)
+    for path in found:
+        report.add(where, f"{path} is not a finite number (JSON has no NaN or Infinity): stored as null",
+                   "repaired")
+    return cleaned
+
+
+def _extra(raw: dict, standard: frozenset[str], where: str, report: CocoReport) -> dict[str, Any] | None:
     extra = {key: value for key, value in raw.items() if key not in standard}
-    return extra or None
+    return _finite_extra(extra, where, report) or None
 
 
 def _id_key(value: Any) -> Any:
-    """A hashable key for a file's id (lists are not ids)."""
-    return value if isinstance(value, (int, float, str)) and not isinstance(value, bool) else None
+    """A hashable key for a file's id: its type kept (``True`` is not ``1``, ``"7"`` is not ``7``)
+    except that an integral float is its integer (``7.0`` is ``7``); ``None`` for what is no id
+    (lists, objects, NaN)."""
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return ("num", int(value) if value.is_integer() else value)
+    if isinstance(value, int):
+        return ("num", value)
+    return ("str", value) if isinstance(value, str) else None
+
+
+def _shown_id(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and len(str(abs(value))) > 24:
+        return f"{str(value)[:12]}...({len(str(abs(value)))} digits)"
+    return repr(value)
 
 
 class _IdMapper:
-    """The file's own ids -> integers: integer ids kept; an integral string (``"4"``) read as its
-    number when no integer id of the file is that number (so the id the person wrote survives an
-    export), the others numbered after the largest."""
+    """The file's own ids -> the store's integers (``0..MAX_ID``): such integers are kept (an
+    integral float, ``3.0``, is its integer); an integral string (``"4"``) is read as its number
+    when no integer id of the file is that number (so the id the person wrote survives an export);
+    every other id (strings, booleans, negative, beyond ``MAX_ID``, fractional) gets a fresh number
+    after the largest kept one, the same id always the same number."""
 
     def __init__(self, values: Iterable[Any]) -> None:
         values = list(values)
-        ints = {v for v in values if isinstance(v, int) and not isinstance(v, bool)}
-        numeric = {int(v) for v in values if isinstance(v, str) and v.strip().isdigit()}
-        self.next_id = max(ints | numeric, default=0) + 1
-        self.mapped: dict[Any, int] = {v: int(v) for v in values
-                                       if isinstance(v, str) and v.strip().isdigit() and int(v) not in ints}
-        taken: set[int] = set()
-        for value, number in list(self.mapped.items()):   # " 4" and "4": the second is numbered
-            if number in taken:
-                del self.mapped[value]
-            taken.add(number)
+        kept = {int(v) for v in values if _kept_int(v)}
+        self.mapped: dict[Any, int] = {}
+        self.used = set(kept)
+        for value in values:   # "4" and " 4": the first is read as 4 (when no id is the integer 4)
+            number = _string_number(value)
+            if number is not None and number not in self.used:
+                self.mapped[_id_key(value)] = number
+                self.used.add(number)
+        self.next_id = max(self.used, default=0) + 1
 
-    def __call__(self, value: Any) -> tuple[int, bool]:
-        """``(integer id, whether it was mapped)``."""
-        if isinstance(value, bool):
-            raise _Refused(f"id must be an integer or a string, got {value!r}")
-        if isinstance(value, int):
-            return value, False
-        if isinstance(value, float) and value.is_integer():
-            return int(value), False
-        if not isinstance(value, str) or not value:
-            raise _Refused(f"id must be an integer or a string, got {value!r}")
-        if value not in self.mapped:
-            self.mapped[value] = self.next_id
+    def __call__(self, value: Any) -> tuple[int, str]:
+        """``(integer id, the finding when it is not the file's own integer, else "")``.
+
+        Raises:
+            _Refused: not an id at all (a list, an object, ``null``, NaN or Infinity).
+        """
+        key = _id_key(value)
+        if key is None or value == "":
+            raise _Refused(f"id must be an integer or a string, got {_shown_id(value)}")
+        if _kept_int(value):
+            return int(value), ("" if isinstance(value, int) else f"id {value!r} read as the integer {int(value)}")
+        if key not in self.mapped:
+            self.mapped[key] = self.fresh()
+        number = self.mapped[key]
+        return number, _id_finding(value, number)
+
+    def fresh(self) -> int:
+        """An integer no id of the file uses (after the largest; from 0 up when that is ``MAX_ID``)."""
+        if self.next_id > MAX_ID:
+            self.next_id = 0
+        while self.next_id in self.used:
             self.next_id += 1
-        return self.mapped[value], True
+        self.used.add(self.next_id)
+        self.next_id += 1
+        return self.next_id - 1
 
 
-def _string_id_finding(value: str, number: int) -> str:
-    if value.strip().isdigit() and int(value) == number:
-        return f"string id {value!r} read as the integer {number}"
-    return f"string id {value!r} mapped to integer id {number}"
+def _kept_int(value: Any) -> bool:
+    """An integer (or integral float) id the store keeps as it is: ``0 <= id <= MAX_ID``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        return False
+    return 0 <= value <= MAX_ID
+
+
+def _string_number(value: Any) -> int | None:
+    """The number an integral string id stands for, if the store keeps it as it is."""
+    if isinstance(value, str) and value.strip().isdigit() and int(value) <= MAX_ID:
+        return int(value)
+    return None
+
+
+def _id_finding(value: Any, number: int) -> str:
+    if isinstance(value, str):
+        if _string_number(value) == number:
+            return f"string id {value!r} read as the integer {number}"
+        return f"string id {value!r} mapped to integer id {number}"
+    why = ("a boolean" if isinstance(value, bool) else "not an integer" if isinstance(value, float) and not
+           value.is_integer() else "negative" if value < 0 else f"beyond the largest id kept ({MAX_ID})")
+    return f"id {_shown_id(value)} is {why}: mapped to integer id {number}"
+
+
+def _reference(value: Any, ids: dict[Any, int], what: str) -> tuple[int | None, str]:
+    """The integer id an annotation's ``image_id``/``category_id`` means, and a finding when it was
+    written as another type than the id it names (``"2"`` or ``2.0`` for ``2``)."""
+    key = _id_key(value)
+    if key in ids:
+        found = ids[key]
+        converted = isinstance(value, float)
+    else:
+        try:
+            found = ids.get(("num", _int(value, what))) if isinstance(value, (str, float)) else None
+        except _Refused:
+            found = None
+        converted = found is not None
+    return found, (f"{what} {value!r} read as the integer {found}" if converted else "")
 
 
 # ------------------------------------------------------------------------------------ categories
 
 
-def _parse_categories(raw_categories: list, name: str,
-                      report: CocoReport) -> tuple[list[ParsedCategory], dict[int, int]]:
-    """The accepted categories, and ``{id: id of the first category of the same name}`` for a
-    name given twice (its annotations are read as that first category: a class is its name)."""
-    categories: list[ParsedCategory] = []
+def _parse_categories(raw_categories: list, name: str, parsed: ParsedCoco) -> None:
+    """The accepted categories into ``parsed``, with ``category_aliases``: ``{id: id of the first
+    category of the same name}`` for a name given twice (its annotations are read as that first
+    category: a class is its name)."""
+    report = parsed.report
+    mapper = _IdMapper(raw.get("id") for raw in raw_categories if isinstance(raw, dict))
     categories_by_index: dict[int, ParsedCategory] = {}
-    seen: dict[int, int] = {}
     by_name: dict[str, ParsedCategory] = {}
-    aliases: dict[int, int] = {}
     for index, raw in enumerate(raw_categories):
         where = f"categories[{index}] in {name}"
         try:
-            category = _parse_category(index, raw)
-            if category.coco_id in seen:
-                first = categories_by_index[seen[category.coco_id]]
-                report.add(where, f"duplicate category id {category.coco_id} (also categories[{first.index}] "
+            category, finding = _parse_category(index, raw, mapper)
+            key = _id_key(raw["id"])
+            if key in parsed.category_ids:
+                first = next(c for c in categories_by_index.values() if c.coco_id == parsed.category_ids[key])
+                report.add(where, f"duplicate category id {_shown_id(raw['id'])} (also categories[{first.index}] "
                            f"{first.name!r}): this entry ({category.name!r}) is left out; annotations with "
-                           f"category_id {category.coco_id} are read as {first.name!r}", "refused")
+                           f"category_id {_shown_id(raw['id'])} are read as {first.name!r}", "refused")
                 continue
         except _Refused as refusal:
             report.add(where, f"{refusal}; the category and its annotations are left out", "refused")
             continue
+        if finding:
+            report.add(where, finding, "repaired")
+        category.extra = _extra(raw, CATEGORY_KEYS, where, report)
         categories_by_index[index] = category
-        seen[category.coco_id] = index
+        parsed.category_ids[key] = category.coco_id
         first = by_name.get(category.name)
         if first is not None:
             report.add(f"categories[{index}] (id {category.coco_id}) in {name}", f"the name {category.name!r} is also categories["
                        f"{first.index}] (id {first.coco_id}): its annotations are read as category "
                        f"{first.coco_id}", "repaired")
-            aliases[category.coco_id] = first.coco_id
+            parsed.category_aliases[category.coco_id] = first.coco_id
             continue
         by_name[category.name] = category
-        categories.append(category)
-    return categories, aliases
+        parsed.categories.append(category)
 
 
-def _parse_category(index: int, raw: Any) -> ParsedCategory:
+def _parse_category(index: int, raw: Any, mapper: _IdMapper) -> tuple[ParsedCategory, str]:
     if not isinstance(raw, dict):
         raise _Refused(f"must be an object, not {_kind(raw)}")
     if "id" not in raw or "name" not in raw:
         raise _Refused("needs 'id' and 'name'")
-    coco_id = _int(raw["id"], "'id'")
+    coco_id, finding = mapper(raw["id"])
     name, supercategory = raw["name"], raw.get("supercategory")
     if not isinstance(name, str) or not name:
         raise _Refused("'name' must be a non-empty string")
     if not isinstance(supercategory, (str, type(None))):
         supercategory = str(supercategory)
-    return ParsedCategory(index, coco_id, name, supercategory, _extra(raw, CATEGORY_KEYS))
+    return ParsedCategory(index, coco_id, name, supercategory, None), finding
 
 
 # ---------------------------------------------------------------------------------------- images
 
 
-def _parse_images(
-    raw_images: list, name: str, report: CocoReport, sizer: ImageSizer | None,
-    locator: ImageLocator | None = None,
-) -> tuple[list[ParsedImage], dict[Any, int]]:
+@dataclass(frozen=True)
+class _ImageFiles:
+    """How image entries meet the files: their size on disk, the file a name means, the pixel limit."""
+
+    sizer: ImageSizer | None
+    locator: ImageLocator | None
+    max_pixels: int | None
+
+
+def _parse_images(raw_images: list, name: str, parsed: ParsedCoco, files: _ImageFiles) -> None:
+    """The accepted images into ``parsed`` (``images``, ``image_ids``, ``ambiguous_ids``).
+
+    An image is its file: entries naming one file (after :func:`normal_file_name` and the
+    locator) are one image, the later entries' ids read as the first's; an id that entries of
+    different files claim is refused with every entry and annotation of it."""
+    report = parsed.report
     mapper = _IdMapper(raw.get("id") for raw in raw_images if isinstance(raw, dict))
-    images: list[ParsedImage] = []
-    ids: dict[Any, int] = {}
-    by_name: dict[str, int] = {}
+    parsed.ambiguous_ids = _ambiguous_ids(raw_images, files.locator)
+    by_name: dict[str, ParsedImage] = {}
     for index, raw in enumerate(raw_images):
         file_id = raw.get("id") if isinstance(raw, dict) else None
         where = _image_where(index, raw, name)
+        key = _id_key(file_id)
         try:
-            if _id_key(file_id) in ids:
-                raise _Refused(f"duplicate image id {file_id!r}")
-            file_name = raw.get("file_name") if isinstance(raw, dict) else None
-            if isinstance(file_name, str) and file_name in by_name:
-                raise _Refused(f"duplicate file_name (also images[{by_name[file_name]}])")
+            if key in parsed.ambiguous_ids:
+                raise _Refused(parsed.ambiguous_ids[key])
             repairs: list[str] = []
-            image = _parse_image(index, raw, mapper, sizer, repairs, locator)
+            file_name = _image_file_name(raw, files.locator, repairs)
+            first = by_name.get(file_name)
+            if first is not None:
+                _same_file(raw, first, key, parsed, where, repairs)
+                continue
+            image = _parse_image(index, raw, file_name, mapper, files, repairs)
         except _Refused as refusal:
             report.add(where, f"{refusal}; the image and its annotations are left out", "refused")
             continue
         for repair in repairs:
             report.add(where, repair, "repaired")
-        if isinstance(file_id, str):
-            report.add(where, _string_id_finding(file_id, image.coco_id), "repaired")
-        ids[_id_key(file_id)] = image.coco_id
-        by_name[image.file_name] = index
-        images.append(image)
-    return images, ids
+        image.extra = _extra(raw, IMAGE_KEYS, where, report)
+        parsed.image_ids[key] = image.coco_id
+        by_name[image.file_name] = image
+        parsed.images.append(image)
+
+
+def _ambiguous_ids(raw_images: list, locator: ImageLocator | None) -> dict[Any, str]:
+    """Image ids that entries of different files claim -> the refusal that names the entries."""
+    claims: dict[Any, list[tuple[int, str]]] = {}
+    for index, raw in enumerate(raw_images):
+        if isinstance(raw, dict) and isinstance(raw.get("file_name"), str) and _id_key(raw.get("id")) is not None:
+            file_name = normal_file_name(raw["file_name"])
+            file_name = locator(file_name)[0] if locator is not None else file_name
+            claims.setdefault(_id_key(raw["id"]), []).append((index, file_name))
+    ambiguous = {}
+    for key, entries in claims.items():
+        if len({file_name for _, file_name in entries}) > 1:
+            named = ", ".join(f"images[{index}] '{file_name}'" for index, file_name in entries)
+            ambiguous[key] = (f"image id {_shown_id(key[1])} is claimed by {len(entries)} entries of different files "
+                              f"({named}): which picture an annotation of it lies on cannot be told")
+    return ambiguous
+
+
+def _same_file(raw: dict, first: ParsedImage, key: Any, parsed: ParsedCoco, where: str,
+               repairs: list[str]) -> None:
+    """A later entry naming ``first``'s file: its id is read as ``first``'s (reported)."""
+    if key is None:
+        raise _Refused(f"id must be an integer or a string, got {_shown_id(raw['id'])}")
+    width, height = raw.get("width"), raw.get("height")
+    if (width, height) != (None, None) and (width, height) != (first.width, first.height):
+        raise _Refused(f"the same file as {first.where} but {width}x{height} (width x height), not "
+                       f"{first.width}x{first.height}")
+    for repair in repairs:
+        parsed.report.add(where, repair, "repaired")
+    if key in parsed.image_ids:
+        parsed.report.add(where, f"an earlier entry has this id and file ({first.where} is that file): read as "
+                                 f"one image", "repaired")
+        return
+    parsed.image_ids[key] = first.coco_id
+    parsed.report.add(where, f"the same file as {first.where}: one image; annotations with image_id "
+                             f"{_shown_id(raw['id'])} are read as on it (image {first.coco_id})", "repaired")
 
 
 def _image_where(index: int, raw: Any, name: str) -> str:
     if not isinstance(raw, dict):
         return f"images[{index}] in {name}"
     label = f" '{raw['file_name']}'" if isinstance(raw.get("file_name"), str) else ""
-    return f"images[{index}] (id {raw.get('id')!r}){label} in {name}"
+    return f"images[{index}] (id {_shown_id(raw.get('id'))}){label} in {name}"
 
 
-def _parse_image(index: int, raw: Any, mapper: _IdMapper, sizer: ImageSizer | None,
-                 repairs: list[str], locator: ImageLocator | None = None) -> ParsedImage:
-    """One ``images`` entry; what was repaired in it is appended to ``repairs``."""
+def _image_file_name(raw: Any, locator: ImageLocator | None, repairs: list[str]) -> str:
+    """The entry's file name in its normal form, as found on disk by ``locator``."""
     if not isinstance(raw, dict):
         raise _Refused(f"must be an object, not {_kind(raw)}")
     if "id" not in raw:
         raise _Refused("missing 'id'")
     file_name = raw.get("file_name")
-    if not isinstance(file_name, str) or not file_name:
-        raise _Refused("'file_name' must be a non-empty string")
+    if not isinstance(file_name, str) or not file_name or normal_file_name(file_name) == ".":
+        raise _Refused("'file_name' must be a non-empty string naming a file")
+    normal = normal_file_name(file_name)
+    if normal != file_name:
+        repairs.append(f"file_name {file_name!r} is written {normal!r} (one spelling per file)")
     if locator is not None:
-        found, why = locator(file_name)
-        if found != file_name:
-            repairs.append(f"no file called {file_name!r}; the file {found!r} is this image ({why})")
-            file_name = found
-    coco_id, _ = mapper(raw["id"])
+        found, why = locator(normal)
+        if found != normal:
+            repairs.append(f"no file called {normal!r}; the file {found!r} is this image ({why})")
+            return found
+    return normal
+
+
+def _parse_image(index: int, raw: dict, file_name: str, mapper: _IdMapper, files: _ImageFiles,
+                 repairs: list[str]) -> ParsedImage:
+    """One ``images`` entry; what was repaired in it is appended to ``repairs``."""
+    coco_id, finding = mapper(raw["id"])
+    if finding:
+        repairs.append(finding)
     width, height = raw.get("width"), raw.get("height")
-    on_disk = _size_on_disk(file_name, sizer)
+    if width is not None or height is not None:   # refused before the file is read
+        width, height = _int(width, "'width'"), _int(height, "'height'")
+        _check_json_size(width, height, files.max_pixels)
+    on_disk = _size_on_disk(file_name, files.sizer)
     if width is None and height is None and on_disk is not None:
         width, height = on_disk
         repairs.append(f"no width/height: the file's size {width}x{height} (width x height) is used")
     width, height = _int(width, "'width'"), _int(height, "'height'")
-    if width <= 0 or height <= 0:
-        raise _Refused(f"size {width}x{height} is not positive")
     if on_disk is not None and on_disk != (width, height):
         raise _Refused(
             f"the JSON says {width}x{height} (width x height) but the file is {on_disk[0]}x{on_disk[1]} "
             f"(after EXIF orientation); no mask is read at the wrong size")
-    return ParsedImage(index, coco_id, file_name, width, height, _extra(raw, IMAGE_KEYS), raw["id"])
+    return ParsedImage(index, coco_id, file_name, width, height, None, raw["id"])
+
+
+def _check_json_size(width: int, height: int, limit: int | None) -> None:
+    from fastinst.images import max_pixels
+
+    if width <= 0 or height <= 0:
+        raise _Refused(f"size {width}x{height} is not positive")
+    allowed = max_pixels(limit)
+    if width * height > allowed:
+        raise _Refused(f"the JSON says {_shown_id(width)}x{_shown_id(height)} (width x height), over the "
+                       f"pixel limit of {allowed:,}; raise it with --max-pixels or FASTINST_MAX_PIXELS")
 
 
 def _size_on_disk(file_name: str, sizer: ImageSizer | None) -> tuple[int, int] | None:
@@ -625,26 +879,27 @@ def _parse_annotations(
     category_ids = {category.coco_id for category in parsed.categories}
     standard = ANNOTATION_KEYS | {"score"} if keep_scores else ANNOTATION_KEYS
     mapper = _IdMapper(raw.get("id") for raw in raw_annotations if isinstance(raw, dict))
-    seen: set[int] = set()
+    seen: dict[int, str] = {}
     accepted = []
     for index, raw in enumerate(raw_annotations):
         file_id = raw.get("id") if isinstance(raw, dict) else None
-        where = f"annotations[{index}]" + (f" (id {file_id!r})" if file_id is not None else "") + f" in {name}"
+        where = f"annotations[{index}]" + (f" (id {_shown_id(file_id)})" if file_id is not None else "") + f" in {name}"
         try:
             ann = _parse_annotation(index, raw, where, parsed, images, category_ids, mapper, keep_scores,
                                     results)
-            if ann.coco_id in seen:
-                if not results:
-                    raise _Refused(f"duplicate annotation id {file_id!r}")
-                ann.coco_id, _ = mapper(f"#{index}")
         except _Refused as refusal:
             parsed.report.add(where, f"{refusal}; the annotation is left out", "refused")
             image_id = parsed.image_ids.get(_id_key(raw.get("image_id"))) if isinstance(raw, dict) else None
             if image_id is not None:
                 parsed.incomplete_images.add(image_id)
             continue
-        seen.add(ann.coco_id)
-        ann.extra = _extra(raw, standard)
+        if ann.coco_id in seen:
+            repeated, ann.coco_id = ann.coco_id, mapper.fresh()
+            if not results:
+                parsed.report.add(where, f"annotation id {repeated} is also {seen[repeated]}'s: given id "
+                                         f"{ann.coco_id} (the object is kept)", "repaired")
+        seen[ann.coco_id] = f"annotations[{index}]"
+        ann.extra = _extra(raw, standard, where, parsed.report)
         accepted.append(ann)
     return accepted
 
@@ -656,22 +911,22 @@ def _parse_annotation(
     report = parsed.report
     if not isinstance(raw, dict):
         raise _Refused(f"must be an object, not {_kind(raw)}")
-    if raw.get("id") is None:
-        coco_id, _ = mapper(f"#{index}")
+    if raw.get("id") is None or _id_key(raw["id"]) is None or raw["id"] == "":
+        coco_id = mapper.fresh()   # an annotation's id only names it: an unusable one is replaced
         if not results:
-            report.add(where, f"no 'id': given id {coco_id}", "repaired")
+            missing = "no 'id'" if raw.get("id") is None else f"id {_shown_id(raw['id'])} is no integer or string"
+            report.add(where, f"{missing}: given id {coco_id}", "repaired")
     else:
-        coco_id, was_mapped = mapper(raw["id"])
-        if was_mapped:
-            report.add(where, _string_id_finding(raw["id"], coco_id), "repaired")
-    image = _annotation_image(raw.get("image_id"), parsed.image_ids, images)
-    category_id = _int(raw.get("category_id"), "'category_id'")
+        coco_id, finding = mapper(raw["id"])
+        if finding:
+            report.add(where, finding, "repaired")
+    image, image_finding = _annotation_image(raw.get("image_id"), parsed, images)
+    category_id, category_finding = _reference(raw.get("category_id"), parsed.category_ids, "category_id")
+    if category_id is None:
+        raise _Refused(f"category_id {_shown_id(raw.get('category_id'))} is not in categories")
     category_id = parsed.category_aliases.get(category_id, category_id)
     if category_id not in category_ids:
         raise _Refused(f"category_id {category_id} is not in categories")
-    for key, value in (("image_id", raw.get("image_id")), ("category_id", raw.get("category_id"))):
-        if isinstance(value, float) or (key == "category_id" and isinstance(value, str)):
-            report.add(where, f"{key} {value!r} read as the integer {int(float(value))}", "repaired")
     iscrowd = raw.get("iscrowd", 0)
     if iscrowd not in (0, 1) or isinstance(iscrowd, float):
         raise _Refused(f"'iscrowd' must be 0 or 1, got {iscrowd!r}")
@@ -684,43 +939,43 @@ def _parse_annotation(
     area, bbox = rle.area_and_bbox(counts, image.height, image.width)
     if area == 0:
         raise _Refused("the mask is empty (zero area)")
+    score = _score(raw) if keep_scores else None
+    if results and score is None:
+        raise _Refused("no 'score': a result needs one (is this a dataset file rather than results?)")
+    for finding in (image_finding, category_finding):
+        if finding:
+            report.add(where, finding, "repaired")
     if not results:
         _report_bad_geometry(raw, where, area, bbox, report)
-    parsed.kinds[kind] = parsed.kinds.get(kind, 0) + 1
-    score = _score(raw) if keep_scores else None
     return ParsedAnnotation(coco_id, image.coco_id, category_id, counts, area, bbox, bool(iscrowd), score,
-                            None, index, raw.get("id"))
+                            None, index, raw.get("id"), kind)
 
 
-def _annotation_image(value: Any, image_ids: dict[Any, int], images: dict[int, ParsedImage]) -> ParsedImage:
-    key = _id_key(value)
-    coco_id = image_ids.get(key)
-    if coco_id is None and isinstance(value, (str, float)):  # "7" or 7.0 for an int id 7
-        try:
-            coco_id = image_ids.get(_int(value, "'image_id'"))
-        except _Refused:
-            coco_id = None
+def _annotation_image(value: Any, parsed: ParsedCoco, images: dict[int, ParsedImage]) -> tuple[ParsedImage, str]:
+    """The image an ``image_id`` names, and the finding of :func:`_reference`."""
+    if _id_key(value) in parsed.ambiguous_ids:
+        raise _Refused(parsed.ambiguous_ids[_id_key(value)])
+    coco_id, finding = _reference(value, parsed.image_ids, "image_id")
     if coco_id is None or coco_id not in images:
-        raise _Refused(f"image_id {value!r} is not in images (or its image was left out)")
-    return images[coco_id]
+        raise _Refused(f"image_id {_shown_id(value)} is not in images (or its image was left out)")
+    return images[coco_id], finding
 
 
 def _report_bad_geometry(raw: dict, where: str, area: int, bbox: tuple[float, ...], report: CocoReport) -> None:
-    """Report an unusable ``bbox``/``area`` (negative, non-numeric). Stored values always come from
-    the mask, so a missing one is simply computed, without a finding."""
+    """Report an unusable ``bbox``/``area`` (negative, non-numeric, non-finite). Stored values always
+    come from the mask, so a missing one is simply computed, without a finding."""
     given_bbox = raw.get("bbox")
     if given_bbox is not None and not _usable_box(given_bbox):
         report.add(where, f"bbox {given_bbox!r} replaced by the mask's {[int(v) for v in bbox]}", "repaired")
     given_area = raw.get("area")
-    if given_area is not None and not (isinstance(given_area, (int, float)) and not isinstance(given_area, bool)
-                                       and math.isfinite(given_area) and given_area > 0):
-        report.add(where, f"area {given_area!r} replaced by the mask's {area}", "repaired")
+    if given_area is not None and not (is_finite_number(given_area) and given_area > 0):
+        report.add(where, f"area {_shown_id(given_area)} replaced by the mask's {area}", "repaired")
 
 
 def _usable_box(box: Any) -> bool:
     if not isinstance(box, list) or len(box) != 4:
         return False
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box):
+    if not all(is_finite_number(v) for v in box):
         return False
     return box[2] > 0 and box[3] > 0
 
@@ -729,8 +984,8 @@ def _score(raw: dict) -> float | None:
     score = raw.get("score")
     if score is None:
         return None
-    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
-        raise _Refused(f"'score' must be a finite number, got {score!r}")
+    if not is_finite_number(score):
+        raise _Refused(f"'score' must be a finite number, got {_shown_id(score)}")
     return float(score)
 
 
@@ -775,9 +1030,12 @@ def _ring_coordinates(polygon: Any, part: int) -> np.ndarray:
         raise _Refused(f"polygon {part} must be a list of numbers, got {_kind(polygon)}")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in polygon):
         raise _Refused(f"polygon {part} must be a list of numbers")
-    coords = np.asarray(polygon, dtype=np.float64)
+    try:
+        coords = np.asarray(polygon, dtype=np.float64)
+    except OverflowError:   # an integer beyond a double
+        coords = np.array([np.inf])
     if not np.isfinite(coords).all():
-        raise _Refused(f"polygon {part} has a non-finite coordinate")
+        raise _Refused(f"segmentation polygon {part} has a non-finite coordinate (NaN, Infinity or beyond a double)")
     return coords
 
 
@@ -811,6 +1069,8 @@ def _rle_counts(segmentation: dict, image: ParsedImage) -> tuple[str, str]:
     if isinstance(counts, list):
         if not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
             raise _Refused("uncompressed RLE counts must be integers")
+        if not all(0 <= c <= image.height * image.width for c in counts):
+            raise _Refused(f"uncompressed RLE counts must lie in 0..{image.height * image.width} (the image's pixels)")
         _check_runs(np.asarray(counts, dtype=np.int64), image)
         return rle.uncompressed_to_counts(counts, image.height, image.width), "rle_uncompressed"
     raise _Refused("RLE 'counts' must be a string or a list of integers")

@@ -213,11 +213,14 @@ class Store:
         include: str = "accepted",
         polygons: bool = False,
         kept_rle: list[int] | None = None,
+        repaired: list[str] | None = None,
     ) -> Path:
-        """Write the dataset as COCO JSON, atomically (see :func:`coco_export.export_coco`)."""
+        """Write the dataset as COCO JSON, atomically (see :func:`coco_export.export_coco`);
+        ``repaired`` gets a line per non-finite value written as null."""
         return coco_export.export_coco(
             self.engine, dataset_id, out_path,
             only_reviewed=only_reviewed, include=include, polygons=polygons, kept_rle=kept_rle,
+            repaired=repaired,
         )
 
     def export_results(

@@ -21,9 +21,9 @@ import numpy as np
 from sqlalchemy.exc import IntegrityError
 
 from annotations import ConflictError, DatasetRecord, ImageRecord, InvalidInputError, NotFoundError, Store
-from annotations.coco_parse import UPLOAD_FOLDER
+from annotations.coco_parse import UPLOAD_FOLDER, normal_file_name
 from fastinst.errors import ImageError
-from fastinst.images import IMAGE_SUFFIXES, image_size
+from fastinst.images import IMAGE_SUFFIXES, decoded_size
 from app.session import LRUCache, ModelSlot
 
 PROPOSAL_FLOOR = 0.05     # predictions below this score are not stored at all
@@ -457,15 +457,16 @@ class Project:
         return [e.id for e in self.images() if e.review_state != "reviewed"
                 and any(i.state == "proposed" for i in self.instances(e.id, e.revision))]
 
-    def export_coco(self, only_reviewed: bool = True) -> Path:
+    def export_coco(self, only_reviewed: bool = True, repaired: list[str] | None = None) -> Path:
         """Write the accepted annotations (of reviewed images only, by default) as COCO JSON, to
         ``<work dir>/exports/<project name>-<dataset id>.reviewed.json`` (or ``.all_images.json``):
-        one file per project, so the projects of one data folder never overwrite each other's."""
+        one file per project, so the projects of one data folder never overwrite each other's.
+        ``repaired`` gets a line per value written as null (see :meth:`Store.export_coco`)."""
         name = re.sub(r"[^\w.-]+", "_", self.store.dataset(self.dataset_id).name).strip("_.") or "project"
         kind = "reviewed" if only_reviewed else "all_images"
         out = self.work_dir / "exports" / f"{name}-{self.dataset_id}.{kind}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        return self.store.export_coco(self.dataset_id, out, only_reviewed=only_reviewed)
+        return self.store.export_coco(self.dataset_id, out, only_reviewed=only_reviewed, repaired=repaired)
 
 
 def _placed_at(extra: dict[str, Any] | None) -> tuple[int, int] | None:
@@ -594,17 +595,18 @@ def image_files(folder: Path) -> list[Path]:
 
 
 def add_folder_images(store: Store, dataset_id: int, folder: Path) -> tuple[int, list[str]]:
-    """Add the folder's images that the dataset does not have yet. Returns (added, skipped
-    messages) — unreadable files are skipped with the reason, never abort the import."""
-    known = {r.file_name for r in store.list_images(dataset_id)}
+    """Add the folder's images that the dataset does not have yet, each decoded fully once
+    (:func:`fastinst.images.decoded_size`). Returns (added, skipped messages) — unreadable,
+    truncated or corrupt files are skipped with the reason, never abort the import."""
+    known = {normal_file_name(r.file_name) for r in store.list_images(dataset_id)}   # ./a.png is a.png
     added, skipped = 0, []
     for rel in image_files(folder):
         name = rel.as_posix()
         if name in known:
             continue
         try:
-            width, height = image_size(folder / rel)
-        except ImageError as e:  # unreadable or over the pixel limit: reported and skipped
+            width, height = decoded_size(folder / rel)
+        except ImageError as e:  # unreadable, truncated or over the pixel limit: reported and skipped
             skipped.append(f"{name}: {e}")
             continue
         store.add_image(dataset_id, name, width, height)

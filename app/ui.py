@@ -816,14 +816,17 @@ def wire_coco_tab(w: Wiring, k: dict[str, Any]) -> None:
         return "imported: " + project.import_coco(Path(path))
 
     def do_export(only_reviewed: bool) -> tuple[Any, str]:
+        repaired: list[str] = []
         try:
-            out = project.export_coco(bool(only_reviewed))
+            out = project.export_coco(bool(only_reviewed), repaired)
         except _expected_errors() as e:
             gr.Warning(str(e))
             return None, f"⚠ {e}"
         undecided = project.undecided_images()
         note = (f" · ⚠ {len(undecided)} exported images still have undecided proposals, which are not in "
                 "the file: review them before using it as ground truth" if undecided and not only_reviewed else "")
+        if repaired:
+            note += f" · {len(repaired)} values written as null:\n\n" + "\n".join(f"- {line}" for line in repaired)
         return str(out), f"exported to `{out}`{note}"
 
     def add_images(st: SessionState, files: list[str] | None, progress: gr.Progress = gr.Progress()) -> list[Any]:

@@ -112,7 +112,8 @@ def load_predictor(weights: str | Path, *, model: Optional[str] = None, preset: 
 
     Raises:
         CheckpointError: the file holds another model than ``model`` (the message names both), an
-            unknown preset, a released FastInst file without ``preset``, or any loading fault.
+            unknown preset, a ``.pth``/``.pkl`` taken for FastInst's without ``preset``, or any loading
+            fault.
     """
     path = Path(weights)
     if not path.is_file():
@@ -129,9 +130,11 @@ def load_predictor(weights: str | Path, *, model: Optional[str] = None, preset: 
     if found == "queryinst":
         from queryinst.presets import preset_for_file
         preset = preset or preset_for_file(path.name)
-    if not preset:
-        raise CheckpointError(f"{path.name} is a released {display_name(found)} checkpoint: give its --preset "
-                              f"(one of {', '.join(presets(found))})")
+    if not preset:   # what a .pth holds is not known before it is loaded: it is not named
+        raise CheckpointError(f"{path.name} is not one of our checkpoints (.safetensors): if it is a released "
+                              f"{display_name(found)} checkpoint, give its --preset (one of "
+                              f"{', '.join(presets(found))}); weights of other models (e.g. Mask2Former) "
+                              f"cannot be loaded")
     if preset not in package.PRESETS:
         raise CheckpointError(f"unknown {display_name(found)} preset {preset!r}; choose one of "
                               f"{', '.join(presets(found))}")

@@ -14,6 +14,8 @@ Rules (each fixes a real file that broke an entry point, see ``shared/cases``):
   image raises :class:`ImageTooLargeError` naming the file, its size and how to raise the limit.
   Pillow's own decompression-bomb check is replaced by this one.
 - An unreadable or corrupt file raises :class:`ImageError` naming the file; never a raw traceback.
+  :func:`image_size` reads the header only; :func:`decoded_size` also decodes every pixel (a JPEG
+  truncated at the end has a good header), as imports do once per new image.
 """
 from __future__ import annotations
 
@@ -74,6 +76,25 @@ def image_size(path: Union[str, Path], *, limit: Optional[int] = None) -> Tuple[
         _check_pixels(path, width, height, limit)
         if _orientation(im) in _TRANSPOSED_ORIENTATIONS:
             width, height = height, width
+    return width, height
+
+
+def decoded_size(path: Union[str, Path], *, limit: Optional[int] = None) -> Tuple[int, int]:
+    """``(width, height)`` after EXIF orientation, like :func:`image_size`, after decoding every
+    pixel once (what an import does with a new file): a file truncated at the end or corrupt in its
+    data, whose header reads fine, is refused here rather than in a training worker.
+
+    Raises:
+        ImageError: missing, unreadable, truncated or corrupt file (the message names it).
+        ImageTooLargeError: more pixels than the limit, checked before decoding.
+    """
+    path = Path(path)
+    width, height = image_size(path, limit=limit)
+    with _open(path) as im:
+        try:
+            im.load()
+        except _READ_ERRORS as exc:
+            raise ImageError(f"cannot decode image {path.name}: {exc}") from None
     return width, height
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from pycocotools import mask as mask_utils
 from annotations import CocoFormatError
 from annotations.coco_parse import parse_coco
 from annotations.rle import decode_mask
+import fastinst.images  # noqa: F401  the reader's pixel limit, imported once outside the timed reads
 
 
 def random_mask(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -139,11 +141,32 @@ def check_document(document: dict) -> None:
         rows, cols = np.nonzero(mask)
         assert ann.bbox == (cols.min(), rows.min(), cols.max() - cols.min() + 1, rows.max() - rows.min() + 1)
         assert ann.category_id in {c.coco_id for c in parsed.categories}
+    check_what_the_store_can_hold(document, parsed)
     refused = {f.where for f in parsed.report.refused}
     accepted_positions = {a.index for a in parsed.annotations}
     for position in range(len(document["annotations"])):
         if position not in accepted_positions:  # every left-out annotation is named in the report
             assert any(where.startswith(f"annotations[{position}]") for where in refused), position
+
+
+def check_what_the_store_can_hold(document: dict, parsed) -> None:
+    """Ids in the store's range, standard JSON only, one image per file, nothing on a shared id."""
+    import json
+    import posixpath
+    for item in (*parsed.images, *parsed.categories, *parsed.annotations):
+        assert 0 <= item.coco_id <= 2**31 - 1
+        json.dumps(item.extra, allow_nan=False)
+    json.dumps(parsed.info, allow_nan=False)
+    assert len({i.file_name for i in parsed.images}) == len(parsed.images)
+    files: dict = {}
+    for raw in document["images"]:
+        if isinstance(raw, dict) and isinstance(raw.get("file_name"), str):
+            key = (type(raw.get("id")) is bool, raw.get("id")) if not isinstance(raw.get("id"), (list, dict)) else None
+            files.setdefault(key, set()).add(posixpath.normpath(raw["file_name"].replace("\\", "/")))
+    for ann in parsed.annotations:
+        image_id = document["annotations"][ann.index]["image_id"]
+        key = (type(image_id) is bool, image_id)
+        assert len(files.get(key, ())) <= 1, (image_id, files[key])
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -185,3 +208,154 @@ def test_a_category_name_given_twice_is_one_class_and_reported() -> None:
     assert [a.category_id for a in parsed.annotations] == [1, 1]
     assert parsed.report.lines() == ["repaired: categories[1] (id 4) in twice.json: the name 'circle' is also "
                                      "categories[0] (id 1): its annotations are read as category 1"]
+
+
+# ------------------------------------------- files as tools write them: numbers, ids, names, image bytes
+
+
+def odd_number(rng: np.random.Generator):
+    """A value that JSON readers accept but a store may not hold."""
+    return [float("nan"), float("inf"), float("-inf"), 10**400, 2**70, -3, 1e308 * 10][int(rng.integers(0, 7))]
+
+
+def odd_extra(rng: np.random.Generator, depth: int = 0):
+    kind = rng.choice(["number", "odd", "text", "list", "dict"] if depth < 3 else ["number", "odd", "text"])
+    if kind == "number":
+        return float(rng.uniform(-5, 5))
+    if kind == "odd":
+        return odd_number(rng)
+    if kind == "text":
+        return "x"
+    if kind == "list":
+        return [odd_extra(rng, depth + 1) for _ in range(int(rng.integers(0, 3)))]
+    return {f"k{k}": odd_extra(rng, depth + 1) for k in range(int(rng.integers(0, 3)))}
+
+
+def odd_id(rng: np.random.Generator, pool: list):
+    kind = rng.choice(["plain"] * 4 + ["odd", "bool", "float", "str", "dup"])
+    if kind == "odd":
+        return odd_number(rng)
+    if kind == "bool":
+        return bool(rng.integers(0, 2))
+    if kind == "float":
+        return float(rng.integers(0, 9)) + float(rng.choice([0.0, 0.5]))
+    if kind == "str":
+        return str(rng.integers(0, 9))
+    if kind == "dup" and pool:
+        return pool[int(rng.integers(0, len(pool)))]
+    return int(rng.integers(0, 9))
+
+
+NAMES = ["a.png", "./a.png", "sub/../a.png", "b.png", "sub\\c.png", "sub//c.png", "sub/c.png", "d.jpg"]
+
+
+def odd_document(rng: np.random.Generator) -> dict:
+    """A file with the faults of issue 20 mixed in: non-finite and huge numbers anywhere, ids of
+    every type and size, one id on two files, one file under several spellings and ids."""
+    images, ids = [], []
+    for _ in range(int(rng.integers(1, 5))):
+        image_id = odd_id(rng, ids)
+        ids.append(image_id)
+        entry = {"id": image_id, "file_name": NAMES[int(rng.integers(0, len(NAMES)))], "width": 32, "height": 24}
+        if rng.random() < 0.3:
+            entry["meta"] = odd_extra(rng)
+        if rng.random() < 0.1:
+            entry["width"] = odd_number(rng)
+        images.append(entry)
+    categories = [{"id": odd_id(rng, []) if rng.random() < 0.3 else 1, "name": "part"}]
+    if rng.random() < 0.3:
+        categories[0]["extra"] = odd_extra(rng)
+    annotations = []
+    for _ in range(int(rng.integers(0, 6))):
+        ring = [float(v) for v in rng.uniform(0, 24, 8)]
+        if rng.random() < 0.15:
+            ring[int(rng.integers(0, 8))] = odd_number(rng)
+        entry = {"id": odd_id(rng, [a["id"] for a in annotations]), "image_id": images[int(rng.integers(0, len(images)))]["id"],
+                 "category_id": categories[0]["id"], "segmentation": [ring], "iscrowd": 0}
+        for key in ("bbox", "area", "attributes", "score"):
+            if rng.random() < 0.2:
+                entry[key] = odd_extra(rng) if key == "attributes" else (
+                    [odd_number(rng), 1, 2, 3] if key == "bbox" else odd_number(rng))
+        annotations.append(entry)
+    document = {"images": images, "categories": categories, "annotations": annotations}
+    if rng.random() < 0.3:
+        document["info"] = odd_extra(rng)
+    return document
+
+
+def image_bytes(rng: np.random.Generator, name: str) -> bytes:
+    """A real 32x24 image, maybe truncated, with flipped bytes, or not an image at all."""
+    import io
+    from PIL import Image
+    buffer = io.BytesIO()
+    pixels = rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, "JPEG" if name.endswith(".jpg") else "PNG")
+    data = bytearray(buffer.getvalue())
+    kind = rng.choice(["good"] * 3 + ["cut", "flip", "garbage"])
+    if kind == "cut":
+        return bytes(data[:int(rng.integers(1, len(data)))])
+    if kind == "flip":
+        for _ in range(int(rng.integers(1, 6))):
+            data[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
+    if kind == "garbage":
+        return rng.bytes(int(rng.integers(0, 64)))
+    return bytes(data)
+
+
+def check_image_bytes(path: Path) -> None:
+    """The image loader reads a file or refuses it naming it; nothing else escapes."""
+    from fastinst import ImageError
+    from fastinst.images import decoded_size, load_image
+    try:
+        size = decoded_size(path)
+    except ImageError as error:
+        assert path.name in str(error)
+        return
+    try:
+        assert load_image(path).shape == (size[1], size[0], 3)
+    except ImageError as error:    # decoded once; a second decode may still meet what Pillow let pass
+        assert path.name in str(error)
+
+
+def check_import_and_export(store, root: Path, document: dict, tag: str) -> None:
+    """Imported with a report, or refused naming the item; the store exports standard JSON after."""
+    import json
+    path = root / f"{tag}.json"
+    path.write_text(json.dumps(document))
+    dataset = store.create_dataset(tag, root / "images")
+    try:
+        report = store.import_coco(dataset, path)
+    except CocoFormatError as error:
+        assert f"{tag}.json" in str(error), str(error)
+    else:
+        assert report.lines()[0].startswith("imported ")
+        assert report.annotations_added == sum(i.num_annotations for i in store.list_images(dataset))
+    text = store.export_coco(dataset, root / f"{tag}.out.json").read_text()
+    exported = json.loads(text, parse_constant=lambda token: pytest.fail(f"{token} in the export of {tag}"))
+    assert all(0 <= a["id"] <= 2**31 - 1 for a in exported["annotations"])
+
+
+def fuzz_files(tmp_path: Path, seed: int, documents: int) -> None:
+    from annotations import Store
+    rng = np.random.default_rng(seed)
+    with Store(f"sqlite:///{tmp_path / 'fuzz.db'}") as store:
+        for number in range(documents):
+            images = tmp_path / "images"
+            for name in ("a.png", "b.png", "sub/c.png", "d.jpg"):
+                (images / name).parent.mkdir(parents=True, exist_ok=True)
+                (images / name).write_bytes(image_bytes(rng, name))
+                check_image_bytes(images / name)
+            document = odd_document(rng)
+            check_document(copy.deepcopy(document))
+            check_import_and_export(store, tmp_path, document, f"fuzz{seed}-{number}")
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_odd_files_import_with_a_report_or_are_refused_by_name_and_always_export(tmp_path: Path, seed: int):
+    fuzz_files(tmp_path, seed, 12)
+
+
+@pytest.mark.slow
+def test_odd_files_long_run(tmp_path: Path):
+    for seed in range(100, 110):
+        fuzz_files(tmp_path / str(seed), seed, 60)

@@ -303,6 +303,64 @@ def test_22_huge_image_is_refused_by_name_everywhere(store: Store, tmp_path: Pat
     assert added == 0 and "pixel limit" in skipped[0]
 
 
+def standard_json(path: Path) -> dict:
+    """A file as a browser's JSON.parse reads it (RFC 8259: no NaN or Infinity tokens)."""
+    return json.loads(path.read_text(), parse_constant=lambda token: pytest.fail(f"{token} in {path.name}"))
+
+
+def test_24_nan_and_infinity_never_enter_the_store_and_every_export_is_standard_json(store: Store, tmp_path: Path):
+    folder = case("24_nan_infinity_values")
+    dataset, report = imported(store, folder)
+    lines = report.lines()
+    for start in ("repaired: images[0] (id 1) 'nan.png' in annotations.json: meta.gps_altitude (-inf)",
+                  "repaired: annotations[0] (id 1) in annotations.json: bbox [nan, nan, nan, nan] replaced",
+                  "repaired: annotations[0] (id 1) in annotations.json: area nan replaced by the mask's 80",
+                  "repaired: annotations[1] (id 2) in annotations.json: bbox [20, 3, inf, 6] replaced",
+                  "repaired: annotations[1] (id 2) in annotations.json: area inf replaced by the mask's 60",
+                  "refused: annotations[2] (id 3) in annotations.json: segmentation polygon 0 has a non-finite",
+                  "repaired: annotations[3] (id 4) in annotations.json: attributes.track_confidence (nan)"):
+        assert any(line.startswith(start) for line in lines), (start, lines)
+    exported = standard_json(store.export_coco(dataset, tmp_path / "e.json"))
+    by_id = {a["id"]: a for a in exported["annotations"]}
+    assert sorted(by_id) == [1, 2, 4]
+    assert (by_id[1]["area"], by_id[1]["bbox"]) == (80, [2, 2, 10, 8])
+    assert (by_id[2]["area"], by_id[2]["bbox"]) == (60, [20, 3, 10, 6])
+    assert by_id[4]["area"] == 120 and by_id[4]["attributes"] == {"occluded": False, "track_confidence": None}
+    assert exported["images"][0]["meta"] == {"gps_altitude": None, "camera": "cam-3"}
+    from app.config import StudioConfig
+    from app.startup import open_project
+    config = StudioConfig(images=folder / "images", coco=folder / "annotations.json", weights=DEMO_MODEL,
+                          device="cpu", data_dir=tmp_path / "studio")     # launch.py --images images --coco ...
+    project = open_project(config, log=lambda line: None)
+    studio = standard_json(project.export_coco(only_reviewed=False))
+    assert sorted(a["area"] for a in studio["annotations"]) == [60, 80, 120]
+    losses = short_training(folder / "annotations.json", folder / "images", tmp_path / "run")
+    assert losses and all(np.isfinite(losses))
+
+
+def test_27_an_id_two_pictures_claim_attaches_nothing_and_one_file_is_one_image(store: Store, tmp_path: Path):
+    folder = case("27_duplicate_image_entries")
+    dataset, report = imported(store, folder)
+    lines = report.lines()
+    for start in ("refused: images[0] (id 7) 'cam1.png' in annotations.json: image id 7 is claimed by 2 entries",
+                  "refused: images[1] (id 7) 'cam2.png' in annotations.json: image id 7 is claimed by 2 entries",
+                  "refused: annotations[0] (id 1) in annotations.json: image id 7 is claimed",
+                  "refused: annotations[1] (id 2) in annotations.json: image id 7 is claimed",
+                  "repaired: images[3] (id 9) 'frame.png' in annotations.json: the same file as images[2] (id 8)",
+                  "refused: annotations[4] (id 5) in annotations.json: image_id 99 is not in images"):
+        assert any(line.startswith(start) for line in lines), (start, lines)
+    document = json.loads((folder / "annotations.json").read_text())
+    polygons = {a["id"]: a["segmentation"] for a in document["annotations"]}
+
+    def area_of(ann_id: int) -> int:
+        return int(mask_utils.area(mask_utils.merge(mask_utils.frPyObjects(polygons[ann_id], 24, 32))))
+    stored = {i.file_name: sorted(int(a.mask.sum()) for a in store.annotations(i.id)) for i in store.list_images(dataset)}
+    assert stored == {"frame.png": sorted([area_of(3), area_of(4)])}
+    training = CocoInstances(folder / "annotations.json", folder / "images")
+    assert [training.coco.imgs[i]["file_name"] for i in training.image_ids] == ["frame.png"]
+    assert sorted(int(m.sum()) for m in training.load(0)["masks"]) == stored["frame.png"]
+
+
 def test_every_entry_point_gives_the_same_report(store: Store, tmp_path: Path):
     """Store import, the studio's upload (match by name), training data and evaluation read one file
     through one reader, so they report the same findings."""

@@ -5,7 +5,9 @@ The dataset reads a COCO JSON file through the project's one COCO reader
 reach pycocotools raw; images whose file has another size than the JSON says are left out
 (``dataset.report`` lists every finding). Category ids may be any integers; they are mapped to
 contiguous labels ``0..K-1`` in increasing id order (``class_names`` follows that order).
-``iscrowd=1`` objects are not trained on (as in the official pipeline). Images without any
+``iscrowd=1`` objects are not trained on (as in the official pipeline). A file that cannot be
+decoded when a sample is drawn (truncated or corrupt; the reader checks headers only) is named on
+stderr and skipped: the next image's sample is given instead (:meth:`CocoInstances.readable`). Images without any
 annotation are kept as negatives when ``keep_empty`` is True (fine-tuning on corrected data: a
 person reviewed them and found no object) and dropped otherwise (the official COCO setting);
 images whose only annotations are crowd regions are always dropped (a crowd region is objects,
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sys
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -30,6 +33,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from annotations.coco_parse import ParsedCoco, read_coco
+from fastinst.errors import ImageError
 from fastinst.images import load_image
 
 from .augment import AugmentConfig, augment
@@ -80,6 +84,7 @@ class CocoInstances(Dataset):
         self.seed = seed
         self.image_ids: List[int] = [i for i in sorted(self.coco.getImgIds()) if self._has_objects(i) or (
             keep_empty and not self.coco.imgToAnns.get(i))]
+        self.unreadable: set[int] = set()   # indices whose file failed to load (this process)
 
     def _annotations(self, image_id: int) -> List[dict]:
         anns = self.coco.imgToAnns.get(image_id, [])
@@ -124,9 +129,29 @@ class CocoInstances(Dataset):
         return {"image": image, "labels": torch.tensor(labels, dtype=torch.int64), "masks": mask_tensor,
                 "image_id": self.image_ids[index]}
 
+    def readable(self, index: int) -> Sample:
+        """:meth:`load` of ``index``, or, when its file cannot be read or decoded (truncated or
+        corrupt since the file was listed), of the next readable image: the file is named on stderr
+        once per process and not tried again, and training goes on.
+
+        Raises:
+            ImageError: no image of the dataset can be read.
+        """
+        for step in range(len(self)):
+            candidate = (index + step) % len(self)
+            if candidate in self.unreadable:
+                continue
+            try:
+                return self.load(candidate)
+            except (ImageError, FileNotFoundError) as error:
+                self.unreadable.add(candidate)
+                print(f"warning: skipped {self.image_path(candidate)} (image id {self.image_ids[candidate]} of "
+                      f"{self.json_path.name}): {error}; training goes on without it", file=sys.stderr)
+        raise ImageError(f"none of the {len(self)} images of {self.json_path.name} can be read (see the warnings)")
+
     def __getitem__(self, key: int | Tuple[int, int]) -> Sample:
         index, position = key if isinstance(key, tuple) else (key, key)
-        sample = self.load(index)
+        sample = self.readable(index)
         if self.augment_config is None:
             return sample
         rng = np.random.default_rng([self.seed, position])

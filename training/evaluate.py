@@ -193,7 +193,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             metrics = evaluate_results(args.json, args.results, args.image_root, strict=args.strict)
             for line in metrics.pop("report"):
                 print(line, file=sys.stderr)
-            print(json.dumps(metrics, indent=2))
+            _write_metrics(metrics, args.output)
             return 0
         info = distributed.setup(args.device)
         try:
@@ -206,10 +206,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if info.is_main:
-        print(json.dumps(metrics, indent=2))
-        if args.output:
-            Path(args.output).write_text(json.dumps(metrics, indent=2))
+        _write_metrics(metrics, args.output)
     return 0
+
+
+def _write_metrics(metrics: Dict[str, object], output: Optional[str]) -> None:
+    """Print the metrics as JSON, and write them to ``output`` (``--output``) when given."""
+    text = json.dumps(metrics, indent=2)
+    print(text)
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text)
 
 
 if __name__ == "__main__":
