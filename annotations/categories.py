@@ -142,18 +142,27 @@ def _rewrite_history(session: Session, dataset_id: int, source: int, target: int
 
 
 def remove_unused(session: Session, dataset_id: int, coco_id: int) -> str:
-    """Remove a category no annotation carries and no undo or redo could bring back; returns its name.
+    """Remove a category no annotation carries; returns its name. Edits whose rows name it
+    (an undo or redo could bring such an annotation back) record it as "needed", so that
+    stepping through them makes the class again (same id and name) while it is carried.
 
-    Raises NotFoundError (unknown), InvalidInputError naming what uses it."""
+    Raises NotFoundError (unknown), InvalidInputError naming what carries it."""
     row = required(session, dataset_id, coco_id)
     used = session.scalar(select(func.count()).select_from(Annotation).where(
         Annotation.dataset_id == dataset_id, Annotation.category_id == coco_id)) or 0
     if used:
         raise InvalidInputError(f"class {row.name!r} is in use: {used} annotation{'s' if used != 1 else ''} "
                                 f"(rejected ones included) carry it; merge it into another class instead")
-    if history.mentions_category(session, dataset_id, coco_id):
-        raise InvalidInputError(f"class {row.name!r} is in use: an undo or redo could bring an annotation of "
-                                f"it back; merge it into another class instead")
+    images = select(Image.id).where(Image.dataset_id == dataset_id)
+    for edit in session.scalars(select(Edit).where(Edit.image_id.in_(images))):
+        payload = edit.payload
+        if history.records_category(payload, coco_id) or not any(
+                row_ is not None and row_.get("category_id") == coco_id
+                for change in payload.get("annotations", []) for row_ in (change.get("before"), change.get("after"))):
+            continue
+        payload = {**payload, "categories": [*payload.get("categories", []),
+                                             {"change": "needed", "coco_id": coco_id, "name": row.name}]}
+        session.execute(update(Edit).where(Edit.id == edit.id).values(payload=payload))
     name = row.name
     session.delete(row)
     return name

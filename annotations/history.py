@@ -46,7 +46,8 @@ class ChangeLog:
         self.annotations.append({"id": ann_id, "before": before, "after": after})
 
     def category(self, change: str, coco_id: int, name: str) -> None:
-        """Record that the edit ``"made"`` or ``"removed"`` the category ``coco_id`` called ``name``."""
+        """Record that the edit ``"made"`` or ``"removed"`` the category ``coco_id`` called ``name``
+        (or ``"needed"``: its rows name it, and it was removed since)."""
         self.categories.append({"change": change, "coco_id": int(coco_id), "name": name})
 
     def payload(self) -> dict[str, Any]:
@@ -83,8 +84,8 @@ def record(
 
 
 def records_category(payload: dict[str, Any], coco_id: int) -> bool:
-    """Whether an edit made or removed category ``coco_id`` itself (its undo and redo put the
-    category back when they need it)."""
+    """Whether an edit records category ``coco_id`` (made, removed or needed: its undo and redo
+    put the category back when they need it)."""
     return any(item["coco_id"] == coco_id for item in payload.get("categories", []))
 
 
@@ -127,10 +128,10 @@ def first_undone(session: Session, image_id: int) -> Edit | None:
 def revert(session: Session, image: Image, edit: Edit) -> None:
     """Undo ``edit``: write back every ``before`` snapshot, newest change first."""
     payload = edit.payload
-    _categories(session, image, edit, "removed", "made")
+    _categories(session, image, edit, ("removed", "needed"), "made")
     for change in reversed(payload["annotations"]):
         _restore(session, change["id"], change["before"])
-    _categories(session, image, edit, "made", "removed")
+    _categories(session, image, edit, ("made", "needed"), "removed")
     review = payload.get("image", {}).get("review_state")
     if review:
         image.review_state = review[0]
@@ -140,22 +141,23 @@ def revert(session: Session, image: Image, edit: Edit) -> None:
 def reapply(session: Session, image: Image, edit: Edit) -> None:
     """Redo ``edit``: write back every ``after`` snapshot, in the original order."""
     payload = edit.payload
-    _categories(session, image, edit, "made", "removed")
+    _categories(session, image, edit, ("made", "needed"), "made")
     for change in payload["annotations"]:
         _restore(session, change["id"], change["after"])
-    _categories(session, image, edit, "removed", "made")
+    _categories(session, image, edit, ("removed", "needed"), "removed")
     review = payload.get("image", {}).get("review_state")
     if review:
         image.review_state = review[1]
     edit.status = "applied"
 
 
-def _categories(session: Session, image: Image, edit: Edit, change: str, then: str) -> None:
-    """Replay the edit's category changes of kind ``change``: ``then="made"`` puts each such
+def _categories(session: Session, image: Image, edit: Edit, changes: tuple[str, ...], then: str) -> None:
+    """Replay the edit's category records of the kinds ``changes`` ("made", "removed", or
+    "needed": a class removed later that this edit's rows name): ``then="made"`` puts each such
     category back (same COCO id and name) unless it is there, ``then="removed"`` removes it
     unless an annotation carries it or another edit could bring one back (it stays then)."""
     for item in edit.payload.get("categories", []):
-        if item["change"] != change:
+        if item["change"] not in changes:
             continue
         row = session.scalar(select(Category).where(
             Category.dataset_id == image.dataset_id, Category.coco_id == item["coco_id"]))

@@ -334,12 +334,12 @@ class Store:
             return coco_id
 
     def remove_unused_category(self, dataset_id: int, coco_id: int) -> str:
-        """Remove a category that no annotation carries and no undo or redo could bring back
-        (edits that made the class themselves make it again); returns its name.
+        """Remove a category that no annotation carries (an undo or redo that brings one of its
+        annotations back makes it again, same id and name); returns its name.
 
         Raises:
             NotFoundError: no such category in the dataset.
-            InvalidInputError: an annotation or an edit refers to it (merge it instead).
+            InvalidInputError: an annotation carries it (merge it instead).
         """
         with write_session(self.engine) as session:
             return categories.remove_unused(session, dataset_id, coco_id)
