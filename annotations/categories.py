@@ -7,13 +7,13 @@ A class name is matched without regard to case or repeated spaces ("Circle " is 
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from annotations import history
 from annotations.editing import ImageEdit, claim_id, lock_image
 from annotations.errors import InvalidInputError, NotFoundError
-from annotations.schema import Annotation, Category, Dataset, Edit, Image
+from annotations.schema import Annotation, Category, Dataset
 
 
 def clean_name(name: str) -> str:
@@ -48,7 +48,7 @@ def category_in_edit(edit: ImageEdit, category: int | str) -> int:
             return row.coco_id
         name = clean_name(category)
         coco_id = claim_id(edit.session, dataset_id, Dataset.next_category_id, Category, None)
-        edit.session.add(Category(dataset_id=dataset_id, coco_id=coco_id, name=name))
+        edit.session.add(Category(dataset_id=dataset_id, coco_id=coco_id, name=name, extra=dict(history.MADE)))
         edit.session.flush()
         edit.log.category("made", coco_id, name)
         return coco_id
@@ -92,8 +92,8 @@ def rename(session: Session, dataset_id: int, coco_id: int, name: str) -> str:
 def merge(session: Session, dataset_id: int, source: int, target: int, user: str) -> dict[int, list[int]]:
     """Merge category ``source`` into ``target``: every annotation of ``source`` gets ``target``,
     recorded as one edit per image (its undo gives that image's annotations ``source`` back, the
-    class made again), the history of other edits names ``target`` wherever it named ``source``
-    (so no undo brings back an annotation of a class that is gone), and ``source`` is removed.
+    class made again), and ``source`` is removed (:func:`history.remove_category`: an older
+    edit's undo that brings back an annotation of it makes it again).
     Returns image id -> the annotation ids that changed class.
 
     Raises NotFoundError (either class unknown), InvalidInputError (the same class twice)."""
@@ -106,7 +106,6 @@ def merge(session: Session, dataset_id: int, source: int, target: int, user: str
     changed: dict[int, list[int]] = {}
     for ann in rows:
         changed.setdefault(ann.image_id, []).append(ann.id)
-    _rewrite_history(session, dataset_id, source, target)
     for image_id, ids in sorted(changed.items()):
         image = lock_image(session, image_id, None, user, summary)
         log = history.ChangeLog()
@@ -118,27 +117,8 @@ def merge(session: Session, dataset_id: int, source: int, target: int, user: str
         text = f"{summary}: " + ", ".join(f"#{i}" for i in ids)
         image.last_action = text
         history.record(session, image, user, "merge_categories", text, log)
-    session.flush()
-    session.delete(src)
+    history.remove_category(session, dataset_id, src)
     return changed
-
-
-def _rewrite_history(session: Session, dataset_id: int, source: int, target: int) -> None:
-    """Every edit of the dataset that names category ``source`` in its rows (and did not make or
-    remove it itself) names ``target`` instead."""
-    images = select(Image.id).where(Image.dataset_id == dataset_id)
-    for edit in session.scalars(select(Edit).where(Edit.image_id.in_(images))):
-        payload = edit.payload
-        if history.records_category(payload, source):
-            continue
-        touched = False
-        for change in payload.get("annotations", []):
-            for row in (change.get("before"), change.get("after")):
-                if row is not None and row.get("category_id") == source:
-                    row["category_id"] = target
-                    touched = True
-        if touched:
-            session.execute(update(Edit).where(Edit.id == edit.id).values(payload=payload))
 
 
 def remove_unused(session: Session, dataset_id: int, coco_id: int) -> str:
@@ -153,16 +133,6 @@ def remove_unused(session: Session, dataset_id: int, coco_id: int) -> str:
     if used:
         raise InvalidInputError(f"class {row.name!r} is in use: {used} annotation{'s' if used != 1 else ''} "
                                 f"(rejected ones included) carry it; merge it into another class instead")
-    images = select(Image.id).where(Image.dataset_id == dataset_id)
-    for edit in session.scalars(select(Edit).where(Edit.image_id.in_(images))):
-        payload = edit.payload
-        if history.records_category(payload, coco_id) or not any(
-                row_ is not None and row_.get("category_id") == coco_id
-                for change in payload.get("annotations", []) for row_ in (change.get("before"), change.get("after"))):
-            continue
-        payload = {**payload, "categories": [*payload.get("categories", []),
-                                             {"change": "needed", "coco_id": coco_id, "name": row.name}]}
-        session.execute(update(Edit).where(Edit.id == edit.id).values(payload=payload))
     name = row.name
-    session.delete(row)
+    history.remove_category(session, dataset_id, row)
     return name

@@ -25,6 +25,8 @@ from sqlalchemy.orm import Session
 
 from annotations.schema import Annotation, Category, Edit, Image, utc_now
 
+MADE = {"made": True}   # Category.extra of a class a person made by labelling with a new name
+
 SNAPSHOT_COLUMNS = tuple(c.key for c in Annotation.__table__.columns if c.key != "created_at")
 
 
@@ -89,20 +91,23 @@ def records_category(payload: dict[str, Any], coco_id: int) -> bool:
     return any(item["coco_id"] == coco_id for item in payload.get("categories", []))
 
 
-def mentions_category(session: Session, dataset_id: int, coco_id: int) -> bool:
-    """Whether any edit of the dataset's images holds an annotation of category ``coco_id``
-    before or after it, so that undo or redo could bring that annotation back without the
-    category (edits that made or removed it themselves put it back: not counted). Reads every
-    edit of the dataset: for rare checks only."""
+def remove_category(session: Session, dataset_id: int, row: Category) -> None:
+    """Remove a category row that no annotation carries. Every edit of the dataset whose rows
+    name it (and that does not record it itself) records it as "needed", so that an undo or redo
+    bringing such an annotation back makes the category again (same COCO id and name) first.
+    Reads every edit of the dataset: for rare changes only."""
     images = select(Image.id).where(Image.dataset_id == dataset_id)
-    for payload in session.scalars(select(Edit.payload).where(Edit.image_id.in_(images))):
-        if records_category(payload, coco_id):
+    for edit in session.scalars(select(Edit).where(Edit.image_id.in_(images))):
+        payload = edit.payload
+        if records_category(payload, row.coco_id) or not any(
+                snap is not None and snap.get("category_id") == row.coco_id
+                for change in payload.get("annotations", []) for snap in (change.get("before"), change.get("after"))):
             continue
-        for change in payload.get("annotations", []):
-            if any(row is not None and row.get("category_id") == coco_id
-                   for row in (change.get("before"), change.get("after"))):
-                return True
-    return False
+        needed = {"change": "needed", "coco_id": row.coco_id, "name": row.name}
+        session.execute(update(Edit).where(Edit.id == edit.id).values(
+            payload={**payload, "categories": [*payload.get("categories", []), needed]}))
+    session.delete(row)
+    session.flush()
 
 
 def last_applied(session: Session, image_id: int) -> Edit | None:
@@ -132,6 +137,7 @@ def revert(session: Session, image: Image, edit: Edit) -> None:
     for change in reversed(payload["annotations"]):
         _restore(session, change["id"], change["before"])
     _categories(session, image, edit, ("made", "needed"), "removed")
+    _drop_unused_made(session, image, edit)
     review = payload.get("image", {}).get("review_state")
     if review:
         image.review_state = review[0]
@@ -145,32 +151,51 @@ def reapply(session: Session, image: Image, edit: Edit) -> None:
     for change in payload["annotations"]:
         _restore(session, change["id"], change["after"])
     _categories(session, image, edit, ("removed", "needed"), "removed")
+    _drop_unused_made(session, image, edit)
     review = payload.get("image", {}).get("review_state")
     if review:
         image.review_state = review[1]
     edit.status = "applied"
 
 
+def _drop_unused_made(session: Session, image: Image, edit: Edit) -> None:
+    """After an undo or redo: a class a person made by labelling (``extra["made"]``) that the
+    edit's rows name and that no annotation carries any more goes (:func:`remove_category`); the
+    model's and imported classes stay whatever carries them."""
+    named = {snap["category_id"] for change in edit.payload["annotations"]
+             for snap in (change["before"], change["after"]) if snap is not None}
+    for coco_id in sorted(named):
+        row = session.scalar(select(Category).where(
+            Category.dataset_id == image.dataset_id, Category.coco_id == coco_id))
+        if row is None or not (row.extra or {}).get("made"):
+            continue
+        session.flush()
+        carried = session.scalar(select(Annotation.id).where(
+            Annotation.dataset_id == image.dataset_id, Annotation.category_id == coco_id).limit(1))
+        if carried is None:
+            remove_category(session, image.dataset_id, row)
+
+
 def _categories(session: Session, image: Image, edit: Edit, changes: tuple[str, ...], then: str) -> None:
     """Replay the edit's category records of the kinds ``changes`` ("made", "removed", or
     "needed": a class removed later that this edit's rows name): ``then="made"`` puts each such
     category back (same COCO id and name) unless it is there, ``then="removed"`` removes it
-    unless an annotation carries it or another edit could bring one back (it stays then)."""
+    unless an annotation carries it (:func:`remove_category`)."""
     for item in edit.payload.get("categories", []):
         if item["change"] not in changes:
             continue
         row = session.scalar(select(Category).where(
             Category.dataset_id == image.dataset_id, Category.coco_id == item["coco_id"]))
         if then == "made" and row is None:
-            session.add(Category(dataset_id=image.dataset_id, coco_id=item["coco_id"], name=item["name"]))
+            session.add(Category(dataset_id=image.dataset_id, coco_id=item["coco_id"], name=item["name"],
+                                 extra=MADE))
             session.flush()
         elif then == "removed" and row is not None:
             session.flush()
             carried = session.scalar(select(Annotation.id).where(
                 Annotation.dataset_id == image.dataset_id, Annotation.category_id == item["coco_id"]).limit(1))
-            if carried is None and not mentions_category(session, image.dataset_id, item["coco_id"]):
-                session.delete(row)
-                session.flush()
+            if carried is None:
+                remove_category(session, image.dataset_id, row)
 
 
 def _restore(session: Session, ann_id: int, row: dict[str, Any] | None) -> None:
