@@ -386,3 +386,72 @@ def test_a_refused_relabel_to_a_new_class_leaves_no_class_behind(studio) -> None
     assert "→ tricycle" not in r["status"] and "changed" in r["status"], r["status"]
     assert "tricycle" not in project.class_names()
     assert "tricycle" not in json.dumps(r["class_picker"])
+
+
+def _fresh_image(project, client, index: int) -> int:
+    """Open image ``index`` in progress with the model's proposals at threshold 0.05."""
+    image_id = project.images()[index].id
+    client.predict(image_id, api_name="/open_image")
+    if project.image(image_id).review_state == "reviewed":
+        client.predict(api_name="/reopen")
+    client.predict(False, api_name="/set_show_rejected")
+    client.predict(api_name="/predict")
+    client.predict(0.05, api_name="/set_min_score")
+    return image_id
+
+
+def test_reopen_with_accepted_objects_says_only_that_it_reopened(studio) -> None:
+    """Reopen sets a reviewed image back to in progress by the person's word: it does not claim
+    "no accepted object is left" while objects are; rejecting the last one still says so."""
+    project, client = studio
+    image_id = _fresh_image(project, client, 1)
+    proposals = [a.id for a in project.store.annotations(image_id) if a.state == "proposed"]
+    for ann in proposals[:2]:
+        client.predict(ann, api_name="/select_instance")
+        client.predict(api_name="/accept")
+    client.predict(api_name="/mark_reviewed")
+    r = as_dict(client.predict(api_name="/review_reject_undecided"))
+    assert project.image(image_id).review_state == "reviewed", r["status"]
+    r = as_dict(client.predict(api_name="/reopen"))
+    assert r["status"] == "image reopened (in progress)", r["status"]
+    assert "in progress" in r["review_state"]
+
+
+def test_a_deleted_proposal_stays_deleted_on_predict_again(studio) -> None:
+    """Delete (the API's /delete, the Del key's button) is a decision like reject: Predict again
+    does not bring the object back."""
+    project, client = studio
+    image_id = _fresh_image(project, client, 2)
+    proposed = [a for a in project.store.annotations(image_id) if a.state == "proposed"]
+    gone = proposed[0]
+    client.predict(gone.id, api_name="/select_instance")
+    assert "deleted" in as_dict(client.predict(api_name="/delete"))["status"]
+    r = as_dict(client.predict(api_name="/predict"))
+    assert "matched your decided annotations" in r["status"], r["status"]
+    back = [a for a in project.store.annotations(image_id) if iou(a.mask, gone.mask) >= 0.5]
+    assert back == [], [(a.id, a.state, iou(a.mask, gone.mask)) for a in back]
+
+
+def test_a_new_mask_on_an_accepted_object_selects_it_instead_of_a_copy(studio) -> None:
+    """/add_mask (the new-mask and polygon tools' entry point) with a near-copy of an accepted
+    object adds nothing and selects that object; two accepted copies made otherwise are flagged."""
+    project, client = studio
+    image_id = _fresh_image(project, client, 0)
+    target = next(a for a in project.store.annotations(image_id) if a.state == "proposed")
+    client.predict(target.id, api_name="/select_instance")
+    client.predict(api_name="/accept")
+    client.predict("", api_name="/select_instance")
+    before = len(project.store.annotations(image_id, include_rejected=True))
+    copy = target.mask.copy()
+    copy[np.nonzero(copy)[0][0], np.nonzero(copy)[1][0]] = False          # one pixel less: IoU > 0.99
+    r = as_dict(client.predict(canvas.edit_value(copy), target_name := project.class_names()[0], api_name="/add_mask"))
+    assert f"near-duplicate of #{target.id}" in r["status"], r["status"]
+    assert len(project.store.annotations(image_id, include_rejected=True)) == before
+    assert f"#{target.id} " in r["instance_info"]
+    # a copy stored another way (an import, another tool) is flagged like a proposal
+    category = project.store.annotation(target.id).category_id
+    twin = project.store.add_annotation(image_id, copy, category, source="human")
+    r = as_dict(client.predict(0.05, api_name="/set_min_score"))
+    flag = r["instance_table"]["headers"].index("flag")
+    row = next(row for row in r["instance_table"]["data"] if row[0] in (twin, target.id) and row[flag])
+    assert row[flag] in (f"dup of #{target.id}", f"dup of #{twin}"), target_name
