@@ -381,7 +381,8 @@ def test_adding_images_from_the_browser(context, studio, tmp_path) -> None:
     pg.locator("#upload-images input[type=file]").set_input_files([str(new), str(same), str(archive)])
     expect(pg.locator("#upload-images")).to_contain_text(re.compile(r"more\s*\.zip\s*\d+"))
     pg.click("#btn-add-images")
-    status = pg.locator("#status")
+    status = pg.locator("#coco-message")          # the whole report where the person uploaded
+    expect(status).to_be_in_viewport()
     expect(status).to_contain_text("added 3 images")
     expect(status).to_contain_text(f"same content as {existing.file_name}")
     expect(status).to_contain_text("notes.png")

@@ -166,9 +166,11 @@ def test_coco_upload_report_names_the_files_own_ids(studio, tmp_path: Path) -> N
     upload = tmp_path / "shapes.json"
     upload.write_text(json.dumps(document))
     before = [(e.id, e.revision) for e in project.images()]
-    r = as_dict(client.predict(handle_file(str(upload)), api_name="/import_coco"))
+    result = client.predict(handle_file(str(upload)), api_name="/import_coco")
+    r = as_dict(result)
     assert "refused: annotations[3] (id 'label-studio-17') in shapes.json: category_id 9 is not in categories" \
         in r["status"], r["status"]
+    assert result[-1] == r["status"], "the report shows in the COCO tab too, where the file was given"
     assert [(e.id, e.revision) for e in project.images()] == before
 
 
