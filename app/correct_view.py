@@ -177,7 +177,8 @@ def add_drawn(project: Project, state: SessionState, edit: MaskEdit, class_name:
     """A drawn new mask (new-mask tool or polygon) as a new instance of ``class_name`` (a new
     name asks first), unless it near-duplicates an accepted object (same pixels at mask IoU ≥
     the session's near-duplicate setting): that object is selected instead and nothing is
-    added (the browser keeps the strokes, to discard or to apply on that object)."""
+    added (the browser keeps the strokes, to discard). A mask lying inside an accepted object
+    asks once (an Apply again adds it: an object inside another is possible, a copy is not)."""
     entry = project.image(state.image_id)
     mask = edit.apply(np.zeros((entry.height, entry.width), bool))
     if not mask.any():
@@ -187,6 +188,11 @@ def add_drawn(project: Project, state: SessionState, edit: MaskEdit, class_name:
         state.selected = twin.id
         raise StudioError(f"the new mask is a near-duplicate of #{twin.id} {twin.class_name} (accepted): "
                           f"selected it instead of adding a copy; Esc discards the new mask")
+    outer = container(project, state, mask)
+    if outer is not None and state.inside_ok != outer.id:
+        state.inside_ok = outer.id
+        raise StudioError(f"the new mask lies inside #{outer.id} {outer.class_name} (accepted): Enter again adds "
+                          f"it as another object, Esc discards it (to change #{outer.id}, select it and brush)")
     category = labelled_class(project, state, class_name, "add")
     if category is None:
         raise StudioError(class_question(state) + " (the drawn mask is kept)")
@@ -196,6 +202,18 @@ def add_drawn(project: Project, state: SessionState, edit: MaskEdit, class_name:
     how = " from a polygon" if edit.how == "polygon" else ""
     made = f" (new class {name!r})" if isinstance(category, str) else ""
     return f"added #{ann_id} {name}{how} ({int(mask.sum())} px){made}"
+
+
+INSIDE = 0.9   # a new mask with this share of its pixels in an accepted object lies inside it
+
+
+def container(project: Project, state: SessionState, mask: np.ndarray) -> Instance | None:
+    """The accepted instance of the session's image holding at least ``INSIDE`` of ``mask``'s
+    pixels (the one holding most), or None."""
+    area = int(mask.sum())
+    held = [(int((mask & i.mask).sum()), i) for i in project.instances(state.image_id) if i.state == "accepted"]
+    best = max(held, key=lambda pair: pair[0], default=(0, None))
+    return best[1] if area and best[0] >= INSIDE * area else None
 
 
 def decided_twin(project: Project, state: SessionState, mask: np.ndarray) -> Instance | None:

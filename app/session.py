@@ -45,6 +45,7 @@ class SessionState:
     new_class: str | None = None         # the new class name a "class" question is about
     class_for: str = ""                  # what asked it: "relabel" | "add" (a drawn mask)
     class_ok: str | None = None          # a new class name the person said yes to (made by the next label)
+    inside_ok: int | None = None         # the accepted object a new mask inside it was confirmed for
     dup_iou: float = 0.9                 # same-class proposals overlapping this much are flagged
     status: str = ""                     # the status line last sent (a tab switch keeps it)
     canvas_seq: int = 0                  # the last canvas click handled (the browser's counter)

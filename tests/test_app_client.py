@@ -390,22 +390,28 @@ def test_a_refused_relabel_to_a_new_class_leaves_no_class_behind(studio) -> None
     assert "tricycle" not in json.dumps(r["class_picker"])
 
 
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory):
+    """(project, client) for a served 3-image project nobody decided anything on yet: each test
+    below takes one image of it."""
+    project = make_project(tmp_path_factory.mktemp("fresh"))
+    with served(project) as url:
+        yield project, Client(url, verbose=False)
+
+
 def _fresh_image(project, client, index: int) -> int:
-    """Open image ``index`` in progress with the model's proposals at threshold 0.05."""
+    """Open image ``index`` (predicted on opening) with the proposals shown at threshold 0.05."""
     image_id = project.images()[index].id
     client.predict(image_id, api_name="/open_image")
-    if project.image(image_id).review_state == "reviewed":
-        client.predict(api_name="/reopen")
-    client.predict(False, api_name="/set_show_rejected")
-    client.predict(api_name="/predict")
     client.predict(0.05, api_name="/set_min_score")
+    assert any(a.state == "proposed" for a in project.store.annotations(image_id))
     return image_id
 
 
-def test_reopen_with_accepted_objects_says_only_that_it_reopened(studio) -> None:
+def test_reopen_with_accepted_objects_says_only_that_it_reopened(fresh) -> None:
     """Reopen sets a reviewed image back to in progress by the person's word: it does not claim
     "no accepted object is left" while objects are; rejecting the last one still says so."""
-    project, client = studio
+    project, client = fresh
     image_id = _fresh_image(project, client, 1)
     proposals = [a.id for a in project.store.annotations(image_id) if a.state == "proposed"]
     for ann in proposals[:2]:
@@ -419,10 +425,10 @@ def test_reopen_with_accepted_objects_says_only_that_it_reopened(studio) -> None
     assert "in progress" in r["review_state"]
 
 
-def test_a_deleted_proposal_stays_deleted_on_predict_again(studio) -> None:
+def test_a_deleted_proposal_stays_deleted_on_predict_again(fresh) -> None:
     """Delete (the API's /delete, the Del key's button) is a decision like reject: Predict again
     does not bring the object back."""
-    project, client = studio
+    project, client = fresh
     image_id = _fresh_image(project, client, 2)
     proposed = [a for a in project.store.annotations(image_id) if a.state == "proposed"]
     gone = proposed[0]
@@ -434,10 +440,10 @@ def test_a_deleted_proposal_stays_deleted_on_predict_again(studio) -> None:
     assert back == [], [(a.id, a.state, iou(a.mask, gone.mask)) for a in back]
 
 
-def test_a_new_mask_on_an_accepted_object_selects_it_instead_of_a_copy(studio) -> None:
+def test_a_new_mask_on_an_accepted_object_selects_it_instead_of_a_copy(fresh) -> None:
     """/add_mask (the new-mask and polygon tools' entry point) with a near-copy of an accepted
     object adds nothing and selects that object; two accepted copies made otherwise are flagged."""
-    project, client = studio
+    project, client = fresh
     image_id = _fresh_image(project, client, 0)
     target = next(a for a in project.store.annotations(image_id) if a.state == "proposed")
     client.predict(target.id, api_name="/select_instance")
@@ -450,6 +456,19 @@ def test_a_new_mask_on_an_accepted_object_selects_it_instead_of_a_copy(studio) -
     assert f"near-duplicate of #{target.id}" in r["status"], r["status"]
     assert len(project.store.annotations(image_id, include_rejected=True)) == before
     assert f"#{target.id} " in r["instance_info"]
+    # a small mask inside the accepted object asks once; applied again it is another object
+    client.predict("", api_name="/select_instance")
+    ys, xs = np.nonzero(target.mask)
+    inner = np.zeros_like(copy)
+    cy, cx = int(np.median(ys)), int(np.median(xs))
+    inner[cy - 2:cy + 2, cx - 2:cx + 2] = True
+    assert target.mask[inner].mean() >= 0.9
+    r = as_dict(client.predict(canvas.edit_value(inner), target_name, api_name="/add_mask"))
+    assert f"lies inside #{target.id}" in r["status"], r["status"]
+    assert len(project.store.annotations(image_id, include_rejected=True)) == before
+    r = as_dict(client.predict(canvas.edit_value(inner), target_name, api_name="/add_mask"))
+    assert "added" in r["status"], r["status"]
+    client.predict(api_name="/undo")
     # a copy stored another way (an import, another tool) is flagged like a proposal
     category = project.store.annotation(target.id).category_id
     twin = project.store.add_annotation(image_id, copy, category, source="human")
