@@ -210,10 +210,14 @@ INSIDE = 0.9   # a new mask with this share of its pixels in an accepted object 
 def container(project: Project, state: SessionState, mask: np.ndarray) -> Instance | None:
     """The accepted instance of the session's image holding at least ``INSIDE`` of ``mask``'s
     pixels (the one holding most), or None."""
-    area = int(mask.sum())
-    held = [(int((mask & i.mask).sum()), i) for i in project.instances(state.image_id) if i.state == "accepted"]
+    ys, xs = np.nonzero(mask)
+    if not len(ys):
+        return None
+    box = np.s_[ys.min():ys.max() + 1, xs.min():xs.max() + 1]     # only there can they share pixels
+    area, crop = len(ys), mask[box]
+    held = [(int((crop & i.mask[box]).sum()), i) for i in project.instances(state.image_id) if i.state == "accepted"]
     best = max(held, key=lambda pair: pair[0], default=(0, None))
-    return best[1] if area and best[0] >= INSIDE * area else None
+    return best[1] if best[0] >= INSIDE * area else None
 
 
 def decided_twin(project: Project, state: SessionState, mask: np.ndarray) -> Instance | None:
