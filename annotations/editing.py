@@ -33,6 +33,9 @@ from annotations.records import EditRecord
 from annotations.schema import Annotation, Category, Dataset, Image, utc_now
 
 
+NO_OBJECT_LEFT = "no accepted object is left, so the image is no longer reviewed"
+
+
 @dataclass
 class ImageEdit:
     """An edit in progress: the session, the locked image (already at its new revision), the log.
@@ -71,7 +74,7 @@ def edit_image(
         if had_objects and image.review_state == "reviewed" and accepted_count(session, image_id) == 0:
             edit.log.review_state = ("reviewed", "in_progress")
             image.review_state = "in_progress"
-            edit.summary += "; no accepted object is left, so the image is no longer reviewed"
+            edit.summary += "; " + NO_OBJECT_LEFT
         image.last_action = edit.summary
         history.record(session, image, user, action, edit.summary, edit.log)
 
@@ -269,6 +272,13 @@ def adopt(ann: Annotation) -> None:
     """
     if ann.source == "predicted" and ann.state == "proposed":
         ann.source, ann.state = "human", "accepted"
+
+
+def claim(ann: Annotation) -> None:
+    """A person relabelled a machine proposal: it becomes theirs (``source="human"``) so the next
+    prediction run keeps it, and stays undecided (relabelling never accepts)."""
+    if ann.source == "predicted" and ann.state == "proposed":
+        ann.source = "human"
 
 
 def claim_id(

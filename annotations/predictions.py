@@ -1,9 +1,9 @@
 """Model predictions on an image: validating a batch and swapping it for the previous one.
 
 A new prediction run replaces only what is still a machine proposal (``source="predicted"``,
-``state="proposed"``); what a person accepted, rejected, drew or edited stays, and a new mask that
-matches one of those (mask IoU >= ``match_iou``, any class) is not proposed again: the person has
-already decided about that object.
+``state="proposed"``); what a person accepted, rejected, relabelled, drew or edited stays, and a new
+mask that matches one of those, or a model's annotation the person deleted (mask IoU >=
+``match_iou``, any class), is not proposed again: the person has already decided about that object.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from annotations import history, rle
 from annotations.editing import ImageEdit, NewAnnotation, insert_annotations, require_category
 from annotations.errors import InvalidInputError
-from annotations.schema import Annotation
+from annotations.schema import Annotation, Edit
 
 
 def mask_stack(masks: Any, num_categories: int, num_scores: int) -> np.ndarray:
@@ -54,12 +54,22 @@ def drop_proposals(edit: ImageEdit) -> int:
 
 
 def decided_counts(edit: ImageEdit) -> list[str]:
-    """RLE counts of every annotation on the edited image that is not a proposal."""
-    return list(edit.session.scalars(
+    """RLE counts of every object on the edited image a person decided about: annotations that
+    are not machine proposals (accepted, rejected, or a person's), and the model's annotations a
+    person deleted (a delete in force: applied, not undone), which are suppressed as rejected ones are."""
+    kept = list(edit.session.scalars(
         select(Annotation.rle_counts).where(
-            Annotation.image_id == edit.image.id, Annotation.state != "proposed"
+            Annotation.image_id == edit.image.id,
+            or_(Annotation.state != "proposed", Annotation.source != "predicted"),
         ).order_by(Annotation.id)
     ))
+    deletes = edit.session.scalars(select(Edit.payload).where(
+        Edit.image_id == edit.image.id, Edit.action == "delete_annotation", Edit.status == "applied"
+    ).order_by(Edit.id))
+    deleted = [change["before"]["rle_counts"] for payload in deletes for change in payload["annotations"]
+               if change["before"] is not None and change["after"] is None
+               and change["before"].get("source") == "predicted"]
+    return kept + deleted
 
 
 def add_predictions(

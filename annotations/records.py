@@ -47,6 +47,7 @@ class ImageRecord:
     revision: int
     num_annotations: int = 0
     content_hash: str | None = None
+    last_action: str | None = None       # the summary of the image's last edit (or "undo of '...'")
 
     @classmethod
     def from_row(cls, image: Image, num_annotations: int = 0) -> ImageRecord:
@@ -62,6 +63,7 @@ class ImageRecord:
             revision=image.revision,
             num_annotations=num_annotations,
             content_hash=image.content_hash,
+            last_action=image.last_action,
         )
 
 

@@ -35,6 +35,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from annotations import (
+    categories,
     coco_export,
     coco_import,
     database,
@@ -68,6 +69,11 @@ from annotations.schema import (
     Image,
 )
 from annotations.schema import Category as CategoryRow
+
+
+def _made(edit: editing.ImageEdit) -> str:
+    """The end of an edit's summary naming the classes it made (empty: none)."""
+    return "".join(f"; made class {c['name']!r}" for c in edit.log.categories if c["change"] == "made")
 
 
 def _default_user() -> str:
@@ -330,24 +336,36 @@ class Store:
                                     supercategory=supercategory))
             return coco_id
 
-    def remove_unused_category(self, dataset_id: int, coco_id: int) -> None:
-        """Remove a category that no annotation has ever carried (its row, in any state, and
-        every edit in the history count): a class made for an edit that was then refused.
+    def remove_unused_category(self, dataset_id: int, coco_id: int) -> str:
+        """Remove a category that no annotation carries (an undo or redo that brings one of its
+        annotations back makes it again, same id and name); returns its name.
 
         Raises:
             NotFoundError: no such category in the dataset.
-            InvalidInputError: an annotation or an edit refers to it.
+            InvalidInputError: an annotation carries it (merge it instead).
         """
         with write_session(self.engine) as session:
-            row = session.scalar(select(CategoryRow).where(
-                CategoryRow.dataset_id == dataset_id, CategoryRow.coco_id == coco_id))
-            if row is None:
-                raise NotFoundError(f"dataset {dataset_id} has no category {coco_id}")
-            used = session.scalar(select(Annotation.id).where(
-                Annotation.dataset_id == dataset_id, Annotation.category_id == coco_id).limit(1))
-            if used is not None or history.mentions_category(session, dataset_id, coco_id):
-                raise InvalidInputError(f"category {coco_id} '{row.name}' is in use")
-            session.delete(row)
+            return categories.remove_unused(session, dataset_id, coco_id)
+
+    def rename_category(self, dataset_id: int, coco_id: int, name: str) -> str:
+        """Give a category another name (case and spacing of a name another class has count as
+        that name: refused, merge instead); returns the old name."""
+        with write_session(self.engine) as session:
+            return categories.rename(session, dataset_id, coco_id, name)
+
+    def merge_categories(self, dataset_id: int, source: int, target: int, *,
+                         user: str | None = None) -> dict[int, list[int]]:
+        """Give every annotation of category ``source`` the category ``target`` and remove
+        ``source``: one history edit per image it changes (undo there gives those annotations
+        ``source`` back, the class made again); see :func:`annotations.categories.merge`.
+        Returns image id -> the annotation ids that changed class."""
+        with write_session(self.engine) as session:
+            return categories.merge(session, dataset_id, source, target, user or self.user)
+
+    def category_usage(self, dataset_id: int) -> dict[int, int]:
+        """COCO category id -> how many annotations (any state) carry it."""
+        with read_session(self.engine) as session:
+            return categories.usage(session, dataset_id)
 
     # --------------------------------------------------------------------------- annotations
 
@@ -374,7 +392,7 @@ class Store:
         self,
         image_id: int,
         mask: np.ndarray,
-        category_id: int,
+        category_id: int | str,
         *,
         source: str = "human",
         state: str | None = None,
@@ -385,6 +403,8 @@ class Store:
     ) -> int:
         """Add an instance to an image; returns its annotation id.
 
+        ``category_id``: a COCO id of the dataset, or a class name (a str): the class of that
+        name, made in the same edit when there is none (its undo removes the class again).
         ``state`` defaults to ``"proposed"`` for ``source="predicted"``, else ``"accepted"``.
         """
         editing.require_choice(source, SOURCES, "source")
@@ -394,11 +414,11 @@ class Store:
         with self._edit(image_id, "add_annotation", f"add_annotation on image {image_id}",
                         expected_revision, user) as edit:
             image = edit.image
-            editing.require_category(edit.session, image.dataset_id, category_id)
             mask = rle.check_mask(mask, image.height, image.width, f"image {image_id}")
+            category_id = categories.category_in_edit(edit, category_id)
             [ann] = editing.insert_annotations(edit, [editing.NewAnnotation(
                 rle.encode_mask(mask), category_id, source, state, score, model_version)])
-            edit.summary = f"add_annotation {ann.id} (category {category_id})"
+            edit.summary = f"add_annotation {ann.id} (category {category_id})" + _made(edit)
             return ann.id
 
     def place_proposal(
@@ -463,19 +483,22 @@ class Store:
             edit.log.changed(ann.id, before, history.snapshot(ann))
 
     def set_category(
-        self, ann_id: int, category_id: int, expected_revision: int | None = None, *,
+        self, ann_id: int, category_id: int | str, expected_revision: int | None = None, *,
         user: str | None = None,
     ) -> None:
-        """Relabel an annotation (``category_id`` is a COCO id of its dataset).
+        """Relabel an annotation: ``category_id`` is a COCO id of its dataset, or a class name
+        (a str) as in :meth:`add_annotation`.
 
-        Like :meth:`update_mask`, this adopts a still-proposed prediction as a human annotation.
+        Relabelling changes the class only, never the state: a proposal stays undecided, but
+        becomes the person's (``source="human"``), so the next prediction run keeps it.
         """
         with self._edit_annotation(ann_id, "set_category", expected_revision, user) as (edit, ann):
-            editing.require_category(edit.session, ann.dataset_id, category_id)
+            category_id = categories.category_in_edit(edit, category_id)
             before = history.snapshot(ann)
             ann.category_id = int(category_id)
-            editing.adopt(ann)
+            editing.claim(ann)
             edit.log.changed(ann.id, before, history.snapshot(ann))
+            edit.summary += _made(edit)
 
     def set_state(
         self, ann_id: int, state: str, expected_revision: int | None = None, *,

@@ -16,10 +16,12 @@ drawn pixel for pixel at any zoom: a pointer at page point P is at image point
 * brush / eraser (and "new", a brush that starts a new mask): a round stroke of diameter ``size``
   image pixels sets (erases) every pixel whose centre ``(c + 0.5, r + 0.5)`` lies within
   ``size / 2`` of the polyline through the pointer's positions (every coalesced pointer event);
-  the brush and eraser edit the selected instance's mask (nothing selected: the brush starts a new
-  mask);
+  the brush and eraser edit the selected instance's mask (nothing selected: they say so and draw
+  nothing; a new object is made only by the new-mask, polygon and query tools);
 * polygon: corners clicked out (a drag pans), closed with Enter, a double click or a click on the
-  first corner; every pixel whose centre is inside (even-odd rule) is set. A polygon becomes a new
+  first corner's handle (a yellow square of 8 screen pixels, drawn from the third corner on); a
+  click anywhere else, however near the first corner, adds a corner; every pixel whose centre is
+  inside (even-odd rule) is set. A polygon becomes a new
   instance at once; with strokes not applied it is not closed (it would join their mask).
 
 Strokes accumulate (E toggles brush / eraser, [ and ] change the size, Ctrl+Z takes the last
@@ -32,7 +34,8 @@ flight holds nothing back (the server handles events in order). Each Apply is on
 undo step), drawn at once as the instance's new mask (a new one: on top), pending until the server
 answers: a value with the revision that stores it replaces it; an edit the server refuses
 (``refused`` in the value: a conflict with another tab, a deleted target, no change) takes the
-pending mask back and keeps its strokes to apply again or discard. A pointer the browser
+pending mask back and keeps its strokes to apply again or discard; strokes whose instance is gone
+(another tab deleted it, an undo) stay as a new mask, said so, to apply (Enter) or discard (Esc). A pointer the browser
 cancels (a native drag) ends the stroke with what was drawn so far.
 
 API (what ``value`` builds, a JSON string):
@@ -176,6 +179,7 @@ const allLabels = element.querySelector('.anncanvas-labels');
 const masks = new Map();           // mask key -> {x, y, w, h, bits, fill, edge}
 const PAINT = new Set(['brush', 'eraser', 'new']);
 const NEW_COLOUR = [255, 64, 200];
+const HANDLE = 4;   // the polygon's first corner's handle: 2 * HANDLE screen pixels square, whatever the zoom
 let data = null, img = null, imgUrl = null, gen = 0, frame = 0;
 let view = {s: 1, ox: 0, oy: 0}, fitFor = null, fittedWidth = 0, fitted = true;
 let hover = null, selected = null, seq = 0;
@@ -351,6 +355,11 @@ function overlays(d) {   // on top of the scene: the edit buffer, the polygon, t
     if (cursor) { const [sx, sy] = screen(cursor); ctx.lineTo(sx, sy); }
     ctx.stroke();
     for (const p of poly) { const [sx, sy] = screen(p); ctx.fillRect(sx - 3, sy - 3, 6, 6); }
+    if (poly.length >= 3) {   // the first corner's handle: a click on it closes the polygon
+      const [sx, sy] = screen(poly[0]);
+      ctx.strokeStyle = '#ffd400'; ctx.lineWidth = 2;
+      ctx.strokeRect(sx - HANDLE, sy - HANDLE, 2 * HANDLE, 2 * HANDLE);
+    }
   }
   if (cursor && PAINT.has(tool())) {
     const [sx, sy] = screen(cursor);
@@ -422,7 +431,7 @@ function draw() {
   root.classList.toggle('correct', !!data && data.mode === 'correct');
   if (data) info.textContent = `${list.length} shown of ${data.instances.length} · ${Math.round(view.s * 100)}%`;
   if (notice) editInfo.textContent = notice;
-  else if (!edit) editInfo.textContent = poly.length ? `polygon: ${poly.length} corners` + (poly.length >= 3 ? ' · Enter closes' : '') : '';
+  else if (!edit) editInfo.textContent = poly.length ? `polygon: ${poly.length} corners` + (poly.length >= 3 ? ' · Enter, a double click or the yellow first corner closes' : '') : '';
   else editInfo.textContent = `${edit.target == null ? 'new mask' : '#' + edit.target}: ` +
                               (edit.pendingSeq ? 'applied, saving…' : `${edit.ops.length} unsaved · Enter applies, Esc discards`);
 }
@@ -452,9 +461,13 @@ function startEdit(kind) {   // the open edit, or a new one for this tool (null:
     return edit;
   }
   let target = null;
-  if (kind === 'brush' || kind === 'eraser') {
+  if (kind === 'brush' || kind === 'eraser') {   // they edit the selected mask; a new object: the new-mask tool
     target = data.instances.find(i => i.id === selected && masks.has(i.key)) || null;
-    if (!target && kind === 'eraser') { say('select an instance to erase from'); return null; }
+    if (!target) {
+      say(`nothing selected: select an instance to ${kind === 'brush' ? 'paint on' : 'erase from'} ` +
+          '(a new object: the new mask or polygon tool)');
+      return null;
+    }
   }
   const W = data.width, H = data.height;
   edit = {target: target ? target.id : null, token: data.token, image: data.image, bits: new Uint8Array(W * H),
@@ -638,9 +651,17 @@ async function load() {
   if (edit) {   // an applied edit ends when its revision arrives; a refused one stays to fix or discard
     const answered = edit.pendingSeq && (v.seq ?? 0) >= edit.pendingSeq;
     const refused = answered && (v.refused ?? 0) >= edit.pendingSeq;
-    if (v.image !== edit.image || (answered && !refused && v.token !== edit.token) ||
-        (edit.target != null && !v.instances.some(i => i.id === edit.target))) edit = null;
-    else { if (answered) edit.pendingSeq = 0; edit.token = v.token; }
+    if (v.image !== edit.image || (answered && !refused && v.token !== edit.token)) edit = null;
+    else {
+      if (answered) edit.pendingSeq = 0;
+      edit.token = v.token;
+      if (edit.target != null && !v.instances.some(i => i.id === edit.target)) {   // its instance went away:
+        // the strokes (and the mask they were drawn on) stay, as a new mask to apply or discard
+        notice = `#${edit.target} no longer exists (deleted or undone): your strokes are kept as a new mask; ` +
+                 'Enter adds it, Esc discards it';
+        edit.target = null; edit.colour = NEW_COLOUR;
+      }
+    }
   }
   if (!edit || !edit.pendingSeq) pendingMask = null;   // answered: the stored revision, or the strokes again
   if (fresh) poly = [];
@@ -658,10 +679,12 @@ function tool() {
   const checked = document.querySelector('#tool input:checked');
   return checked ? checked.value : 'select';
 }
-function polygonClick(e) {
-  const p = toPoint(e), near = (q, px) => Math.hypot((q.x - p.x) * view.s, (q.y - p.y) * view.s) <= px;
-  if (poly.length >= 3 && near(poly[0], 8)) { closePolygon(); return; }
-  if (!poly.length || !near(poly[poly.length - 1], 2)) poly.push(p);
+function polygonClick(e) {   // a corner, or the close when the click is on the first corner's handle
+  const p = toPoint(e), within = (q, px) => Math.max(Math.abs(q.x - p.x), Math.abs(q.y - p.y)) * view.s <= px;
+  if (poly.length >= 3 && within(poly[0], HANDLE)) { closePolygon(); return; }
+  // the second click of a double click lands on the corner the first one added: that double click closes
+  if (poly.length && within(poly[poly.length - 1], 0.5)) return;
+  poly.push(p);
   notice = '';
   draw();
 }

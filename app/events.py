@@ -55,12 +55,13 @@ def set_tool(st: SessionState, value: str) -> str:
     st.tool = value if value in TOOLS else "select"
     if st.tool in ("new", "polygon"):
         st.selected = None
-    hints = {"brush": "brush: paint on the selected mask (nothing selected: a new one); Enter applies, Esc discards",
+    hints = {"brush": "brush: paint on the selected mask (a new object: the new mask tool); Enter applies, Esc discards",
              "eraser": "eraser: erase from the selected mask; Enter applies, Esc discards",
              "new": "new mask: paint a new instance of the chosen class; Enter applies, Esc discards",
-             "polygon": "polygon: click the corners; Enter, a double click or the first corner closes it",
+             "polygon": "polygon: click the corners; Enter, a double click or a click on the first corner's "
+                        "yellow handle closes it",
              "query": "query: click an object the model missed to get its mask and class; "
-                      "click inside a placed proposal to place it again"}
+                      "click inside a placed proposal to place it again (inside an accepted object: selects it)"}
     return hints.get(st.tool, "")
 
 

@@ -46,7 +46,7 @@ def pick_instance(instances: Sequence[Instance], x: int, y: int) -> int | None:
 
 def instance_rows(instances: Sequence[Instance], dup_iou: float = 0.9) -> list[list]:
     """Rows of the instance table, in the order drawn (top first): the model version that made
-    each prediction, and a flag on proposals that near-duplicate an instance drawn above them."""
+    each prediction, and a flag on instances that near-duplicate one drawn above them."""
     flags = near_duplicates(instances, dup_iou)
     return [[i.id, i.class_name, None if i.score is None else round(float(i.score), 3),
              f"{STATE_MARKS.get(i.state, '')} {i.state}".lstrip(),
@@ -67,11 +67,12 @@ def mask_iou(a: Instance, b: Instance) -> float:
 
 
 def near_duplicates(instances: Sequence[Instance], min_iou: float) -> dict[int, int]:
-    """Proposal id -> id of the instance it near-duplicates: same class, mask IoU ≥ ``min_iou``,
-    drawn above it (decided first, then higher score). Decided pairs are the person's, not flagged."""
+    """Instance id -> id of the instance it near-duplicates: same class, mask IoU ≥ ``min_iou``,
+    drawn above it (accepted first, then higher score). Proposals and accepted objects alike (two
+    accepted copies of one object would be exported twice); rejected ones are never flagged."""
     flags: dict[int, int] = {}
     for k, inst in enumerate(instances):
-        if inst.state != "proposed":
+        if inst.state == "rejected":
             continue
         for other in instances[:k]:
             if other.category_id == inst.category_id and other.id not in flags and \
@@ -82,13 +83,14 @@ def near_duplicates(instances: Sequence[Instance], min_iou: float) -> dict[int, 
 
 
 def duplicates_of(inst: Instance, instances: Sequence[Instance], min_iou: float) -> list[Instance]:
-    """The proposals of the same class overlapping ``inst`` with mask IoU ≥ ``min_iou``."""
-    return [o for o in instances if o.id != inst.id and o.state == "proposed"
+    """The proposals and accepted instances of the same class overlapping ``inst`` with mask
+    IoU ≥ ``min_iou`` (what Keep-one rejects)."""
+    return [o for o in instances if o.id != inst.id and o.state != "rejected"
             and o.category_id == inst.category_id and mask_iou(inst, o) >= min_iou]
 
 
 def instance_choices(instances: Sequence[Instance], dup_iou: float = 0.9) -> list[tuple[str, int]]:
-    """(label, id) pairs for the instance picker; near-duplicate proposals say of which instance."""
+    """(label, id) pairs for the instance picker; near-duplicates say of which instance."""
     flags = near_duplicates(instances, dup_iou)
     return [(instance_label(i) + (f" · dup of #{flags[i.id]}" if i.id in flags else ""), i.id)
             for i in instances]

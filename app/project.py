@@ -9,7 +9,6 @@ annotation is remembered per annotation id, and recovered from a fresh forward p
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import re
@@ -18,8 +17,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator
 
 import numpy as np
-from sqlalchemy.exc import IntegrityError
-
 from annotations import ConflictError, DatasetRecord, ImageRecord, InvalidInputError, NotFoundError, Store
 from annotations.coco_parse import UPLOAD_FOLDER, normal_file_name
 from fastinst.errors import ImageError
@@ -178,20 +175,20 @@ class Project:
                 return cid
         raise StudioError(f"no category called {name!r}")
 
-    def category_for_label(self, name: str) -> tuple[int, bool]:
-        """The COCO id of the class a person labels with (relabel, a drawn mask): an existing
-        category, or a new one when the name is new (a labeler adds the classes the model does not
-        know; fine-tuning gives them heads). A name that differs from a class only in case or
-        spacing is that class. Returns ``(id, created)``.
+    def label_class(self, name: str) -> tuple[int | str, bool]:
+        """The class a person labels with (relabel, a drawn mask): ``(COCO id, False)`` for an
+        existing class (a name that differs only in case or spacing is that class), ``(the
+        cleaned name, True)`` for a new one: the store makes it inside the edit that labels with
+        it (``Store.set_category``), so that edit's undo removes it again.
 
         Raises StudioError: an empty name."""
         name = " ".join((name or "").split())
         if not name:
             raise StudioError("type or choose a class name first")
         for cid, cname in self.categories():       # "Circle" and "circle " are the class "circle"
-            if cname.casefold() == name.casefold():
+            if " ".join(cname.split()).casefold() == name.casefold():
                 return cid, False
-        return self.store.add_category(self.dataset_id, name), True
+        return name, True
 
     def sync_categories(self) -> None:
         """Make sure every class the model predicts exists as a category (matched by name)."""
@@ -329,11 +326,14 @@ class Project:
                     for r in records]
         return self.instances_cache.get_or_create((image_id, revision), load)
 
-    def place_query(self, image_id: int, x: int, y: int, expected_revision: int | None) -> tuple[int, str]:
+    def place_query(self, image_id: int, x: int, y: int, expected_revision: int | None,
+                    twin: Callable[[np.ndarray], Instance | None] = lambda mask: None) -> tuple[int, str]:
         """A query placed at image pixel ``(x, y)``: the model's mask and class there, stored as a
         proposal of the current model version (see ``Store.place_proposal``). A click inside an
         undecided placed proposal re-places that one (it is replaced, in one undo step); nothing a
-        person decided changes. Returns (annotation id, what happened).
+        person decided changes; a mask for which ``twin(mask)`` names an instance (a near-duplicate
+        of an object a person decided) is not stored: that instance's id is returned. Returns
+        (annotation id, what happened).
 
         Raises StudioError: the image is reviewed, the point is outside it, the model has no point
         queries (QueryInst), or the model finds no mask there (nothing is stored then).
@@ -351,6 +351,10 @@ class Project:
         if not pred.masks[0].any():
             raise StudioError(f"no mask from a query at ({x}, {y}): the model sees background there")
         name = pred.class_names[int(pred.classes[0])]
+        same = twin(pred.masks[0])
+        if same is not None:
+            return same.id, (f"the query at ({x}, {y}) finds #{same.id} {same.class_name} again (accepted): "
+                             f"selected it instead of adding a copy")
         replaced = next((i for i in self.instances(image_id, expected_revision)
                          if i.placed_at is not None and i.state == "proposed" and i.mask[y, x]), None)
         old = None if replaced is None else replaced.id
@@ -370,36 +374,67 @@ class Project:
         except ConflictError as e:
             raise StudioError(str(e)) from None
 
-    def edit_with_label(self, image_id: int, expected_revision: int | None, class_name: str,
-                        change: Callable[[int, int | None], Any]) -> tuple[Any, int, bool]:
-        """:meth:`edit` with the class a person labels with: ``change(category_id, revision)``.
-        A class made for it (:meth:`category_for_label`) is removed again when the edit is refused,
-        so a refused relabel or drawing leaves no stray class in the project or its export.
-        Returns ``(change's result, category id, whether the class was made)``."""
-        cid, created = self.category_for_label(class_name)
-        try:
-            try:
-                return self.edit(image_id, expected_revision, lambda rev: change(cid, rev)), cid, created
-            except NotFoundError:   # another tab's refused edit just removed the class it had made
-                cid, created = self.category_for_label(class_name)
-                return self.edit(image_id, expected_revision, lambda rev: change(cid, rev)), cid, created
-        except Exception:
-            if created:
-                # another tab labels with it now (or removed it already): it is theirs to keep
-                with contextlib.suppress(InvalidInputError, NotFoundError, IntegrityError):
-                    self.store.remove_unused_category(self.dataset_id, cid)
-            raise
-
-    def add_instance(self, image_id: int, mask: np.ndarray, class_name: str,
+    def add_instance(self, image_id: int, mask: np.ndarray, category: int | str,
                      expected_revision: int | None) -> int:
-        """Store a hand-drawn instance (accepted, source human) of ``class_name`` (a new name makes
-        a new class, :meth:`category_for_label`, kept only if the instance is stored); returns its id."""
+        """Store a hand-drawn instance (accepted, source human) of ``category`` (a COCO id, or the
+        name of a class made with it, :meth:`label_class`); returns its id."""
         if not mask.any():
             raise StudioError("the new mask is empty: draw something first")
-        ann_id, _, _ = self.edit_with_label(
-            image_id, expected_revision, class_name,
-            lambda cid, rev: self.store.add_annotation(image_id, mask, cid, source="human", expected_revision=rev))
-        return ann_id
+        return self.edit(image_id, expected_revision, lambda rev: self.store.add_annotation(
+            image_id, mask, category, source="human", expected_revision=rev))
+
+    # --------------------------------------------------------------------------------- classes
+
+    def class_usage(self) -> list[tuple[int, str, int]]:
+        """(COCO id, name, annotations carrying it) of every class, in id order."""
+        counts = self.store.category_usage(self.dataset_id)
+        return [(cid, name, counts.get(cid, 0)) for cid, name in self.categories()]
+
+    def class_named(self, name: str, change: str | None = None) -> int:
+        """The COCO id of an existing class (case and spacing aside); StudioError naming it
+        otherwise, or when ``change`` ("renamed", "merged away", "deleted") would take a name the
+        model predicts away from it (its predictions are stored under that name)."""
+        cid, new = self.label_class(name)
+        if new:
+            raise StudioError(f"there is no class called {name.strip()!r}")
+        known = self.class_names_by_id()[int(cid)]
+        if change and known in self.model.predictor.class_names:
+            raise StudioError(f"{known!r} is a class the model predicts: it cannot be {change} (merge other "
+                              f"classes into it instead)")
+        return int(cid)
+
+    def rename_class(self, name: str, new_name: str) -> str:
+        """Rename a class; returns what happened. StudioError: unknown class, empty or taken name."""
+        cid = self.class_named(name, "renamed")
+        try:
+            old = self.store.rename_category(self.dataset_id, cid, new_name)
+        except InvalidInputError as e:
+            raise StudioError(str(e)) from None
+        self.instances_cache.discard(lambda key: True)
+        return f"renamed class {old!r} to {' '.join(new_name.split())!r}"
+
+    def merge_class(self, name: str, into: str) -> str:
+        """Give every annotation of class ``name`` the class ``into`` and remove ``name`` (one
+        undo step per image it changes). StudioError: unknown classes, or the same one twice."""
+        source, target = self.class_named(name, "merged away"), self.class_named(into)
+        names = self.class_names_by_id()
+        try:
+            changed = self.store.merge_categories(self.dataset_id, source, target)
+        except InvalidInputError as e:
+            raise StudioError(str(e)) from None
+        self.instances_cache.discard(lambda key: True)
+        moved = sum(len(ids) for ids in changed.values())
+        return (f"merged class {names[source]!r} into {names[target]!r}: {moved} annotations on "
+                f"{len(changed)} images changed class (undo on an image takes its part back)")
+
+    def delete_class(self, name: str) -> str:
+        """Remove a class nothing carries. StudioError naming what uses it otherwise."""
+        cid = self.class_named(name, "deleted")
+        try:
+            removed = self.store.remove_unused_category(self.dataset_id, cid)
+        except InvalidInputError as e:
+            raise StudioError(str(e)) from None
+        return f"deleted class {removed!r}"
 
     # ----------------------------------------------------------------------------- adding images
 

@@ -40,8 +40,12 @@ class SessionState:
     picker_choices: list[tuple[str, int]] = field(default_factory=list)  # instance picker's choices
     lists_sent: dict[str, int] = field(default_factory=dict)  # hash of the image/model pickers' last choices
     layers_for: tuple | None = None      # (image, model, instance) the Explain layer panels show
-    asking: str = ""                     # open question: "" | "undecided" | "empty" | "switch"
+    asking: str = ""                     # open question: "" | "undecided" | "empty" | "switch" | "class"
     switch_to: str | None = None         # the model version a "switch" question is about
+    new_class: str | None = None         # the new class name a "class" question is about
+    class_for: str = ""                  # what asked it: "relabel" | "add" (a drawn mask)
+    class_ok: str | None = None          # a new class name the person said yes to (made by the next label)
+    inside_ok: int | None = None         # the accepted object a new mask inside it was confirmed for
     dup_iou: float = 0.9                 # same-class proposals overlapping this much are flagged
     status: str = ""                     # the status line last sent (a tab switch keeps it)
     canvas_seq: int = 0                  # the last canvas click handled (the browser's counter)

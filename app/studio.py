@@ -31,7 +31,7 @@ VIEW_OUTPUTS = {"inspect": ("inspect_image", "instance_table", "instance_info"),
                 "explain": ("explain_heatmap", "explain_info", "explain_layers"),
                 "correct": ("correct_image", "correct_table")}
 VIEW_OUTPUT_NAMES = [name for names in VIEW_OUTPUTS.values() for name in names]
-ASK_BOXES = ("undecided", "empty", "switch")   # the questions the header can ask (see SessionState.asking)
+ASK_BOXES = ("undecided", "empty", "switch", "class")   # the questions the header can ask (see SessionState.asking)
 OUTPUT_NAMES = ["state", "image_picker", "review_state", "instance_picker", "status", "project_info",
                 "explain_help", "activation", *VIEW_OUTPUT_NAMES, "place", "model_picker", "ask_text", *(f"ask_{k}" for k in ASK_BOXES), "class_picker"]
 
@@ -159,6 +159,10 @@ class Studio:
                     f"{state.min_score:.2f} (reject the rest), reject them all, or cancel?")
         if state.asking == "empty":
             return "**No accepted objects on this image.** Mark it *reviewed, no objects*?"
+        if state.asking == "class":
+            what = "relabel the selected instance with it" if state.class_for == "relabel" else "label the drawn mask with it"
+            return (f"**`{state.new_class}` is not a class of this project.** Make it a new class and {what} "
+                    f"(undo takes both back), or cancel (a typo: choose a class in the picker)?")
         return (f"**`{state.switch_to}` has a lower held-out AP than `{self.project.model.version}`.** "
                 "Switch anyway?")
 
@@ -369,6 +373,11 @@ class Studio:
         if inst is not None:         # the Class picker follows the selection (L relabels from there)
             values["class_picker"] = self.choices_update(state, "class_picker", self.project.class_names,
                                                          inst.class_name, full)
+        elif full:                   # a class made, merged or removed: the list follows, the typed name stays
+            listed = self.project.class_names()
+            if state.lists_sent.get("class_picker") != hash(tuple(listed)):
+                state.lists_sent["class_picker"] = hash(tuple(listed))
+                values["class_picker"] = gr.update(choices=listed)
         values["instance_picker"] = state.selected if same_list else gr.update(choices=choices,
                                                                                value=state.selected)
         return [values[name] for name in OUTPUT_NAMES]

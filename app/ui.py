@@ -25,6 +25,7 @@ from app.config import StudioConfig, is_loopback
 from app.events import (gallery_items, on_canvas_event, select_instance, select_row, set_attr,
                         set_tool_handler)
 from annotations import NotFoundError
+from annotations.editing import NO_OBJECT_LEFT
 from app.project import PROPOSAL_FLOOR, Project, StudioError
 from app.session import TOOLS, SessionState
 from app.studio import MODEL_QUEUE, OUTPUT_NAMES, Studio, _expected_errors, cache_folder, friendly
@@ -183,6 +184,7 @@ def build_questions(c: dict[str, Any]) -> None:
                       ("reject", "Reject them all", "stop"), ("cancel", "Cancel", "secondary")],
         "empty": [("yes", "Reviewed, no objects", "primary"), ("no", "Cancel", "secondary")],
         "switch": [("yes", "Switch anyway", "primary"), ("no", "Cancel", "secondary")],
+        "class": [("yes", "Make the new class", "primary"), ("no", "Cancel", "secondary")],
     }
     for question, buttons in answers.items():
         with gr.Row(visible=False, elem_id=f"ask-{question}") as c[f"ask_{question}"]:
@@ -367,17 +369,20 @@ class Wiring:
             if parts != "all":
                 return refresh(st, safe(st, *args), parts)
             st.asking = ""
-            image_id, was = st.image_id, self.review_state(st.image_id)
+            image_id, was = st.image_id, self.last_action(st.image_id)
             message = safe(st, *args)
-            if was == "reviewed" and image_id == st.image_id and self.review_state(image_id) == "in_progress":
+            now = self.last_action(image_id) if image_id == st.image_id else was
+            if now != was and now is not None and NO_OBJECT_LEFT in now and not now.startswith("undo of"):
                 message += " · no accepted object is left: the image is no longer reviewed (M marks it again)"
             return refresh(st, message, parts)
         return handler
 
-    def review_state(self, image_id: int | None) -> str | None:
-        """The image's review state in the store (None without an image)."""
+    def last_action(self, image_id: int | None) -> str | None:
+        """The summary of the image's last edit in the store (None without an image): the store
+        says there when an edit took the last accepted object from a reviewed image (an undo
+        says "undo of ..." and a Reopen "set_review_state ...", so neither is taken for one)."""
         try:
-            return None if image_id is None else self.project.image(image_id).review_state
+            return None if image_id is None else self.project.image(image_id).last_action
         except NotFoundError:              # an image that went away has no state to compare
             return None
 
@@ -490,7 +495,7 @@ def wire_models(w: Wiring) -> list[Any]:
 
 def cancel_question(st: SessionState) -> str:
     """Close the open question without doing anything."""
-    st.asking, st.switch_to = "", None
+    st.asking, st.switch_to, st.new_class, st.class_ok = "", None, None, None
     return "cancelled: nothing changed"
 
 
@@ -590,8 +595,10 @@ def wire_correct(w: Wiring) -> None:
     for button, answer, api in reviews:
         w.refresh_gallery(on(c[button].click, w.act(on_shown_image(s, lambda st, a=answer: s.mark_reviewed(st, a))),
                              [state, c["place"]], api_name=api))
-    for button in ("ask_undecided_cancel", "ask_empty_no"):
+    for button in ("ask_undecided_cancel", "ask_empty_no", "ask_class_no"):
         on(c[button].click, w.act(cancel_question, "filter"), [state])
+    on(c["ask_class_yes"].click, w.act(lambda st: correct_view.make_class(p, st, rev(st))), [state],
+       api_name="make_class")
     w.refresh_gallery(on(c["reopen"].click, w.act(on_shown_image(s, lambda st: correct_view.reopen(p, st, rev(st)))),
                          [state, c["place"]], api_name="reopen"))
 
@@ -803,6 +810,21 @@ def build_coco_tab() -> dict[str, Any]:
                               elem_id="upload-images")
         k["add_images"] = gr.Button("Add images", elem_id="btn-add-images")
     k["message"] = gr.Markdown(elem_id="coco-message")
+    gr.Markdown("**Classes** of the project and how many annotations carry each (rejected ones included). "
+                "Rename one (a typo), merge it into another (its annotations take that class; undo on an image "
+                "takes its part back), or delete one nothing carries. A new class is made by labelling with a "
+                "new name (it asks first).")
+    with gr.Row():
+        k["classes"] = gr.Dataframe(headers=["class", "annotations"], elem_id="class-table", interactive=False,
+                                    scale=2)
+        with gr.Column(scale=3):
+            with gr.Row():
+                k["class_pick"] = gr.Dropdown(label="Class", elem_id="class-manage-pick", allow_custom_value=True)
+                k["class_to"] = gr.Textbox(label="New name, or the class to merge into", elem_id="class-manage-to")
+            with gr.Row():
+                k["class_rename"] = gr.Button("Rename", elem_id="btn-class-rename", size="sm")
+                k["class_merge"] = gr.Button("Merge into", elem_id="btn-class-merge", size="sm")
+                k["class_delete"] = gr.Button("Delete (unused)", elem_id="btn-class-delete", size="sm", variant="stop")
     return k
 
 
@@ -834,13 +856,40 @@ def wire_coco_tab(w: Wiring, k: dict[str, Any]) -> None:
             progress((done, total), desc=f"adding {name}")
         message = friendly(lambda _: project.add_uploads([Path(f) for f in files or []], step).summary())(st)
         st.asking = ""
-        return w.studio.refresh(st, message)
+        return [*w.studio.refresh(st, message), message]   # shown where the person uploaded, whole
 
-    imported = w.on(k["import"].click, w.act(do_import), [w.state, k["file"]], api_name="import_coco")
+    def classes() -> tuple[list[list[Any]], Any]:
+        usage = project.class_usage()
+        return [[name, count] for _, name, count in usage], gr.update(choices=[name for _, name, _ in usage])
+
+    def manage(change: Callable[[str, str], str]) -> Callable[..., list[Any]]:
+        def handler(st: SessionState, name: str | None, other: str | None) -> list[Any]:
+            message = friendly(lambda _: change(name or "", other or ""))(st)
+            st.asking = ""
+            return [*w.studio.refresh(st, message), message, *classes()]
+        return handler
+
+    managed = [k["message"], k["classes"], k["class_pick"]]
+    for button, change, api in (("class_rename", project.rename_class, "rename_class"),
+                                ("class_merge", project.merge_class, "merge_class"),
+                                ("class_delete", lambda name, _: project.delete_class(name), "delete_class")):
+        w.on(k[button].click, manage(change), [w.state, k["class_pick"], k["class_to"]], w.outputs + managed,
+             api_name=api)
+    w.c["tab_coco"].select(classes, None, [k["classes"], k["class_pick"]], api_visibility="private")
+
+    importer = w.act(do_import)
+
+    def import_file(st: SessionState, path: str | None) -> list[Any]:
+        values = importer(st, path)
+        return [*values, values[OUTPUT_NAMES.index("status")]]   # the report where the file was given, whole
+
+    imported = w.on(k["import"].click, import_file, [w.state, k["file"]], w.outputs + [k["message"]],
+                    api_name="import_coco")
     w.refresh_gallery(imported)
     imported.then(lambda: gr.update(choices=project.class_names()), None, w.c["class_picker"],
                   api_visibility="private")   # an import may bring new classes
-    w.refresh_gallery(w.on(k["add_images"].click, add_images, [w.state, k["images"]], api_name="add_images"))
+    w.refresh_gallery(w.on(k["add_images"].click, add_images, [w.state, k["images"]], w.outputs + [k["message"]],
+                           api_name="add_images"))
     k["export"].click(do_export, [k["only_reviewed"]], [k["download"], k["message"]], api_name="export_coco")
 
 

@@ -411,13 +411,22 @@ def image_key(tensor: torch.Tensor) -> str:
 
 
 def _query_points(indices: torch.Tensor, map_size, geometry: Geometry) -> np.ndarray:
-    """Centres of flat positions in the (h16,w16) map, in original-image pixels ``(Q,2)`` (x, y)."""
+    """Where flat positions in the (h16,w16) map are on the original image: the centre of each
+    cell's part that covers the picture, in original-image pixels ``(Q,2)`` (x, y), inside the
+    image. A cell of the last row or column can reach into the padding below or right of the
+    resized picture (a 640x427 photo is 128x85 in a 128x96 input): its centre would be outside
+    the image; a cell wholly in padding is put at the picture's edge."""
     height, width = int(map_size[0]), int(map_size[1])
     ys = torch.div(indices, width, rounding_mode="floor").float()
     xs = (indices % width).float()
     stride_y = geometry.padded[0] / height
     stride_x = geometry.padded[1] / width
-    scale_y = geometry.original[0] / geometry.resized[0]
-    scale_x = geometry.original[1] / geometry.resized[1]
-    points = torch.stack([(xs + 0.5) * stride_x * scale_x, (ys + 0.5) * stride_y * scale_y], dim=-1)
+
+    def centre(cells: torch.Tensor, stride: float, resized: int, original: int) -> torch.Tensor:
+        start = (cells * stride).clamp(max=resized - 1)
+        end = ((cells + 1) * stride).clamp(max=resized)
+        return ((start + end) / 2 * (original / resized)).clamp(0, original - 0.5)
+
+    points = torch.stack([centre(xs, stride_x, geometry.resized[1], geometry.original[1]),
+                          centre(ys, stride_y, geometry.resized[0], geometry.original[0])], dim=-1)
     return points.numpy().astype(np.float32)

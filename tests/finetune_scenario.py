@@ -78,8 +78,10 @@ def review_image(client: Any, project: Any, image_id: int, gt: List[tuple[str, n
             if gt[k][0] == inst.class_name:
                 client.predict(api_name="/accept")
                 counts["accepted"] += 1
-            else:
-                client.predict(gt[k][0], api_name="/relabel")
+            else:                                  # relabel (a new class: it asks, yes), then accept
+                if "not a class" in client.predict(gt[k][0], api_name="/relabel")[3]:
+                    client.predict(api_name="/make_class")
+                client.predict(api_name="/accept")
                 counts["relabelled"] += 1
         else:
             client.predict(api_name="/reject")
@@ -87,7 +89,9 @@ def review_image(client: Any, project: Any, image_id: int, gt: List[tuple[str, n
     for k, (name, mask) in enumerate(gt):
         if k in claimed:
             continue
-        client.predict(canvas.edit_value(mask), name, api_name="/add_mask")
+        if "not a class" in client.predict(canvas.edit_value(mask), name, api_name="/add_mask")[3]:
+            client.predict(api_name="/make_class")          # a new class: it asks once, yes, apply again
+            client.predict(canvas.edit_value(mask), name, api_name="/add_mask")
         counts["painted"] += 1
     # proposals below the slider were not shown: "mark reviewed" asks, the person rejects them
     client.predict(api_name="/review_reject_undecided")

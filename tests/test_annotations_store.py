@@ -41,9 +41,9 @@ def image(store: Store, tmp_path: Path) -> int:
     return store.add_image(dataset, "x.png", W, H)
 
 
-def test_only_a_category_nothing_ever_carried_can_be_removed(store: Store, image: int):
-    """A class made for a refused edit goes again; one that an annotation carries, or that an
-    undone edit could bring back, stays."""
+def test_only_a_category_nothing_carries_can_be_removed(store: Store, image: int):
+    """A class nothing carries goes; one that an annotation carries stays; one that an undone
+    edit could bring back goes, and that edit's redo makes it again (same id and name)."""
     dataset = store.image(image).dataset_id
     fresh = store.add_category(dataset, "bicycle")
     store.remove_unused_category(dataset, fresh)
@@ -56,10 +56,12 @@ def test_only_a_category_nothing_ever_carried_can_be_removed(store: Store, image
     ann = store.add_annotation(image, blob(10, 20, 3, 12), undone)
     store.undo(image)                                   # the annotation is gone, its edit can be redone
     assert all(a.id != ann for a in store.annotations(image, include_rejected=True))
-    with pytest.raises(InvalidInputError, match="'car' is in use"):
-        store.remove_unused_category(dataset, undone)
+    assert store.remove_unused_category(dataset, undone) == "car"
+    assert "car" not in [c.name for c in store.categories(dataset)]
     store.redo(image)
-    assert store.annotation(ann).category_id == undone
+    assert store.annotation(ann).category_id == undone and "car" in [c.name for c in store.categories(dataset)]
+    store.undo(image)                                   # nothing carries it again: it goes with the undo
+    assert "car" not in [c.name for c in store.categories(dataset)]
 
 
 def state_of(store: Store, image_id: int) -> list[tuple]:

@@ -274,9 +274,10 @@ def test_polygon_becomes_a_new_instance(pg, studio, zoomed) -> None:
     project, url, image_id, _ = studio
     choose(pg, "polygon")
     cv = pg.locator("#correct-image canvas")
+    dy = 110 if zoomed else 0      # the second polygon elsewhere: a copy of the first would select it
     if zoomed:
-        zoom_in(pg, (150, 60))
-    corners = [(120.3, 30.6), (190.2, 42.1), (175.7, 95.4), (150.1, 70.2), (118.9, 88.8)]
+        zoom_in(pg, (150, 60 + dy))
+    corners = [(120.3, 30.6 + dy), (190.2, 42.1 + dy), (175.7, 95.4 + dy), (150.1, 70.2 + dy), (118.9, 88.8 + dy)]
     got = click_corners(pg, View(pg), corners)
     count = len(project.store.annotations(image_id, include_rejected=True))
     if zoomed:                                               # closed by clicking the first corner again
@@ -431,6 +432,70 @@ def test_an_applied_stroke_is_drawn_at_once_and_a_refused_one_keeps_its_strokes(
     assert np.array_equal(stored, painted), f"{int((stored ^ painted).sum())} pixels differ from the stroke"
     drawn = pg.evaluate(APPLY_NOW, [column, row, False])
     assert min(drawn["before"][:3]) >= 250, drawn                 # the stored mask's edge, selected
+
+
+def test_tools_make_no_object_the_person_did_not_ask_for(pg, studio) -> None:
+    """Real mouse and keys, quick: the brush with nothing selected says so and makes nothing
+    (Enter stores nothing); a polygon corner clicked 6 screen pixels from the first corner (off its
+    handle) is a corner, and Enter stores all five; the query tool clicked inside an accepted
+    object selects it instead of placing a copy; strokes whose instance another tab deleted stay
+    (said so, as a new mask) until Esc."""
+    project, url, image_id, (square, other) = studio
+    cv = pg.locator("#correct-image canvas")
+    info = pg.locator("#correct-image .anncanvas-editinfo")
+    count = lambda: len(project.store.annotations(image_id, include_rejected=True))  # noqa: E731
+    before = count()
+    pg.mouse.click(*View(pg).page(5, 235))                      # an empty place: nothing selected
+    expect(cv).to_have_attribute("data-selected", "")
+    pg.keyboard.press("b")                                      # B: the brush, at once
+    view = View(pg)
+    stroke(pg, view, [(95, 80), (110, 85), (120, 95)])         # over the accepted square's edge
+    expect(info).to_contain_text("nothing selected")
+    expect(cv).to_have_attribute("data-unsaved", "0")
+    pg.keyboard.press("Enter")
+    pg.wait_for_timeout(300)
+    assert count() == before
+
+    choose(pg, "polygon")
+    view = View(pg)
+    corners = [(12.5, 120.5), (34.5, 118.5), (36.5, 190.5), (14.5, 189.5)]
+    points = [view.page(x, y) for x, y in corners]
+    near = (points[0][0] + 6, points[0][1] + 2)                 # within 8 screen px of the first corner
+    for p in [*points, near]:
+        pg.mouse.click(*p, delay=20)
+    expect(cv).to_have_attribute("data-corners", "5")
+    token = cv.get_attribute("data-token")
+    pg.keyboard.press("Enter")
+    expect(pg.locator("#status")).to_contain_text("from a polygon")
+    expect(cv).not_to_have_attribute("data-token", token)
+    drawn = newest(project, image_id)
+    expected = polygon_pixels(SIZE, [view.image(*p) for p in [*points, near]])
+    assert count() == before + 1 and np.array_equal(drawn.mask, expected), int((drawn.mask ^ expected).sum())
+
+    choose(pg, "query")
+    x, y = map(int, np.argwhere(project.store.annotation(square).mask).mean(0)[::-1])
+    pg.mouse.click(*View(pg).page(x + 0.5, y + 0.5))
+    expect(pg.locator("#status")).to_contain_text(f"inside #{square}")
+    expect(cv).to_have_attribute("data-selected", str(square))
+    assert count() == before + 1
+
+    select(pg, other)
+    choose(pg, "brush")
+    stroke(pg, View(pg), [(215, 140), (240, 150)])
+    expect(cv).to_have_attribute("data-unsaved", "1")
+    project.store.delete_annotation(other)                      # another tab deletes the instance
+    try:
+        pg.keyboard.press("Enter")
+        expect(pg.locator("#status")).to_contain_text(f"#{other} no longer exists")
+        expect(info).to_contain_text("strokes are kept")
+        expect(cv).to_have_attribute("data-unsaved", "1")
+        expect(cv).to_have_attribute("data-edit", "new")
+        pg.keyboard.press("Escape")
+        expect(cv).to_have_attribute("data-unsaved", "0")
+        assert count() == before                                # the polygon in, the deleted one out: no new mask
+    finally:
+        project.store.undo(image_id)                            # the other tab's delete, for the next tests
+    assert project.store.annotation(other).state == "accepted"
 
 
 def test_leaving_with_strokes_not_applied_asks_first(browser, studio) -> None:

@@ -381,7 +381,8 @@ def test_adding_images_from_the_browser(context, studio, tmp_path) -> None:
     pg.locator("#upload-images input[type=file]").set_input_files([str(new), str(same), str(archive)])
     expect(pg.locator("#upload-images")).to_contain_text(re.compile(r"more\s*\.zip\s*\d+"))
     pg.click("#btn-add-images")
-    status = pg.locator("#status")
+    status = pg.locator("#coco-message")          # the whole report where the person uploaded
+    expect(status).to_be_in_viewport()
     expect(status).to_contain_text("added 3 images")
     expect(status).to_contain_text(f"same content as {existing.file_name}")
     expect(status).to_contain_text("notes.png")
@@ -499,3 +500,55 @@ def test_rapid_next_and_previous_end_on_one_image_and_a_reload_keeps_it(context,
     pg.reload()
     expect(pg.locator("#review-state")).to_contain_text(target.file_name)
     expect(cv).to_have_attribute("data-token", re.compile(rf"^{target.id}:"))
+
+
+def test_a_typed_class_asks_once_and_its_undo_takes_it_away(context, studio) -> None:
+    """Real keys: a typo typed in the Class picker then L asks (nothing made yet); Cancel leaves
+    nothing; L and "Make the new class" relabel with it; Ctrl+Z takes the class out of the picker
+    and the COCO tab's class list; made again, the class list merges it into another class."""
+    project, url = studio
+    root = project.store.dataset(project.dataset_id).image_root
+    source = project.images()[0]
+    (root / "typo.png").write_bytes((root / source.file_name).read_bytes())
+    image_id = project.store.add_image(project.dataset_id, "typo.png", source.width, source.height)
+    square = np.zeros((source.height, source.width), bool)
+    square[40:100, 60:140] = True
+    [ann] = project.store.replace_predictions(image_id, square[None], [project.categories()[0][0]], [0.9],
+                                              project.model.version)
+    pg = open_page(context, url, f"?image={image_id}&t=0.05&tab=correct&sel={ann}")
+    expect(pg.locator("#correct-image canvas")).to_have_attribute("data-selected", str(ann))
+    picker = pg.locator("#class-picker input")
+
+    def label_with(name: str) -> None:
+        picker.fill(name)
+        pg.locator("#shortcuts").click()                                 # focus off the picker
+        pg.keyboard.press("l")
+
+    label_with("squre")
+    expect(pg.locator("#ask-text")).to_contain_text("squre")
+    expect(pg.locator("#btn-ask-class-yes")).to_be_visible()
+    assert "squre" not in project.class_names()
+    pg.click("#btn-ask-class-no")
+    expect(pg.locator("#status")).to_contain_text("cancelled")
+    assert "squre" not in project.class_names()
+    label_with("squre")
+    pg.click("#btn-ask-class-yes")
+    expect(pg.locator("#status")).to_contain_text("new class 'squre'")
+    assert project.store.annotation(ann).state == "proposed"            # relabel never accepts
+    pg.keyboard.press("Control+z")
+    expect(pg.locator("#status")).to_contain_text("undo: set_category")
+    assert "squre" not in project.class_names()
+    pg.locator("#class-picker input").click()
+    expect(pg.get_by_role("option", name="square", exact=True)).to_be_visible()
+    expect(pg.get_by_role("option", name="squre", exact=True)).to_have_count(0)
+    label_with("squre")
+    pg.click("#btn-ask-class-yes")
+    expect(pg.locator("#status")).to_contain_text("new class 'squre'")
+    pg.click("#tab-coco-button")
+    expect(pg.locator("#class-table")).to_contain_text("squre")
+    pg.locator("#class-manage-pick input").fill("squre")
+    pg.locator("#class-manage-to textarea, #class-manage-to input").first.fill("square")
+    pg.click("#btn-class-merge")
+    expect(pg.locator("#coco-message")).to_contain_text("merged class 'squre' into 'square'")
+    expect(pg.locator("#class-table")).not_to_contain_text("squre")
+    assert "squre" not in project.class_names()

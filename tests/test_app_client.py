@@ -71,7 +71,9 @@ def test_predict_correct_export(studio) -> None:
     client.predict(c, api_name="/select_instance")
     shown_c = project.store.annotation(c).mask
     r = as_dict(client.predict(new_class, api_name="/relabel"))
-    assert new_class in r["status"]
+    assert new_class in r["status"] and "still proposed" in r["status"], r["status"]
+    assert project.store.annotation(c).state == "proposed"      # relabel does one thing: it never accepts
+    assert "accepted" in as_dict(client.predict(api_name="/accept"))["status"]
     # edit d's mask: a square brushed on, a band erased off, sent as a mask edit
     client.predict(d, api_name="/select_instance")
     before_d = project.store.annotation(d).mask
@@ -164,9 +166,11 @@ def test_coco_upload_report_names_the_files_own_ids(studio, tmp_path: Path) -> N
     upload = tmp_path / "shapes.json"
     upload.write_text(json.dumps(document))
     before = [(e.id, e.revision) for e in project.images()]
-    r = as_dict(client.predict(handle_file(str(upload)), api_name="/import_coco"))
+    result = client.predict(handle_file(str(upload)), api_name="/import_coco")
+    r = as_dict(result)
     assert "refused: annotations[3] (id 'label-studio-17') in shapes.json: category_id 9 is not in categories" \
         in r["status"], r["status"]
+    assert result[-1] == r["status"], "the report shows in the COCO tab too, where the file was given"
     assert [(e.id, e.revision) for e in project.images()] == before
 
 
@@ -262,19 +266,23 @@ def test_an_image_of_another_project_in_the_store_is_never_opened(studio) -> Non
 
 
 def test_a_class_the_model_does_not_know_is_made_by_labelling_with_it(studio, tmp_path: Path) -> None:
-    """A labeler types a new class name in the Class picker and relabels (L): the class is made,
-    the instance carries it, the picker lists it, and the export has it."""
+    """A labeler types a new class name in the Class picker and relabels (L): it asks once; yes
+    makes the class, the instance carries it, the picker lists it, and the export has it."""
     project, client = studio
     image_id = project.images()[1].id
     client.predict(image_id, api_name="/open_image")
     r = as_dict(client.predict(0.05, api_name="/set_min_score"))
     target = r["instance_table"]["data"][0][0]
     client.predict(target, api_name="/select_instance")
+    before = project.store.annotation(target)
     r = as_dict(client.predict("  bicycle ", api_name="/relabel"))
+    assert "'bicycle' is not a class" in r["status"] and "bicycle" in r["ask_text"], r["status"]
+    assert "bicycle" not in project.class_names() and project.store.annotation(target) == before
+    r = as_dict(client.predict(api_name="/make_class"))
     assert "→ bicycle (new class 'bicycle')" in r["status"], r["status"]
     assert "bicycle" in project.class_names()
     stored = project.store.annotation(target)
-    assert project.class_names_by_id()[stored.category_id] == "bicycle" and stored.state == "accepted"
+    assert project.class_names_by_id()[stored.category_id] == "bicycle" and stored.state == before.state
     assert "bicycle" in json.dumps(r["class_picker"])
     again = as_dict(client.predict("Bicycle", api_name="/relabel"))      # the second time it exists, any case
     assert "new class" not in again["status"] and "→ bicycle" in again["status"], again["status"]
@@ -283,16 +291,188 @@ def test_a_class_the_model_does_not_know_is_made_by_labelling_with_it(studio, tm
     assert project.class_names_by_id()[project.store.annotation(target).category_id] == "bicycle"
 
 
+def test_a_typo_class_asks_and_its_undo_removes_it_everywhere(studio, tmp_path: Path) -> None:
+    """`squre` + L asks; cancel changes nothing; yes relabels and makes the class; undo of that
+    relabel removes the class from the project, the picker and the export (no category with 0
+    annotations), redo brings both back; a class made by a drawn mask (add_mask) goes the same way."""
+    project, client = studio
+    image_id = project.images()[0].id
+    client.predict(image_id, api_name="/open_image")
+    if project.image(image_id).review_state == "reviewed":
+        client.predict(api_name="/reopen")
+    client.predict(0.05, api_name="/set_min_score")
+    rows = as_dict(client.predict(True, api_name="/set_show_rejected"))["instance_table"]["data"]
+    target = rows[0][0]
+    client.predict(target, api_name="/select_instance")
+    r = as_dict(client.predict("squre", api_name="/relabel"))
+    assert "'squre' is not a class" in r["status"], r["status"]
+    r = as_dict(client.predict(api_name="/relabel"))                  # no class typed: the picker's value
+    r = as_dict(client.predict("squre", api_name="/relabel"))
+    assert "not a class" in r["status"]
+    r = as_dict(client.predict(api_name="/make_class"))
+    assert "new class 'squre'" in r["status"] and "squre" in project.class_names(), r["status"]
+    r = as_dict(client.predict(api_name="/undo"))
+    assert "undo: set_category" in r["status"], r["status"]
+    assert "squre" not in project.class_names()
+    assert "squre" not in json.dumps(r["class_picker"]), r["class_picker"]
+    path, _ = client.predict(False, api_name="/export_coco")
+    assert "squre" not in [c["name"] for c in json.loads(Path(path).read_text())["categories"]]
+    r = as_dict(client.predict(api_name="/redo"))
+    assert project.class_names_by_id()[project.store.annotation(target).category_id] == "squre"
+    client.predict(api_name="/undo")
+    assert "squre" not in project.class_names()
+    # a drawn mask labelled with a new name: asks, the mask is kept for the browser to apply again
+    entry = project.image(image_id)
+    drawn = np.zeros((entry.height, entry.width), bool)
+    drawn[2:12, 2:30] = True
+    r = as_dict(client.predict(canvas.edit_value(drawn), "blob", api_name="/add_mask"))
+    assert "'blob' is not a class" in r["status"] and "blob" not in project.class_names(), r["status"]
+    client.predict(api_name="/make_class")
+    r = as_dict(client.predict(canvas.edit_value(drawn), "blob", api_name="/add_mask"))
+    assert "added" in r["status"] and "new class 'blob'" in r["status"], r["status"]
+    client.predict(api_name="/undo")
+    assert "blob" not in project.class_names()
+
+
+def test_classes_are_renamed_merged_and_deleted_from_the_ui(studio, tmp_path: Path) -> None:
+    """The class manager: a typo class is renamed, merged into another (its annotations follow,
+    undo on the image takes them back and makes the class again), and deleted when unused; the
+    model's classes and classes in use stay, each refusal says why."""
+    project, client = studio
+    image_id = project.images()[2].id
+    client.predict(image_id, api_name="/open_image")
+    if project.image(image_id).review_state == "reviewed":
+        client.predict(api_name="/reopen")
+    rows = as_dict(client.predict(0.05, api_name="/set_min_score"))["instance_table"]["data"]
+    target = rows[0][0]
+    client.predict(target, api_name="/select_instance")
+    client.predict("sqaure", api_name="/relabel")
+    client.predict(api_name="/make_class")
+    result = client.predict("sqaure", "squares", api_name="/rename_class")
+    assert "renamed class 'sqaure' to 'squares'" in result[-3], result[-3]
+    assert ["squares", 1] in result[-2]["data"]
+    result = client.predict("squares", "", api_name="/delete_class")
+    assert "is in use" in result[-3] and "squares" in project.class_names(), result[-3]
+    result = client.predict("circle", "", api_name="/delete_class")
+    assert "the model predicts" in result[-3], result[-3]
+    result = client.predict("squares", "square", api_name="/merge_class")
+    assert "merged class 'squares' into 'square'" in result[-3], result[-3]
+    assert "squares" not in project.class_names()
+    assert project.class_names_by_id()[project.store.annotation(target).category_id] == "square"
+    r = as_dict(client.predict(api_name="/undo"))                     # the merge, on this image
+    assert "merge class 'squares' into 'square'" in r["status"], r["status"]
+    assert project.class_names_by_id()[project.store.annotation(target).category_id] == "squares"
+    client.predict(api_name="/redo")
+    assert "squares" not in project.class_names()
+    client.predict("dog", api_name="/relabel")
+    client.predict(api_name="/make_class")
+    client.predict("square", api_name="/relabel")                      # relabelled away: unused now
+    result = client.predict("dog", "", api_name="/delete_class")
+    assert "deleted class 'dog'" in result[-3] and "dog" not in project.class_names(), result[-3]
+    assert [name for name, _ in result[-2]["data"]] == project.class_names()
+
+
 def test_a_refused_relabel_to_a_new_class_leaves_no_class_behind(studio) -> None:
     """Another tab changed the image first, so the relabel to a new class is refused: the class it
     would have made is not in the project, the picker or the export."""
     project, client = studio
     image_id = project.images()[2].id
     client.predict(image_id, api_name="/open_image")
+    if project.image(image_id).review_state == "reviewed":
+        client.predict(api_name="/reopen")
     rows = as_dict(client.predict(0.05, api_name="/set_min_score"))["instance_table"]["data"]
     client.predict(rows[0][0], api_name="/select_instance")
+    assert "not a class" in as_dict(client.predict("tricycle", api_name="/relabel"))["status"]
     project.store.set_state(rows[1][0], "accepted")        # the other tab's edit moves the revision on
-    r = as_dict(client.predict("tricycle", api_name="/relabel"))
-    assert "tricycle" not in r["status"] and "changed" in r["status"], r["status"]
+    r = as_dict(client.predict(api_name="/make_class"))
+    assert "→ tricycle" not in r["status"] and "changed" in r["status"], r["status"]
     assert "tricycle" not in project.class_names()
     assert "tricycle" not in json.dumps(r["class_picker"])
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory):
+    """(project, client) for a served 3-image project nobody decided anything on yet: each test
+    below takes one image of it."""
+    project = make_project(tmp_path_factory.mktemp("fresh"))
+    with served(project) as url:
+        yield project, Client(url, verbose=False)
+
+
+def _fresh_image(project, client, index: int) -> int:
+    """Open image ``index`` (predicted on opening) with the proposals shown at threshold 0.05."""
+    image_id = project.images()[index].id
+    client.predict(image_id, api_name="/open_image")
+    client.predict(0.05, api_name="/set_min_score")
+    assert any(a.state == "proposed" for a in project.store.annotations(image_id))
+    return image_id
+
+
+def test_reopen_with_accepted_objects_says_only_that_it_reopened(fresh) -> None:
+    """Reopen sets a reviewed image back to in progress by the person's word: it does not claim
+    "no accepted object is left" while objects are; rejecting the last one still says so."""
+    project, client = fresh
+    image_id = _fresh_image(project, client, 1)
+    proposals = [a.id for a in project.store.annotations(image_id) if a.state == "proposed"]
+    for ann in proposals[:2]:
+        client.predict(ann, api_name="/select_instance")
+        client.predict(api_name="/accept")
+    client.predict(api_name="/mark_reviewed")
+    r = as_dict(client.predict(api_name="/review_reject_undecided"))
+    assert project.image(image_id).review_state == "reviewed", r["status"]
+    r = as_dict(client.predict(api_name="/reopen"))
+    assert r["status"] == "image reopened (in progress)", r["status"]
+    assert "in progress" in r["review_state"]
+
+
+def test_a_deleted_proposal_stays_deleted_on_predict_again(fresh) -> None:
+    """Delete (the API's /delete, the Del key's button) is a decision like reject: Predict again
+    does not bring the object back."""
+    project, client = fresh
+    image_id = _fresh_image(project, client, 2)
+    proposed = [a for a in project.store.annotations(image_id) if a.state == "proposed"]
+    gone = proposed[0]
+    client.predict(gone.id, api_name="/select_instance")
+    assert "deleted" in as_dict(client.predict(api_name="/delete"))["status"]
+    r = as_dict(client.predict(api_name="/predict"))
+    assert "matched your decided annotations" in r["status"], r["status"]
+    back = [a for a in project.store.annotations(image_id) if iou(a.mask, gone.mask) >= 0.5]
+    assert back == [], [(a.id, a.state, iou(a.mask, gone.mask)) for a in back]
+
+
+def test_a_new_mask_on_an_accepted_object_selects_it_instead_of_a_copy(fresh) -> None:
+    """/add_mask (the new-mask and polygon tools' entry point) with a near-copy of an accepted
+    object adds nothing and selects that object; two accepted copies made otherwise are flagged."""
+    project, client = fresh
+    image_id = _fresh_image(project, client, 0)
+    target = next(a for a in project.store.annotations(image_id) if a.state == "proposed")
+    client.predict(target.id, api_name="/select_instance")
+    client.predict(api_name="/accept")
+    client.predict("", api_name="/select_instance")
+    before = len(project.store.annotations(image_id, include_rejected=True))
+    copy = target.mask.copy()
+    copy[np.nonzero(copy)[0][0], np.nonzero(copy)[1][0]] = False          # one pixel less: IoU > 0.99
+    r = as_dict(client.predict(canvas.edit_value(copy), target_name := project.class_names()[0], api_name="/add_mask"))
+    assert f"near-duplicate of #{target.id}" in r["status"], r["status"]
+    assert len(project.store.annotations(image_id, include_rejected=True)) == before
+    assert f"#{target.id} " in r["instance_info"]
+    # a small mask inside the accepted object asks once; applied again it is another object
+    client.predict("", api_name="/select_instance")
+    ys, xs = np.nonzero(target.mask)
+    inner = np.zeros_like(copy)
+    cy, cx = int(np.median(ys)), int(np.median(xs))
+    inner[cy - 2:cy + 2, cx - 2:cx + 2] = True
+    assert target.mask[inner].mean() >= 0.9
+    r = as_dict(client.predict(canvas.edit_value(inner), target_name, api_name="/add_mask"))
+    assert f"lies inside #{target.id}" in r["status"], r["status"]
+    assert len(project.store.annotations(image_id, include_rejected=True)) == before
+    r = as_dict(client.predict(canvas.edit_value(inner), target_name, api_name="/add_mask"))
+    assert "added" in r["status"], r["status"]
+    client.predict(api_name="/undo")
+    # a copy stored another way (an import, another tool) is flagged like a proposal
+    category = project.store.annotation(target.id).category_id
+    twin = project.store.add_annotation(image_id, copy, category, source="human")
+    r = as_dict(client.predict(0.05, api_name="/set_min_score"))
+    flag = r["instance_table"]["headers"].index("flag")
+    row = next(row for row in r["instance_table"]["data"] if row[0] in (twin, target.id) and row[flag])
+    assert row[flag] in (f"dup of #{target.id}", f"dup of #{twin}"), target_name

@@ -119,8 +119,8 @@ class Person:
         the current version's, and none may repeat an object the person decided."""
         img, previous = self.images[image_id], self.images[image_id].anns
         stored = {a.id: a for a in self.store.annotations(image_id, include_rejected=True)}
-        kept = {i: a for i, a in previous.items() if a.state != "proposed"}
-        assert set(kept) <= set(stored), "a decided annotation disappeared in a prediction run"
+        kept = {i: a for i, a in previous.items() if a.state != "proposed" or a.source != "predicted"}
+        assert set(kept) <= set(stored), "a decided (or relabelled) annotation disappeared in a prediction run"
         new = {i: a for i, a in stored.items() if i not in kept}
         assert not set(new) & set(previous), "an undecided proposal survived a prediction run"
         self.edit(f"replace_predictions from {self.version}")
@@ -194,7 +194,7 @@ class Person:
         a = self.img.anns[ann]
         a.category = category
         if (a.source, a.state) == ("predicted", "proposed"):
-            a.source, a.state = "human", "accepted"
+            a.source = "human"                     # the person's now, still undecided: relabel never accepts
         self.call(self.names[category], api="/relabel")
 
     def accept_shown(self) -> None:

@@ -171,3 +171,16 @@ def test_tools_that_draw_a_new_instance_drop_the_selection() -> None:
         assert (state.tool, state.selected) == (tool, None)
     set_tool(state, "lasso")
     assert state.tool == "select"
+
+
+def test_near_duplicate_accepted_objects_are_flagged_like_proposals() -> None:
+    """Two accepted copies of one object (the query tool or an import made the second) would be
+    exported twice: the lower one is flagged, Keep-one rejects it; rejected ones are never flagged."""
+    square = box_mask(40, 40, 5, 25, 5, 25)
+    almost = box_mask(40, 40, 5, 25, 5, 24)            # IoU 0.95
+    a, b = inst(1, square, "accepted"), inst(2, almost, "accepted")
+    shown = inspect_view.visible_instances([b, a], 0.5)
+    assert inspect_view.near_duplicates(shown, 0.9) == {2: 1}
+    assert [d.id for d in inspect_view.duplicates_of(a, shown, 0.9)] == [2]
+    gone = inst(3, almost, "rejected")
+    assert inspect_view.near_duplicates(inspect_view.visible_instances([a, gone], 0.5, True), 0.9) == {}

@@ -82,12 +82,17 @@ def test_placed_queries_change_nothing_else_and_not_each_other(predictor, scenes
 
 
 def test_point_to_cell_inverts_the_shown_query_points():
-    """On a resized, padded, non-square image every cell's shown centre maps back to that cell."""
+    """On a resized, padded, non-square image every cell's shown point is inside the picture and
+    maps back to that cell when the cell covers part of the picture (the last column, 320-336 of
+    a 330-wide picture, included); a cell wholly in padding is shown at the picture's edge."""
     geometry = Geometry(padded=(256, 352), resized=(240, 330), original=(480, 660))
     map_size = (16, 22)
     indices = torch.arange(map_size[0] * map_size[1])
     points = _query_points(indices, map_size, geometry)
-    inside = (points[:, 0] < 660) & (points[:, 1] < 480)
+    assert (points >= 0).all() and (points[:, 0] < 660).all() and (points[:, 1] < 480).all()
+    rows, cols = indices // map_size[1], indices % map_size[1]
+    inside = ((rows * 16 < 240) & (cols * 16 < 330)).numpy()
+    assert inside.sum() == 15 * 21
     got = points_to_indices([tuple(p) for p in points[inside]], geometry.original, geometry.resized,
                             geometry.padded, map_size)
     assert torch.equal(got, indices[torch.from_numpy(inside)])

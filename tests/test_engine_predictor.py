@@ -404,3 +404,19 @@ def test_fast_path_runs_pointwise_convolutions_through_onednn(tiny):
     with torch.no_grad():
         graph = str(torch.jit.trace(conv, x).graph)
     assert "mkldnn_convolution" not in graph and "aten::_convolution" in graph
+
+
+def test_query_points_of_a_non_square_photo_lie_on_the_picture(tiny):
+    """A 640x427 photo is 128x85 in a 128x96 input: the stride-16 map's last row reaches into the
+    padding. Every query's point (what Explain says and crosses) is on the picture, at the centre
+    of its cell's part there, and the selected query's cross is drawn on it."""
+    rgb = (np.random.default_rng(3).random((427, 640, 3)) * 255).astype(np.uint8)
+    pred = Predictor(tiny, NAMES, device="cpu", topk=5).predict(rgb, min_score=0.0)
+    pts = pred.explanation.query_points
+    assert (pts >= 0).all() and (pts[:, 0] < 640).all() and (pts[:, 1] < 427).all(), pts.max(0)
+    low = pts[:, 1].max()
+    assert low > 400, "some query sits in the last row (cells 80-96 of the input, rows 401-427 of the photo)"
+    q = int(np.argmax(pts[:, 1]))
+    marked = visualize.mark_points(np.zeros((427, 640, 3), np.uint8), pts, emphasis=q)
+    x, y = (int(round(v)) for v in pts[q])
+    assert marked[y, x].min() == 255, "the selected query's cross is drawn where the query is"
