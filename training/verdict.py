@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional
 
 from pycocotools.cocoeval import COCOeval
 
-from .bootstrap import Interval, ap_intervals, evaluated, images_to_decide, paired_gain
+from .bootstrap import SAMPLES, Interval, ap_intervals, evaluated, images_to_decide, paired_gain
 from .split import MIN_TEST_IMAGES, reviewed_images_for
 
 
@@ -80,15 +80,16 @@ def score(weights: str | Path, test_json: str | Path, image_root: str | Path, *,
     return evaluated(dataset.coco, [r for r in results if r["category_id"] != -1], dataset.image_ids)
 
 
-def decide(before: COCOeval, after: Optional[COCOeval], *, seed: int = 0) -> Verdict:
+def decide(before: COCOeval, after: Optional[COCOeval], *, samples: int = SAMPLES, seed: int = 0) -> Verdict:
     """The verdict from the two test-split evaluations (``after`` None: the run chose no new
-    model; the sentence then only reports the starting model)."""
-    ap_before = ap_intervals(before, seed=seed)
+    model; the sentence then only reports the starting model); ``samples``, ``seed``: of the
+    bootstrap (:mod:`training.bootstrap`)."""
+    ap_before = ap_intervals(before, samples=samples, seed=seed)
     if after is None:
         return Verdict(ap_before, None, None, False,
                        f"the starting model scores test mask AP {ap_before['segm/AP'].text()}")
-    ap_after = ap_intervals(after, seed=seed)
-    gain = paired_gain(before, after, seed=seed)
+    ap_after = ap_intervals(after, samples=samples, seed=seed)
+    gain = paired_gain(before, after, samples=samples, seed=seed)
     return Verdict(ap_before, ap_after, gain, _is_better(gain), _sentence(gain))
 
 
