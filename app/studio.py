@@ -163,7 +163,7 @@ class Studio:
         if new is not None and old is not None and new.value is not None and old.value is not None \
                 and new.value < old.value:
             return (f"`{version}` has a lower held-out AP than `{current}`: {ap_text(new)} against {ap_text(old)} "
-                    f"(each on its own run's test images).")
+                    f"(each as recorded with its version).")
         return None
 
     def ask_values(self, state: SessionState) -> dict[str, Any]:

@@ -135,3 +135,29 @@ def test_stop_then_kill_and_resume(studio) -> None:
     assert resumed_from < record.iteration < 400
     iterations = [p.iteration for p in project.store.training_metrics(run_id, "loss")]
     assert iterations == sorted(set(iterations))         # no point twice after the resume
+
+
+def test_model_picker_shows_test_ap_and_warns_about_a_version_not_shown_better(studio) -> None:
+    """A version registered by a run that could not show it better: the picker labels it with its
+    test AP, interval and count, and says it was not shown better; switching to it asks first,
+    giving the run's reason; nothing switches until the person confirms."""
+    from app.session import SessionState
+    from app.studio import Studio
+    from training.bootstrap import Interval
+    from training.verdict import Verdict
+    from training.worker import version_metrics
+    project, _ = studio
+    ap = {"segm/AP": Interval(41.0, 20.5, 60.0, 6, 19)}
+    verdict = Verdict({"segm/AP": Interval(35.0, 15.0, 55.0, 6, 19)}, ap, Interval(6.0, -4.0, 15.0, 6, 19), False,
+                      "mask AP gain +6.0 [-4.0, +15.0] (6 images, 19 objects): the 95% interval includes zero")
+    parent = project.model.version
+    project.store.record_model_version("unproven", "/nowhere/unproven.safetensors", version_metrics(verdict),
+                                       parent=parent)
+    view, state = Studio(project), SessionState()
+    label = dict((v, k) for k, v in view.model_choices())["unproven"]
+    assert "test AP 41.0 [20.5, 60.0] (6 images, 19 objects)" in label and "not shown better" in label
+    message = view.switch_model(state, "unproven")
+    assert message.startswith(f"`unproven` was not shown better than `{parent}`: mask AP gain +6.0 [-4.0, +15.0]")
+    assert state.asking == "switch" and project.model.version == parent
+    rows = {row[0]: row for row in train_view.version_rows(project)}
+    assert rows["unproven"][3] == ap["segm/AP"].text() and rows["unproven"][5].startswith("no: mask AP gain")
