@@ -26,6 +26,7 @@ import pandas as pd
 from fastinst import visualize
 from app.project import Project, StudioError, ap_text
 from app.versions import VersionModels
+from training.verdict import FEW_TEST_IMAGES, FEW_TEST_IMAGES_NOTE
 
 SCOPES = ("test images", "all reviewed images")
 TP_RGB, FP_RGB, FN_RGB, WRONG_RGB = (40, 200, 70), (235, 50, 50), (250, 200, 0), (255, 120, 0)
@@ -95,6 +96,7 @@ def summary_markdown(ev: Evaluation) -> str:
             f"(95% bootstrap interval over images)"
             + ("" if ev.scope == SCOPES[0] else " · these images include those a fine-tuned model trained on: "
                "not a measure of how it does on new images")
+            + ("" if len(ev.coco["images"]) >= FEW_TEST_IMAGES else f" · {FEW_TEST_IMAGES_NOTE}")
             + f"\n\nper class:\n{per_class}\n\n"
             f"at IoU 0.5 and score >= {ev.min_score:.2f}: {fp} false positives, {fn} false negatives, "
             f"{wrong} of them wrong classes")

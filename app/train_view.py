@@ -25,7 +25,7 @@ from app.project import Project, StudioError, ap_text, test_ap
 from app.versions import VersionModels
 from training.bootstrap import Interval
 from training.split import MIN_TEST_IMAGES, choose_splits, image_key
-from training.verdict import Verdict
+from training.verdict import FEW_TEST_IMAGES, FEW_TEST_IMAGES_NOTE, Verdict
 
 LOSS_SERIES = {"loss": "total (smoothed)", "loss_raw": "total (each iteration)", "proposal": "IA proposals",
                "ce": "class", "mask": "mask BCE", "dice": "dice", "l1": "box L1", "giou": "box GIoU"}
@@ -239,6 +239,8 @@ def metrics_markdown(run: Any) -> str:
         out.append(f"| gain (paired) | | {verdict.gain.text(signed=True)} |")
     chosen = (run.metrics or {}).get("chosen_iteration")
     out.append(f"\n**{'Better' if verdict.better else 'Not shown better'}**: {verdict.sentence}.")
+    if verdict.before["segm/AP"].images < FEW_TEST_IMAGES:
+        out.append(f"\n*{verdict.before['segm/AP'].images} test images*: {FEW_TEST_IMAGES_NOTE}.")
     if verdict.after is not None and chosen is not None:
         how = "chosen on the validation images" if (run.report or {}).get("val") else "the last one: no validation image"
         out.append(f"\nafter = the checkpoint of iteration {chosen} ({how})")

@@ -14,6 +14,7 @@ from test_app_support import make_project, served
 from test_training_analysis import cocoeval_counts
 from training.bootstrap import ap_intervals, evaluated
 from training.data import load_coco
+from training.verdict import FEW_TEST_IMAGES_NOTE
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_errors_per_image_equal_pycocotools(studio) -> None:
     assert f"mask AP **{intervals['segm/AP'].text()}**" in summary and "(3 images, " in summary
     for name in ("circle", "square", "triangle"):
         assert f"- {name}: {intervals[f'segm/AP-{name}'].text()}" in summary
-    assert "include those a fine-tuned model trained on" in summary
+    assert "include those a fine-tuned model trained on" in summary and FEW_TEST_IMAGES_NOTE in summary
     errors = [row[2] + row[3] for row in images["data"]]
     assert errors == sorted(errors, reverse=True)
     assert confusion["headers"][-1] == "missed" and confusion["data"][-1][0].startswith("background")

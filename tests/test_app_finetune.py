@@ -14,6 +14,7 @@ import pytest
 from gradio_client import Client
 
 from app import train_view
+from training.verdict import FEW_TEST_IMAGES_NOTE
 from test_app_support import make_project, served
 
 
@@ -84,6 +85,7 @@ def test_run_in_a_worker_seen_by_a_second_client_then_used(studio) -> None:
     verdict = train_view.verdict_of(run)
     assert verdict.before["segm/AP"].images == 2 and verdict.before["segm/AP"].text() in view["metrics"]
     assert "Test mask AP" in view["metrics"] and verdict.sentence in view["metrics"]
+    assert f"*2 test images*: {FEW_TEST_IMAGES_NOTE}" in view["metrics"]
     assert {"AP", "AP50", "AP75"} <= {row[2] for row in view["ap_plot"]["data"]}
     assert "total (smoothed)" in {row[2] for row in view["loss_plot"]["data"]}
     assert run.dataset_revision and len(run.dataset_revision) == 64
