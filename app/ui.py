@@ -468,8 +468,8 @@ def wire_navigation(w: Wiring, demo: gr.Blocks) -> None:
 
 
 def wire_models(w: Wiring) -> list[Any]:
-    """Switching the project's model version (asks first when its held-out AP is lower); returns
-    the switch events, which the views with their own model pickers follow (``.then``)."""
+    """Switching the project's model version (asks first when it was not shown better, or its
+    test AP is lower); returns the switch events, which the views with their own model pickers follow (``.then``)."""
     c, s, state = w.c, w.studio, w.state
 
     def switch(confirmed: bool) -> Callable[..., Any]:
