@@ -242,7 +242,8 @@ def metrics_markdown(run: Any) -> str:
     if verdict.before["segm/AP"].images < FEW_TEST_IMAGES:
         out.append(f"\n*{verdict.before['segm/AP'].images} test images*: {FEW_TEST_IMAGES_NOTE}.")
     if verdict.after is not None and chosen is not None:
-        how = "chosen on the validation images" if (run.report or {}).get("val") else "the last one: no validation image"
+        how = ("chosen on the validation images" if (run.report or {}).get("val")
+               else "the last one: no validation image")
         out.append(f"\nafter = the checkpoint of iteration {chosen} ({how})")
     return "\n".join(out)
 

@@ -60,7 +60,8 @@ def scenario(folder: Path, num_images: int, iterations: int, unseen: bool = True
     figures = unseen_ap(folder / "unseen", DEMO_WEIGHTS, Path(version.path)) if unseen else ()
     print(f"\nscenario ({num_images} images): test mask AP {result.ap_before.text()} -> {result.ap_after.text()}; "
           + (f"on 200 unseen images {figures[0].text()} -> {figures[1].text()}, gain {figures[2].text(signed=True)}; "
-             if figures else "") + f"review {result.review_s:.0f} s ({result.actions}), training {result.train_s:.0f} s "
+             if figures else "")
+          + f"review {result.review_s:.0f} s ({result.actions}), training {result.train_s:.0f} s "
           f"({result.iterations} iterations)\n{run.message}")
     return Outcome(result, run, verdict, *figures)
 

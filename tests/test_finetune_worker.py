@@ -255,8 +255,10 @@ def test_verdict_better_only_when_the_gain_interval_excludes_zero(ground_truth) 
     assert f"review about {reviewed_images_for(1)} more images" in lucky.sentence
     same = evaluated(coco, perfect_results(coco, ids[:4]), ids)
     tie = decide(same, same)
-    assert not tie.better and "cannot be told from noise on 8 test images, and the two models score the same" in tie.sentence
-    mixed = decide(evaluated(coco, perfect_results(coco, ids[:5]), ids), evaluated(coco, perfect_results(coco, ids[3:]), ids))
+    assert not tie.better
+    assert "cannot be told from noise on 8 test images, and the two models score the same" in tie.sentence
+    mixed = decide(evaluated(coco, perfect_results(coco, ids[:5]), ids),
+                   evaluated(coco, perfect_results(coco, ids[3:]), ids))
     needed = images_to_decide(mixed.gain)
     assert not mixed.better and mixed.gain.low < 0 < mixed.gain.high
     assert (f"cannot be told from noise on 8 test images; about {needed} test images would likely decide it, that is "

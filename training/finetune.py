@@ -1,8 +1,8 @@
 """Fine-tuning runs kept in the annotation store, trained by a worker process.
 
 The studio (or the CLI) calls :func:`prepare_run`: it fixes the three-way split of the reviewed
-images (:mod:`training.split`: train, validation, test), exports the three COCO files, hashes the exact annotation set (the dataset revision),
-picks the one-click defaults and records the run. :func:`launch_worker` starts
+images (:mod:`training.split`: train, validation, test), exports the three COCO files, hashes the
+exact annotation set (the dataset revision), picks the one-click defaults and records the run. :func:`launch_worker` starts
 ``python -m training.worker`` (through ``torchrun`` on all GPUs when there are several), which
 trains and writes status, progress, curves and the resulting model version into the store.
 Every process reading the store sees the same run; :func:`refresh_run` notices a worker that
