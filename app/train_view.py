@@ -225,6 +225,9 @@ def metrics_markdown(run: Any) -> str:
     if verdict is None:
         if run is None or not (run.report or {}).get("best"):
             return ""
+        if not is_active(run):   # a run from before the test split, or one that failed before measuring
+            return ("no test figures for this run: it ended before measuring, or ran before the studio kept test "
+                    "images apart (its old held-out figures were measured on the images that chose its checkpoint)")
         best = run.report["best"]["iteration"]
         return (f"best checkpoint so far on the {len(run.report.get('val') or [])} validation images: iteration "
                 f"{best}. The test images are measured when the run ends.")
