@@ -1,4 +1,4 @@
-"""Model versions, training runs, their curves and the fixed held-out split.
+"""Model versions, training runs, their curves and the fixed train / validation / test split.
 
 A training run is a row that the studio creates and a worker process updates (status, iteration,
 heartbeat, curves), so every process and browser reading the store sees the same run. Model
@@ -203,7 +203,8 @@ def drop_training_metrics_after(engine: Engine, run_id: int, iteration: int) -> 
 
 
 def image_splits(engine: Engine, dataset_id: int) -> dict[int, str]:
-    """image id -> "train" or "heldout", for the dataset's images that have a split."""
+    """image id -> "train", "val" or "test" (:mod:`training.split`), for the dataset's images
+    that have a split."""
     with read_session(engine) as session:
         rows = session.execute(select(ImageSplit.image_id, ImageSplit.split).join(Image, Image.id == ImageSplit.image_id)
                                .where(Image.dataset_id == dataset_id))

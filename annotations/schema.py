@@ -16,7 +16,7 @@ Tables:
                     version and the dataset revision it was trained from
     training_runs   fine-tuning runs: status, progress, the worker running it, its report
     training_metrics  a run's loss and held-out AP curves (one row per logged point)
-    image_splits    the fixed train / held-out assignment of each image
+    image_splits    the fixed train / validation / test assignment of each image
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ STATES = ("proposed", "accepted", "rejected")
 REVIEW_STATES = ("unreviewed", "in_progress", "reviewed")
 EDIT_STATUSES = ("applied", "undone", "discarded")
 RUN_STATUSES = ("created", "running", "done", "stopped", "failed", "killed")
-SPLITS = ("train", "heldout")
+SPLITS = ("train", "val", "test")     # training.split; "heldout" before migration 0005
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_N_label)s",
@@ -273,7 +273,8 @@ class TrainingMetric(Base):
 
 
 class ImageSplit(Base):
-    """The split an image belongs to, fixed when first assigned (added by migration 0004)."""
+    """The split an image belongs to, fixed when first assigned (added by migration 0004; three
+    splits since 0005: :mod:`training.split`)."""
 
     __tablename__ = "image_splits"
     __table_args__ = (_one_of("split", SPLITS, "split"),)

@@ -711,7 +711,7 @@ class Store:
         registry.drop_training_metrics_after(self.engine, run_id, iteration)
 
     def image_splits(self, dataset_id: int) -> dict[int, str]:
-        """image id -> "train" / "heldout" for the images that have a split."""
+        """image id -> "train" / "val" / "test" for the images that have a split."""
         return registry.image_splits(self.engine, dataset_id)
 
     def assign_image_splits(self, dataset_id: int, choose: Any) -> dict[int, str]:

@@ -1,6 +1,9 @@
 """Evaluate view: any model version against the reviewed images, and what to review next.
 
-- Mask AP, AP50, AP75 and per-class AP (pycocotools) on the held-out or all reviewed images.
+- Mask AP and per-class AP (pycocotools), each with its 95% bootstrap interval over images and the
+  images and objects it rests on (:mod:`training.bootstrap`), on the test images (never trained
+  on, never used to choose anything: :mod:`training.split`) or on all reviewed images (which
+  include the images a fine-tuned model trained on: not a measure of how it does on new images).
 - Per image: false positives, false negatives and wrong classes at IoU 0.5 (COCOeval's matching,
   :mod:`training.analysis`), worst first; a picked image is drawn with its errors marked.
 - The confusion between classes (rows: the objects' classes, columns: what the model said).
@@ -21,10 +24,11 @@ import numpy as np
 import pandas as pd
 
 from fastinst import visualize
-from app.project import Project, StudioError
+from app.project import Project, StudioError, ap_text
 from app.versions import VersionModels
+from training.verdict import FEW_TEST_IMAGES, FEW_TEST_IMAGES_NOTE
 
-SCOPES = ("held-out images", "all reviewed images")
+SCOPES = ("test images", "all reviewed images")
 TP_RGB, FP_RGB, FN_RGB, WRONG_RGB = (40, 200, 70), (235, 50, 50), (250, 200, 0), (255, 120, 0)
 IMAGE_HEADERS = ["image", "file", "false pos.", "false neg.", "wrong class", "correct"]
 REVIEW_HEADERS = ["image", "file", "uncertainty", "score ambiguity", "mask change (last layers)", "instances"]
@@ -37,14 +41,15 @@ class Evaluation:
     version: str
     coco: dict
     results: list
-    metrics: dict
+    metrics: dict   # "segm/AP", "segm/AP-<class>" -> training.bootstrap.Interval
     analysis: Any
     min_score: float
+    scope: str = SCOPES[0]
 
 
 def reviewed_coco(project: Project, scope: str) -> tuple[Any, dict]:
     """The reviewed images' accepted annotations, read by the one COCO reader: (pycocotools COCO
-    of every reviewed image, COCO dict of the scope's images: held-out ones only for that scope).
+    of every reviewed image, COCO dict of the scope's images: test ones only for that scope).
 
     Raises StudioError when there is nothing to evaluate on."""
     from training.data import load_coco
@@ -52,7 +57,7 @@ def reviewed_coco(project: Project, scope: str) -> tuple[Any, dict]:
     coco = gt.dataset
     if scope == SCOPES[0]:
         splits = project.store.image_splits(project.dataset_id)
-        held = {project.store.image(i).coco_id for i, s in splits.items() if s == "heldout"}
+        held = {project.store.image(i).coco_id for i, s in splits.items() if s == "test"}
         coco = {**coco, "images": [im for im in coco["images"] if im["id"] in held],
                 "annotations": [a for a in coco["annotations"] if a["image_id"] in held]}
     if not coco["images"]:
@@ -65,7 +70,7 @@ def evaluate(project: Project, models: VersionModels, version: str, scope: str, 
     """Predict every image of the scope with ``version`` and score it."""
     from fastinst.coco_results import to_coco_results
     from training.analysis import analyse
-    from training.evaluate import coco_mask_metrics
+    from training.bootstrap import ap_intervals, evaluated
     gt, coco = reviewed_coco(project, scope)
     by_coco_id = {r.coco_id: r.id for r in project.store.list_images(project.dataset_id)}
     names = {name: cid for cid, name in project.categories()}
@@ -75,20 +80,24 @@ def evaluate(project: Project, models: VersionModels, version: str, scope: str, 
         known = [k for k in range(len(pred)) if pred.class_names[int(pred.classes[k])] in names]
         cats = [names.get(n, -1) for n in pred.class_names]   # class index -> COCO id (unknown ones skipped)
         results += to_coco_results(pred.masks[known], pred.scores[known], pred.classes[known], im["id"], cats)
-    metrics = coco_mask_metrics(gt, results, [im["id"] for im in coco["images"]])
-    return Evaluation(version, coco, results, metrics, analyse(coco, results, min_score=min_score), min_score)
+    metrics = ap_intervals(evaluated(gt, results, [im["id"] for im in coco["images"]]))
+    return Evaluation(version, coco, results, metrics, analyse(coco, results, min_score=min_score), min_score, scope)
 
 
 def summary_markdown(ev: Evaluation) -> str:
-    """AP, AP50, AP75, per-class AP and error totals."""
+    """AP and per-class AP, each with its 95% interval and what it rests on, and error totals."""
     m = ev.metrics
-    fmt = lambda v: "—" if v is None else f"{v:.1f}"  # noqa: E731
-    per_class = " · ".join(f"{k.removeprefix('segm/AP-')} {fmt(v)}" for k, v in m.items() if k.startswith("segm/AP-"))
+    per_class = "\n".join(f"- {k.removeprefix('segm/AP-')}: {ap_text(v)}" for k, v in m.items()
+                          if k.startswith("segm/AP-"))
     fp = sum(len(e.false_positives) for e in ev.analysis.images)
     fn = sum(len(e.false_negatives) for e in ev.analysis.images)
     wrong = sum(len(e.wrong_class) for e in ev.analysis.images)
-    return (f"**`{ev.version}`** on {len(ev.coco['images'])} images · mask AP **{fmt(m.get('segm/AP'))}** · "
-            f"AP50 {fmt(m.get('segm/AP50'))} · AP75 {fmt(m.get('segm/AP75'))}\n\nper class: {per_class}\n\n"
+    return (f"**`{ev.version}`** on {len(ev.coco['images'])} images · mask AP **{ap_text(m.get('segm/AP'))}** "
+            f"(95% bootstrap interval over images)"
+            + ("" if ev.scope == SCOPES[0] else " · these images include those a fine-tuned model trained on: "
+               "not a measure of how it does on new images")
+            + ("" if len(ev.coco["images"]) >= FEW_TEST_IMAGES else f" · {FEW_TEST_IMAGES_NOTE}")
+            + f"\n\nper class:\n{per_class}\n\n"
             f"at IoU 0.5 and score >= {ev.min_score:.2f}: {fp} false positives, {fn} false negatives, "
             f"{wrong} of them wrong classes")
 

@@ -22,6 +22,7 @@ from annotations.coco_parse import UPLOAD_FOLDER, normal_file_name
 from fastinst.errors import ImageError
 from fastinst.images import IMAGE_SUFFIXES, decoded_size
 from app.session import LRUCache, ModelSlot
+from training.bootstrap import Interval
 
 PROPOSAL_FLOOR = 0.05     # predictions below this score are not stored at all
 
@@ -67,15 +68,26 @@ class PredictOutcome:
         return text
 
 
-def held_out_ap(record: Any) -> float | None:
-    """A model version's held-out mask AP (0-100) from its recorded metrics, or None when unknown.
+def test_ap(record: Any) -> Interval | None:
+    """A model version's mask AP (0-100) on its run's test images, with its 95% interval and the
+    images and objects it rests on (:mod:`training.verdict`), or None when unknown.
 
-    Read from ``metrics["held_out"]["segm/AP"]`` (what a fine-tuning run records about its
-    held-out images) or a flat ``metrics["held_out_ap"]``.
+    Versions registered before the test split (or from elsewhere) give ``metrics["held_out"]
+    ["segm/AP"]`` or a flat ``metrics["held_out_ap"]``: a figure without an interval.
     """
     metrics = getattr(record, "metrics", None) or {}
+    measured = (metrics.get("test") or {}).get("segm/AP")
+    if isinstance(measured, dict):
+        return Interval.from_dict(measured)
     value = (metrics.get("held_out") or {}).get("segm/AP", metrics.get("held_out_ap"))
-    return None if value is None else float(value)
+    return None if value is None else Interval(float(value), None, None, int(metrics.get("held_out_images") or 0), 0)
+
+
+def ap_text(interval: Interval | None) -> str:
+    """An AP with its interval and what it rests on; "—" when unknown."""
+    if interval is None or interval.value is None or interval.low is not None:
+        return "—" if interval is None else interval.text()
+    return f"{interval.value:.1f} (no interval recorded)"
 
 
 def file_version(path: Path) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 
 from app import canvas, explain_view, inspect_view
 from annotations import ImageRecord
-from app.project import Instance, Project, StudioError, held_out_ap
+from app.project import Instance, Project, StudioError, ap_text, test_ap
 from app.session import LRUCache, SessionState
 from app.versions import VersionModels
 from fastinst import visualize
@@ -137,13 +137,34 @@ class Studio:
         return f"`{e.file_name}` {e.width}×{e.height} · **{state}** · rev {e.revision}{failed}"
 
     def model_choices(self) -> list[tuple[str, str]]:
-        """(label, version) of every recorded model version, with its held-out AP when known."""
+        """(label, version) of every recorded model version, with its test AP (interval, images,
+        objects) when known, and "not shown better" for a version its run did not offer."""
         out = []
         for record in self.project.model_versions():
-            ap = held_out_ap(record)
+            ap = test_ap(record)
             label = f"{record.name} · {record.created_at:%Y-%m-%d %H:%M}"
-            out.append((label + ("" if ap is None else f" · held-out AP {ap:.1f}"), record.name))
+            label += "" if ap is None else f" · test AP {ap_text(ap)}"
+            if (record.metrics or {}).get("better") is False:
+                label += " · not shown better than its parent"
+            out.append((label, record.name))
         return out
+
+    def switch_warning(self, version: str) -> str | None:
+        """Why switching to ``version`` deserves a second thought, or None: its run did not show it
+        better than its parent, or its test AP is lower than the current model's (each measured
+        on its own run's test images)."""
+        records = {r.name: r for r in self.project.model_versions()}
+        current = self.project.model.version
+        target = records.get(version)
+        metrics = (target.metrics or {}) if target is not None else {}
+        if metrics.get("better") is False:
+            return f"`{version}` was not shown better than `{target.parent}`: {metrics.get('verdict', '')}."
+        new, old = test_ap(target), test_ap(records.get(current))
+        if new is not None and old is not None and new.value is not None and old.value is not None \
+                and new.value < old.value:
+            return (f"`{version}` has a lower held-out AP than `{current}`: {ap_text(new)} against {ap_text(old)} "
+                    f"(each as recorded with its version).")
+        return None
 
     def ask_values(self, state: SessionState) -> dict[str, Any]:
         """The question box: its text and which answer row is visible."""
@@ -163,8 +184,7 @@ class Studio:
             what = "relabel the selected instance with it" if state.class_for == "relabel" else "label the drawn mask with it"
             return (f"**`{state.new_class}` is not a class of this project.** Make it a new class and {what} "
                     f"(undo takes both back), or cancel (a typo: choose a class in the picker)?")
-        return (f"**`{state.switch_to}` has a lower held-out AP than `{self.project.model.version}`.** "
-                "Switch anyway?")
+        return f"**{self.switch_warning(state.switch_to or '')}** Switch anyway?"
 
     # ---------------------------------------------------------------------- renders
 
@@ -470,16 +490,16 @@ class Studio:
 
     def switch_model(self, state: SessionState, version: str | None, confirmed: bool = False) -> str:
         """Make ``version`` the project's model (every session predicts with it at once). A
-        version with a lower held-out AP than the current one asks first."""
+        version its run did not show better, or with a lower test AP than the current one, asks
+        first (:meth:`switch_warning`)."""
         if not version or version == self.project.model.version:
             return f"already predicting with {self.project.model.version}"
-        records = {r.name: r for r in self.project.model_versions()}
-        if version not in records:
+        if version not in {r.name for r in self.project.model_versions()}:
             raise StudioError(f"no model version called {version!r}")
-        new_ap, old_ap = held_out_ap(records[version]), held_out_ap(records.get(self.project.model.version))
-        if not confirmed and new_ap is not None and old_ap is not None and new_ap < old_ap:
+        warning = self.switch_warning(version)
+        if not confirmed and warning:
             state.asking, state.switch_to = "switch", version
-            return f"{version} has held-out AP {new_ap:.1f} < {old_ap:.1f}: switch anyway?"
+            return f"{warning} Switch anyway?"
         state.asking, state.switch_to = "", None
         self.project.switch_model(version)
         return f"switched to {version} (reviewed images keep their annotations)"

@@ -1,5 +1,9 @@
 """Fine-tune view: one click trains the current model (or any version) on the reviewed images in
-a worker process, with live loss and held-out AP curves, then compares before and after.
+a worker process, with live loss and validation AP curves, then reports before and after on the
+test images (:mod:`training.split`, :mod:`training.verdict`): each AP with its 95% interval and
+the images and objects it rests on, and whether the new model is better or the difference cannot
+be told from noise. *Use the new model* acts only on a model shown better; *Compare* only when
+the run made a model.
 
 Everything the view shows is read from the store (``training_runs``, ``training_metrics``,
 ``model_versions``, ``image_splits``), so a reload or a second browser sees the same run, and the
@@ -17,13 +21,17 @@ import numpy as np
 import pandas as pd
 
 from fastinst import visualize
-from app.project import Project, StudioError
+from app.project import Project, StudioError, ap_text, test_ap
 from app.versions import VersionModels
-from training.split import choose_splits, image_key
+from training.bootstrap import Interval
+from training.split import MIN_TEST_IMAGES, choose_splits, image_key
+from training.verdict import FEW_TEST_IMAGES, FEW_TEST_IMAGES_NOTE, Verdict
 
 LOSS_SERIES = {"loss": "total (smoothed)", "loss_raw": "total (each iteration)", "proposal": "IA proposals",
                "ce": "class", "mask": "mask BCE", "dice": "dice", "l1": "box L1", "giou": "box GIoU"}
 AP_SERIES = {"segm/AP": "AP", "segm/AP50": "AP50", "segm/AP75": "AP75"}
+SIDES = {"train": "to train on", "val": "for validation (chooses the checkpoint)",
+         "test": "for testing (only measures: before and after)"}
 COMPARE_MIN_SIDE = 512     # the before/after pictures are drawn at least this large
 
 
@@ -95,10 +103,14 @@ def resume(project: Project) -> str:
 
 
 def use_version(project: Project, name: str | None) -> str:
-    """Make version ``name`` (default: the latest run's result) the process's model."""
+    """Make version ``name`` (default: the latest run's result, when it was shown better) the
+    process's model."""
     from app.startup import load_model
     if not name:
         run = latest_run(project)
+        if run is not None and run.model_version and not can_use(project, run):
+            raise StudioError(f"`{run.model_version}` was not shown better than `{run.parent_version}`: "
+                              f"{verdict_of(run).sentence}")
         name = run.model_version if run is not None else None
     record = project.store.model_version(name) if name else None
     if record is None or not record.path:
@@ -116,25 +128,30 @@ def use_version(project: Project, name: str | None) -> str:
 # ----------------------------------------------------------------------------------- display
 
 def split_markdown(project: Project) -> str:
-    """The held-out split of the reviewed images, for the person to see: the stored sides, and the
+    """The three-way split of the reviewed images, for the person to see: the stored sides, and the
     sides that images reviewed since the last run will take when the next run starts (the same rule,
     :func:`training.split.choose_splits`; nothing is stored until then)."""
     splits = project.store.image_splits(project.dataset_id)
     reviewed = [e for e in project.images() if e.review_state == "reviewed"]
     if len(reviewed) < 2:
-        return (f"**{len(reviewed)} reviewed images**: fine-tuning needs at least 2 (one is held out to measure "
-                f"the model); mark images reviewed on the Correct tab (`M`)")
+        return (f"**{len(reviewed)} reviewed images**: fine-tuning needs at least 2 (one is kept aside as a test "
+                f"image to measure the model); mark images reviewed on the Correct tab (`M`)")
     upcoming = choose_splits({e.id: image_key(e) for e in reviewed}, splits,
                              assigned_keys={e.id: image_key(e) for e in project.images()})
     side = {e.id: splits.get(e.id) or upcoming.get(e.id) for e in reviewed}
-    held = [e.file_name for e in reviewed if side[e.id] == "heldout"]
-    train = sum(side[e.id] == "train" for e in reviewed)
-    lines = [f"**{len(reviewed)} reviewed images**: {train} to train on, {len(held)} held out to measure "
-             f"the model (fixed per image: an image never changes side)"]
+    count = {k: sum(side[e.id] == k for e in reviewed) for k in SIDES}
+    lines = [f"**{len(reviewed)} reviewed images**: " + ", ".join(f"{count[k]} {SIDES[k]}" for k in SIDES)
+             + " (fixed per image: an image never changes side)"]
     if upcoming:
         lines.append(f"{len(upcoming)} of them were reviewed since the last run and take these sides when the "
                      f"next run starts")
-    lines.append("held out: " + ", ".join(f"`{n}`" for n in held[:40]) + (" …" if len(held) > 40 else ""))
+    if not count["val"]:
+        lines.append("no validation image yet: a run trains its whole schedule and keeps its last model")
+    if count["test"] < MIN_TEST_IMAGES:
+        lines.append(f"only {count['test']} test images: a run can measure the new model but not yet call it "
+                     f"better (at least {MIN_TEST_IMAGES} are needed); keep reviewing")
+    test = [e.file_name for e in reviewed if side[e.id] == "test"]
+    lines.append("test images: " + ", ".join(f"`{n}`" for n in test[:40]) + (" …" if len(test) > 40 else ""))
     return "\n\n".join(lines)
 
 
@@ -151,6 +168,15 @@ def progress_html(run: Any) -> str:
             f'<div class="ft-text"><b>run {run.id} · {run.status}</b> · iteration {run.iteration}/{total} · {text}</div></div>')
 
 
+def _curve_frame(rows: list[tuple[int, float, str]], y: str) -> pd.DataFrame:
+    """Long-form rows with numeric columns even when empty: the plot takes its axis types from
+    the first frame it is sent, and an empty frame's columns are untyped (strings), which made a
+    project's first run draw every value as a category until a reload."""
+    return pd.DataFrame({"iteration": pd.Series([r[0] for r in rows], dtype="int64"),
+                         y: pd.Series([r[1] for r in rows], dtype="float64"),
+                         "series": pd.Series([r[2] for r in rows], dtype="object")})
+
+
 def loss_frame(project: Project, run: Any) -> pd.DataFrame:
     """The loss curves (smoothed total and parts, raw total) as long-form rows."""
     rows = []
@@ -159,43 +185,69 @@ def loss_frame(project: Project, run: Any) -> pd.DataFrame:
             for key, label in LOSS_SERIES.items():
                 if point.values.get(key) is not None:
                     rows.append((point.iteration, float(point.values[key]), label))
-    return pd.DataFrame(rows, columns=["iteration", "loss", "series"])
+    return _curve_frame(rows, "loss")
 
 
 def ap_frame(project: Project, run: Any) -> pd.DataFrame:
-    """The held-out AP curves (AP, AP50, AP75; iteration 0 = the starting model)."""
+    """The validation AP curves (AP, AP50, AP75; iteration 0 = the starting model with a fresh
+    head for classes it does not know): what chooses the checkpoint, not a result."""
     rows = []
     if run is not None:
         for point in project.store.training_metrics(run.id, "eval"):
             for key, label in AP_SERIES.items():
                 if point.values.get(key) is not None:
                     rows.append((point.iteration, float(point.values[key]), label))
-    return pd.DataFrame(rows, columns=["iteration", "AP", "series"])
+    return _curve_frame(rows, "AP")
 
 
-def _fmt(value: Any) -> str:
-    return "—" if value is None else f"{float(value):.1f}"
+def verdict_of(run: Any) -> Verdict | None:
+    """The run's test-split figures and verdict (None until the worker has measured them)."""
+    data = (run.metrics or {}).get("test") if run is not None else None
+    return Verdict.from_dict(data) if data else None
+
+
+def can_use(project: Project, run: Any) -> bool:
+    """Whether *Use the new model* can act: the run made a model shown better than its parent,
+    and the studio does not predict with it yet."""
+    verdict = verdict_of(run)
+    return bool(verdict and verdict.better and run.model_version and run.model_version != project.model.version)
+
+
+def can_compare(run: Any) -> bool:
+    """Whether there is a before and an after to compare: the run made a model."""
+    return run is not None and bool(run.model_version)
 
 
 def metrics_markdown(run: Any) -> str:
-    """Held-out mask AP, AP50, AP75 and per-class AP before (the starting model) and after (the
-    best model of the run)."""
-    if run is None:
-        return ""
-    report = run.report or {}
-    before = report.get("before") or {}
-    after = {k: v for k, v in (report.get("best") or {}).items() if k != "iteration"}
-    if not before and not after:
-        return ""
-    keys = ["segm/AP", "segm/AP50", "segm/AP75"] + sorted({k for k in [*before, *after] if k.startswith("segm/AP-")})
-    n = len(report.get("heldout") or [])
-    out = [f"**Held-out mask AP** ({n} images never trained on)\n", "| metric | before | after |", "|---|---|---|"]
+    """Test-split mask AP, overall and per class, of the starting model (before) and the chosen
+    one (after), each with its 95% interval, the paired gain and the verdict."""
+    verdict = verdict_of(run)
+    if verdict is None:
+        if run is None or not (run.report or {}).get("best"):
+            return ""
+        if not is_active(run):   # a run from before the test split, or one that failed before measuring
+            return ("no test figures for this run: it ended before measuring, or ran before the studio kept test "
+                    "images apart (its old held-out figures were measured on the images that chose its checkpoint)")
+        best = run.report["best"]["iteration"]
+        return (f"best checkpoint so far on the {len(run.report.get('val') or [])} validation images: iteration "
+                f"{best}. The test images are measured when the run ends.")
+    after = verdict.after or {}
+    keys = ["segm/AP"] + sorted(k for k in verdict.before if k.startswith("segm/AP-"))
+    out = [f"**Test mask AP**: {len((run.report or {}).get('test') or [])} images never trained on and never "
+           f"used to choose anything; 95% bootstrap intervals over images\n",
+           "| | before (the starting model as it is) | after (the chosen checkpoint) |", "|---|---|---|"]
     for k in keys:
-        out.append(f"| {k.removeprefix('segm/')} | {_fmt(before.get(k))} | {_fmt(after.get(k))} |")
-    best = report.get("best") or {}
-    if best.get("iteration"):
-        out.append(f"\nafter = the best model of the run (iteration {best['iteration']}); it is kept even if later "
-                   f"iterations got worse")
+        out.append(f"| {k.removeprefix('segm/')} | {ap_text(verdict.before.get(k))} | {ap_text(after.get(k))} |")
+    if verdict.gain is not None:
+        out.append(f"| gain (paired) | | {verdict.gain.text(signed=True)} |")
+    chosen = (run.metrics or {}).get("chosen_iteration")
+    out.append(f"\n**{'Better' if verdict.better else 'Not shown better'}**: {verdict.sentence}.")
+    if verdict.before["segm/AP"].images < FEW_TEST_IMAGES:
+        out.append(f"\n*{verdict.before['segm/AP'].images} test images*: {FEW_TEST_IMAGES_NOTE}.")
+    if verdict.after is not None and chosen is not None:
+        how = ("chosen on the validation images" if (run.report or {}).get("val")
+               else "the last one: no validation image")
+        out.append(f"\nafter = the checkpoint of iteration {chosen} ({how})")
     return "\n".join(out)
 
 
@@ -211,25 +263,29 @@ def weights_markdown(run: Any) -> str:
 
 
 def version_rows(project: Project) -> list[list[Any]]:
-    """Every model version with its lineage and held-out AP (newest first)."""
+    """Every model version with its lineage, its test AP and its parent's on the same images (with
+    intervals), and whether it was offered as better (newest first)."""
     rows = []
     for v in reversed(project.store.list_model_versions()):
         m = v.metrics or {}
         current = " (current)" if v.name == project.model.version else ""
-        rows.append([v.name + current, v.parent or "", (v.dataset_revision or "")[:12],
-                     _fmt((m.get("held_out") or {}).get("segm/AP")),
-                     _fmt((m.get("held_out_before") or {}).get("segm/AP")), v.run_id or "", str(v.created_at)[:19]])
+        parent = (m.get("test_before") or {}).get("segm/AP")
+        offered = "" if "better" not in m else ("yes" if m["better"] else f"no: {m.get('verdict', '')}")
+        rows.append([v.name + current, v.parent or "", (v.dataset_revision or "")[:12], ap_text(test_ap(v)),
+                     ap_text(Interval.from_dict(parent) if parent else None), offered, v.run_id or "",
+                     str(v.created_at)[:19]])
     return rows
 
 
-VERSION_HEADERS = ["version", "started from", "dataset revision", "held-out AP", "parent's AP", "run", "created"]
+VERSION_HEADERS = ["version", "started from", "dataset revision", "test AP", "parent's test AP", "offered as better",
+                   "run", "created"]
 
 
-def heldout_choices(project: Project, run: Any) -> list[tuple[str, int]]:
-    """(file name, image id) of the run's held-out images."""
+def test_choices(project: Project, run: Any) -> list[tuple[str, int]]:
+    """(file name, image id) of the run's test images."""
     if run is None:
         return []
-    names = set((run.report or {}).get("heldout") or [])
+    names = set((run.report or {}).get("test") or [])
     return [(e.file_name, e.id) for e in project.images() if e.file_name in names]
 
 

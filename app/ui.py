@@ -473,8 +473,8 @@ def wire_navigation(w: Wiring, demo: gr.Blocks) -> None:
 
 
 def wire_models(w: Wiring) -> list[Any]:
-    """Switching the project's model version (asks first when its held-out AP is lower); returns
-    the switch events, which the views with their own model pickers follow (``.then``)."""
+    """Switching the project's model version (asks first when it was not shown better, or its
+    test AP is lower); returns the switch events, which the views with their own model pickers follow (``.then``)."""
     c, s, state = w.c, w.studio, w.state
 
     def switch(confirmed: bool) -> Callable[..., Any]:
@@ -608,9 +608,11 @@ def wire_correct(w: Wiring) -> None:
 def build_train_tab() -> dict[str, Any]:
     """Components of the Fine-tune tab (elem ids used by tests)."""
     t: dict[str, Any] = {}
-    gr.Markdown("Fine-tune a model on the **reviewed** images in a separate worker process: one click uses "
-                "settings chosen from the number of images and the model, measures the model on held-out "
-                "reviewed images before and during training, stops when that stops improving, and keeps the best.")
+    gr.Markdown("Fine-tune a model on the **reviewed** images in a separate worker process. The reviewed images "
+                "split three ways, fixed per image: *training* images teach the model, *validation* images choose "
+                "when to stop and which checkpoint to keep, *test* images only measure the starting model and the "
+                "chosen one at the end (with 95% intervals). A new model is offered only when its gain on the test "
+                "images is clearly more than noise.")
     t["split"] = gr.Markdown(elem_id="ft-split")
     with gr.Row():
         t["start_from"] = gr.Dropdown(label="Start from model version", elem_id="ft-start-from",
@@ -619,7 +621,7 @@ def build_train_tab() -> dict[str, Any]:
                                scale=2)
         t["stop"] = gr.Button("Stop", elem_id="btn-train-stop", variant="stop", scale=1)
         t["resume"] = gr.Button("Resume", elem_id="btn-train-resume", scale=1)
-        t["use"] = gr.Button("Use the new model", elem_id="btn-train-use", scale=1)
+        t["use"] = gr.Button("Use the new model", elem_id="btn-train-use", scale=1, interactive=False)
     with gr.Accordion("Settings (0 = the one-click default)", open=False, elem_id="ft-settings"):
         with gr.Row():
             t["iterations"] = gr.Number(0, label="Iterations", precision=0, elem_id="ft-iterations")
@@ -630,15 +632,16 @@ def build_train_tab() -> dict[str, Any]:
     with gr.Row():
         t["loss_plot"] = gr.LinePlot(x="iteration", y="loss", color="series", title="Loss (smoothed, with its parts)",
                                      elem_id="ft-loss-plot", height=300)
-        t["ap_plot"] = gr.LinePlot(x="iteration", y="AP", color="series", title="Held-out mask AP",
+        t["ap_plot"] = gr.LinePlot(x="iteration", y="AP", color="series",
+                                   title="Validation mask AP (chooses the checkpoint; not a result)",
                                    elem_id="ft-ap-plot", height=300, y_lim=[0, 100])
     with gr.Row():
         t["metrics"] = gr.Markdown(elem_id="train-metrics")
         t["weights"] = gr.Markdown(elem_id="train-weights")
     t["versions"] = gr.Dataframe(headers=train_view.VERSION_HEADERS, elem_id="ft-versions", interactive=False,
                                  label="Model versions (newest first)")
-    t["compare_pick"] = gr.Dropdown(label="Compare before and after on a held-out image", elem_id="compare-picker",
-                                    allow_custom_value=True)
+    t["compare_pick"] = gr.Dropdown(label="Compare before and after on a test image", elem_id="compare-picker",
+                                    allow_custom_value=True, interactive=False)
     t["compare"] = gr.Image(label="Before (left) and after (right); thick outlines: what changed", format="png",
                             elem_id="compare-image", interactive=False, buttons=["fullscreen"])
     t["timer"] = gr.Timer(1.0, active=False)
@@ -649,18 +652,19 @@ def wire_train_tab(studio: Studio, t: dict[str, Any], state: gr.State, demo: gr.
     """Events of the Fine-tune tab: start/stop/resume the worker, poll the store, compare, swap models."""
     project = studio.project
     poll_outputs = [t[n] for n in ("progress", "loss_plot", "ap_plot", "metrics", "weights", "versions", "split",
-                                   "start_from", "compare_pick", "timer")]
+                                   "start_from", "compare_pick", "timer", "use")]
 
     def poll() -> tuple[Any, ...]:
         run = train_view.latest_run(project)
         versions = [v.name for v in project.store.list_model_versions()]
-        held = train_view.heldout_choices(project, run)
+        test = train_view.test_choices(project, run) if train_view.can_compare(run) else []
         return (train_view.progress_html(run), train_view.loss_frame(project, run), train_view.ap_frame(project, run),
                 train_view.metrics_markdown(run), train_view.weights_markdown(run),
                 train_view.version_rows(project), train_view.split_markdown(project),
                 gr.update(choices=versions, value=project.model.version),
-                gr.update(choices=held, value=held[0][1] if held else None),
-                gr.Timer(active=train_view.is_active(run)))
+                gr.update(choices=test, value=test[0][1] if test else None, interactive=bool(test)),
+                gr.Timer(active=train_view.is_active(run)),
+                gr.update(interactive=train_view.can_use(project, run)))
 
     def start(start_from: str | None, iterations: float, lr: float, batch: float) -> tuple[str, Any]:
         message = friendly(lambda: train_view.start(project, start_from, iterations or 0, lr or 0, batch or 0))()

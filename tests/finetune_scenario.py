@@ -5,9 +5,10 @@ other colours, stronger textures and noise, and a new class: crosses); a script 
 on ``num_images`` images using the generator's ground truth: it opens and predicts each image,
 accepts the shown proposals that match an object of the same class (mask IoU >= 0.5),
 relabels those that match an object of another class, rejects the rest, paints the objects the
-model missed, and marks the image reviewed (rejecting the proposals below the slider). Then it presses the one-click fine-tune button and
-reads held-out mask AP before and after off the Fine-tune view. Used by
-``tests/test_finetune_scenario.py`` (a helper module, no tests here).
+model missed, and marks the image reviewed (rejecting the proposals below the slider). Then it
+presses the one-click fine-tune button and reads test mask AP before and after, with their 95%
+intervals, off the Fine-tune view; :func:`unseen_ap` scores the same two models on independent
+images of the domain. Used by ``tests/test_finetune_scenario.py`` (a helper module, no tests here).
 """
 from __future__ import annotations
 
@@ -21,18 +22,20 @@ from typing import Any, Dict, List
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from training.bootstrap import Interval, ap_intervals, paired_gain
 from training.synthetic import SHIFTED_SCENE, make_shapes_dataset
+from training.verdict import score
 
 SHOWN_SCORE = 0.5      # the studio's default confidence slider: the proposals a person sees
 
 
 @dataclass
 class ScenarioResult:
-    """Figures of one scenario run (AP in 0..100, times in seconds)."""
+    """Figures of one scenario run (AP in 0..100 as the Fine-tune view shows them, times in seconds)."""
 
-    ap_before: float
-    ap_after: float
-    heldout_images: int
+    ap_before: Interval
+    ap_after: Interval
+    test_images: int
     actions: Dict[str, int] = field(default_factory=dict)
     review_s: float = 0.0
     train_s: float = 0.0
@@ -110,12 +113,28 @@ def ground_truth(gt_path: Path) -> Dict[str, List[tuple[str, np.ndarray]]]:
     return out
 
 
-def read_ap(metrics_text: str) -> tuple[float, float]:
-    """(before, after) held-out mask AP from the Fine-tune view's table."""
-    match = re.search(r"\| AP \| ([\d.]+|—) \| ([\d.]+|—) \|", metrics_text)
+CELL = r"([\d.]+) \[([\d.]+), ([\d.]+)\] \((\d+) images, (\d+) objects\)"
+
+
+def read_ap(metrics_text: str) -> tuple[Interval, Interval]:
+    """(before, after) test mask AP with their intervals from the Fine-tune view's table."""
+    match = re.search(rf"\| AP \| {CELL} \| {CELL} \|", metrics_text)
     if match is None:
-        raise AssertionError(f"no AP row in the Fine-tune view: {metrics_text!r}")
-    return tuple(float(v) if v != "—" else float("nan") for v in match.groups())  # type: ignore[return-value]
+        raise AssertionError(f"no AP row with two intervals in the Fine-tune view: {metrics_text!r}")
+    v = match.groups()
+    return (Interval(float(v[0]), float(v[1]), float(v[2]), int(v[3]), int(v[4])),
+            Interval(float(v[5]), float(v[6]), float(v[7]), int(v[8]), int(v[9])))
+
+
+def unseen_ap(folder: Path, before: Path, after: Path, num_images: int = 200, seed: int = 97,
+              size: tuple[int, int] = (128, 128), samples: int = 200) -> tuple[Interval, Interval, Interval]:
+    """Overall mask AP of two checkpoints on ``num_images`` new images of the shifted domain
+    (another seed: the studio never saw them), each model exactly as it is, and the paired gain,
+    all with 95% intervals (:func:`training.verdict.score`, :mod:`training.bootstrap`)."""
+    gt = shifted_domain(folder, num_images, seed=seed, size=size)
+    ev_before, ev_after = (score(weights, gt, gt.parent / "images") for weights in (before, after))
+    return (ap_intervals(ev_before, samples=samples)["segm/AP"], ap_intervals(ev_after, samples=samples)["segm/AP"],
+            paired_gain(ev_before, ev_after, samples=samples))
 
 
 def run_scenario(client: Any, project: Any, gt_path: Path, iterations: int = 0, timeout: float = 900.0) -> ScenarioResult:
@@ -145,6 +164,8 @@ def run_scenario(client: Any, project: Any, gt_path: Path, iterations: int = 0, 
     run = project.store.list_training_runs(project.dataset_id)[-1]
     if phase != "done":
         raise AssertionError(f"the run ended {phase}: {run.message}")
+    if not run.model_version:
+        raise AssertionError(f"the run made no model: {run.message}")
     before, after = read_ap(view[3])
-    return ScenarioResult(before, after, len(run.report["heldout"]), counts, review_s, train_s, run.iteration,
+    return ScenarioResult(before, after, len(run.report["test"]), counts, review_s, train_s, run.iteration,
                           view[3], run.message or "")

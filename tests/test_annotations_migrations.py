@@ -7,13 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from pycocotools import mask as coco_mask
 from sqlalchemy import text
 
 from annotations import SchemaVersionError, Store
-from annotations.database import head_revision, make_engine, migrate, table_names
+from annotations.database import alembic_config, head_revision, make_engine, migrate, table_names
 from annotations.schema import Base
 
 pytest_plugins = ["conftest_pg"]
@@ -65,7 +66,7 @@ def test_database_at_first_revision_opens_with_data_preserved(store_url: str, tm
     assert _version(store_url) == "0001"
 
     with Store(store_url) as store:
-        assert _version(store_url) == head_revision() == "0004"
+        assert _version(store_url) == head_revision() == "0005"
         [dataset] = store.list_datasets()
         assert (dataset.name, dataset.num_images, dataset.num_annotations) == ("old", 1, 1)
         [image] = store.list_images(dataset.id)
@@ -79,6 +80,38 @@ def test_database_at_first_revision_opens_with_data_preserved(store_url: str, tm
         assert store.active_model_version(dataset.id).name == "tiny-v1"
         exported = store.export_coco(dataset.id, tmp_path / "old.json")
         assert '"id":50' in exported.read_text()
+
+
+def test_heldout_images_become_test_images(store_url: str, tmp_path: Path):
+    """0005: an image held out under the two-way split (never trained on) becomes a test image;
+    training images stay; the new check takes train/val/test and refuses "heldout"; downgrading
+    gives the two-way split back."""
+    engine = make_engine(store_url)
+    migrate(engine, "0004")
+    now = "2025-01-01 00:00:00"
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO datasets (name, image_root, next_image_id, next_category_id, "
+                                "next_annotation_id, created_at) VALUES ('old', '/data', 4, 1, 1, :now)"), {"now": now})
+        for k, side in ((1, "train"), (2, "heldout"), (3, "train")):
+            connection.execute(text("INSERT INTO images (dataset_id, coco_id, file_name, rel_path, width, height, "
+                                    "review_state, revision) VALUES (1, :k, :f, :f, 6, 4, 'reviewed', 1)"),
+                               {"k": k, "f": f"{k}.png"})
+            connection.execute(text("INSERT INTO image_splits (image_id, split, assigned_at) VALUES (:k, :s, :now)"),
+                               {"k": k, "s": side, "now": now})
+    migrate(engine, "0005")
+    with Store(store_url) as store:
+        assert store.image_splits(1) == {1: "train", 2: "test", 3: "train"}
+    with pytest.raises(Exception, match="(?i)check"):
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE image_splits SET split = 'heldout' WHERE image_id = 1"))
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE image_splits SET split = 'val' WHERE image_id = 3"))
+    with engine.begin() as connection:
+        command.downgrade(alembic_config(connection), "0004")
+    with engine.connect() as connection:
+        rows = dict(connection.execute(text("SELECT image_id, split FROM image_splits")).all())
+    assert rows == {1: "train", 2: "heldout", 3: "heldout"}
+    engine.dispose()
 
 
 def test_migrations_create_exactly_the_models_schema(store: Store):

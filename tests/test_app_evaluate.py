@@ -1,6 +1,7 @@
 """Evaluate view through gradio_client: the per-image false positives and negatives it lists equal
-pycocotools' matching of the same predictions against the reviewed annotations; per-class AP and
-the confusion table are shown; review-next ranks the unreviewed images by uncertainty."""
+pycocotools' matching of the same predictions against the reviewed annotations; AP and per-class
+AP are shown with their 95% bootstrap intervals and the images and objects they rest on; the
+confusion table is shown; review-next ranks the unreviewed images by uncertainty."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +12,9 @@ from gradio_client import Client
 from fastinst.coco_results import to_coco_results
 from test_app_support import make_project, served
 from test_training_analysis import cocoeval_counts
+from training.bootstrap import ap_intervals, evaluated
 from training.data import load_coco
+from training.verdict import FEW_TEST_IMAGES_NOTE
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +48,17 @@ def test_errors_per_image_equal_pycocotools(studio) -> None:
                                    [names[n] for n in pred.class_names])
     expected = cocoeval_counts(gt, results)
     assert {i: [row[2], row[3]] for i, row in rows.items()} == {i: expected[coco_ids[i]] for i in rows}
+    # every AP carries its 95% interval and what it rests on: the bootstrap of the same predictions
+    every = []
+    for image_id in rows:
+        pred = project.prediction(image_id)
+        every += to_coco_results(pred.masks, pred.scores, pred.classes, coco_ids[image_id],
+                                 [names[n] for n in pred.class_names])
+    intervals = ap_intervals(evaluated(gt, every, sorted(coco_ids[i] for i in rows)))
+    assert f"mask AP **{intervals['segm/AP'].text()}**" in summary and "(3 images, " in summary
+    for name in ("circle", "square", "triangle"):
+        assert f"- {name}: {intervals[f'segm/AP-{name}'].text()}" in summary
+    assert "include those a fine-tuned model trained on" in summary and FEW_TEST_IMAGES_NOTE in summary
     errors = [row[2] + row[3] for row in images["data"]]
     assert errors == sorted(errors, reverse=True)
     assert confusion["headers"][-1] == "missed" and confusion["data"][-1][0].startswith("background")

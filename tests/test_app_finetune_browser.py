@@ -45,7 +45,9 @@ def page(studio):
 def test_finetune_view_runs_shows_curves_and_survives_a_reload(page, studio) -> None:
     project, url = studio
     page.locator("#tab-train-button, button[role=tab]:has-text('Fine-tune')").first.click()
-    expect(page.locator("#ft-split")).to_contain_text("held out")
+    expect(page.locator("#ft-split")).to_contain_text("for testing")
+    expect(page.locator("#btn-train-use")).to_be_disabled()           # nothing to use, nothing to compare
+    expect(page.locator("#compare-picker input")).to_be_disabled()
     page.locator("#ft-settings").get_by_text("Settings").click()
     box = page.locator("#ft-iterations input")
     box.fill("12")
@@ -57,12 +59,14 @@ def test_finetune_view_runs_shows_curves_and_survives_a_reload(page, studio) -> 
     expect(page.locator("#review-state")).to_contain_text("rev", timeout=2 * TIMEOUT)
     page.locator("button[role=tab]:has-text('Fine-tune')").first.click()
     expect(page.locator("#train-progress .ft-progress[data-phase=done]")).to_be_visible(timeout=10 * TIMEOUT)
-    expect(page.locator("#train-metrics")).to_contain_text("before")
+    expect(page.locator("#train-metrics")).to_contain_text("Test mask AP")
+    expect(page.locator("#btn-train-use")).to_be_disabled()           # 1 test image never shows a model better
     expect(page.locator("#ft-loss-plot canvas, #ft-loss-plot svg").first).to_be_visible()
     expect(page.locator("#ft-ap-plot canvas, #ft-ap-plot svg").first).to_be_visible()
     run = project.store.list_training_runs(project.dataset_id)[-1]
     assert re.search(rf'data-run="{run.id}"', page.inner_html("#train-progress"))
     if run.model_version:
+        expect(page.locator("#compare-picker input")).to_be_enabled()
         page.locator("#compare-picker input").click()
         page.locator("ul[role=listbox] li").first.click()
         image = page.locator("#compare-image img")
@@ -71,12 +75,14 @@ def test_finetune_view_runs_shows_curves_and_survives_a_reload(page, studio) -> 
                                "document.querySelector('#compare-image img').naturalWidth > 0")
         natural = page.evaluate("() => document.querySelector('#compare-image img').naturalWidth")
         assert natural >= 2 * 512                      # two large tiles side by side
+    else:
+        expect(page.locator("#compare-picker input")).to_be_disabled()
     shot(page, "finetune-view")
 
 
 def test_evaluate_view_lists_errors_and_draws_one(page, studio) -> None:
     page.locator("button[role=tab]:has-text('Evaluate')").first.click()
-    page.locator("#btn-evaluate").click()             # the held-out images (one here)
+    page.locator("#btn-evaluate").click()             # the test images (one here)
     expect(page.locator("#ev-summary")).to_contain_text("on 1 images", timeout=4 * TIMEOUT)
     page.locator("#ev-scope label:has-text('all reviewed images')").click()
     expect(page.locator("#ev-scope input[value='all reviewed images']")).to_be_checked()

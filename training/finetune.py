@@ -1,8 +1,8 @@
 """Fine-tuning runs kept in the annotation store, trained by a worker process.
 
-The studio (or the CLI) calls :func:`prepare_run`: it fixes the held-out split of the reviewed
-images, exports the two COCO files, hashes the exact annotation set (the dataset revision),
-picks the one-click defaults and records the run. :func:`launch_worker` starts
+The studio (or the CLI) calls :func:`prepare_run`: it fixes the three-way split of the reviewed
+images (:mod:`training.split`: train, validation, test), exports the three COCO files, hashes the
+exact annotation set (the dataset revision), picks the one-click defaults and records the run. :func:`launch_worker` starts
 ``python -m training.worker`` (through ``torchrun`` on all GPUs when there are several), which
 trains and writes status, progress, curves and the resulting model version into the store.
 Every process reading the store sees the same run; :func:`refresh_run` notices a worker that
@@ -21,11 +21,11 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from .defaults import finetune_defaults
 from .losses import LossConfig
-from .split import choose_splits, image_key
+from .split import TEST, TRAIN, VAL, choose_splits, image_key
 from .trainer import TrainConfig
 
 STALE_HEARTBEAT_S = 120.0     # a worker on another host counts as dead after this silence
@@ -53,20 +53,21 @@ def version_name(path: str | Path) -> str:
     return f"{Path(path).stem}@{digest.hexdigest()[:10]}"
 
 
-def dataset_revision(train: Dict[str, Any], heldout: Dict[str, Any]) -> str:
-    """SHA-256 of the exact annotation set of a run: per image its file name, size, content hash
-    and split; per annotation its image, category name, RLE counts and crowd flag; the category
-    names. Ids, dates and order do not count."""
-    def canonical(coco: Dict[str, Any], split: str) -> Tuple[List[Any], List[Any]]:
+def dataset_revision(splits: Dict[str, Dict[str, Any]]) -> str:
+    """SHA-256 of the exact annotation set of a run (``splits``: split name -> its COCO dict): per
+    image its file name, size, content hash and split; per annotation its image, category name,
+    RLE counts and crowd flag; the category names. Ids, dates and order do not count."""
+    images: List[Any] = []
+    anns: List[Any] = []
+    categories: set[str] = set()
+    for split, coco in splits.items():
         names = {c["id"]: c["name"] for c in coco["categories"]}
         files = {im["id"]: im["file_name"] for im in coco["images"]}
-        images = [[im["file_name"], im["height"], im["width"], im.get("content_hash"), split] for im in coco["images"]]
-        anns = [[files[a["image_id"]], names[a["category_id"]], json.dumps(a["segmentation"], sort_keys=True),
-                 int(a.get("iscrowd", 0))] for a in coco["annotations"]]
-        return images, anns
-    (ti, ta), (hi, ha) = canonical(train, "train"), canonical(heldout, "heldout")
-    body = {"categories": sorted(c["name"] for c in train["categories"]), "images": sorted(ti + hi),
-            "annotations": sorted(ta + ha)}
+        categories |= set(names.values())
+        images += [[im["file_name"], im["height"], im["width"], im.get("content_hash"), split] for im in coco["images"]]
+        anns += [[files[a["image_id"]], names[a["category_id"]], json.dumps(a["segmentation"], sort_keys=True),
+                  int(a.get("iscrowd", 0))] for a in coco["annotations"]]
+    body = {"categories": sorted(categories), "images": sorted(images), "annotations": sorted(anns)}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -87,7 +88,11 @@ def prepare_run(store: Any, dataset_id: int, *, parent_version: str, parent_path
     """Record a fine-tuning run of ``parent_version`` (a ``model``: "fastinst" or "queryinst",
     :func:`engines.load.weights_model` tells) on the dataset's reviewed images; returns its id.
 
-    Writes ``work_dir/finetune/run-NNNN/{reviewed,train,heldout}.json``.
+    Writes ``work_dir/finetune/run-NNNN/{reviewed,train,val,test}.json`` (:mod:`training.split`).
+    The trainer is given ``train.json`` to learn from and ``val.json`` to choose with (early
+    stopping, the checkpoint kept); ``test.json`` is only read by the worker after training, to
+    report before and after (:mod:`training.verdict`). Without validation images (two reviewed
+    images) nothing is chosen: the fixed schedule runs to its end and its last model is kept.
 
     Raises:
         ValueError: fewer than two reviewed images, or no training image left.
@@ -95,19 +100,23 @@ def prepare_run(store: Any, dataset_id: int, *, parent_version: str, parent_path
     records = store.list_images(dataset_id)
     reviewed = [r for r in records if r.review_state == "reviewed"]
     if len(reviewed) < 2:
-        raise ValueError(f"fine-tuning needs at least 2 reviewed images (one is held out to measure the model); "
-                         f"{len(reviewed)} reviewed so far")
+        raise ValueError(f"fine-tuning needs at least 2 reviewed images (one is kept aside as a test image to "
+                         f"measure the model); {len(reviewed)} reviewed so far")
     keys = {r.id: image_key(r) for r in reviewed}
     every_key = {r.id: image_key(r) for r in records}
     splits = store.assign_image_splits(dataset_id, lambda existing: choose_splits(keys, existing,
                                                                                    assigned_keys=every_key))
-    # a picture on both sides under two names (sides given before they were kept together) is not
-    # held out: the held-out AP must not be measured on a picture the model trained on
-    train_keys = {keys[r.id] for r in reviewed if splits[r.id] == "train"}
-    heldout = {r.coco_id for r in reviewed if splits[r.id] == "heldout" and keys[r.id] not in train_keys}
-    train_ids = {r.coco_id for r in reviewed if splits[r.id] == "train"}
-    if not train_ids:
-        raise ValueError("every reviewed image is in the held-out split; review more images to train on")
+    # a picture on two sides under two names (sides given before they were kept together) counts
+    # on the side that learns the most from it: a test AP must not be measured on a picture the
+    # model trained on, nor a checkpoint be chosen on one
+    ids: Dict[str, set[int]] = {TRAIN: set(), VAL: set(), TEST: set()}
+    seen: set[str] = set()
+    for side in (TRAIN, VAL, TEST):
+        chosen = [r for r in reviewed if splits[r.id] == side and keys[r.id] not in seen]
+        ids[side] = {r.coco_id for r in chosen}
+        seen |= {keys[r.id] for r in chosen}
+    if not ids[TRAIN]:
+        raise ValueError("no reviewed image is in the training split yet; review more images to train on")
     run_id = store.record_training_run(f"finetune-{parent_version}", dataset_id=dataset_id,
                                        parent_version=parent_version)
     out = Path(work_dir) / "finetune" / f"run-{run_id:04d}"
@@ -116,31 +125,36 @@ def prepare_run(store: Any, dataset_id: int, *, parent_version: str, parent_path
     hashes = {r.coco_id: r.content_hash for r in reviewed}
     for im in coco["images"]:
         im["content_hash"] = hashes.get(im["id"])
-    train, held = split_coco(coco, train_ids), split_coco(coco, heldout)
-    (out / "train.json").write_text(json.dumps(train))
-    (out / "heldout.json").write_text(json.dumps(held))
-    d = finetune_defaults(len(train_ids), preset)
+    parts = {side: split_coco(coco, ids[side]) for side in (TRAIN, VAL, TEST)}
+    for side, part in parts.items():
+        (out / f"{side}.json").write_text(json.dumps(part))
+    validate = bool(ids[VAL])
+    d = finetune_defaults(len(ids[TRAIN]), preset)
     batch, iters = overrides.batch_size or d.batch_size, overrides.max_iters or d.max_iters
     d = dataclasses.replace(d, max_iters=iters, batch_size=batch, lr=overrides.lr or d.lr,
-                            epochs=iters * batch / len(train_ids))     # what will run, said as it is
+                            epochs=iters * batch / len(ids[TRAIN]))     # what will run, said as it is
     recipe = {}
     if model == "queryinst":   # the official optimiser settings (training.queryinst_trainer)
         from .queryinst_trainer import OFFICIAL, TINY
         recipe = {k: (TINY if preset == "tiny" else OFFICIAL)[k] for k in ("weight_decay", "clip_grad_norm")}
     image_root = str(store.dataset(dataset_id).image_root)
     config = TrainConfig(
-        model=model, train_json=str(out / "train.json"), image_root=image_root, val_json=str(out / "heldout.json"),
-        val_image_root=image_root, preset=preset, init_weights=str(parent_path), output_dir=str(out),
-        max_iters=d.max_iters, batch_size=d.batch_size, lr=d.lr,
+        model=model, train_json=str(out / "train.json"), image_root=image_root,
+        val_json=str(out / "val.json") if validate else None, val_image_root=image_root, preset=preset,
+        init_weights=str(parent_path), output_dir=str(out), max_iters=d.max_iters, batch_size=d.batch_size, lr=d.lr,
         backbone_lr_multiplier=d.backbone_lr_multiplier, warmup_iters=0, device=device, num_workers=0,
-        num_threads=worker_threads(), progress_bar=False, checkpoint_period=d.eval_period, eval_period=d.eval_period,
-        eval_batch_size=4, eval_at_start=True, keep_best=True, early_stop_patience=d.early_stop_patience,
+        num_threads=worker_threads(), progress_bar=False, checkpoint_period=d.eval_period,
+        eval_period=d.eval_period if validate else 0, eval_batch_size=4, eval_at_start=validate, keep_best=validate,
+        early_stop_patience=d.early_stop_patience if validate else 0,
         loss=LossConfig(num_points=d.num_points), log_period=d.eval_period, seed=0, resume=True,
         keep_empty_images=True, **recipe)
-    report = {"heldout": sorted(im["file_name"] for im in held["images"]),
-              "train": sorted(im["file_name"] for im in train["images"]), "defaults": d.describe()}
+    defaults = d.describe() if validate else (
+        f"{d.max_iters} iterations of {d.batch_size} images (~{d.epochs:.0f} passes), lr {d.lr:g}; no validation "
+        f"image yet, so nothing is chosen: the whole schedule runs and its last model is kept")
+    report = {side: sorted(im["file_name"] for im in part["images"]) for side, part in parts.items()}
+    report["defaults"] = defaults
     store.update_training_run(run_id, path=str(out), config=config.to_dict(), max_iters=config.max_iters,
-                              report=report, dataset_revision=dataset_revision(train, held))
+                              report=report, dataset_revision=dataset_revision(parts))
     return run_id
 
 

@@ -6,9 +6,10 @@
 The store URL comes from the ``FASTINST_STORE_URL`` environment variable (not the command line,
 where a password would be visible to every user) or ``--db``. The worker (rank 0 under torchrun)
 writes into the run's row: status ``running``, its pid and host, a heartbeat every few seconds,
-the iteration, the curves (smoothed loss and its parts, held-out AP), the starting-weights
-report; at the end the model version it made (tied to the parent version and the dataset
-revision) and the AP before and after. A stop request in the store stops it cleanly. Killed, it
+the iteration, the curves (smoothed loss and its parts, validation AP), the starting-weights
+report; at the end the starting and the chosen model scored on the test split with intervals,
+the verdict (:mod:`training.verdict`) and the model version it made (tied to the parent version
+and the dataset revision). A stop request in the store stops it cleanly. Killed, it
 writes nothing more: the studio notices (no process, no heartbeat) and offers Resume, which runs
 this command again and continues from the last checkpoint.
 """
@@ -25,8 +26,10 @@ import traceback
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from .distributed import resolve_device
 from .finetune import STORE_URL_ENV, version_name
-from .trainer import TrainConfig, train
+from .trainer import BEST_NAME, TrainConfig, train
+from .verdict import Verdict, decide, score
 
 HEARTBEAT_S = 5.0        # how often the worker says it is alive
 FLUSH_S = 1.0            # how often progress and loss points are written
@@ -105,8 +108,6 @@ class Reporter:
         elif kind == "eval":
             numbers = {k: v for k, v in data.items() if v is not None}
             self.pending.append((iteration, "eval", numbers))
-            if iteration == 0:
-                self.store.update_training_run(self.run_id, report={"before": numbers})
             self.flush()
         elif kind == "best":
             self.store.update_training_run(self.run_id, report={"best": data})
@@ -141,32 +142,58 @@ def run(store: Any, run_id: int) -> int:
             reporter.done.set()
 
 
-def finish(store: Any, run_id: int, config: TrainConfig, best: Path, stopped: bool) -> None:
-    """Register the best model as a new version (unless the starting model stayed the best)."""
+def finish(store: Any, run_id: int, config: TrainConfig, chosen: Path, stopped: bool) -> None:
+    """Score the starting model and the chosen one on the test split (:mod:`training.verdict`),
+    register the chosen model as a version unless the run chose none (validation kept the
+    starting model, or no iteration ran), and say in the run's message whether it is better."""
     record = store.training_run(run_id)
     report = record.report or {}
-    before, best_info = report.get("before"), report.get("best") or {}
-    best_iteration = int(best_info.get("iteration", 0))
-    after = {k: v for k, v in best_info.items() if k != "iteration"}
     status = "stopped" if stopped else "done"
-    metrics = {"before": before, "after": after, "best_iteration": best_iteration}
-    if best_iteration == 0 or best.name != "model_best.safetensors":
+    validated = bool(config.val_json)
+    chosen_at = int((report.get("best") or {}).get("iteration", 0)) if validated else record.iteration
+    new_model = chosen_at > 0 and chosen.is_file() and (chosen.name == BEST_NAME or not validated)
+    test = report.get("test") or []
+    store.update_training_run(run_id, message=f"measuring the starting and the new model on the {len(test)} "
+                                              f"test images")
+    device = str(resolve_device(config.device))
+    root = config.val_image_root or config.image_root
+    test_json = Path(record.path) / "test.json"
+    before = score(config.init_weights, test_json, root, preset=config.preset, device=device)
+    verdict = decide(before, score(chosen, test_json, root, device=device) if new_model else None)
+    parent = record.parent_version
+    metrics = {"test": verdict.to_dict(), "chosen_iteration": chosen_at}
+    if not new_model:
+        why = (f"no checkpoint did better than the starting model on the {len(report.get('val') or [])} validation "
+               f"images (training on these corrections did not improve it there: it may already know images like "
+               f"these, or the corrections are too few to teach it more)" if chosen_at == 0 and validated
+               else "the run stopped before training")
         store.update_training_run(run_id, status=status, metrics=metrics,
-                                  message=f"no model better than {record.parent_version} on the held-out images: "
-                                          f"it stays the current model")
+                                  message=f"{status}: nothing new to offer: {why}; {verdict.sentence}. "
+                                          f"{parent} stays the current model.")
         return
     final = Path(record.path) / f"run-{run_id:04d}.safetensors"
-    shutil.copyfile(best, final)
+    shutil.copyfile(chosen, final)
     name = version_name(final)
     if store.model_version(name) is None:
-        # "held_out": what the studio's model picker shows and compares (app.project.held_out_ap)
-        store.record_model_version(name, str(final), metrics={"held_out": after, "held_out_before": before,
-                                                              "held_out_images": len(report.get("heldout") or [])},
-                                   parent=record.parent_version, dataset_revision=record.dataset_revision, run_id=run_id)
-    ap = lambda m: "—" if not m or m.get("segm/AP") is None else f"{m['segm/AP']:.1f}"  # noqa: E731
+        # what the model picker shows and warns with (app.project.test_ap, app.studio.switch_model)
+        store.record_model_version(name, str(final), metrics=version_metrics(verdict), parent=parent,
+                                   dataset_revision=record.dataset_revision, run_id=run_id)
+    how = (f"checkpoint of iteration {chosen_at}, chosen on the validation images" if validated
+           else f"the last model (iteration {chosen_at}; no validation image to choose with)")
+    figures = (f"test mask AP {verdict.before['segm/AP'].text()} -> {verdict.after['segm/AP'].text()}"
+               if verdict.after else "")
+    offer = ("Use the new model to predict with it." if verdict.better
+             else f"{name} is kept as a version but not proposed; {parent} stays the current model.")
     store.update_training_run(run_id, status=status, metrics=metrics, model_version=name,
-                              message=f"{'stopped' if stopped else 'done'}: {name} (best at iteration {best_iteration}), "
-                                      f"held-out mask AP {ap(before)} -> {ap(after)}")
+                              message=f"{status}: {name} ({how}); {figures}; {verdict.sentence}. {offer}")
+
+
+def version_metrics(verdict: Verdict) -> Dict[str, Any]:
+    """A model version's stored metrics: its test AP (``"test"``), its parent's on the same images
+    (``"test_before"``), the paired gain, whether it was offered as better and why (``"verdict"``)."""
+    out = verdict.to_dict()
+    return {"test": out["after"], "test_before": out["before"], "gain": out["gain"], "better": out["better"],
+            "verdict": out["sentence"]}
 
 
 def build_parser() -> argparse.ArgumentParser:
