@@ -48,14 +48,25 @@ API (what ``value`` builds, a JSON string):
   only masks it has not seen);
 * ``selected``, ``min_score``, ``show_rejected``, ``mode`` ("inspect": clicks select; "correct":
   clicks use the tool chosen in ``#tool``), ``seq``;
-* ``acted``: how many accept/reject presses the server has handled for this page, ``moved``: how
+* ``acted``: how many actions on an instance (accept, reject, delete, relabel, keep one) the
+  server has handled for this page, ``moved``: how
   many next/previous presses (see below); ``refused``: the ``seq`` of the last applied edit the
   server refused.
 
-Accept and reject are drawn at once (optimistically): a click on ``#btn-accept`` / ``#btn-reject``
-(the A and R keys click them) marks the selected instance accepted or rejected in the browser, and
-the mark stays until a value arrives whose ``acted`` counts that press: the server's answer, a new
-revision when the edit was saved, the unchanged instances (the mark goes back) when it was refused.
+Ordered presses: a click on an edit, review or navigation button (``#btn-accept``, ``#btn-reject``,
+``#btn-delete``, ``#btn-relabel``, ``#btn-keep-one``, ``#btn-accept-all``, ``#btn-undo``,
+``#btn-redo``, ``#btn-reviewed``, ``#btn-reopen``, ``#btn-predict``, ``#btn-next``, ``#btn-prev``;
+the keys click them) is drawn by the canvas shown at once, and leaves the page after the frame
+that draws it, in the order of the presses, with the canvas's own events (one outbox for the
+page, ``window.__studioOutbox``): Gradio's work of sending an event (50-150 ms of page work)
+never holds that frame back, and no press overtakes an earlier one. Accept, reject, delete,
+relabel and keep one are sent as an action naming the instance the canvas shows selected (below),
+so a press never lands on another instance than the one shown, whatever the server's answers to
+earlier presses say; accept, reject and delete mark that instance (accepted, rejected, gone) in
+the browser, and the mark stays until a value arrives whose ``acted`` counts that press: the
+server's answer, a new revision when the edit was saved, the unchanged instances (the mark goes
+back) when it was refused. A rejected instance stays drawn while it is selected (a quick A after R
+acts on what the person sees); it goes when the selection moves on, unless "show rejected" is on.
 
 Prefetch: a ``CustomEvent("anncanvas-prefetch", {detail})`` on ``window`` (``detail``: the JSON
 of ``prefetch_value``: ``from``, the image shown, and ``next`` / ``prev``, each with ``token``,
@@ -74,7 +85,7 @@ again, and their keys) are refused in the browser with a note (requests sent clo
 reach the server in either order, so the page's place alone could not keep an edit off the image
 before); an edit that reaches the server anyway is refused there by the page's place.
 
-Events out, both through the component's ``select`` event (``read_event``):
+Events out, all through the component's ``select`` event (``read_event``):
 
 * a click with the select or query tool: ``{"x", "y", "tool", "pick", "seq"}``: the image pixel
   (x, y) clicked, the tool, the instance the browser picked (or null) and a counter the server
@@ -84,7 +95,10 @@ Events out, both through the component's ``select`` event (``read_event``):
   runs as the masks file); outside it the mask stays as stored. ``target``: the instance edited,
   or null for a new one; ``token``: the canvas's token when it was drawn (an edit of an image the
   session no longer shows is refused); ``how``: "brush" or "polygon". API clients send the same
-  JSON (``edit_value``) to ``/save_mask`` and ``/add_mask``.
+  JSON (``edit_value``) to ``/save_mask`` and ``/add_mask``;
+* an action: ``{"kind": "action", "action", "target", "token", "seq"}``: ``action`` one of
+  ``ACTIONS``, ``target`` the instance shown selected at the press (null: none), ``token`` the
+  canvas's token then (an action on an image the session no longer shows is refused).
 
 The threshold and "show rejected" are read from the page's ``#min-score`` and ``#show-rejected``
 inputs as they move (the server is told by their own events).

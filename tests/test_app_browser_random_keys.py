@@ -151,45 +151,54 @@ def studio(tmp_path):
 
 
 def run(browser, studio, seed: int, sequences: int) -> None:
+    """``sequences`` sequences with "show rejected" off, then as many with it on (a new page on the
+    same project: the store and the model go on), half of them at a person's speed."""
     project, url, ids = studio
     rng = random.Random(seed)
-    show_rejected = bool(seed % 2)
-    person = Person({i: list(a) for i, a in ids.items()}, show_rejected)
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    person = Person({i: list(a) for i, a in ids.items()}, False)
     log: list[str] = []
-    try:
-        pg = context.new_page()
-        pg.set_default_timeout(TIMEOUT)
-        pg.goto(f"{url}?image={person.current}&tab=correct&t=0.3&rej={int(show_rejected)}")
-        expect(pg.locator("#status")).to_contain_text("opened", timeout=2 * TIMEOUT)
-        cv = expect_canvas(pg, "correct-image")
-        for n in range(sequences):
-            fast = rng.random() < 0.5
-            step = rng.choice([0, 0, 1, -1])
-            if step:
-                pg.keyboard.press("n" if step == 1 else "p")
-                person.move(step)
-                log.append("N" if step == 1 else "P")
+    for show_rejected in (False, True):
+        person.show_rejected, person.selected, person.last_click = show_rejected, None, None
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        try:
+            pg = context.new_page()
+            pg.set_default_timeout(TIMEOUT)
+            pg.goto(f"{url}?image={person.current}&tab=correct&t=0.3&rej={int(show_rejected)}")
+            expect(pg.locator("#status")).to_contain_text("opened", timeout=2 * TIMEOUT)
+            cv = expect_canvas(pg, "correct-image")
+            for n in range(sequences):
+                fast = (n + seed) % 2 == 0
+                sequence(pg, rng, person, fast, log)
                 settle(pg)
-            view = View(pg)
-            for _ in range(rng.randint(3, 7)):
-                pg.wait_for_timeout(rng.randint(0, 30) if fast else rng.randint(150, 300))
-                if rng.random() < 0.3:
-                    k = rng.randrange(len(POINTS))
-                    pg.mouse.click(*view.page(POINTS[k][0] + 0.5, POINTS[k][1] + 0.5))
-                    person.click(k)
-                    log.append(f"click {k}")
-                else:
-                    key = rng.choice(KEYS)
-                    pg.keyboard.press(key)
-                    person.key(key)
-                    log.append(key)
-            settle(pg)
-            check(project, cv, person, f"seed {seed}, sequence {n} ({'fast' if fast else 'human'}): "
-                                       + " ".join(log))
-            log.append("|")
-    finally:
-        context.close()
+                check(project, cv, person, f"seed {seed}, show rejected {show_rejected}, sequence {n} "
+                                           f"({'fast' if fast else 'human'}): " + " ".join(log))
+                log.append("|")
+        finally:
+            context.close()
+
+
+def sequence(pg, rng: random.Random, person: Person, fast: bool, log: list[str]) -> None:
+    """N, P or nothing (then the page catches up), and a burst of 3-7 clicks and keys, each done to
+    the page and to the model."""
+    step = rng.choice([0, 0, 1, -1])
+    if step:
+        pg.keyboard.press("n" if step == 1 else "p")
+        person.move(step)
+        log.append("N" if step == 1 else "P")
+        settle(pg)
+    view = View(pg)
+    for _ in range(rng.randint(3, 7)):
+        pg.wait_for_timeout(rng.randint(0, 30) if fast else rng.randint(150, 300))
+        if rng.random() < 0.3:
+            k = rng.randrange(len(POINTS))
+            pg.mouse.click(*view.page(POINTS[k][0] + 0.5, POINTS[k][1] + 0.5))
+            person.click(k)
+            log.append(f"click {k}")
+        else:
+            key = rng.choice(KEYS)
+            pg.keyboard.press(key)
+            person.key(key)
+            log.append(key)
 
 
 def check(project, cv, person: Person, what: str) -> None:
@@ -207,12 +216,11 @@ def check(project, cv, person: Person, what: str) -> None:
     assert shown == [str(a) for a in person.shown()], f"{what}: shown {shown}, the model says {person.shown()}"
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_random_clicks_and_keys_end_as_the_model_says(browser, studio, seed) -> None:
-    run(browser, studio, seed, sequences=4)
+def test_random_clicks_and_keys_end_as_the_model_says(browser, studio) -> None:
+    run(browser, studio, seed=1, sequences=3)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", range(3, 13))
+@pytest.mark.parametrize("seed", range(2, 10))
 def test_random_clicks_and_keys_long(browser, studio, seed) -> None:
-    run(browser, studio, seed, sequences=12)
+    run(browser, studio, seed, sequences=10)
