@@ -172,6 +172,7 @@ def tops(project: Any, image_id: int, min_score: float) -> list[tuple[int, int, 
 
 def run_project(project: Any, repeats: int, layers: bool, trace: Path | None) -> dict[str, list[float]]:
     """Every interaction on ``project`` in one headless Chromium page; ms lists by name."""
+    import numpy as np
     from playwright.sync_api import sync_playwright
     from app.inspect_view import visible_instances
     from test_app_support import served
@@ -204,10 +205,16 @@ def run_project(project: Any, repeats: int, layers: bool, trace: Path | None) ->
         pg.wait_for_timeout(500)
         sel = "#inspect-image"
         points = tops(project, first.id, 0.3)
+        covered = np.any([i.mask for i in visible_instances(project.instances(first.id), 0.05)], axis=0)
+        empty = tuple(int(v) for v in np.argwhere(~covered)[0][::-1])   # (x, y) no instance covers
         # select: a click on an instance (never the same place twice running: that cycles below)
         for k in range(repeats):
             ann, x, y, _ = points[k % len(points)]
             at = page.point(sel, x, y)
+            before = pg.evaluate(f"__cv('{sel}').dataset.selected")
+            if before == str(ann):       # selected already (one instance to click): first select nothing
+                pg.mouse.click(*page.point(sel, *empty))
+                page.settle()
             add("select", page.timed(["pointerup"], lambda: pg.mouse.click(*at),
                                      f"return __cv('{sel}').dataset.selected === '{ann}'"))
             page.settle()
