@@ -234,6 +234,8 @@ const desk = window.__annDesk || (window.__annDesk = (() => {
     setTimeout(() => flush(g), 100);
   };
   d.replay = (b) => () => { d.replaying = true; try { b.click(); } finally { d.replaying = false; } };
+  // presses not sent yet are not saved: leaving the page (reload, closing the tab) asks first
+  window.addEventListener('beforeunload', (e) => { if (d.outbox.length) { e.preventDefault(); e.returnValue = ''; } });
   window.addEventListener('click', (e) => {
     const b = e.target.closest && e.target.closest(ORDERED);
     if (!b || d.replaying) return;
