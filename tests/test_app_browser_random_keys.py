@@ -36,7 +36,7 @@ SIZE = (240, 320)
 SQUARES = [(15, 20, 60, 60, 0.9), (95, 20, 60, 60, 0.8), (175, 20, 60, 60, 0.7), (15, 130, 60, 60, 0.6),
            (95, 130, 60, 60, 0.55), (200, 130, 60, 60, 0.95), (203, 130, 60, 60, 0.92)]
 POINTS = [(45, 50), (125, 50), (205, 50), (45, 160), (125, 160), (201, 160), (262, 160)]
-KEYS = ["a", "r", "Delete", "l", "k", "Shift+A", "Control+z", "Control+y"]
+KEYS = ["a", "r", "a", "r", "Delete", "l", "k", "Shift+A", "Control+z", "Control+y"]   # A and R twice as often
 
 
 @dataclass
@@ -217,10 +217,11 @@ def check(project, cv, person: Person, what: str) -> None:
 
 
 def test_random_clicks_and_keys_end_as_the_model_says(browser, studio) -> None:
-    run(browser, studio, seed=1, sequences=3)
+    """Seed 3: among others, R then another key on the same selection with rejected hidden, twice."""
+    run(browser, studio, seed=3, sequences=3)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", range(2, 10))
+@pytest.mark.parametrize("seed", [2, 4, 5, 6, 7, 8, 9, 10])
 def test_random_clicks_and_keys_long(browser, studio, seed) -> None:
     run(browser, studio, seed, sequences=10)
