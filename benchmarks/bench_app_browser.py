@@ -37,12 +37,15 @@ scores). Interactions (the event that starts the clock in brackets):
 
 Printed: p50 / p90 per interaction and project, the number of timings, and the machine's load
 average (1 minute) before and after each project. ``--trace DIR`` also writes a Chromium
-performance trace of each project's run (open it in chrome://tracing or Perfetto).
+performance trace of each project's run (open it in chrome://tracing or Perfetto) and prints, for
+each key press, how long its own task on the page's main thread took and the long tasks (over
+30 ms) that followed it within 400 ms: page work that can hold back the frame.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import statistics
 import sys
@@ -369,9 +372,33 @@ def measure_all(repeats: int, trace: Path | None) -> dict[str, dict[str, list[fl
             before = os.getloadavg()[0]
             path = None if trace is None else trace / f"{name.split()[0]}.json"
             results[name] = run_project(project, repeats, layers, path)
+            if path is not None:
+                print(f"{name}, {path}:", *trace_blocks(path), sep="\n  ", flush=True)
             print(f"{name}: load average {before:.2f} before, {os.getloadavg()[0]:.2f} after "
                   f"({os.cpu_count()} CPUs)", flush=True)
     return results
+
+
+def trace_blocks(path: Path, window_ms: float = 400, long_ms: float = 30) -> list[str]:
+    """From a Chromium trace: for each keydown on the page's main thread, its own task's ms and the
+    main-thread tasks over ``long_ms`` that start within ``window_ms`` after it (offset, ms)."""
+    events = json.loads(path.read_text())
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    main = {(e["pid"], e["tid"]) for e in events if e.get("ph") == "M" and e.get("name") == "thread_name"
+            and e["args"].get("name") == "CrRendererMain"}
+    on_main = [e for e in events if e.get("ph") == "X" and (e["pid"], e["tid"]) in main]
+    tasks = [e for e in on_main if e["name"] == "RunTask"]
+    keys = sorted((e for e in on_main if e["name"] == "EventDispatch"
+                   and e.get("args", {}).get("data", {}).get("type") == "keydown"), key=lambda e: e["ts"])
+    lines = []
+    for key in keys:
+        t0 = key["ts"]
+        own = next((t["dur"] for t in tasks if t["ts"] <= t0 <= t["ts"] + t["dur"]), key["dur"])
+        later = [f"+{(t['ts'] - t0) / 1000:.0f} ms: {t['dur'] / 1000:.0f} ms" for t in tasks
+                 if t0 < t["ts"] <= t0 + window_ms * 1000 and t["dur"] > long_ms * 1000]
+        lines.append(f"keydown: its task {own / 1000:.0f} ms; tasks over {long_ms:.0f} ms in the next "
+                     f"{window_ms:.0f} ms: {', '.join(later) or 'none'}")
+    return lines
 
 
 def table(results: dict[str, dict[str, list[float]]]) -> str:
