@@ -51,14 +51,25 @@ API (what ``value`` builds, a JSON string):
   only masks it has not seen);
 * ``selected``, ``min_score``, ``show_rejected``, ``mode`` ("inspect": clicks select; "correct":
   clicks use the tool chosen in ``#tool``), ``seq``;
-* ``acted``: how many accept/reject presses the server has handled for this page, ``moved``: how
+* ``acted``: how many actions on an instance (accept, reject, delete, relabel, keep one) the
+  server has handled for this page, ``moved``: how
   many next/previous presses (see below); ``refused``: the ``seq`` of the last applied edit the
   server refused.
 
-Accept and reject are drawn at once (optimistically): a click on ``#btn-accept`` / ``#btn-reject``
-(the A and R keys click them) marks the selected instance accepted or rejected in the browser, and
-the mark stays until a value arrives whose ``acted`` counts that press: the server's answer, a new
-revision when the edit was saved, the unchanged instances (the mark goes back) when it was refused.
+Ordered presses: a click on an edit, review or navigation button (``#btn-accept``, ``#btn-reject``,
+``#btn-delete``, ``#btn-relabel``, ``#btn-keep-one``, ``#btn-accept-all``, ``#btn-undo``,
+``#btn-redo``, ``#btn-reviewed``, ``#btn-reopen``, ``#btn-predict``, ``#btn-next``, ``#btn-prev``;
+the keys click them) is drawn by the canvas shown at once, and leaves the page after the frame
+that draws it, in the order of the presses, with the canvas's own events (one outbox for the
+page, ``window.__studioOutbox``): Gradio's work of sending an event (50-150 ms of page work)
+never holds that frame back, and no press overtakes an earlier one. Accept, reject, delete,
+relabel and keep one are sent as an action naming the instance the canvas shows selected (below),
+so a press never lands on another instance than the one shown, whatever the server's answers to
+earlier presses say; accept, reject and delete mark that instance (accepted, rejected, gone) in
+the browser, and the mark stays until a value arrives whose ``acted`` counts that press: the
+server's answer, a new revision when the edit was saved, the unchanged instances (the mark goes
+back) when it was refused. A rejected instance stays drawn while it is selected (a quick A after R
+acts on what the person sees); it goes when the selection moves on, unless "show rejected" is on.
 
 Prefetch: a ``CustomEvent("anncanvas-prefetch", {detail})`` on ``window`` (``detail``: the JSON
 of ``prefetch_value``: ``from``, the image shown, and ``next`` / ``prev``, each with ``token``,
@@ -77,7 +88,7 @@ again, and their keys) are refused in the browser with a note (requests sent clo
 reach the server in either order, so the page's place alone could not keep an edit off the image
 before); an edit that reaches the server anyway is refused there by the page's place.
 
-Events out, both through the component's ``select`` event (``read_event``):
+Events out, all through the component's ``select`` event (``read_event``):
 
 * a click with the select or query tool: ``{"x", "y", "tool", "pick", "seq"}``: the image pixel
   (x, y) clicked, the tool, the instance the browser picked (or null) and a counter the server
@@ -87,7 +98,10 @@ Events out, both through the component's ``select`` event (``read_event``):
   runs as the masks file); outside it the mask stays as stored. ``target``: the instance edited,
   or null for a new one; ``token``: the canvas's token when it was drawn (an edit of an image the
   session no longer shows is refused); ``how``: "brush" or "polygon". API clients send the same
-  JSON (``edit_value``) to ``/save_mask`` and ``/add_mask``.
+  JSON (``edit_value``) to ``/save_mask`` and ``/add_mask``;
+* an action: ``{"kind": "action", "action", "target", "token", "seq"}``: ``action`` one of
+  ``ACTIONS``, ``target`` the instance shown selected at the press (null: none), ``token`` the
+  canvas's token then (an action on an image the session no longer shows is refused).
 
 The threshold and "show rejected" are read from the page's ``#min-score`` and ``#show-rejected``
 inputs as they move (the server is told by their own events).
@@ -191,15 +205,54 @@ let imageLayer = null, imageKey = '', scene = null, sceneKey = '', dataGen = 0;
 let pendingMask = null;            // an applied edit drawn before the server answers: {seq, target, m}
 // drawing: the open edit (a mask buffer of the image's size), the stroke under way, the polygon
 let edit = null, stroke = null, poly = [], cursor = null, brush = 12, notice = '';
-const marks = new Map();           // instance id -> {state, press}: accept/reject drawn before the server answers
-let presses = 0;                   // accept/reject presses made on this page
-let navs = 0;                      // next/previous presses made on this page
+const marks = new Map();           // instance id -> {state, press}: an action drawn before the server answers
 let opening = null;                // the image drawn ahead of the server: {press, name, since}
 // prefetched pictures (url -> Promise<Image>; loaded ones: url -> Image), decoded masks (key -> mask)
 // and what to draw ahead (shown image id -> {next, prev}), shared by the page's canvases
 const pre = window.__anncanvasPre || (window.__anncanvasPre = {images: new Map(), ready: new Map(),
                                                                masks: new Map(), ahead: new Map()});
 const MARKS = {proposed: '?', accepted: '✓', rejected: '✗'};
+// The page's ordered presses (the buttons below, clicked or by their keys) and canvas events leave
+// the page one by one in the order they were made, after the frame that draws what they changed
+// (Gradio's work of sending an event, 50-150 ms of page work, would otherwise hold that frame
+// back). A press is drawn by the canvas shown (``press``) and sent as a canvas action naming its
+// instance, or as the button's own click, replayed. ``presses`` and ``navs`` count the actions on
+// an instance and the next/previous presses sent (the server counts them as ``acted`` / ``moved``).
+const ORDERED = '#btn-accept, #btn-reject, #btn-delete, #btn-relabel, #btn-accept-all, #btn-keep-one, ' +
+                '#btn-reviewed, #btn-reopen, #btn-undo, #btn-redo, #btn-predict, #btn-next, #btn-prev';
+const ACTS = {'btn-accept': 'accept', 'btn-reject': 'reject', 'btn-delete': 'delete', 'btn-relabel': 'relabel',
+              'btn-keep-one': 'keep_one'};
+const desk = window.__annDesk || (window.__annDesk = (() => {
+  const d = {canvases: [], outbox: [], replaying: false, presses: 0, navs: 0, gen: 0};
+  window.__studioOutbox = d.outbox;   // test hook: what waits to be sent
+  const flush = (g) => {
+    if (g !== d.gen) return;
+    d.gen += 1;
+    for (const send of d.outbox.splice(0)) { try { send(); } catch (err) { console.error(err); } }
+  };
+  d.send = (fn) => {   // after the next frame (or 100 ms: a hidden page draws none), in order
+    d.outbox.push(fn);
+    if (d.outbox.length > 1) return;
+    const g = d.gen;
+    requestAnimationFrame(() => setTimeout(() => flush(g), 0));
+    setTimeout(() => flush(g), 100);
+  };
+  d.replay = (b) => () => { d.replaying = true; try { b.click(); } finally { d.replaying = false; } };
+  // presses not sent yet are not saved: leaving the page (reload, closing the tab) asks first
+  window.addEventListener('beforeunload', (e) => { if (d.outbox.length) { e.preventDefault(); e.returnValue = ''; } });
+  window.addEventListener('click', (e) => {
+    const b = e.target.closest && e.target.closest(ORDERED);
+    if (!b || d.replaying) return;
+    e.preventDefault(); e.stopImmediatePropagation();
+    if (b.disabled || d.canvases.some(c => c.refuse(b))) return;
+    if (b.id in ACTS) d.presses += 1;
+    if (b.id === 'btn-next' || b.id === 'btn-prev') d.navs += 1;
+    let send = null;
+    for (const c of d.canvases) send = c.press(b) || send;
+    d.send(send || d.replay(b));
+  }, true);
+  return d;
+})());
 
 function parse(t) { try { return JSON.parse(t || '{}'); } catch (e) { return {}; } }
 function loadImage(url) {
@@ -210,7 +263,7 @@ function loadImage(url) {
 async function bitmapOf(im) {   // decoded once: drawing an ImageBitmap copies pixels, nothing more
   try { return await createImageBitmap(im); } catch (err) { return im; }
 }
-function stateOf(inst) { const m = marks.get(inst.id); return m ? m.state : inst.state; }
+function stateOf(inst) { const m = marks.get(inst.id); return m ? m.state : inst.state; }   // 'deleted': a Delete not answered yet
 function labelOf(inst) { const m = marks.get(inst.id); return m ? inst.label.replace(/ [?✓✗]$/, '') + ' ' + MARKS[m.state] : inst.label; }
 function decode(entry, colour) {   // a masks-file entry (box, runs) as a mask (see ``sprites``)
   const [x, y, w, h] = entry, bits = new Uint8Array(w * h);
@@ -242,7 +295,8 @@ function sprites(x, y, w, h, bits, colour) {
 function maskOf(inst) { return pendingMask && pendingMask.target === inst.id ? pendingMask.m : masks.get(inst.key); }
 function shown() {
   if (!data) return [];
-  return data.instances.filter(i => !(stateOf(i) === 'rejected' && !showRejected) &&
+  // the selected instance stays in sight when rejected (a quick A after R acts on what is shown)
+  return data.instances.filter(i => stateOf(i) !== 'deleted' && !(stateOf(i) === 'rejected' && !showRejected && i.id !== selected) &&
                                     !(stateOf(i) === 'proposed' && !i.placed && (i.score ?? 0) < minScore - 1e-9) &&
                                     masks.has(i.key));
 }
@@ -602,8 +656,8 @@ function apply() {   // the buffer inside the box of everything drawn goes to th
   edit.pendingSeq = seq;
   pendingMask = {seq, target: edit.target, m: bufferMask()};   // drawn now, until the server answers
   const how = edit.ops.every(op => op.kind === 'polygon') ? 'polygon' : 'brush';
-  trigger('select', {kind: 'mask', target: edit.target, box: [x0, y0, x1 - x0, y1 - y0], runs,
-                     token: edit.token, how, seq});
+  const sent = {kind: 'mask', target: edit.target, box: [x0, y0, x1 - x0, y1 - y0], runs, token: edit.token, how, seq};
+  desk.send(() => trigger('select', sent));
   draw();
 }
 function bufferMask() {   // the edit buffer inside all it has shown (the old mask's box and the strokes') as a mask
@@ -706,7 +760,8 @@ function click(e) {
   }
   lastClick = {x: e.clientX, y: e.clientY};
   seq += 1;
-  trigger('select', {x: p.x, y: p.y, tool: t, pick, seq});
+  const sent = {x: p.x, y: p.y, tool: t, pick, seq};
+  desk.send(() => trigger('select', sent));
 }
 function zoomAt(factor, sx, sy) {
   fitted = false;
@@ -831,45 +886,41 @@ function openAhead(a, press) {   // draw image ``a`` now, kept until the answer 
   fitFor = a.image;
   fit();
 }
-// next / previous: drawn now, confirmed by the server's answer; counted as the click bubbles up,
-// after any listener that held it back (strokes not applied, below) and after Gradio sent it
-document.addEventListener('click', (e) => {
-  const nav = e.target.closest && e.target.closest('#btn-next, #btn-prev');
-  if (!nav) return;
-  navs += 1;
-  if (stage.offsetParent === null || stroke || unsaved()) return;
-  const a = ahead(nav.id === 'btn-next' ? 'next' : 'prev');
-  if (a) openAhead(a, navs);
-});
 // while an image drawn ahead is opening, edits wait: requests sent close together can reach the
 // server in either order, so an edit could land on the image before, which the person no longer sees
 const EDITS = '#btn-accept, #btn-reject, #btn-delete, #btn-relabel, #btn-accept-all, #btn-keep-one, ' +
               '#btn-reviewed, #btn-reopen, #btn-undo, #btn-redo, #btn-predict';
-document.addEventListener('click', (e) => {
-  const b = e.target.closest && e.target.closest(EDITS);
-  if (!b || !opening) return;
-  e.preventDefault(); e.stopImmediatePropagation();
-  say(`${opening.name} is still opening: nothing was changed, press again once it has`);
-}, true);
-document.addEventListener('click', (e) => {   // accept / reject: drawn now, confirmed by the server's answer
-  const b = e.target.closest && e.target.closest('#btn-accept, #btn-reject');
-  if (!b) return;
-  presses += 1;
-  if (!data || stage.offsetParent === null || selected == null || opening) return;   // opening: refused (the page's place)
-  const inst = data.instances.find(i => i.id === selected);
-  if (!inst) return;
-  marks.set(inst.id, {state: b.id === 'btn-accept' ? 'accepted' : 'rejected', press: presses});
-  dataGen += 1;
-  draw();
-}, true);
-document.addEventListener('click', (e) => {   // strokes not applied, corners not closed: moving on asks first
-  const b = e.target.closest && e.target.closest('#btn-next, #btn-prev, #btn-reviewed, #btn-predict');
-  if (!b || !unsaved()) return;
-  const what = unsavedWhat();
-  if (window.confirm(`${what[0].toUpperCase()}${what.slice(1)}. Discard it and go on?`)) { discard(); return; }
-  e.preventDefault(); e.stopImmediatePropagation();
+function refuse(b) {   // a press held back here (said why): true when it must not be sent
+  if (opening && b.matches(EDITS)) { say(`${opening.name} is still opening: nothing was changed, press again once it has`); return true; }
+  if (!b.matches('#btn-next, #btn-prev, #btn-reviewed, #btn-predict') || !unsaved()) return false;
+  const what = unsavedWhat();   // strokes not applied, corners not closed: moving on asks first
+  if (window.confirm(`${what[0].toUpperCase()}${what.slice(1)}. Discard it and go on?`)) { discard(); return false; }
   say(poly.length ? 'close (Enter) or drop (Esc) the polygon first' : 'apply (Enter) or discard (Esc) the strokes first');
-}, true);
+  return true;
+}
+// an ordered press (see ``desk``), drawn now by the canvas shown: next / previous draw the image
+// loaded ahead; accept, reject and delete mark the selected instance until the answer to that
+// press arrives. Returns how to send it: an action naming the instance shown selected (null:
+// nothing here to draw, the button's own click goes)
+function press(b) {
+  if (!data || stage.offsetParent === null) return null;
+  if (b.id === 'btn-next' || b.id === 'btn-prev') {
+    const a = !stroke && !unsaved() && ahead(b.id === 'btn-next' ? 'next' : 'prev');
+    if (a) openAhead(a, desk.navs);
+    return null;
+  }
+  const act = ACTS[b.id];
+  if (!act) return null;
+  const inst = data.instances.find(i => i.id === selected && stateOf(i) !== 'deleted') || null;
+  const state = {accept: 'accepted', reject: 'rejected', delete: 'deleted'}[act];
+  if (inst && state) { marks.set(inst.id, {state, press: desk.presses}); dataGen += 1; }
+  if (inst && act === 'delete') selected = null;
+  seq += 1;
+  const sent = {kind: 'action', action: act, target: inst && inst.id, token: data.token, seq};
+  draw();
+  return () => trigger('select', sent);
+}
+desk.canvases.push({refuse, press});
 // the image picker opens another image too: choosing one with work not saved asks first
 function pickerGuard(e) {
   const inPicker = e.target.closest && e.target.closest('#image-picker');
@@ -1082,10 +1133,37 @@ def read_edit(data: Any) -> MaskEdit:
                     image_id, str(data.get("how") or "brush"), int(data.get("seq") or 0))
 
 
-def read_event(data: Any) -> Click | MaskEdit:
-    """A canvas ``select`` event's data: a click or an applied edit (ValueError when malformed)."""
+ACTIONS = ("accept", "reject", "delete", "relabel", "keep_one")   # also their buttons' names in app.ui
+
+
+@dataclass(frozen=True)
+class Action:
+    """A press of an action on the instance the page shows selected (A, R, Del, L, K or its
+    button): ``target`` the instance (None: none was selected), ``image_id`` the image the page
+    showed (from its token), ``seq`` the browser's event counter."""
+
+    action: str
+    target: int | None
+    image_id: int | None
+    seq: int
+
+
+def read_action(data: dict[str, Any]) -> Action:
+    """An action's JSON (see the module doc) as an Action (ValueError when malformed)."""
+    action, target, token = data.get("action"), data.get("target"), str(data.get("token") or "")
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
+    return Action(str(action), None if target is None else int(target),
+                  int(token.split(":")[0]) if token else None, int(data.get("seq") or 0))
+
+
+def read_event(data: Any) -> Click | MaskEdit | Action:
+    """A canvas ``select`` event's data: a click, an applied edit or an action on the selected
+    instance (ValueError when malformed)."""
     if isinstance(data, dict) and data.get("kind") == "mask":
         return read_edit(data)
+    if isinstance(data, dict) and data.get("kind") == "action":
+        return read_action(data)
     return read_click(data)
 
 

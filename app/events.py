@@ -65,14 +65,20 @@ def set_tool(st: SessionState, value: str) -> str:
     return hints.get(st.tool, "")
 
 
-def on_canvas_event(studio: Studio) -> Callable[[SessionState, canvas.Click | canvas.MaskEdit, str], str]:
+CanvasEvent = canvas.Click | canvas.MaskEdit | canvas.Action
+
+
+def on_canvas_event(studio: Studio) -> Callable[[SessionState, CanvasEvent, str], str]:
     """A canvas event (Inspect or Correct): a click at image pixel (x, y) with the tool the browser
-    reports -- select (the browser's pick) or place a query -- or an applied edit, stored as a new
-    instance of ``class_name`` or as its target's new mask."""
-    def action(st: SessionState, event: canvas.Click | canvas.MaskEdit, class_name: str) -> str:
+    reports -- select (the browser's pick) or place a query --, an applied edit, stored as a new
+    instance of ``class_name`` or as its target's new mask, or an action on the instance the page
+    showed selected (``on_action``)."""
+    def action(st: SessionState, event: CanvasEvent, class_name: str) -> str:
         if isinstance(event, canvas.Click) and event.tool == "select":
             return studio.pick(st, event)
         st.canvas_seq = max(st.canvas_seq, event.seq)
+        if isinstance(event, canvas.Action):
+            return on_action(studio, st, event, class_name)
         if st.image_id is None:
             raise StudioError("open an image first")
         if isinstance(event, canvas.MaskEdit):
@@ -85,6 +91,32 @@ def on_canvas_event(studio: Studio) -> Callable[[SessionState, canvas.Click | ca
             return correct_view.query_click(studio.project, st, event.x, event.y)
         return ""
     return action
+
+
+def on_action(studio: Studio, st: SessionState, event: canvas.Action, class_name: str) -> str:
+    """Apply a canvas action to the instance it names, never to another one: the press is counted
+    first, refused or not (the canvas keeps its optimistic mark until the answer to that press,
+    ``app.canvas``); the named instance becomes the session's selection (the page showed it
+    selected when the key was pressed). Refused (StudioError) when the page showed another image
+    than the session's, or named no instance."""
+    st.presses += 1
+    if st.image_id is None:
+        raise StudioError("open an image first")
+    if event.image_id is not None and event.image_id != st.image_id:
+        name = studio.project.image(st.image_id).file_name
+        raise StudioError(f"the page was behind (it showed another image): nothing was changed; it now shows "
+                          f"{name}, press the key again")
+    if event.target is None:
+        raise StudioError("select an instance first (click its mask or pick it in the list)")
+    st.selected = event.target
+    project, rev = studio.project, st.revision
+    if event.action in ("accept", "reject"):
+        return correct_view.set_state(project, st, f"{event.action}ed", rev)
+    if event.action == "delete":
+        return correct_view.delete(project, st, rev)
+    if event.action == "relabel":
+        return correct_view.relabel(project, st, class_name, rev)
+    return studio.keep_one(st)
 
 
 def gallery_items(studio: Studio, size: int = 160) -> list[tuple[str, str]]:

@@ -15,13 +15,14 @@ STATE_MARKS = {"proposed": "?", "accepted": "✓", "rejected": "✗"}
 
 
 def visible_instances(instances: Sequence[Instance], min_score: float,
-                      show_rejected: bool = False) -> list[Instance]:
+                      show_rejected: bool = False, selected: int | None = None) -> list[Instance]:
     """The instances a person should see: every accepted one, proposals at or above ``min_score``
-    (and those of queries a person placed, whatever their score), rejected ones only on request.
-    Ordered top-first: decided ones, then proposals by score."""
+    (and those of queries a person placed, whatever their score), rejected ones only on request or
+    while ``selected`` (the one just rejected stays in sight, so that a quick A after R lands on
+    what the person sees). Ordered top-first: decided ones, then proposals by score."""
     keep = []
     for inst in instances:
-        if inst.state == "rejected" and not show_rejected:
+        if inst.state == "rejected" and not show_rejected and inst.id != selected:
             continue
         if inst.state == "proposed" and inst.placed_at is None and (inst.score or 0.0) < min_score:
             continue

@@ -50,7 +50,7 @@ class SessionState:
     status: str = ""                     # the status line last sent (a tab switch keeps it)
     canvas_seq: int = 0                  # the last canvas click handled (the browser's counter)
     edit_refused: int = 0                # the counter of the last applied canvas edit that was refused
-    presses: int = 0                     # accept/reject presses handled (the canvas's optimistic marks)
+    presses: int = 0                     # actions on an instance handled (the canvas's optimistic marks)
     moves: int = 0                       # next/previous presses handled (the canvas's optimistic next image)
 
     def select_image(self, image_id: int) -> None:

@@ -105,7 +105,7 @@ class Studio:
         if state.image_id is None:
             return []
         return inspect_view.visible_instances(self.project.instances(state.image_id, revision),
-                                              state.min_score, state.show_rejected)
+                                              state.min_score, state.show_rejected, state.selected)
 
     def selected(self, state: SessionState, shown: list[Instance]) -> Instance | None:
         """The selected instance if it is among the shown ones (else the selection is cleared)."""

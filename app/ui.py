@@ -399,16 +399,17 @@ class Wiring:
     def act_canvas(self, fn: Callable[..., str]) -> Callable[..., list[Any]]:
         """Like ``act`` for a canvas event (a click or an applied edit, see ``app.canvas``; the
         handler's inputs are the state and the Class picker): a selection refreshes the
-        selection's parts, anything else everything."""
-        safe, refresh = friendly(fn), self.studio.refresh
+        selection's parts, anything else (an edit, an action: ``act``) everything."""
+        safe, refresh, change = friendly(fn), self.studio.refresh, self.act(fn)
 
         def handler(st: SessionState, class_name: str, evt: gr.EventData) -> list[Any]:
             try:
                 event = canvas.read_event(evt._data)
             except (KeyError, TypeError, ValueError) as e:
                 return refresh(st, f"⚠ unreadable canvas event: {e}", "none")
-            select = isinstance(event, canvas.Click) and event.tool == "select"
-            return refresh(st, safe(st, event, class_name), "select" if select else "all")
+            if isinstance(event, canvas.Click) and event.tool == "select":
+                return refresh(st, safe(st, event, class_name), "select")
+            return change(st, event, class_name)
         return handler
 
     def follow_model(self, st: SessionState) -> Iterator[list[Any]]:
@@ -556,8 +557,10 @@ def api_edit(st: SessionState, text: str, selected: bool) -> canvas.MaskEdit:
 
 
 def counted(fn: Callable[..., str]) -> Callable[..., str]:
-    """An accept/reject action that counts the press first, refused or not: the canvas keeps its
-    optimistic mark until the answer to that press arrives (``app.canvas``)."""
+    """An action on the selected instance that counts the press first, refused or not: the canvas
+    keeps its optimistic mark until the answer to that press arrives (``app.canvas``; with a canvas
+    shown the page sends these presses as canvas actions, ``app.events.on_action``, which count
+    them the same way)."""
     def action(st: SessionState, *args: Any) -> str:
         st.presses += 1
         return fn(st, *args)
@@ -586,7 +589,7 @@ def wire_correct(w: Wiring) -> None:
     ]
     for button, fn, extra, api in actions:
         fn = on_shown_image(s, fn)
-        if button in ("accept", "reject"):   # the canvas draws these at once and counts the presses
+        if button in canvas.ACTIONS:   # the canvas draws these at once and counts the presses
             fn = counted(fn)
         on(c[button].click, w.act(fn), [state, *(c[n] for n in extra), c["place"]], api_name=api)
     reviews = [("reviewed", None, "mark_reviewed"), ("ask_undecided_accept", "accept", "review_accept_shown"),

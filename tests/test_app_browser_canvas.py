@@ -109,6 +109,12 @@ def test_threshold_and_show_rejected_are_drawn_in_the_browser(page, studio) -> N
     page.locator("#inspect-image .anncanvas-info").click()
     page.keyboard.press("r")
     expect(page.locator("#status")).to_contain_text("rejected")
+    # rejected, it stays in sight while it is selected (a quick A after R acts on what is shown) ...
+    expect(canvas).to_have_attribute("data-shown", re.compile(rf"(^|,){proposal.id}(,|$)"))
+    expect(canvas).to_have_attribute("data-selected", str(proposal.id))
+    assert not under(project, 2, 2, 0.3), "the test clicks a place no instance covers"
+    click_pixel(page, "inspect-image", 2, 2)                 # ... and goes once the selection moves on
+    expect(canvas).to_have_attribute("data-selected", "")
     expect(canvas).not_to_have_attribute("data-shown", re.compile(rf"(^|,){proposal.id}(,|$)"))
     page.locator("#show-rejected input").check()
     expect(canvas).to_have_attribute("data-shown", re.compile(rf"(^|,){proposal.id}(,|$)"))

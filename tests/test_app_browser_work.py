@@ -131,8 +131,9 @@ def test_rapid_next_presses_predict_every_visited_image(context, studio, tmp_pat
 
 
 def test_leaving_while_presses_wait_to_be_sent_asks_first(context, studio) -> None:
-    """Quick presses wait in the page until the answer to the one before is shown
-    (``app.event_order``): a reload right after them asks first; staying, every press is handled."""
+    """Quick presses wait in the page until the frame that draws them (``app.canvas``'s outbox) and
+    the answer to the one before is shown (``app.event_order``): a reload right after them asks
+    first; staying, every press is handled."""
     project, url = studio
     pg = open_page(context, url)
     images = project.images()
@@ -142,7 +143,7 @@ def test_leaving_while_presses_wait_to_be_sent_asks_first(context, studio) -> No
     waiting = pg.evaluate("""async () => {
         for (const key of ['n', 'n', 'n']) document.body.dispatchEvent(new KeyboardEvent('keydown', {key, bubbles: true}));
         await new Promise((resolve) => setTimeout(resolve, 0));
-        return window.__studioOrder.open.length - 1; }""")
+        return window.__studioOrder.open.length - 1 + window.__studioOutbox.length; }""")   # (the outbox: app/canvas.py)
     assert waiting >= 1, "no press was waiting: the reload below tests nothing"
     pg.evaluate("() => { setTimeout(() => location.reload(), 0); }")
     expect(pg.locator("#review-state")).to_contain_text(images[3].file_name)   # stayed: all three handled

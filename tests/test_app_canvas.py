@@ -85,6 +85,15 @@ def test_read_click() -> None:
             canvas.read_click(bad)
 
 
+def test_read_action() -> None:
+    action = canvas.read_event({"kind": "action", "action": "reject", "target": 7, "token": "3:12", "seq": 4})
+    assert action == canvas.Action("reject", 7, 3, 4)
+    assert canvas.read_event({"kind": "action", "action": "accept", "target": None, "token": ""}) == \
+        canvas.Action("accept", None, None, 0)
+    with pytest.raises(ValueError, match="unknown action 'approve'"):
+        canvas.read_event({"kind": "action", "action": "approve", "target": 7})
+
+
 def test_an_edit_replaces_its_box_and_nothing_else() -> None:
     rng = np.random.default_rng(3)
     stored = rng.random((30, 40)) < 0.5
