@@ -105,11 +105,12 @@ class Person:
         ann = img.anns[sel]
         if key in ("a", "r"):
             self.edit({sel: Ann("accepted" if key == "a" else "rejected", ann.source)})
-        elif key == "l":     # relabel (to the same class here): a proposal becomes an accepted human label
-            self.edit({sel: Ann("accepted", "human") if ann.state == "proposed" else copy.copy(ann)})
-        elif key == "k":     # keep this one: its proposed near-duplicates rejected, it accepted
+        elif key == "l":     # relabel (to the same class here): the class only; a proposal stays undecided, the person's
+            claimed = ann.source == "predicted" and ann.state == "proposed"
+            self.edit({sel: Ann(ann.state, "human" if claimed else ann.source)})
+        elif key == "k":     # keep this one: its near-duplicates (proposed or accepted) rejected, it accepted
             ids = self.ids[self.current]
-            dups = [a for a in self.shown() if a != sel and img.anns[a].state == "proposed"
+            dups = [a for a in self.shown() if a != sel and img.anns[a].state != "rejected"
                     and {ids.index(a), ids.index(sel)} == {5, 6}]
             if dups:
                 change = {a: Ann("rejected", img.anns[a].source) for a in dups}
