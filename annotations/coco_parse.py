@@ -22,6 +22,8 @@ Repaired (reported, then kept):
       one normal form (forward slashes, :func:`normal_file_name`, relative); entries naming one file under different ids are one image (the
       later ids are read as the first entry's), an entry repeated with its id is read once;
     - an image without ``width`` and ``height``: the file's size (when the files are checked);
+    - a category ``name`` that is a number (``1``): its text; a ``supercategory`` that is not a
+      string: its text when a finite number, else left out;
     - polygon rings with fewer than 3 points or an odd number of coordinates: dropped;
     - polygon points outside the image: the polygon is clipped to the image (pycocotools'
       rasteriser intersects it with the image; nothing outside ``0..W x 0..H`` is stored);
@@ -34,7 +36,9 @@ Refused (reported, then left out with what depends on them):
       every new file is decoded fully once), over the pixel limit (also the size the JSON says)
       or of another size than the JSON says (sizes are compared after EXIF orientation, see
       :mod:`fastinst.images`), a second entry of one file with another size;
-    - a category id given twice: the later entry (its annotations are read as the first one);
+    - a category id that entries of different names claim: every entry of that id and its
+      annotations (which class such an annotation is cannot be told: never the first entry's
+      class silently); an entry repeated with the same id and name is read once (repaired);
     - an annotation without a segmentation (a box alone is not an instance mask), of an unknown
       image or category, with non-finite or absurd coordinates or RLE runs (a point
       farther outside the image than 4x its larger side: refused before any rasterisation), an RLE
@@ -194,6 +198,7 @@ class ParsedCoco:
     category_ids: dict[Any, int] = field(default_factory=dict)
     ambiguous_ids: dict[Any, str] = field(default_factory=dict)
     category_aliases: dict[int, int] = field(default_factory=dict)  # a repeated name's id -> the first's
+    ambiguous_category_ids: dict[Any, str] = field(default_factory=dict)   # like ambiguous_ids, of categories
     # integer ids of accepted images one of whose annotations was refused (they are not complete)
     incomplete_images: set[int] = field(default_factory=set)
 
@@ -438,7 +443,8 @@ def read_results(path: str | Path, ground_truth: ParsedCoco, *, strict: bool = F
         data = [_by_file_name(result, names, by_name) for result in data]
     parsed = ParsedCoco(ground_truth.images, ground_truth.categories, [], None, report,
                         image_ids=ground_truth.image_ids, category_ids=ground_truth.category_ids,
-                        ambiguous_ids=ground_truth.ambiguous_ids, category_aliases=ground_truth.category_aliases)
+                        ambiguous_ids=ground_truth.ambiguous_ids, category_aliases=ground_truth.category_aliases,
+                        ambiguous_category_ids=ground_truth.ambiguous_category_ids)
     parsed.annotations = _parse_annotations(data, name, parsed, keep_scores=True, results=True)
     if data and not parsed.annotations:
         raise CocoFormatError(f"{name}: none of its {len(data)} results could be used; the first: "
@@ -665,26 +671,31 @@ def _reference(value: Any, ids: dict[Any, int], what: str) -> tuple[int | None, 
 def _parse_categories(raw_categories: list, name: str, parsed: ParsedCoco) -> None:
     """The accepted categories into ``parsed``, with ``category_aliases``: ``{id: id of the first
     category of the same name}`` for a name given twice (its annotations are read as that first
-    category: a class is its name)."""
+    category: a class is its name). A category id that entries of different names claim is
+    refused with every entry and annotation of it (``ambiguous_category_ids``): which class such an
+    annotation is cannot be told (the rule of image ids); an entry repeated with its id and name is
+    read once."""
     report = parsed.report
     mapper = _IdMapper(raw.get("id") for raw in raw_categories if isinstance(raw, dict))
+    parsed.ambiguous_category_ids = _ambiguous_category_ids(raw_categories)
     categories_by_index: dict[int, ParsedCategory] = {}
     by_name: dict[str, ParsedCategory] = {}
     for index, raw in enumerate(raw_categories):
         where = f"categories[{index}] in {name}"
+        key = _id_key(raw.get("id")) if isinstance(raw, dict) else None
         try:
-            category, finding = _parse_category(index, raw, mapper)
-            key = _id_key(raw["id"])
-            if key in parsed.category_ids:
-                first = next(c for c in categories_by_index.values() if c.coco_id == parsed.category_ids[key])
-                report.add(where, f"duplicate category id {_shown_id(raw['id'])} (also categories[{first.index}] "
-                           f"{first.name!r}): this entry ({category.name!r}) is left out; annotations with "
-                           f"category_id {_shown_id(raw['id'])} are read as {first.name!r}", "refused")
-                continue
+            if key in parsed.ambiguous_category_ids:
+                raise _Refused(parsed.ambiguous_category_ids[key])
+            category, findings = _parse_category(index, raw, mapper)
         except _Refused as refusal:
             report.add(where, f"{refusal}; the category and its annotations are left out", "refused")
             continue
-        if finding:
+        if key in parsed.category_ids:
+            first = next(c for c in categories_by_index.values() if c.coco_id == parsed.category_ids[key])
+            report.add(where, f"an earlier entry has this id and name (categories[{first.index}] {first.name!r}): "
+                              f"read as one class", "repaired")
+            continue
+        for finding in findings:
             report.add(where, finding, "repaired")
         category.extra = _extra(raw, CATEGORY_KEYS, where, report)
         categories_by_index[index] = category
@@ -700,18 +711,57 @@ def _parse_categories(raw_categories: list, name: str, parsed: ParsedCoco) -> No
         parsed.categories.append(category)
 
 
-def _parse_category(index: int, raw: Any, mapper: _IdMapper) -> tuple[ParsedCategory, str]:
+def _ambiguous_category_ids(raw_categories: list) -> dict[Any, str]:
+    """Category ids that entries of different names claim -> the refusal that names the entries."""
+    claims: dict[Any, list[tuple[int, Any]]] = {}
+    for index, raw in enumerate(raw_categories):
+        if isinstance(raw, dict) and _id_key(raw.get("id")) is not None:
+            claims.setdefault(_id_key(raw["id"]), []).append((index, _name_key(raw.get("name"))))
+    ambiguous = {}
+    for key, entries in claims.items():
+        if len({label for _, label in entries}) > 1:
+            named = ", ".join(f"categories[{index}] {label!r}" for index, label in entries)
+            ambiguous[key] = (f"category id {_shown_id(key[1])} is claimed by {len(entries)} entries of different "
+                              f"names ({named}): which class an annotation of it is cannot be told")
+    return ambiguous
+
+
+def _name_key(value: Any) -> Any:
+    """A category name as :func:`_category_name` reads it (for telling entries apart), else the value's text."""
+    try:
+        return _category_name(value, [])
+    except _Refused:
+        return repr(value)
+
+
+def _category_name(value: Any, findings: list[str]) -> str:
+    """A category's name: a non-empty string; a finite number (``1``, as YOLO-converted files write
+    class names) is its text, appended to ``findings``."""
+    if isinstance(value, str) and value:
+        return value
+    if is_finite_number(value):
+        findings.append(f"name {value!r} is a number: read as the name {str(value)!r}")
+        return str(value)
+    raise _Refused("'name' must be a non-empty string")
+
+
+def _parse_category(index: int, raw: Any, mapper: _IdMapper) -> tuple[ParsedCategory, list[str]]:
     if not isinstance(raw, dict):
         raise _Refused(f"must be an object, not {_kind(raw)}")
     if "id" not in raw or "name" not in raw:
         raise _Refused("needs 'id' and 'name'")
+    findings: list[str] = []
+    name = _category_name(raw["name"], findings)
     coco_id, finding = mapper(raw["id"])
-    name, supercategory = raw["name"], raw.get("supercategory")
-    if not isinstance(name, str) or not name:
-        raise _Refused("'name' must be a non-empty string")
+    if finding:
+        findings.insert(0, finding)
+    supercategory = raw.get("supercategory")
     if not isinstance(supercategory, (str, type(None))):
-        supercategory = str(supercategory)
-    return ParsedCategory(index, coco_id, name, supercategory, None), finding
+        kept = str(supercategory) if is_finite_number(supercategory) else None
+        findings.append(f"supercategory {_shown_id(supercategory)} is not a string: "
+                        + (f"read as {kept!r}" if kept is not None else "left out"))
+        supercategory = kept
+    return ParsedCategory(index, coco_id, name, supercategory, None), findings
 
 
 # ---------------------------------------------------------------------------------------- images
@@ -921,6 +971,7 @@ def _parse_annotation(
         if finding:
             report.add(where, finding, "repaired")
     image, image_finding = _annotation_image(raw.get("image_id"), parsed, images)
+    _refuse_ambiguous(raw.get("category_id"), parsed.ambiguous_category_ids)
     category_id, category_finding = _reference(raw.get("category_id"), parsed.category_ids, "category_id")
     if category_id is None:
         raise _Refused(f"category_id {_shown_id(raw.get('category_id'))} is not in categories")
@@ -953,12 +1004,25 @@ def _parse_annotation(
 
 def _annotation_image(value: Any, parsed: ParsedCoco, images: dict[int, ParsedImage]) -> tuple[ParsedImage, str]:
     """The image an ``image_id`` names, and the finding of :func:`_reference`."""
-    if _id_key(value) in parsed.ambiguous_ids:
-        raise _Refused(parsed.ambiguous_ids[_id_key(value)])
+    _refuse_ambiguous(value, parsed.ambiguous_ids)
     coco_id, finding = _reference(value, parsed.image_ids, "image_id")
     if coco_id is None or coco_id not in images:
         raise _Refused(f"image_id {_shown_id(value)} is not in images (or its image was left out)")
     return images[coco_id], finding
+
+
+def _refuse_ambiguous(value: Any, ambiguous: dict[Any, str]) -> None:
+    """Refuse a reference to an id that entries of different files (or names) claim, also when it
+    is written as another type (``"3"`` or ``3.0`` for ``3``), as :func:`_reference` reads it."""
+    keys = [_id_key(value)]
+    if isinstance(value, (str, float)) and not isinstance(value, bool):
+        try:
+            keys.append(("num", _int(value, "id")))
+        except _Refused:
+            pass
+    for key in keys:
+        if key in ambiguous:
+            raise _Refused(ambiguous[key])
 
 
 def _report_bad_geometry(raw: dict, where: str, area: int, bbox: tuple[float, ...], report: CocoReport) -> None:

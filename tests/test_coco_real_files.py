@@ -1,0 +1,84 @@
+"""More real-world files through every entry point (issue 20, "Files", second round): inputs shaped
+like the ones public bug reports of CVAT, Label Studio, LabelMe, FiftyOne, Datumaro, Ultralytics and
+pycocotools describe that the first round did not cover. Each is imported with a report naming
+every repair, or refused naming the item; never attached to the wrong class or picture silently.
+Entry points: the store's import and export, ``launch.py --images/--coco`` (``open_project``), the
+studio's COCO tab (``Project.import_coco``), the training loader and ``training.evaluate``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pycocotools import mask as mask_utils
+
+from annotations import CocoFormatError, Store
+from training.data import CocoInstances
+from training.evaluate import evaluate_results
+
+from test_coco_files import (OTHER, SQUARE, TRIANGLE, area, ann, assert_lines, image, loader_masks, open_studio,
+                             sqlite_store, standard_json, store_masks, write_image, write_json)
+
+__all__ = ["sqlite_store"]   # the fixture, imported
+
+
+def exported_classes(store: Store, dataset: int, path: Path) -> list[tuple[str, int]]:
+    """(class name, mask area) of every exported annotation, as pycocotools reads the export."""
+    exported = standard_json(store.export_coco(dataset, path))
+    names = {c["id"]: c["name"] for c in exported["categories"]}
+    return sorted((names[a["category_id"]], int(mask_utils.area(a["segmentation"]))) for a in exported["annotations"])
+
+
+# --------------------------------------------------------------------- a category id two entries claim
+
+
+def shared_category_file(folder: Path) -> Path:
+    """Two tools' label lists merged by hand: id 1 is 'cat' and 'dog'; 'bird' is listed twice alike."""
+    write_image(folder / "images" / "a.png")
+    data = {"images": [image(1, "a.png")],
+            "categories": [{"id": 1, "name": "cat"}, {"id": 1, "name": "dog"}, {"id": 2, "name": "bird"},
+                           {"id": 2, "name": "bird"}, {"id": 3, "name": 7, "supercategory": float("nan")}],
+            "annotations": [ann(1, 1), ann(2, 1, OTHER, category_id=2), ann(3, 1, TRIANGLE, category_id=3),
+                            ann(4, 1, OTHER, category_id="1")]}
+    return write_json(folder / "labels.json", data)
+
+
+CATEGORY_LINES = [
+    "refused: categories[0] in labels.json: category id 1 is claimed by 2 entries of different names "
+    "(categories[0] 'cat', categories[1] 'dog'): which class an annotation of it is cannot be told",
+    "refused: categories[1] in labels.json: category id 1 is claimed by 2 entries of different names",
+    "repaired: categories[3] in labels.json: an earlier entry has this id and name (categories[2] 'bird'): "
+    "read as one class",
+    "repaired: categories[4] in labels.json: name 7 is a number: read as the name '7'",
+    "repaired: categories[4] in labels.json: supercategory nan is not a string: left out",
+    "refused: annotations[0] (id 1) in labels.json: category id 1 is claimed by 2 entries of different names",
+    "refused: annotations[3] (id 4) in labels.json: category id 1 is claimed by 2 entries of different names",
+]
+CATEGORY_EXPECTED = sorted([("bird", 140), ("7", area(TRIANGLE))])
+
+
+def test_a_category_id_two_names_claim_attaches_no_object_to_either(sqlite_store: Store, tmp_path: Path):
+    path = shared_category_file(tmp_path)
+    dataset = sqlite_store.create_dataset("labels", tmp_path / "images")
+    report = sqlite_store.import_coco(dataset, path)
+    assert_lines(report.lines(), CATEGORY_LINES)
+    assert report.annotations_added == 2
+    assert exported_classes(sqlite_store, dataset, tmp_path / "out.json") == CATEGORY_EXPECTED
+    assert {c.name for c in sqlite_store.categories(dataset)} == {"bird", "7"}
+
+
+def test_a_category_id_two_names_claim_through_launch_the_coco_tab_training_and_evaluation(tmp_path: Path):
+    path = shared_category_file(tmp_path)
+    project, log = open_studio(tmp_path / "images", path, tmp_path / "data")       # launch.py --coco
+    assert_lines(log, CATEGORY_LINES)
+    assert store_masks(project.store, project.dataset_id) == {"a.png": sorted([140, area(TRIANGLE)])}
+    project, _ = open_studio(tmp_path / "images", None, tmp_path / "data2")         # the COCO tab
+    assert_lines(project.import_coco(path).split("\n"), CATEGORY_LINES)
+    assert store_masks(project.store, project.dataset_id) == {"a.png": sorted([140, area(TRIANGLE)])}
+    training = CocoInstances(path, tmp_path / "images")
+    assert training.class_names == ["bird", "7"]
+    assert loader_masks(training) == {"a.png": sorted([140, area(TRIANGLE)])}
+    results = write_json(tmp_path / "results.json", [ann(None, 1, score=0.9), ann(None, 1, OTHER, category_id=2, score=0.8)])
+    lines = evaluate_results(path, results, tmp_path / "images")["report"]
+    assert any(line.startswith("refused: annotations[0] in results.json: category id 1 is claimed by 2 entries")
+               for line in lines), lines
