@@ -60,7 +60,9 @@ import hashlib
 import json
 import math
 import posixpath
+import re
 import unicodedata
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -310,9 +312,19 @@ def _file_sizer(root: Path, limit: int | None, decode: bool, decoded: frozenset[
 def normal_file_name(name: str) -> str:
     """One spelling per file: Windows backslashes as ``/``, ``.`` parts, ``x/..`` pairs and repeated
     slashes removed (``./a.png``, ``sub/../a.png``, ``sub\\..\\a.png`` and ``sub//../a.png`` are all
-    ``a.png``). Purely textual (:func:`posixpath.normpath`); a leading ``..`` stays."""
+    ``a.png``); a ``file://`` URI is its path, percent-decoded (``file:///C:/my%20data/a.png`` is
+    ``C:/my data/a.png``). Purely textual (:func:`posixpath.normpath`); a leading ``..`` stays."""
+    if name[:5].lower() == "file:":
+        name = urllib.parse.unquote(urllib.parse.urlsplit(name).path)
+        name = name[1:] if _DRIVE.match(name[1:]) else name    # /C:/data/a.png -> C:/data/a.png
     normal = posixpath.normpath(name.replace("\\", "/"))
     return "/" + normal.lstrip("/") if normal.startswith("//") else normal
+
+
+_DRIVE = re.compile(r"[A-Za-z]:/")
+"""A Windows drive letter at the start of a name written with forward slashes (``C:/data/a.png``)."""
+OUTSIDE_FOLDER = "an absolute path outside the image folder"
+"""How :func:`file_locator` says it found a file by the end of such a path (see :func:`_parse_images`)."""
 
 
 def file_locator(root: Path) -> ImageLocator:
@@ -321,25 +333,81 @@ def file_locator(root: Path) -> ImageLocator:
     most tools write JSON composed, NFC: the two print the same); else the same name in the
     studio's ``uploads/`` folder (images added through the browser), unless uploads of that name
     were stored more than once (``name-2`` ...: which one is meant cannot be told). An absolute
-    path inside ``root`` is that file's relative name (one file, one image). Returns the name
-    unchanged when none fits (the size check then says "image not found")."""
+    path inside ``root`` is that file's relative name (one file, one image). Then, each said in the
+    returned reason: the name percent-decoded (``my%20photo.jpg``, as web tools write names); the
+    longest end of an absolute path from another machine (``C:/data/img/sub/a.png``,
+    ``/home/x/sub/a.png``) that names a file under ``root``; the one file whose name differs only
+    in letter case (``IMG_01.JPG`` for ``img_01.jpg``: datasets made on Windows or macOS, whose
+    disks ignore case; none when several files differ so). Returns the name unchanged when none
+    fits (the size check then says "image not found")."""
+    listings: dict[Path, dict[str, list[str]]] = {}
+
     def variants(name: str) -> list[str]:
         return list(dict.fromkeys([name, unicodedata.normalize("NFC", name), unicodedata.normalize("NFD", name)]))
 
-    def locate(name: str) -> tuple[str, str]:
-        inside = _under(name, root)
-        if inside is not None:
-            return inside, "an absolute path inside the image folder"
+    def exact(name: str) -> tuple[str, str] | None:
         for candidate in variants(name):
             if (root / candidate).is_file():
                 return candidate, "" if candidate == name else "the same name in another Unicode normal form"
+        return None
+
+    def any_case(name: str) -> str | None:
+        """The one file under ``root`` whose path is ``name`` but for letter case, else ``None``."""
+        folder, found = root, []
+        for part in name.split("/"):
+            if folder not in listings:
+                try:
+                    entries = [entry.name for entry in folder.iterdir()] if folder.is_dir() else []
+                except OSError:
+                    entries = []
+                listings[folder] = {}
+                for entry in entries:
+                    listings[folder].setdefault(unicodedata.normalize("NFC", entry).casefold(), []).append(entry)
+            matches = listings[folder].get(unicodedata.normalize("NFC", part).casefold(), [])
+            if len(matches) != 1:
+                return None
+            found.append(matches[0])
+            folder = folder / matches[0]
+        return "/".join(found) if folder.is_file() else None
+
+    def elsewhere(name: str) -> tuple[str, str] | None:
+        """The file a percent-encoded name, another machine's absolute path or another case means."""
+        decoded = urllib.parse.unquote(name)
+        for spelled, why in dict.fromkeys([(name, ""), (decoded, "the name percent-decoded (%20 is a space)")]):
+            parts = [part for part in spelled.split("/") if part]
+            foreign = spelled.startswith("/") or bool(_DRIVE.match(spelled))
+            for start in range(1 if foreign else 0, len(parts) if foreign else 1):
+                tail = "/".join(parts[start:])
+                reasons = [why] + ([f"{OUTSIDE_FOLDER}: its end {tail!r} is under the folder"] if foreign else [])
+                found = exact(tail)
+                if found is not None and (found[0] != name):
+                    return found[0], "; ".join(r for r in reasons + [found[1]] if r)
+                cased = any_case(tail)
+                if cased is not None:
+                    return cased, "; ".join(r for r in reasons + ["the same name but for letter case"] if r)
+        return None
+
+    located: dict[str, tuple[str, str]] = {}
+
+    def locate(name: str) -> tuple[str, str]:
+        if name not in located:   # the reader asks once per entry and again for the checks of ids
+            located[name] = find(name)
+        return located[name]
+
+    def find(name: str) -> tuple[str, str]:
+        inside = _under(name, root)
+        if inside is not None:
+            return inside, "an absolute path inside the image folder"
+        found = exact(name)
+        if found is not None:
+            return found
         for candidate in variants(name):
             found = root / UPLOAD_FOLDER / candidate
             # uploads of the same name were stored as name-2, name-3 ...: which one the file means
             # cannot be told, so none is taken (the image is then "not found", not a wrong picture)
             if found.is_file() and not any(found.parent.glob(f"{glob.escape(found.stem)}-[0-9]*{glob.escape(found.suffix)}")):
                 return f"{UPLOAD_FOLDER}/{candidate}", "added through the studio's upload"
-        return name, ""
+        return elsewhere(name) or (name, "")
     return locate
 
 
@@ -785,6 +853,7 @@ def _parse_images(raw_images: list, name: str, parsed: ParsedCoco, files: _Image
     report = parsed.report
     mapper = _IdMapper(raw.get("id") for raw in raw_images if isinstance(raw, dict))
     parsed.ambiguous_ids = _ambiguous_ids(raw_images, files.locator)
+    ambiguous_files = _ambiguous_files(raw_images, files.locator)
     by_name: dict[str, ParsedImage] = {}
     for index, raw in enumerate(raw_images):
         file_id = raw.get("id") if isinstance(raw, dict) else None
@@ -795,6 +864,8 @@ def _parse_images(raw_images: list, name: str, parsed: ParsedCoco, files: _Image
                 raise _Refused(parsed.ambiguous_ids[key])
             repairs: list[str] = []
             file_name = _image_file_name(raw, files.locator, repairs)
+            if file_name in ambiguous_files:
+                raise _Refused(ambiguous_files[file_name])
             first = by_name.get(file_name)
             if first is not None:
                 _same_file(raw, first, key, parsed, where, repairs)
@@ -825,6 +896,27 @@ def _ambiguous_ids(raw_images: list, locator: ImageLocator | None) -> dict[Any, 
             named = ", ".join(f"images[{index}] '{file_name}'" for index, file_name in entries)
             ambiguous[key] = (f"image id {_shown_id(key[1])} is claimed by {len(entries)} entries of different files "
                               f"({named}): which picture an annotation of it lies on cannot be told")
+    return ambiguous
+
+
+def _ambiguous_files(raw_images: list, locator: ImageLocator | None) -> dict[str, str]:
+    """Files under the image folder that different absolute paths of another machine all end in
+    (``C:/a/x.png`` and ``C:/b/x.png`` found as ``x.png``) -> the refusal that names the entries:
+    they were two pictures there, and which one the file here is cannot be told."""
+    if locator is None:
+        return {}
+    claims: dict[str, list[tuple[int, str, bool]]] = {}
+    for index, raw in enumerate(raw_images):
+        if isinstance(raw, dict) and isinstance(raw.get("file_name"), str) and raw["file_name"]:
+            spelled = normal_file_name(raw["file_name"])
+            found, why = locator(spelled)
+            claims.setdefault(found, []).append((index, spelled, OUTSIDE_FOLDER in why))
+    ambiguous = {}
+    for found, entries in claims.items():
+        if any(by_end for *_, by_end in entries) and len({spelled for _, spelled, _ in entries}) > 1:
+            named = ", ".join(f"images[{index}] {spelled!r}" for index, spelled, _ in entries)
+            ambiguous[found] = (f"{named} are different paths that all end in the folder's {found!r}: which of "
+                                f"them this file is cannot be told")
     return ambiguous
 
 

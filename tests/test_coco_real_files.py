@@ -82,3 +82,61 @@ def test_a_category_id_two_names_claim_through_launch_the_coco_tab_training_and_
     lines = evaluate_results(path, results, tmp_path / "images")["report"]
     assert any(line.startswith("refused: annotations[0] in results.json: category id 1 is claimed by 2 entries")
                for line in lines), lines
+
+
+# ------------------------------------------- names from another machine: case, %20, file://, C:\ paths
+
+
+def foreign_names_file(folder: Path) -> Path:
+    """Names as Windows tools, web tools (Label Studio, FiftyOne) and URIs write them, for files here."""
+    for k, name in enumerate(("sub/IMG_1.PNG", "A.png", "a.png", "data/sub/b.png", "my c.png", "my d.png", "e.png", "b.png")):
+        write_image(folder / "images" / name, seed=k)
+    data = {"images": [image(1, "SUB/img_1.png"), image(2, "a.PNG"), image(3, "C:\\Users\\me\\data\\sub\\b.png"),
+                       image(4, "file:///D:/export/my%20c.png"), image(5, "my%20d.png"), image(6, "C:\\x\\e.png"),
+                       image(7, "C:\\y\\e.png")],
+            "categories": [{"id": 1, "name": "part"}],
+            "annotations": [ann(k, k, SQUARE if k % 2 else OTHER) for k in range(1, 8)]}
+    return write_json(folder / "names.json", data)
+
+
+NAMES_LINES = [
+    "repaired: images[0] (id 1) 'SUB/img_1.png' in names.json: no file called 'SUB/img_1.png'; the file "
+    "'sub/IMG_1.PNG' is this image (the same name but for letter case)",
+    "refused: images[1] (id 2) 'a.PNG' in names.json: image not found",
+    "repaired: images[2] (id 3) 'C:\\Users\\me\\data\\sub\\b.png' in names.json: no file called "
+    "'C:/Users/me/data/sub/b.png'; the file 'data/sub/b.png' is this image (an absolute path outside the image "
+    "folder: its end 'data/sub/b.png' is under the folder)",
+    "repaired: images[3] (id 4) 'file:///D:/export/my%20c.png' in names.json: file_name "
+    "'file:///D:/export/my%20c.png' is written 'D:/export/my c.png'",
+    "repaired: images[3] (id 4) 'file:///D:/export/my%20c.png' in names.json: no file called 'D:/export/my c.png'; "
+    "the file 'my c.png' is this image (an absolute path outside the image folder",
+    "repaired: images[4] (id 5) 'my%20d.png' in names.json: no file called 'my%20d.png'; the file 'my d.png' is "
+    "this image (the name percent-decoded",
+    "refused: images[5] (id 6) 'C:\\x\\e.png' in names.json: images[5] 'C:/x/e.png', images[6] 'C:/y/e.png' are "
+    "different paths that all end in the folder's 'e.png': which of them this file is cannot be told",
+    "refused: images[6] (id 7) 'C:\\y\\e.png' in names.json: images[5] 'C:/x/e.png', images[6] 'C:/y/e.png'",
+    "refused: annotations[5] (id 6) in names.json: image_id 6 is not in images",
+    "refused: annotations[6] (id 7) in names.json: image_id 7 is not in images",
+]
+NAMES_EXPECTED = {"sub/IMG_1.PNG": [48], "data/sub/b.png": [48], "my c.png": [140], "my d.png": [48]}
+
+
+def test_names_written_on_another_machine_find_their_file_or_are_refused_by_name(sqlite_store: Store,
+                                                                                  tmp_path: Path):
+    path = foreign_names_file(tmp_path)
+    dataset = sqlite_store.create_dataset("names", tmp_path / "images")
+    report = sqlite_store.import_coco(dataset, path)
+    assert_lines(report.lines(), NAMES_LINES)
+    assert store_masks(sqlite_store, dataset) == NAMES_EXPECTED
+    exported = standard_json(sqlite_store.export_coco(dataset, tmp_path / "out.json"))
+    assert sorted(i["file_name"] for i in exported["images"]) == sorted(NAMES_EXPECTED)
+
+
+def test_names_written_on_another_machine_through_launch_and_training(tmp_path: Path):
+    path = foreign_names_file(tmp_path)
+    project, log = open_studio(tmp_path / "images", path, tmp_path / "data")       # launch.py --images --coco
+    assert_lines(log, NAMES_LINES)
+    held = store_masks(project.store, project.dataset_id)
+    # the folder scan adds the files the JSON does not find, bare, and no file twice
+    assert held == {**NAMES_EXPECTED, "A.png": [], "a.png": [], "e.png": [], "b.png": []}
+    assert loader_masks(CocoInstances(path, tmp_path / "images")) == NAMES_EXPECTED
