@@ -27,6 +27,8 @@ Repaired (reported, then kept):
     - polygon rings with fewer than 3 points or an odd number of coordinates: dropped;
     - polygon points outside the image: the polygon is clipped to the image (pycocotools'
       rasteriser intersects it with the image; nothing outside ``0..W x 0..H`` is stored);
+    - ``iscrowd`` written ``"0"``/``"1"``, ``0.0``/``1.0`` or ``null`` (read as 0); a result's
+      ``score`` written as a numeric string (``"0.87"``);
     - negative, non-numeric or non-finite ``bbox`` and ``area``: recomputed from the mask (they are always
       computed from the mask; a missing one is computed without a finding).
 Refused (reported, then left out with what depends on them):
@@ -1070,9 +1072,7 @@ def _parse_annotation(
     category_id = parsed.category_aliases.get(category_id, category_id)
     if category_id not in category_ids:
         raise _Refused(f"category_id {category_id} is not in categories")
-    iscrowd = raw.get("iscrowd", 0)
-    if iscrowd not in (0, 1) or isinstance(iscrowd, float):
-        raise _Refused(f"'iscrowd' must be 0 or 1, got {iscrowd!r}")
+    iscrowd, crowd_finding = _iscrowd(raw)
     segmentation = raw.get("segmentation")
     if segmentation in (None, [], {}) or (isinstance(segmentation, list) and all(p == [] for p in segmentation)):
         has_box = raw.get("bbox") is not None
@@ -1082,15 +1082,15 @@ def _parse_annotation(
     area, bbox = rle.area_and_bbox(counts, image.height, image.width)
     if area == 0:
         raise _Refused("the mask is empty (zero area)")
-    score = _score(raw) if keep_scores else None
+    score, score_finding = _score(raw) if keep_scores else (None, "")
     if results and score is None:
         raise _Refused("no 'score': a result needs one (is this a dataset file rather than results?)")
-    for finding in (image_finding, category_finding):
+    for finding in (image_finding, category_finding, crowd_finding, score_finding):
         if finding:
             report.add(where, finding, "repaired")
     if not results:
         _report_bad_geometry(raw, where, area, bbox, report)
-    return ParsedAnnotation(coco_id, image.coco_id, category_id, counts, area, bbox, bool(iscrowd), score,
+    return ParsedAnnotation(coco_id, image.coco_id, category_id, counts, area, bbox, iscrowd, score,
                             None, index, raw.get("id"), kind)
 
 
@@ -1136,13 +1136,43 @@ def _usable_box(box: Any) -> bool:
     return box[2] > 0 and box[3] > 0
 
 
-def _score(raw: dict) -> float | None:
+def _iscrowd(raw: dict) -> tuple[bool, str]:
+    """``iscrowd`` (0 or 1; ``true``/``false`` as they are) and a finding when it was written as
+    ``"0"``/``"1"``, ``0.0``/``1.0`` or ``null`` (read as 0), as some converters write it.
+
+    Raises:
+        _Refused: any other value (``2``, ``"yes"``): whether the object is a crowd cannot be told.
+    """
+    value = raw.get("iscrowd", 0)
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value), ""
+    if value is None:
+        return False, "'iscrowd' null read as 0"
+    number = value.strip() if isinstance(value, str) else value if is_finite_number(value) else None
+    if number in ("0", "1", 0.0, 1.0):
+        return bool(int(float(number))), f"'iscrowd' {value!r} read as {int(float(number))}"
+    raise _Refused(f"'iscrowd' must be 0 or 1, got {_shown_id(value)}")
+
+
+def _score(raw: dict) -> tuple[float | None, str]:
+    """A result's ``score`` and a finding when it was written as a numeric string (``"0.87"``).
+
+    Raises:
+        _Refused: not a finite number (``NaN``, ``Infinity``, ``"high"``): no ranking can use it.
+    """
     score = raw.get("score")
     if score is None:
-        return None
+        return None, ""
+    if isinstance(score, str):
+        try:
+            number = float(score)
+        except ValueError:
+            number = math.nan
+        if math.isfinite(number):
+            return number, f"'score' {score!r} (a string) read as the number {number:g}"
     if not is_finite_number(score):
         raise _Refused(f"'score' must be a finite number, got {_shown_id(score)}")
-    return float(score)
+    return float(score), ""
 
 
 # ---------------------------------------------------------------------------------- segmentation

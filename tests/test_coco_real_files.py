@@ -140,3 +140,55 @@ def test_names_written_on_another_machine_through_launch_and_training(tmp_path: 
     # the folder scan adds the files the JSON does not find, bare, and no file twice
     assert held == {**NAMES_EXPECTED, "A.png": [], "a.png": [], "e.png": [], "b.png": []}
     assert loader_masks(CocoInstances(path, tmp_path / "images")) == NAMES_EXPECTED
+
+
+# -------------------------------------------------------- numbers written as strings: iscrowd and score
+
+
+def crowd_strings_file(folder: Path) -> Path:
+    """``iscrowd`` as converters write it: "0", "1", null, 1.0; and one that says nothing usable."""
+    write_image(folder / "images" / "a.png")
+    data = {"images": [image(1, "a.png")], "categories": [{"id": 1, "name": "part"}],
+            "annotations": [ann(1, 1, iscrowd="0"), ann(2, 1, OTHER, iscrowd="1"), ann(3, 1, TRIANGLE, iscrowd=None),
+                            ann(4, 1, [[2, 12, 8, 12, 8, 20, 2, 20]], iscrowd=1.0), ann(5, 1, iscrowd="yes")]}
+    return write_json(folder / "crowd.json", data)
+
+
+CROWD_LINES = [
+    "repaired: annotations[0] (id 1) in crowd.json: 'iscrowd' '0' read as 0",
+    "repaired: annotations[1] (id 2) in crowd.json: 'iscrowd' '1' read as 1",
+    "repaired: annotations[2] (id 3) in crowd.json: 'iscrowd' null read as 0",
+    "repaired: annotations[3] (id 4) in crowd.json: 'iscrowd' 1.0 read as 1",
+    "refused: annotations[4] (id 5) in crowd.json: 'iscrowd' must be 0 or 1, got 'yes'",
+]
+
+
+def test_iscrowd_written_as_a_string_or_null_is_read_with_a_report(sqlite_store: Store, tmp_path: Path):
+    path = crowd_strings_file(tmp_path)
+    dataset = sqlite_store.create_dataset("crowd", tmp_path / "images")
+    report = sqlite_store.import_coco(dataset, path)
+    assert_lines(report.lines(), CROWD_LINES)
+    assert report.annotations_added == 4
+    exported = standard_json(sqlite_store.export_coco(dataset, tmp_path / "out.json"))
+    crowd = sorted((int(mask_utils.area(a["segmentation"])), a["iscrowd"]) for a in exported["annotations"])
+    assert crowd == sorted([(48, 0), (140, 1), (area(TRIANGLE), 0), (48, 1)])
+    training = CocoInstances(path, tmp_path / "images")     # crowd objects are not trained on
+    assert loader_masks(training) == {"a.png": sorted([48, area(TRIANGLE)])}
+    project, log = open_studio(tmp_path / "images", path, tmp_path / "data")       # launch.py --coco
+    assert_lines(log, CROWD_LINES)
+
+
+def test_result_scores_written_as_strings_are_read_and_non_finite_ones_refused_by_name(tmp_path: Path):
+    write_image(tmp_path / "images" / "a.png")
+    gt = write_json(tmp_path / "gt.json", {"images": [image(1, "a.png")], "categories": [{"id": 1, "name": "part"}],
+                                           "annotations": [ann(1, 1), ann(2, 1, OTHER)]})
+    results = write_json(tmp_path / "results.json", [
+        ann(None, 1, score="0.9"), ann(None, 1, OTHER, score=" 0.8 "), ann(None, 1, TRIANGLE, score=float("nan")),
+        ann(None, 1, TRIANGLE, score="high")])
+    metrics = evaluate_results(gt, results, tmp_path / "images")
+    assert_lines(metrics["report"], [
+        "repaired: annotations[0] in results.json: 'score' '0.9' (a string) read as the number 0.9",
+        "repaired: annotations[1] in results.json: 'score' ' 0.8 ' (a string) read as the number 0.8",
+        "refused: annotations[2] in results.json: 'score' must be a finite number, got nan",
+        "refused: annotations[3] in results.json: 'score' must be a finite number, got 'high'"])
+    assert metrics["segm/AP"] == pytest.approx(100.0)
