@@ -247,10 +247,22 @@ def load_json(path: Path, display_name: str | None = None) -> Any:
             return json.load(handle)
     except json.JSONDecodeError as error:
         raise CocoFormatError(
-            f"{name}: not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+            f"{name}: not valid JSON: {error.msg} at line {error.lineno} column {error.colno}{_json_hint(error)}"
         ) from error
     except (OSError, UnicodeDecodeError) as error:
         raise CocoFormatError(f"{name}: cannot read the file: {error}") from error
+
+
+def _json_hint(error: json.JSONDecodeError) -> str:
+    """What JSON5-style text (hand-edited files, some tools' config-like exports) a syntax error
+    stopped at: a comment or a comma after the last item, which JSON (RFC 8259) does not allow."""
+    text, at = error.doc, error.pos
+    if text[at:at + 2] in ("//", "/*"):
+        return " (a comment: JSON has no comments; remove it)"
+    before = text[:at].rstrip()
+    if before.endswith(",") and text[at:at + 1] in ("]", "}"):
+        return " (a comma after the last item: JSON allows none; remove it)"
+    return ""
 
 
 def read_coco(

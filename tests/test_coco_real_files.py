@@ -192,3 +192,31 @@ def test_result_scores_written_as_strings_are_read_and_non_finite_ones_refused_b
         "refused: annotations[2] in results.json: 'score' must be a finite number, got nan",
         "refused: annotations[3] in results.json: 'score' must be a finite number, got 'high'"])
     assert metrics["segm/AP"] == pytest.approx(100.0)
+
+
+# ------------------------------------------------------------------ JSON5-style text: refused, said why
+
+
+@pytest.mark.parametrize("text, hint", [
+    ('{"images": [], // exported by hand\n "categories": []}', "line 1 column 16 (a comment: JSON has no comments"),
+    ('{"images": [{"id": 1, "file_name": "a.png"},], "categories": []}',
+     "(a comma after the last item: JSON allows none"),
+    ('{"images": [], "categories": [], /* none */ "annotations": []}', "(a comment: JSON has no comments"),
+])
+def test_comments_and_trailing_commas_are_refused_saying_which_and_nothing_saved_is_lost(
+        sqlite_store: Store, tmp_path: Path, capsys, text: str, hint: str):
+    write_image(tmp_path / "images" / "a.png")
+    good = write_json(tmp_path / "good.json", {"images": [image(1, "a.png")], "categories": [{"id": 1, "name": "p"}],
+                                               "annotations": [ann(1, 1)]})
+    dataset = sqlite_store.create_dataset("json5", tmp_path / "images")
+    sqlite_store.import_coco(dataset, good)
+    bad = tmp_path / "bad.json"
+    bad.write_text(text)
+    with pytest.raises(CocoFormatError, match=r"bad\.json: not valid JSON: .*" + r"\(" + hint.split("(")[1]):
+        sqlite_store.import_coco(dataset, bad)
+    assert store_masks(sqlite_store, dataset) == {"a.png": [48]}
+    from training.evaluate import main
+    capsys.readouterr()
+    assert main(["--results", str(bad), "--json", str(good), "--image-root", str(tmp_path / "images")]) == 2
+    err = capsys.readouterr().err
+    assert hint in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
