@@ -27,6 +27,8 @@ Repaired (reported, then kept):
     - polygon rings with fewer than 3 points or an odd number of coordinates: dropped;
     - polygon points outside the image: the polygon is clipped to the image (pycocotools'
       rasteriser intersects it with the image; nothing outside ``0..W x 0..H`` is stored);
+    - compressed RLE counts written as a Python bytes literal (``"b'PPY1...'"``, ``str()`` of
+      pycocotools' bytes): the quotes removed;
     - ``iscrowd`` written ``"0"``/``"1"``, ``0.0``/``1.0`` or ``null`` (read as 0); a result's
       ``score`` written as a numeric string (``"0.87"``);
     - negative, non-numeric or non-finite ``bbox`` and ``area``: recomputed from the mask (they are always
@@ -1197,7 +1199,7 @@ def _segmentation_counts(
     if isinstance(segmentation, list):
         return _polygon_counts(segmentation, image, where, report), "polygon"
     if isinstance(segmentation, dict):
-        return _rle_counts(segmentation, image)
+        return _rle_counts(segmentation, image, where, report)
     raise _Refused(f"'segmentation' must be a list of polygons or an RLE object, got {_kind(segmentation)}")
 
 
@@ -1252,8 +1254,12 @@ def _check_extent(rings: list[np.ndarray], image: ParsedImage) -> int:
     return outside
 
 
-def _rle_counts(segmentation: dict, image: ParsedImage) -> tuple[str, str]:
+def _rle_counts(segmentation: dict, image: ParsedImage, where: str, report: CocoReport) -> tuple[str, str]:
     size, counts = segmentation.get("size"), segmentation.get("counts")
+    if isinstance(counts, str) and len(counts) >= 3 and counts[:2] in ("b'", 'b"') and counts[-1] == counts[1]:
+        report.add(where, "RLE counts written as a Python bytes literal (b'...', what str() of pycocotools' "
+                          "bytes gives): read without the b'' quotes", "repaired")
+        counts = counts[2:-1]
     if not isinstance(size, list) or [v for v in size] != [image.height, image.width]:
         raise _Refused(f"RLE size {size!r} does not match the {image.width}x{image.height} image "
                        f"(expected [{image.height}, {image.width}], height first)")

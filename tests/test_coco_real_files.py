@@ -220,3 +220,27 @@ def test_comments_and_trailing_commas_are_refused_saying_which_and_nothing_saved
     assert main(["--results", str(bad), "--json", str(good), "--image-root", str(tmp_path / "images")]) == 2
     err = capsys.readouterr().err
     assert hint in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+# ------------------------------------------------ RLE counts written as str(bytes) (b'...'), a common slip
+
+
+def test_rle_counts_written_as_a_python_bytes_literal_are_read_with_a_report(sqlite_store: Store, tmp_path: Path):
+    import numpy as np
+    write_image(tmp_path / "images" / "a.png")
+    mask = np.zeros((24, 32), np.uint8, order="F")
+    mask[2:8, 2:10] = 1
+    counts = mask_utils.encode(mask)["counts"]
+    path = write_json(tmp_path / "rle.json", {
+        "images": [image(1, "a.png")], "categories": [{"id": 1, "name": "part"}],
+        "annotations": [ann(1, 1, {"size": [24, 32], "counts": str(counts)}),
+                        ann(2, 1, {"size": [24, 32], "counts": "b'" + "x" * 5 + "'"})]})
+    dataset = sqlite_store.create_dataset("rle", tmp_path / "images")
+    report = sqlite_store.import_coco(dataset, path)
+    assert_lines(report.lines(), [
+        "repaired: annotations[0] (id 1) in rle.json: RLE counts written as a Python bytes literal",
+        "repaired: annotations[1] (id 2) in rle.json: RLE counts written as a Python bytes literal",
+        "refused: annotations[1] (id 2) in rle.json: malformed compressed RLE counts"])
+    [exported] = standard_json(sqlite_store.export_coco(dataset, tmp_path / "out.json"))["annotations"]
+    assert (mask_utils.decode(exported["segmentation"]) == mask).all()
+    assert loader_masks(CocoInstances(path, tmp_path / "images")) == {"a.png": [48]}
