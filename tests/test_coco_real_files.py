@@ -244,3 +244,51 @@ def test_rle_counts_written_as_a_python_bytes_literal_are_read_with_a_report(sql
     [exported] = standard_json(sqlite_store.export_coco(dataset, tmp_path / "out.json"))["annotations"]
     assert (mask_utils.decode(exported["segmentation"]) == mask).all()
     assert loader_masks(CocoInstances(path, tmp_path / "images")) == {"a.png": [48]}
+
+
+# ------------------------------------------------------------- phone photos: HEIC named, AVIF, in a folder
+
+
+def phone_folder(folder: Path) -> Path:
+    """An iPhone export: a HEIC photo (no decoder for it here, unless pillow-heif is installed) beside a JPEG."""
+    images = folder / "images"
+    write_image(images / "IMG_0002.JPG", fmt="JPEG")
+    (images / "IMG_0001.HEIC").write_bytes(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(64))
+    return images
+
+
+def test_a_heic_photo_in_the_folder_is_named_with_the_reason_not_passed_over(tmp_path: Path, capsys):
+    from PIL import Image
+    if ".heic" in Image.registered_extensions():
+        pytest.skip("this Pillow decodes HEIC (pillow-heif)")
+    images = phone_folder(tmp_path)
+    project, log = open_studio(images, None, tmp_path / "data")                    # launch.py --images
+    assert [e.file_name for e in project.images()] == ["IMG_0002.JPG"]
+    assert any("IMG_0001.HEIC" in line and "no decoder for .heic files" in line for line in log), log
+    from fastinst.cli import main                                                  # python -m fastinst predict
+    from test_app_support import model_weights
+    capsys.readouterr()
+    code = main(["predict", str(images), "--out", str(tmp_path / "out"), "--weights",
+                 str(model_weights(tmp_path)), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "IMG_0001.HEIC" in err and "no decoder for .heic" in err and "Traceback" not in err
+    path = write_json(tmp_path / "phone.json", {"images": [image(1, "IMG_0001.HEIC"), image(2, "IMG_0002.JPG")],
+                                                "categories": [{"id": 1, "name": "p"}],
+                                                "annotations": [ann(1, 1), ann(2, 2)]})
+    with Store(f"sqlite:///{tmp_path / 's.db'}") as store:                       # the store's import
+        dataset = store.create_dataset("phone", images)
+        report = store.import_coco(dataset, path)
+        assert_lines(report.lines(), ["refused: images[0] (id 1) 'IMG_0001.HEIC' in phone.json: cannot read image "
+                                      "IMG_0001.HEIC"])
+        assert "no decoder for .heic files" in report.lines()[1]
+        assert store_masks(store, dataset) == {"IMG_0002.JPG": [48]}
+
+
+def test_an_avif_photo_in_the_folder_is_an_image_where_pillow_reads_it(tmp_path: Path):
+    from PIL import Image
+    if ".avif" not in Image.registered_extensions():
+        pytest.skip("this Pillow has no AVIF support")
+    images = tmp_path / "images"
+    write_image(images / "a.avif", fmt="AVIF")
+    project, log = open_studio(images, None, tmp_path / "data")
+    assert [e.file_name for e in project.images()] == ["a.avif"], log
