@@ -292,3 +292,26 @@ def test_an_avif_photo_in_the_folder_is_an_image_where_pillow_reads_it(tmp_path:
     write_image(images / "a.avif", fmt="AVIF")
     project, log = open_studio(images, None, tmp_path / "data")
     assert [e.file_name for e in project.images()] == ["a.avif"], log
+
+
+# ---------------------------------------------------- no usable category: training says so in one line
+
+
+@pytest.mark.parametrize("categories, why", [
+    ([{"id": 1, "name": "cat"}, {"id": 1, "name": "dog"}], "the first: categories[0] in only.json: category id 1 is "
+                                                            "claimed by 2 entries of different names"),
+    ([], "(its 'categories' list is empty)"),
+])
+def test_training_refuses_a_file_without_a_usable_category_in_one_line(tmp_path: Path, capsys, categories, why):
+    from training.cli import main
+    write_image(tmp_path / "images" / "a.png")
+    path = write_json(tmp_path / "only.json", {"images": [image(1, "a.png")], "categories": categories,
+                                               "annotations": [ann(1, 1)]})
+    capsys.readouterr()
+    code = main(["--train-json", str(path), "--image-root", str(tmp_path / "images"), "--preset", "tiny",
+                 "--max-iters", "1", "--batch-size", "1", "--output-dir", str(tmp_path / "run"), "--device", "cpu",
+                 "--num-workers", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert f"error: only.json: none of its categories could be used, and a model needs at least one class" in err
+    assert why in err
