@@ -999,9 +999,12 @@ def _parse_image(index: int, raw: dict, file_name: str, mapper: _IdMapper, files
         repairs.append(f"no width/height: the file's size {width}x{height} (width x height) is used")
     width, height = _int(width, "'width'"), _int(height, "'height'")
     if on_disk is not None and on_disk != (width, height):
+        swapped = (" (the two sides swapped: a tool that ignores the photo's EXIF rotation writes the size of "
+                   "the unrotated pixels, and which way its masks lie cannot be told)" if on_disk == (height, width)
+                   else "")
         raise _Refused(
             f"the JSON says {width}x{height} (width x height) but the file is {on_disk[0]}x{on_disk[1]} "
-            f"(after EXIF orientation); no mask is read at the wrong size")
+            f"(after EXIF orientation){swapped}; no mask is read at the wrong size")
     return ParsedImage(index, coco_id, file_name, width, height, None, raw["id"])
 
 

@@ -315,3 +315,29 @@ def test_training_refuses_a_file_without_a_usable_category_in_one_line(tmp_path:
     assert code == 2 and "Traceback" not in err, err
     assert f"error: only.json: none of its categories could be used, and a model needs at least one class" in err
     assert why in err
+
+
+# ------------------------------------- a phone photo whose JSON gives the size before its EXIF rotation
+
+
+def test_a_size_given_before_exif_rotation_is_refused_saying_the_sides_are_swapped(sqlite_store: Store,
+                                                                                  tmp_path: Path):
+    import numpy as np
+    from PIL import Image
+    photo = Image.fromarray(np.zeros((24, 32, 3), np.uint8))      # stored 32x24, shown 24x32
+    exif = photo.getexif()
+    exif[0x0112] = 6
+    (tmp_path / "images").mkdir()
+    photo.save(tmp_path / "images" / "phone.jpg", exif=exif)
+    write_image(tmp_path / "images" / "b.png")
+    path = write_json(tmp_path / "exif.json", {"images": [image(1, "phone.jpg"), image(2, "b.png")],
+                                               "categories": [{"id": 1, "name": "p"}],
+                                               "annotations": [ann(1, 1), ann(2, 2)]})
+    dataset = sqlite_store.create_dataset("exif", tmp_path / "images")
+    report = sqlite_store.import_coco(dataset, path)
+    assert_lines(report.lines(), [
+        "refused: images[0] (id 1) 'phone.jpg' in exif.json: the JSON says 32x24 (width x height) but the file is "
+        "24x32 (after EXIF orientation) (the two sides swapped: a tool that ignores the photo's EXIF rotation"])
+    assert store_masks(sqlite_store, dataset) == {"b.png": [48]}
+    project, log = open_studio(tmp_path / "images", path, tmp_path / "data")      # launch.py: the same words
+    assert any("(the two sides swapped" in line and "phone.jpg" in line for line in log), log
