@@ -354,9 +354,11 @@ def file_locator(root: Path) -> ImageLocator:
     longest end of an absolute path from another machine (``C:/data/img/sub/a.png``,
     ``/home/x/sub/a.png``) that names a file under ``root``; the one file whose name differs only
     in letter case (``IMG_01.JPG`` for ``img_01.jpg``: datasets made on Windows or macOS, whose
-    disks ignore case; none when several files differ so). Returns the name unchanged when none
-    fits (the size check then says "image not found")."""
+    disks ignore case; none when several files differ so, and the reason says which). Returns the
+    name unchanged when none fits (the size check then says "image not found"), with a reason
+    when several files could be meant."""
     listings: dict[Path, dict[str, list[str]]] = {}
+    several: dict[str, list[str]] = {}   # a name -> the files that differ from it only in letter case
 
     def variants(name: str) -> list[str]:
         return list(dict.fromkeys([name, unicodedata.normalize("NFC", name), unicodedata.normalize("NFD", name)]))
@@ -380,6 +382,8 @@ def file_locator(root: Path) -> ImageLocator:
                 for entry in entries:
                     listings[folder].setdefault(unicodedata.normalize("NFC", entry).casefold(), []).append(entry)
             matches = listings[folder].get(unicodedata.normalize("NFC", part).casefold(), [])
+            if len(matches) > 1:
+                several.setdefault(name, sorted("/".join(found + [match]) for match in matches))
             if len(matches) != 1:
                 return None
             found.append(matches[0])
@@ -423,7 +427,13 @@ def file_locator(root: Path) -> ImageLocator:
             # cannot be told, so none is taken (the image is then "not found", not a wrong picture)
             if found.is_file() and not any(found.parent.glob(f"{glob.escape(found.stem)}-[0-9]*{glob.escape(found.suffix)}")):
                 return f"{UPLOAD_FOLDER}/{candidate}", "added through the studio's upload"
-        return elsewhere(name) or (name, "")
+        found = elsewhere(name)
+        if found is not None:
+            return found
+        if name in several:
+            return name, (f"not found; {len(several[name])} files differ from it only in letter case "
+                          f"({', '.join(repr(n) for n in several[name])}): which one is meant cannot be told")
+        return name, ""
     return locate
 
 
@@ -977,6 +987,8 @@ def _image_file_name(raw: Any, locator: ImageLocator | None, repairs: list[str])
         repairs.append(f"file_name {file_name!r} is written {normal!r} (one spelling per file)")
     if locator is not None:
         found, why = locator(normal)
+        if found == normal and why:    # not found, and the locator says why (several files fit)
+            raise _Refused(f"image {why}")
         if found != normal:
             repairs.append(f"no file called {normal!r}; the file {found!r} is this image ({why})")
             return found

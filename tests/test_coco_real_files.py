@@ -102,7 +102,8 @@ def foreign_names_file(folder: Path) -> Path:
 NAMES_LINES = [
     "repaired: images[0] (id 1) 'SUB/img_1.png' in names.json: no file called 'SUB/img_1.png'; the file "
     "'sub/IMG_1.PNG' is this image (the same name but for letter case)",
-    "refused: images[1] (id 2) 'a.PNG' in names.json: image not found",
+    "refused: images[1] (id 2) 'a.PNG' in names.json: image not found; 2 files differ from it only in letter case "
+    "('A.png', 'a.png'): which one is meant cannot be told",
     "repaired: images[2] (id 3) 'C:\\Users\\me\\data\\sub\\b.png' in names.json: no file called "
     "'C:/Users/me/data/sub/b.png'; the file 'data/sub/b.png' is this image (an absolute path outside the image "
     "folder: its end 'data/sub/b.png' is under the folder)",
