@@ -22,9 +22,15 @@ Repaired (reported, then kept):
       one normal form (forward slashes, :func:`normal_file_name`, relative); entries naming one file under different ids are one image (the
       later ids are read as the first entry's), an entry repeated with its id is read once;
     - an image without ``width`` and ``height``: the file's size (when the files are checked);
+    - a category ``name`` that is a number (``1``): its text; a ``supercategory`` that is not a
+      string: its text when a finite number, else left out;
     - polygon rings with fewer than 3 points or an odd number of coordinates: dropped;
     - polygon points outside the image: the polygon is clipped to the image (pycocotools'
       rasteriser intersects it with the image; nothing outside ``0..W x 0..H`` is stored);
+    - compressed RLE counts written as a Python bytes literal (``"b'PPY1...'"``, ``str()`` of
+      pycocotools' bytes): the quotes removed;
+    - ``iscrowd`` written ``"0"``/``"1"``, ``0.0``/``1.0`` or ``null`` (read as 0); a result's
+      ``score`` written as a numeric string (``"0.87"``);
     - negative, non-numeric or non-finite ``bbox`` and ``area``: recomputed from the mask (they are always
       computed from the mask; a missing one is computed without a finding).
 Refused (reported, then left out with what depends on them):
@@ -34,7 +40,9 @@ Refused (reported, then left out with what depends on them):
       every new file is decoded fully once), over the pixel limit (also the size the JSON says)
       or of another size than the JSON says (sizes are compared after EXIF orientation, see
       :mod:`fastinst.images`), a second entry of one file with another size;
-    - a category id given twice: the later entry (its annotations are read as the first one);
+    - a category id that entries of different names claim: every entry of that id and its
+      annotations (which class such an annotation is cannot be told: never the first entry's
+      class silently); an entry repeated with the same id and name is read once (repaired);
     - an annotation without a segmentation (a box alone is not an instance mask), of an unknown
       image or category, with non-finite or absurd coordinates or RLE runs (a point
       farther outside the image than 4x its larger side: refused before any rasterisation), an RLE
@@ -56,7 +64,9 @@ import hashlib
 import json
 import math
 import posixpath
+import re
 import unicodedata
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -194,6 +204,7 @@ class ParsedCoco:
     category_ids: dict[Any, int] = field(default_factory=dict)
     ambiguous_ids: dict[Any, str] = field(default_factory=dict)
     category_aliases: dict[int, int] = field(default_factory=dict)  # a repeated name's id -> the first's
+    ambiguous_category_ids: dict[Any, str] = field(default_factory=dict)   # like ambiguous_ids, of categories
     # integer ids of accepted images one of whose annotations was refused (they are not complete)
     incomplete_images: set[int] = field(default_factory=set)
 
@@ -238,10 +249,22 @@ def load_json(path: Path, display_name: str | None = None) -> Any:
             return json.load(handle)
     except json.JSONDecodeError as error:
         raise CocoFormatError(
-            f"{name}: not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+            f"{name}: not valid JSON: {error.msg} at line {error.lineno} column {error.colno}{_json_hint(error)}"
         ) from error
     except (OSError, UnicodeDecodeError) as error:
         raise CocoFormatError(f"{name}: cannot read the file: {error}") from error
+
+
+def _json_hint(error: json.JSONDecodeError) -> str:
+    """What JSON5-style text (hand-edited files, some tools' config-like exports) a syntax error
+    stopped at: a comment or a comma after the last item, which JSON (RFC 8259) does not allow."""
+    text, at = error.doc, error.pos
+    if text[at:at + 2] in ("//", "/*"):
+        return " (a comment: JSON has no comments; remove it)"
+    before = text[:at].rstrip()
+    if before.endswith(",") and text[at:at + 1] in ("]", "}"):
+        return " (a comma after the last item: JSON allows none; remove it)"
+    return ""
 
 
 def read_coco(
@@ -305,9 +328,19 @@ def _file_sizer(root: Path, limit: int | None, decode: bool, decoded: frozenset[
 def normal_file_name(name: str) -> str:
     """One spelling per file: Windows backslashes as ``/``, ``.`` parts, ``x/..`` pairs and repeated
     slashes removed (``./a.png``, ``sub/../a.png``, ``sub\\..\\a.png`` and ``sub//../a.png`` are all
-    ``a.png``). Purely textual (:func:`posixpath.normpath`); a leading ``..`` stays."""
+    ``a.png``); a ``file://`` URI is its path, percent-decoded (``file:///C:/my%20data/a.png`` is
+    ``C:/my data/a.png``). Purely textual (:func:`posixpath.normpath`); a leading ``..`` stays."""
+    if name[:5].lower() == "file:":
+        name = urllib.parse.unquote(urllib.parse.urlsplit(name).path)
+        name = name[1:] if _DRIVE.match(name[1:]) else name    # /C:/data/a.png -> C:/data/a.png
     normal = posixpath.normpath(name.replace("\\", "/"))
     return "/" + normal.lstrip("/") if normal.startswith("//") else normal
+
+
+_DRIVE = re.compile(r"[A-Za-z]:/")
+"""A Windows drive letter at the start of a name written with forward slashes (``C:/data/a.png``)."""
+OUTSIDE_FOLDER = "an absolute path outside the image folder"
+"""How :func:`file_locator` says it found a file by the end of such a path (see :func:`_parse_images`)."""
 
 
 def file_locator(root: Path) -> ImageLocator:
@@ -316,24 +349,90 @@ def file_locator(root: Path) -> ImageLocator:
     most tools write JSON composed, NFC: the two print the same); else the same name in the
     studio's ``uploads/`` folder (images added through the browser), unless uploads of that name
     were stored more than once (``name-2`` ...: which one is meant cannot be told). An absolute
-    path inside ``root`` is that file's relative name (one file, one image). Returns the name
-    unchanged when none fits (the size check then says "image not found")."""
+    path inside ``root`` is that file's relative name (one file, one image). Then, each said in the
+    returned reason: the name percent-decoded (``my%20photo.jpg``, as web tools write names); the
+    longest end of an absolute path from another machine (``C:/data/img/sub/a.png``,
+    ``/home/x/sub/a.png``) that names a file under ``root``; the one file whose name differs only
+    in letter case (``IMG_01.JPG`` for ``img_01.jpg``: datasets made on Windows or macOS, whose
+    disks ignore case; none when several files differ so, and the reason says which). Returns the
+    name unchanged when none fits (the size check then says "image not found"), with a reason
+    when several files could be meant."""
+    listings: dict[Path, dict[str, list[str]]] = {}
+    several: dict[str, list[str]] = {}   # a name -> the files that differ from it only in letter case
+
     def variants(name: str) -> list[str]:
         return list(dict.fromkeys([name, unicodedata.normalize("NFC", name), unicodedata.normalize("NFD", name)]))
 
-    def locate(name: str) -> tuple[str, str]:
-        inside = _under(name, root)
-        if inside is not None:
-            return inside, "an absolute path inside the image folder"
+    def exact(name: str) -> tuple[str, str] | None:
         for candidate in variants(name):
             if (root / candidate).is_file():
                 return candidate, "" if candidate == name else "the same name in another Unicode normal form"
+        return None
+
+    def any_case(name: str) -> str | None:
+        """The one file under ``root`` whose path is ``name`` but for letter case, else ``None``."""
+        folder, found = root, []
+        for part in name.split("/"):
+            if folder not in listings:
+                try:
+                    entries = [entry.name for entry in folder.iterdir()] if folder.is_dir() else []
+                except OSError:
+                    entries = []
+                listings[folder] = {}
+                for entry in entries:
+                    listings[folder].setdefault(unicodedata.normalize("NFC", entry).casefold(), []).append(entry)
+            matches = listings[folder].get(unicodedata.normalize("NFC", part).casefold(), [])
+            if len(matches) > 1:
+                several.setdefault(name, sorted("/".join(found + [match]) for match in matches))
+            if len(matches) != 1:
+                return None
+            found.append(matches[0])
+            folder = folder / matches[0]
+        return "/".join(found) if folder.is_file() else None
+
+    def elsewhere(name: str) -> tuple[str, str] | None:
+        """The file a percent-encoded name, another machine's absolute path or another case means."""
+        decoded = urllib.parse.unquote(name)
+        for spelled, why in dict.fromkeys([(name, ""), (decoded, "the name percent-decoded (%20 is a space)")]):
+            parts = [part for part in spelled.split("/") if part]
+            foreign = spelled.startswith("/") or bool(_DRIVE.match(spelled))
+            for start in range(1 if foreign else 0, len(parts) if foreign else 1):
+                tail = "/".join(parts[start:])
+                reasons = [why] + ([f"{OUTSIDE_FOLDER}: its end {tail!r} is under the folder"] if foreign else [])
+                found = exact(tail)
+                if found is not None and (found[0] != name):
+                    return found[0], "; ".join(r for r in reasons + [found[1]] if r)
+                cased = any_case(tail)
+                if cased is not None:
+                    return cased, "; ".join(r for r in reasons + ["the same name but for letter case"] if r)
+        return None
+
+    located: dict[str, tuple[str, str]] = {}
+
+    def locate(name: str) -> tuple[str, str]:
+        if name not in located:   # the reader asks once per entry and again for the checks of ids
+            located[name] = find(name)
+        return located[name]
+
+    def find(name: str) -> tuple[str, str]:
+        inside = _under(name, root)
+        if inside is not None:
+            return inside, "an absolute path inside the image folder"
+        found = exact(name)
+        if found is not None:
+            return found
         for candidate in variants(name):
             found = root / UPLOAD_FOLDER / candidate
             # uploads of the same name were stored as name-2, name-3 ...: which one the file means
             # cannot be told, so none is taken (the image is then "not found", not a wrong picture)
             if found.is_file() and not any(found.parent.glob(f"{glob.escape(found.stem)}-[0-9]*{glob.escape(found.suffix)}")):
                 return f"{UPLOAD_FOLDER}/{candidate}", "added through the studio's upload"
+        found = elsewhere(name)
+        if found is not None:
+            return found
+        if name in several:
+            return name, (f"not found; {len(several[name])} files differ from it only in letter case "
+                          f"({', '.join(repr(n) for n in several[name])}): which one is meant cannot be told")
         return name, ""
     return locate
 
@@ -438,7 +537,8 @@ def read_results(path: str | Path, ground_truth: ParsedCoco, *, strict: bool = F
         data = [_by_file_name(result, names, by_name) for result in data]
     parsed = ParsedCoco(ground_truth.images, ground_truth.categories, [], None, report,
                         image_ids=ground_truth.image_ids, category_ids=ground_truth.category_ids,
-                        ambiguous_ids=ground_truth.ambiguous_ids, category_aliases=ground_truth.category_aliases)
+                        ambiguous_ids=ground_truth.ambiguous_ids, category_aliases=ground_truth.category_aliases,
+                        ambiguous_category_ids=ground_truth.ambiguous_category_ids)
     parsed.annotations = _parse_annotations(data, name, parsed, keep_scores=True, results=True)
     if data and not parsed.annotations:
         raise CocoFormatError(f"{name}: none of its {len(data)} results could be used; the first: "
@@ -665,26 +765,31 @@ def _reference(value: Any, ids: dict[Any, int], what: str) -> tuple[int | None, 
 def _parse_categories(raw_categories: list, name: str, parsed: ParsedCoco) -> None:
     """The accepted categories into ``parsed``, with ``category_aliases``: ``{id: id of the first
     category of the same name}`` for a name given twice (its annotations are read as that first
-    category: a class is its name)."""
+    category: a class is its name). A category id that entries of different names claim is
+    refused with every entry and annotation of it (``ambiguous_category_ids``): which class such an
+    annotation is cannot be told (the rule of image ids); an entry repeated with its id and name is
+    read once."""
     report = parsed.report
     mapper = _IdMapper(raw.get("id") for raw in raw_categories if isinstance(raw, dict))
+    parsed.ambiguous_category_ids = _ambiguous_category_ids(raw_categories)
     categories_by_index: dict[int, ParsedCategory] = {}
     by_name: dict[str, ParsedCategory] = {}
     for index, raw in enumerate(raw_categories):
         where = f"categories[{index}] in {name}"
+        key = _id_key(raw.get("id")) if isinstance(raw, dict) else None
         try:
-            category, finding = _parse_category(index, raw, mapper)
-            key = _id_key(raw["id"])
-            if key in parsed.category_ids:
-                first = next(c for c in categories_by_index.values() if c.coco_id == parsed.category_ids[key])
-                report.add(where, f"duplicate category id {_shown_id(raw['id'])} (also categories[{first.index}] "
-                           f"{first.name!r}): this entry ({category.name!r}) is left out; annotations with "
-                           f"category_id {_shown_id(raw['id'])} are read as {first.name!r}", "refused")
-                continue
+            if key in parsed.ambiguous_category_ids:
+                raise _Refused(parsed.ambiguous_category_ids[key])
+            category, findings = _parse_category(index, raw, mapper)
         except _Refused as refusal:
             report.add(where, f"{refusal}; the category and its annotations are left out", "refused")
             continue
-        if finding:
+        if key in parsed.category_ids:
+            first = next(c for c in categories_by_index.values() if c.coco_id == parsed.category_ids[key])
+            report.add(where, f"an earlier entry has this id and name (categories[{first.index}] {first.name!r}): "
+                              f"read as one class", "repaired")
+            continue
+        for finding in findings:
             report.add(where, finding, "repaired")
         category.extra = _extra(raw, CATEGORY_KEYS, where, report)
         categories_by_index[index] = category
@@ -700,18 +805,57 @@ def _parse_categories(raw_categories: list, name: str, parsed: ParsedCoco) -> No
         parsed.categories.append(category)
 
 
-def _parse_category(index: int, raw: Any, mapper: _IdMapper) -> tuple[ParsedCategory, str]:
+def _ambiguous_category_ids(raw_categories: list) -> dict[Any, str]:
+    """Category ids that entries of different names claim -> the refusal that names the entries."""
+    claims: dict[Any, list[tuple[int, Any]]] = {}
+    for index, raw in enumerate(raw_categories):
+        if isinstance(raw, dict) and _id_key(raw.get("id")) is not None:
+            claims.setdefault(_id_key(raw["id"]), []).append((index, _name_key(raw.get("name"))))
+    ambiguous = {}
+    for key, entries in claims.items():
+        if len({label for _, label in entries}) > 1:
+            named = ", ".join(f"categories[{index}] {label!r}" for index, label in entries)
+            ambiguous[key] = (f"category id {_shown_id(key[1])} is claimed by {len(entries)} entries of different "
+                              f"names ({named}): which class an annotation of it is cannot be told")
+    return ambiguous
+
+
+def _name_key(value: Any) -> Any:
+    """A category name as :func:`_category_name` reads it (for telling entries apart), else the value's text."""
+    try:
+        return _category_name(value, [])
+    except _Refused:
+        return repr(value)
+
+
+def _category_name(value: Any, findings: list[str]) -> str:
+    """A category's name: a non-empty string; a finite number (``1``, as YOLO-converted files write
+    class names) is its text, appended to ``findings``."""
+    if isinstance(value, str) and value:
+        return value
+    if is_finite_number(value):
+        findings.append(f"name {value!r} is a number: read as the name {str(value)!r}")
+        return str(value)
+    raise _Refused("'name' must be a non-empty string")
+
+
+def _parse_category(index: int, raw: Any, mapper: _IdMapper) -> tuple[ParsedCategory, list[str]]:
     if not isinstance(raw, dict):
         raise _Refused(f"must be an object, not {_kind(raw)}")
     if "id" not in raw or "name" not in raw:
         raise _Refused("needs 'id' and 'name'")
+    findings: list[str] = []
+    name = _category_name(raw["name"], findings)
     coco_id, finding = mapper(raw["id"])
-    name, supercategory = raw["name"], raw.get("supercategory")
-    if not isinstance(name, str) or not name:
-        raise _Refused("'name' must be a non-empty string")
+    if finding:
+        findings.insert(0, finding)
+    supercategory = raw.get("supercategory")
     if not isinstance(supercategory, (str, type(None))):
-        supercategory = str(supercategory)
-    return ParsedCategory(index, coco_id, name, supercategory, None), finding
+        kept = str(supercategory) if is_finite_number(supercategory) else None
+        findings.append(f"supercategory {_shown_id(supercategory)} is not a string: "
+                        + (f"read as {kept!r}" if kept is not None else "left out"))
+        supercategory = kept
+    return ParsedCategory(index, coco_id, name, supercategory, None), findings
 
 
 # ---------------------------------------------------------------------------------------- images
@@ -735,6 +879,7 @@ def _parse_images(raw_images: list, name: str, parsed: ParsedCoco, files: _Image
     report = parsed.report
     mapper = _IdMapper(raw.get("id") for raw in raw_images if isinstance(raw, dict))
     parsed.ambiguous_ids = _ambiguous_ids(raw_images, files.locator)
+    ambiguous_files = _ambiguous_files(raw_images, files.locator)
     by_name: dict[str, ParsedImage] = {}
     for index, raw in enumerate(raw_images):
         file_id = raw.get("id") if isinstance(raw, dict) else None
@@ -745,6 +890,8 @@ def _parse_images(raw_images: list, name: str, parsed: ParsedCoco, files: _Image
                 raise _Refused(parsed.ambiguous_ids[key])
             repairs: list[str] = []
             file_name = _image_file_name(raw, files.locator, repairs)
+            if file_name in ambiguous_files:
+                raise _Refused(ambiguous_files[file_name])
             first = by_name.get(file_name)
             if first is not None:
                 _same_file(raw, first, key, parsed, where, repairs)
@@ -775,6 +922,27 @@ def _ambiguous_ids(raw_images: list, locator: ImageLocator | None) -> dict[Any, 
             named = ", ".join(f"images[{index}] '{file_name}'" for index, file_name in entries)
             ambiguous[key] = (f"image id {_shown_id(key[1])} is claimed by {len(entries)} entries of different files "
                               f"({named}): which picture an annotation of it lies on cannot be told")
+    return ambiguous
+
+
+def _ambiguous_files(raw_images: list, locator: ImageLocator | None) -> dict[str, str]:
+    """Files under the image folder that different absolute paths of another machine all end in
+    (``C:/a/x.png`` and ``C:/b/x.png`` found as ``x.png``) -> the refusal that names the entries:
+    they were two pictures there, and which one the file here is cannot be told."""
+    if locator is None:
+        return {}
+    claims: dict[str, list[tuple[int, str, bool]]] = {}
+    for index, raw in enumerate(raw_images):
+        if isinstance(raw, dict) and isinstance(raw.get("file_name"), str) and raw["file_name"]:
+            spelled = normal_file_name(raw["file_name"])
+            found, why = locator(spelled)
+            claims.setdefault(found, []).append((index, spelled, OUTSIDE_FOLDER in why))
+    ambiguous = {}
+    for found, entries in claims.items():
+        if any(by_end for *_, by_end in entries) and len({spelled for _, spelled, _ in entries}) > 1:
+            named = ", ".join(f"images[{index}] {spelled!r}" for index, spelled, _ in entries)
+            ambiguous[found] = (f"{named} are different paths that all end in the folder's {found!r}: which of "
+                                f"them this file is cannot be told")
     return ambiguous
 
 
@@ -819,6 +987,8 @@ def _image_file_name(raw: Any, locator: ImageLocator | None, repairs: list[str])
         repairs.append(f"file_name {file_name!r} is written {normal!r} (one spelling per file)")
     if locator is not None:
         found, why = locator(normal)
+        if found == normal and why:    # not found, and the locator says why (several files fit)
+            raise _Refused(f"image {why}")
         if found != normal:
             repairs.append(f"no file called {normal!r}; the file {found!r} is this image ({why})")
             return found
@@ -841,9 +1011,12 @@ def _parse_image(index: int, raw: dict, file_name: str, mapper: _IdMapper, files
         repairs.append(f"no width/height: the file's size {width}x{height} (width x height) is used")
     width, height = _int(width, "'width'"), _int(height, "'height'")
     if on_disk is not None and on_disk != (width, height):
+        swapped = (" (the two sides swapped: a tool that ignores the photo's EXIF rotation writes the size of "
+                   "the unrotated pixels, and which way its masks lie cannot be told)" if on_disk == (height, width)
+                   else "")
         raise _Refused(
             f"the JSON says {width}x{height} (width x height) but the file is {on_disk[0]}x{on_disk[1]} "
-            f"(after EXIF orientation); no mask is read at the wrong size")
+            f"(after EXIF orientation){swapped}; no mask is read at the wrong size")
     return ParsedImage(index, coco_id, file_name, width, height, None, raw["id"])
 
 
@@ -921,15 +1094,14 @@ def _parse_annotation(
         if finding:
             report.add(where, finding, "repaired")
     image, image_finding = _annotation_image(raw.get("image_id"), parsed, images)
+    _refuse_ambiguous(raw.get("category_id"), parsed.ambiguous_category_ids)
     category_id, category_finding = _reference(raw.get("category_id"), parsed.category_ids, "category_id")
     if category_id is None:
         raise _Refused(f"category_id {_shown_id(raw.get('category_id'))} is not in categories")
     category_id = parsed.category_aliases.get(category_id, category_id)
     if category_id not in category_ids:
         raise _Refused(f"category_id {category_id} is not in categories")
-    iscrowd = raw.get("iscrowd", 0)
-    if iscrowd not in (0, 1) or isinstance(iscrowd, float):
-        raise _Refused(f"'iscrowd' must be 0 or 1, got {iscrowd!r}")
+    iscrowd, crowd_finding = _iscrowd(raw)
     segmentation = raw.get("segmentation")
     if segmentation in (None, [], {}) or (isinstance(segmentation, list) and all(p == [] for p in segmentation)):
         has_box = raw.get("bbox") is not None
@@ -939,26 +1111,39 @@ def _parse_annotation(
     area, bbox = rle.area_and_bbox(counts, image.height, image.width)
     if area == 0:
         raise _Refused("the mask is empty (zero area)")
-    score = _score(raw) if keep_scores else None
+    score, score_finding = _score(raw) if keep_scores else (None, "")
     if results and score is None:
         raise _Refused("no 'score': a result needs one (is this a dataset file rather than results?)")
-    for finding in (image_finding, category_finding):
+    for finding in (image_finding, category_finding, crowd_finding, score_finding):
         if finding:
             report.add(where, finding, "repaired")
     if not results:
         _report_bad_geometry(raw, where, area, bbox, report)
-    return ParsedAnnotation(coco_id, image.coco_id, category_id, counts, area, bbox, bool(iscrowd), score,
+    return ParsedAnnotation(coco_id, image.coco_id, category_id, counts, area, bbox, iscrowd, score,
                             None, index, raw.get("id"), kind)
 
 
 def _annotation_image(value: Any, parsed: ParsedCoco, images: dict[int, ParsedImage]) -> tuple[ParsedImage, str]:
     """The image an ``image_id`` names, and the finding of :func:`_reference`."""
-    if _id_key(value) in parsed.ambiguous_ids:
-        raise _Refused(parsed.ambiguous_ids[_id_key(value)])
+    _refuse_ambiguous(value, parsed.ambiguous_ids)
     coco_id, finding = _reference(value, parsed.image_ids, "image_id")
     if coco_id is None or coco_id not in images:
         raise _Refused(f"image_id {_shown_id(value)} is not in images (or its image was left out)")
     return images[coco_id], finding
+
+
+def _refuse_ambiguous(value: Any, ambiguous: dict[Any, str]) -> None:
+    """Refuse a reference to an id that entries of different files (or names) claim, also when it
+    is written as another type (``"3"`` or ``3.0`` for ``3``), as :func:`_reference` reads it."""
+    keys = [_id_key(value)]
+    if isinstance(value, (str, float)) and not isinstance(value, bool):
+        try:
+            keys.append(("num", _int(value, "id")))
+        except _Refused:
+            pass
+    for key in keys:
+        if key in ambiguous:
+            raise _Refused(ambiguous[key])
 
 
 def _report_bad_geometry(raw: dict, where: str, area: int, bbox: tuple[float, ...], report: CocoReport) -> None:
@@ -980,13 +1165,43 @@ def _usable_box(box: Any) -> bool:
     return box[2] > 0 and box[3] > 0
 
 
-def _score(raw: dict) -> float | None:
+def _iscrowd(raw: dict) -> tuple[bool, str]:
+    """``iscrowd`` (0 or 1; ``true``/``false`` as they are) and a finding when it was written as
+    ``"0"``/``"1"``, ``0.0``/``1.0`` or ``null`` (read as 0), as some converters write it.
+
+    Raises:
+        _Refused: any other value (``2``, ``"yes"``): whether the object is a crowd cannot be told.
+    """
+    value = raw.get("iscrowd", 0)
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value), ""
+    if value is None:
+        return False, "'iscrowd' null read as 0"
+    number = value.strip() if isinstance(value, str) else value if is_finite_number(value) else None
+    if number in ("0", "1", 0.0, 1.0):
+        return bool(int(float(number))), f"'iscrowd' {value!r} read as {int(float(number))}"
+    raise _Refused(f"'iscrowd' must be 0 or 1, got {_shown_id(value)}")
+
+
+def _score(raw: dict) -> tuple[float | None, str]:
+    """A result's ``score`` and a finding when it was written as a numeric string (``"0.87"``).
+
+    Raises:
+        _Refused: not a finite number (``NaN``, ``Infinity``, ``"high"``): no ranking can use it.
+    """
     score = raw.get("score")
     if score is None:
-        return None
+        return None, ""
+    if isinstance(score, str):
+        try:
+            number = float(score)
+        except ValueError:
+            number = math.nan
+        if math.isfinite(number):
+            return number, f"'score' {score!r} (a string) read as the number {number:g}"
     if not is_finite_number(score):
         raise _Refused(f"'score' must be a finite number, got {_shown_id(score)}")
-    return float(score)
+    return float(score), ""
 
 
 # ---------------------------------------------------------------------------------- segmentation
@@ -999,7 +1214,7 @@ def _segmentation_counts(
     if isinstance(segmentation, list):
         return _polygon_counts(segmentation, image, where, report), "polygon"
     if isinstance(segmentation, dict):
-        return _rle_counts(segmentation, image)
+        return _rle_counts(segmentation, image, where, report)
     raise _Refused(f"'segmentation' must be a list of polygons or an RLE object, got {_kind(segmentation)}")
 
 
@@ -1054,8 +1269,12 @@ def _check_extent(rings: list[np.ndarray], image: ParsedImage) -> int:
     return outside
 
 
-def _rle_counts(segmentation: dict, image: ParsedImage) -> tuple[str, str]:
+def _rle_counts(segmentation: dict, image: ParsedImage, where: str, report: CocoReport) -> tuple[str, str]:
     size, counts = segmentation.get("size"), segmentation.get("counts")
+    if isinstance(counts, str) and len(counts) >= 3 and counts[:2] in ("b'", 'b"') and counts[-1] == counts[1]:
+        report.add(where, "RLE counts written as a Python bytes literal (b'...', what str() of pycocotools' "
+                          "bytes gives): read without the b'' quotes", "repaired")
+        counts = counts[2:-1]
     if not isinstance(size, list) or [v for v in size] != [image.height, image.width]:
         raise _Refused(f"RLE size {size!r} does not match the {image.width}x{image.height} image "
                        f"(expected [{image.height}, {image.width}], height first)")

@@ -35,8 +35,11 @@ ImageLike = Union[str, Path, Image.Image, np.ndarray]
 DEFAULT_MAX_PIXELS = 100_000_000
 """Default pixel limit (100 Mpx: a 12000x8000 photo fits; a 16000x12000 orthophoto does not)."""
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
-"""File suffixes (lower case) that folder scans treat as images."""
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".avif", ".heic",
+                            ".heif"})
+"""File suffixes (lower case) that folder scans treat as images. Phone photos (HEIC/HEIF, AVIF) are
+scanned too, also where this Pillow has no decoder for them: such a file is then named with the
+reason (:func:`_open`) rather than passed over without a word."""
 
 _ORIENTATION_TAG = 0x0112
 _TRANSPOSED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
@@ -137,9 +140,17 @@ def _open(path: Path) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(path)
     except _READ_ERRORS as exc:
-        raise ImageError(f"cannot read image {path.name}: {exc}") from None
+        raise ImageError(f"cannot read image {path.name}: {exc}{_no_decoder(path)}") from None
     finally:
         Image.MAX_IMAGE_PIXELS = saved
+
+
+def _no_decoder(path: Path) -> str:
+    """A hint when Pillow here has no decoder for the file's suffix (``.heic`` without pillow-heif)."""
+    suffix = path.suffix.lower()
+    if suffix and suffix not in Image.registered_extensions():
+        return f" (this Pillow has no decoder for {suffix} files: convert them to JPEG or PNG)"
+    return ""
 
 
 def _check_pixels(path: Path, width: int, height: int, limit: Optional[int]) -> None:

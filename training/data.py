@@ -33,6 +33,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from annotations.coco_parse import ParsedCoco, read_coco
+from annotations.errors import CocoFormatError
 from fastinst.errors import ImageError
 from fastinst.images import load_image
 
@@ -63,6 +64,21 @@ def read_image(path: Path) -> Tensor:
     return torch.from_numpy(load_image(path).copy()).permute(2, 0, 1).contiguous()
 
 
+def _require_a_class(parsed: ParsedCoco, name: str) -> None:
+    """A model learns or is scored on classes: a file none of whose categories could be used (an
+    empty list, or every id claimed by entries of different names) is refused in one line naming the
+    first refusal, not left to fail inside the model.
+
+    Raises:
+        CocoFormatError: no usable category.
+    """
+    if parsed.categories:
+        return
+    refused = [str(f) for f in parsed.report.refused if f.where.startswith("categories[")]
+    why = f"; the first: {refused[0]}" if refused else " (its 'categories' list is empty)"
+    raise CocoFormatError(f"{name}: none of its categories could be used, and a model needs at least one class{why}")
+
+
 class CocoInstances(Dataset):
     """A COCO instance dataset; ``dataset[(index, stream_position)]`` gives an augmented sample.
 
@@ -76,6 +92,7 @@ class CocoInstances(Dataset):
         self.image_root = Path(image_root)
         self.parsed = read_coco(json_path, image_root, strict=strict)
         self.report = self.parsed.report
+        _require_a_class(self.parsed, self.json_path.name)
         self.coco = coco_from_parsed(self.parsed)
         self.category_ids: List[int] = sorted(self.coco.getCatIds())
         self.class_names: List[str] = [self.coco.cats[c]["name"] for c in self.category_ids]
