@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Dict
 
 from .losses import LossConfig
 
@@ -36,6 +37,19 @@ class FineTuneDefaults:
         return (f"{self.max_iters} iterations of {self.batch_size} images (~{self.epochs:.0f} passes), lr {self.lr:g}, "
                 f"held-out AP every {self.eval_period} iterations, stop after {self.early_stop_patience} "
                 f"without improvement, best model kept")
+
+    def train_fields(self) -> Dict[str, object]:
+        """The :class:`training.trainer.TrainConfig` fields of the recipe (the studio's one click
+        and ``benchmarks/bench_finetune.py`` both build their config from these)."""
+        return dict(max_iters=self.max_iters, batch_size=self.batch_size, lr=self.lr,
+                    backbone_lr_multiplier=self.backbone_lr_multiplier, warmup_iters=0,
+                    checkpoint_period=self.eval_period, eval_period=self.eval_period, log_period=self.eval_period,
+                    early_stop_patience=self.early_stop_patience, loss=LossConfig(num_points=self.num_points))
+
+
+# Each recipe change kept by ablation (benchmarks/bench_finetune.py), and the TrainConfig fields
+# that undo it: the benchmark's "without" rows.
+ABLATIONS: Dict[str, Dict[str, object]] = {}
 
 
 def finetune_defaults(num_train_images: int, preset: str) -> FineTuneDefaults:
