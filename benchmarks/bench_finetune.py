@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from engines.load import load_predictor  # noqa: E402
-from training.bootstrap import Interval, ap_intervals, evaluated, paired_gain  # noqa: E402
+from training.bootstrap import SAMPLES, Interval, ap_intervals, evaluated, paired_gain  # noqa: E402
 from training.data import CocoInstances  # noqa: E402
 from training.defaults import ABLATIONS, finetune_defaults  # noqa: E402
 from training.evaluate import category_ids_for, collect_results  # noqa: E402
@@ -110,19 +110,20 @@ class TestSet:
         return evaluated(self.dataset.coco, results, self.dataset.image_ids)
 
 
-def scored(test: TestSet, before: object, after: object) -> Dict[str, object]:
+def scored(test: TestSet, before: object, after: object, samples: int) -> Dict[str, object]:
     """AP intervals of ``after``, and its paired gain over ``before``: overall and for each class
     the demo model does not know (the other classes' gains would cost a bootstrap each)."""
-    out: Dict[str, object] = {"after": {k: v.to_dict() for k, v in ap_intervals(after, test.names).items()},
-                              "gain": {"segm/AP": paired_gain(before, after).to_dict()}}
+    after_ap = ap_intervals(after, test.names, samples=samples)
+    out: Dict[str, object] = {"after": {k: v.to_dict() for k, v in after_ap.items()},
+                              "gain": {"segm/AP": paired_gain(before, after, samples=samples).to_dict()}}
     for cat, name in test.names.items():
         if name not in DEMO_CLASSES:
-            out["gain"][f"segm/AP-{name}"] = paired_gain(before, after, category=cat).to_dict()
+            out["gain"][f"segm/AP-{name}"] = paired_gain(before, after, category=cat, samples=samples).to_dict()
     return out
 
 
 def run_one(shift: str, size: int, ablation: Optional[str], data: Path, work: Path, test: TestSet, before: object,
-            threads: int, explored: Dict[str, object]) -> Dict[str, object]:
+            threads: int, explored: Dict[str, object], samples: int) -> Dict[str, object]:
     """Fine-tune on ``size`` corrected images of ``shift`` (with ``ablation`` undone) and score it."""
     coco = json.loads((data / "corrected" / "annotations.json").read_text())
     run_dir = work / f"{shift}-{size}-{ablation or 'recipe'}"
@@ -140,7 +141,7 @@ def run_one(shift: str, size: int, ablation: Optional[str], data: Path, work: Pa
     return {"shift": shift, "images": size, "train_images": num_train, "ablation": ablation,
             "iterations": config.max_iters, "ran_iterations": max(r.get("iteration", 0) for r in log),
             "best_iteration": last.get("best_iteration"), "train_s": train_s, "after_eval": after,
-            **scored(test, before, after)}
+            **scored(test, before, after, samples)}
 
 
 def text(d: Dict[str, object], signed: bool = False) -> str:
@@ -169,6 +170,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--ablation-sizes", default="25", help="the sizes the ablation rows run at")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a TrainConfig field in every run (a Python literal), to explore a candidate")
+    p.add_argument("--samples", type=int, default=SAMPLES, help=f"bootstrap resamples per interval (default {SAMPLES})")
     p.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (1 is fastest on a shared 2-core box)")
     p.add_argument("--work-dir", default=None, help="keep data and runs here (default: a temporary folder)")
     p.add_argument("--json", default=None, help="also write every figure to this JSON file")
@@ -190,7 +192,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         make_shapes_dataset(data / "corrected", max(sizes), CORRECTED_SEED, size=SIZE, config=scene)
         test = TestSet(make_shapes_dataset(data / "test", TEST_IMAGES, TEST_SEED, size=SIZE, config=scene))
         before_eval = test.evaluate(DEMO_MODEL, a.threads)
-        before = {k: v.to_dict() for k, v in ap_intervals(before_eval, test.names).items()}
+        before = {k: v.to_dict() for k, v in ap_intervals(before_eval, test.names, samples=a.samples).items()}
         befores[shift] = before
         print(f"{shift}: before (the demo model) AP {text(before['segm/AP'])}", flush=True)
         for size in sizes:
@@ -198,9 +200,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             by_ablation = {}
             for ablation in runs:
                 row = run_one(shift, size, ablation, data, work / "runs", test, before_eval, a.threads,
-                              explored)
+                              explored, a.samples)
                 if ablation:   # what the change brings: the recipe against the recipe without it
-                    row["change_gain"] = paired_gain(row["after_eval"], by_ablation[None]["after_eval"]).to_dict()
+                    row["change_gain"] = paired_gain(row["after_eval"], by_ablation[None]["after_eval"],
+                                                     samples=a.samples).to_dict()
                 by_ablation[ablation] = row
                 print(report_line(row, before), flush=True)
                 if ablation:
@@ -209,7 +212,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for row in rows:
         row.pop("after_eval")
     if a.json:
-        Path(a.json).write_text(json.dumps({"before": befores, "runs": rows, "threads": a.threads, "set": a.set,
+        Path(a.json).write_text(json.dumps({"before": befores, "runs": rows, "threads": a.threads, "set": a.set, "samples": a.samples,
                                             "test_images": TEST_IMAGES}, indent=1))
     if not a.work_dir:
         shutil.rmtree(work, ignore_errors=True)
