@@ -162,6 +162,24 @@ def report_line(row: Dict[str, object], before: Dict[str, Dict[str, object]]) ->
     return "\n".join(lines)
 
 
+def summary_table(rows: List[Dict[str, object]], befores: Dict[str, Dict[str, Dict[str, object]]]) -> str:
+    """A Markdown table of every run: mask AP before and after with intervals, the paired gain,
+    the gain of each class the demo model does not know, iterations and training minutes."""
+    def cell(d: Dict[str, object], signed: bool = False) -> str:
+        fmt = "{:+.1f}" if signed else "{:.1f}"
+        return "—" if d["value"] is None else " ".join([fmt.format(d["value"]),
+                                                         f"[{fmt.format(d['low'])}, {fmt.format(d['high'])}]"])
+    lines = ["| shift | corrected (train) | run | AP before | AP after | gain | new class gain | iterations | train min |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        new = "; ".join(f"{k[8:]} {cell(v, True)}" for k, v in r["gain"].items() if k != "segm/AP") or "—"
+        run = "recipe" if not r["ablation"] else f"without {r['ablation']}"
+        lines.append(f"| {r['shift']} | {r['images']} ({r['train_images']}) | {run} | {cell(befores[r['shift']]['segm/AP'])} "
+                     f"| {cell(r['after']['segm/AP'])} | {cell(r['gain']['segm/AP'], True)} | {new} "
+                     f"| {r['ran_iterations']}/{r['iterations']} | {r['train_s'] / 60:.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shifts", default=",".join(SHIFTS), help=f"comma-separated, of {', '.join(SHIFTS)}")
@@ -209,6 +227,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 if ablation:
                     print(f"{'':>40}{ablation} brings {text(row['change_gain'], True)}", flush=True)
             rows += by_ablation.values()
+    print(summary_table(rows, befores))
     for row in rows:
         row.pop("after_eval")
     if a.json:
