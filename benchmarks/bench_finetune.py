@@ -226,13 +226,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(report_line(row, before), flush=True)
                 if ablation:
                     print(f"{'':>40}{ablation} brings {text(row['change_gain'], True)}", flush=True)
+                if a.json:   # after every run: a stopped benchmark keeps what it measured
+                    done = rows + list(by_ablation.values())
+                    Path(a.json).write_text(json.dumps({
+                        "before": befores, "runs": [{k: v for k, v in r.items() if k != "after_eval"} for r in done],
+                        "threads": a.threads, "set": a.set, "samples": a.samples, "test_images": TEST_IMAGES}, indent=1))
             rows += by_ablation.values()
     print(summary_table(rows, befores))
-    for row in rows:
-        row.pop("after_eval")
-    if a.json:
-        Path(a.json).write_text(json.dumps({"before": befores, "runs": rows, "threads": a.threads, "set": a.set, "samples": a.samples,
-                                            "test_images": TEST_IMAGES}, indent=1))
     if not a.work_dir:
         shutil.rmtree(work, ignore_errors=True)
     return 0
