@@ -196,9 +196,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     shifts, sizes = a.shifts.split(","), [int(s) for s in a.sizes.split(",")]
     ablations = [x for x in a.ablations.split(",") if x]
     ablation_sizes = [int(s) for s in a.ablation_sizes.split(",")]
-    for name in shifts + ablations:
-        if name not in SHIFTS and name not in ABLATIONS:
-            p.error(f"unknown shift or ablation {name!r}")
+    for name, known in [(n, SHIFTS) for n in shifts] + [(n, ABLATIONS) for n in ablations]:
+        if name not in known:
+            p.error(f"unknown {'shift' if known is SHIFTS else 'ablation'} {name!r}; known: {', '.join(known)}")
     explored = {k: ast.literal_eval(v) for k, v in (item.split("=", 1) for item in a.set)}
     torch.set_num_threads(a.threads)
     work = Path(a.work_dir) if a.work_dir else Path(tempfile.mkdtemp(prefix="bench_finetune_"))
