@@ -74,7 +74,7 @@ def test_defaults_scale_with_images_and_model() -> None:
     assert large.max_iters <= 3000 and large.eval_period * 10 <= large.max_iters + 10
     big = finetune_defaults(100, "D1-R50-576")
     assert big.lr == 1e-4 and big.backbone_lr_multiplier == 0.1 and big.batch_size == 4
-    assert small.early_stop_patience == 3
+    assert small.early_stop_patience == 4
     with pytest.raises(ValueError):
         finetune_defaults(0, "tiny")
 

@@ -86,3 +86,25 @@ def test_evaluation_does_not_depend_on_the_batch_size(tmp_path):
     one, four = (evaluate(weights, tmp_path / "val.json", tmp_path, batch_size=b, progress=False, device="cpu")
                  for b in (1, 4))
     assert abs(one["segm/AP"] - four["segm/AP"]) < 1e-6 and abs(one["segm/AP50"] - four["segm/AP50"]) < 1e-6
+
+
+def test_moving_average_of_weights_is_what_is_evaluated_and_saved(tmp_path):
+    """With ema_decay the saved model is the moving average (kept in the resume checkpoint too),
+    not the raw weights; the evaluation at the start scores the starting weights."""
+    from safetensors.torch import load_file
+    json_path = tiny_dataset(tmp_path / "data", num_images=4)
+    start = train(config(json_path, tmp_path / "init", max_iters=1))
+    run = config(json_path, tmp_path / "ema", ema_decay=0.5, max_iters=3, init_weights=str(start), val_json=str(json_path),
+                 val_image_root=str(json_path.parent / "images"), eval_at_start=True, eval_period=0)
+    final = train(run)
+    state = torch.load(tmp_path / "ema" / "last_checkpoint.pt", weights_only=True)
+    saved = load_file(str(final))
+    shared = [k for k in saved if f"module.{k}" in state["ema"]]
+    assert len(shared) == len(saved)
+    assert all(torch.allclose(saved[k].float(), state["ema"][f"module.{k}"].float()) for k in shared)
+    assert any(not torch.allclose(saved[k].float(), state["model"][k].float()) for k in shared)
+    evals = [json.loads(line)["eval"]["segm/AP"] for line in (tmp_path / "ema" / "metrics.jsonl").read_text().splitlines()
+             if "eval" in line]
+    from training.evaluate import evaluate
+    first = evaluate(start, json_path, json_path.parent / "images", device="cpu", progress=False)["segm/AP"]
+    assert evals[0] == first

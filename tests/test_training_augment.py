@@ -69,3 +69,35 @@ def test_augment_for_keeps_official_sizes_for_released_presets_and_scales_small_
     small = augment_for(128)
     assert small.min_sizes == (83, 90, 96, 102, 109, 115, 122, 128) and small.max_size == 171
     assert small.crop_range == (77, 120) and small.crop_resize_sizes == (80, 100, 120)
+
+
+def test_copy_paste_keeps_masks_labels_and_pixels_consistent():
+    """Pasted objects carry their source pixels and labels; the objects they cover lose exactly the
+    covered pixels; an object wholly covered is dropped with its label; nothing overlaps."""
+    from training.augment import copy_paste
+    image, masks = scene()
+    labels = torch.tensor([0, 1])
+    source = torch.full((3, 100, 200), 7, dtype=torch.uint8)      # taller-than-wide mismatch: cut off at W=160
+    source_masks = torch.zeros(3, 100, 200, dtype=torch.bool)
+    source_masks[0, 0:80, 0:120] = True                            # covers all of object 0
+    source_masks[1, 80:100, 150:170] = True                        # partly outside the image
+    source_masks[2, 0:10, 170:200] = True                          # wholly outside: never pasted
+    seen = set()
+    for seed in range(30):
+        out, out_masks, out_labels = copy_paste(image, masks, labels, source, source_masks, torch.tensor([2, 3, 4]),
+                                                np.random.default_rng(seed))
+        assert out_masks.shape[0] == out_labels.shape[0] and out_masks.shape[1:] == (120, 160)
+        assert out_masks.flatten(1).any(1).all() and out_masks.sum(0).max() <= 1      # none empty, none overlap
+        assert 4 not in out_labels.tolist()
+        pasted = out_masks[[i for i, v in enumerate(out_labels.tolist()) if v in (2, 3)]].any(0)
+        assert (out[:, pasted] == 7).all() and torch.equal(out[:, ~pasted], image[:, ~pasted])
+        for k in (0, 1):
+            if k in out_labels.tolist():
+                assert torch.equal(out_masks[out_labels.tolist().index(k)], masks[k] & ~pasted)
+            else:
+                assert not (masks[k] & ~pasted).any()
+        seen.add(tuple(sorted(out_labels.tolist())))
+    assert {(0, 1, 3), (1, 2), (1, 2, 3)} <= seen                  # subsets differ by seed; object 0 dropped when covered
+    untouched = copy_paste(image, masks, labels, source, torch.zeros(0, 100, 200, dtype=torch.bool),
+                           torch.zeros(0, dtype=torch.int64), np.random.default_rng(0))
+    assert torch.equal(untouched[0], image) and torch.equal(untouched[1], masks)

@@ -119,3 +119,22 @@ def test_pad_targets_pads_bottom_right():
     s = {"labels": torch.tensor([2]), "masks": torch.ones(1, 3, 5, dtype=torch.bool)}
     (t,) = pad_targets([s], (8, 8), torch.device("cpu"))
     assert t["masks"].shape == (1, 8, 8) and t["masks"].sum() == 15 and t["masks"][0, :3, :5].all()
+
+
+def test_copy_paste_adds_another_images_objects_reproducibly(tmp_path):
+    """With copy_paste 1 every augmented sample also holds objects of another image; the same key
+    gives the same sample; masks stay non-empty and disjoint."""
+    from training.synthetic import make_shapes_dataset
+    path = make_shapes_dataset(tmp_path / "d", 4, seed=3, size=(96, 96))
+    config = AugmentConfig(min_sizes=(96,), max_size=96, crop_prob=0.0, flip_prob=0.0)
+    plain = CocoInstances(path, path.parent / "images", augment_config=config)
+    pasted = CocoInstances(path, path.parent / "images", augment_config=config, copy_paste=1.0)
+    grew = 0
+    for position in range(8):
+        key = (position % 4, position)
+        a, b = pasted[key], pasted[key]
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["masks"], b["masks"])
+        assert a["masks"].shape[0] == a["labels"].shape[0] and a["masks"].flatten(1).any(1).all()
+        assert a["masks"].sum(0).max() <= 1
+        grew += a["labels"].numel() > plain[key]["labels"].numel() or not torch.equal(a["image"], plain[key]["image"])
+    assert grew == 8

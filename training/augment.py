@@ -5,6 +5,10 @@ With probability ``1 - crop_prob``: resize the shortest edge to a size drawn fro
 ``crop_resize_sizes``, crop a random window whose height and width are each drawn uniformly from
 ``crop_range`` (clipped to the image: detectron2's "absolute_range"), then the same resize and flip.
 Masks are resized with nearest neighbour; images with PIL bilinear, as detectron2 does.
+
+:func:`copy_paste` (Ghiasi et al., "Simple Copy-Paste is a Strong Data Augmentation Method for
+Instance Segmentation", CVPR 2021) pastes a random subset of another augmented image's objects
+onto this one; the objects they cover lose those pixels.
 """
 from __future__ import annotations
 
@@ -105,3 +109,31 @@ def augment(image: Tensor, masks: Tensor, config: AugmentConfig, rng: np.random.
     if rng.random() < config.flip_prob:
         image, masks = image.flip(-1), masks.flip(-1)
     return image.contiguous(), masks.contiguous()
+
+
+def copy_paste(image: Tensor, masks: Tensor, labels: Tensor, source: Tensor, source_masks: Tensor,
+               source_labels: Tensor, rng: np.random.Generator) -> Tuple[Tensor, Tensor, Tensor]:
+    """Paste a random non-empty subset of the source's objects at the top-left corner of the image.
+
+    ``image (3,H,W) uint8``, ``masks (N,H,W) bool``, ``labels (N,) int64`` and the source's alike
+    (any size: the part outside ``H x W`` is cut off) -> the image with the objects' pixels, the
+    masks of its own objects minus the pasted pixels (objects left empty are dropped), then the
+    pasted objects' masks; labels to match. A source without objects changes nothing.
+    """
+    h, w = image.shape[-2:]
+    sh, sw = min(h, source.shape[-2]), min(w, source.shape[-1])
+    placed = torch.zeros(source_masks.shape[0], h, w, dtype=torch.bool)
+    placed[:, :sh, :sw] = source_masks[:, :sh, :sw]
+    visible = placed.flatten(1).any(1)
+    if not bool(visible.any()):
+        return image, masks, labels
+    candidates = torch.nonzero(visible).flatten().numpy()
+    chosen = rng.choice(candidates, size=int(rng.integers(1, len(candidates) + 1)), replace=False)
+    chosen = torch.from_numpy(np.sort(chosen))
+    pasted = placed[chosen]
+    covered = pasted.any(0)
+    out = image.clone()
+    out[:, :sh, :sw] = torch.where(covered[:sh, :sw], source[:, :sh, :sw], image[:, :sh, :sw])
+    kept = masks & ~covered
+    alive = kept.flatten(1).any(1) if kept.shape[0] else torch.zeros(0, dtype=torch.bool)
+    return (out, torch.cat([kept[alive], pasted]), torch.cat([labels[alive], source_labels[chosen]]))

@@ -51,9 +51,10 @@ def atomic_torch_save(obj: object, path: Path) -> Path:
 
 def save_resume(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: Optional[torch.amp.GradScaler],
-                iteration: int, config_json: str, class_names: list, rng: Optional[Dict[str, object]] = None) -> Path:
+                iteration: int, config_json: str, class_names: list, rng: Optional[Dict[str, object]] = None,
+                ema: Optional[torch.nn.Module] = None) -> Path:
     """Write the full training state after ``iteration`` completed iterations (``rng``: the RNG
-    state to resume with, default the current one)."""
+    state to resume with, default the current one; ``ema``: the moving average of the weights)."""
     state = {
         "iteration": int(iteration),
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -63,6 +64,7 @@ def save_resume(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Op
         "rng": rng if rng is not None else rng_state(),
         "config": config_json,
         "class_names": list(class_names),
+        "ema": {k: v.detach().cpu() for k, v in ema.state_dict().items()} if ema is not None else {},
     }
     return atomic_torch_save(state, path)
 

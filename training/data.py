@@ -37,7 +37,7 @@ from annotations.errors import CocoFormatError
 from fastinst.errors import ImageError
 from fastinst.images import load_image
 
-from .augment import AugmentConfig, augment
+from .augment import AugmentConfig, augment, copy_paste
 
 Sample = Dict[str, object]
 
@@ -83,11 +83,15 @@ class CocoInstances(Dataset):
     """A COCO instance dataset; ``dataset[(index, stream_position)]`` gives an augmented sample.
 
     A sample is ``{"image": (3,H,W) uint8, "labels": (N,) int64, "masks": (N,H,W) bool,
-    "image_id": int}``; objects emptied by cropping are removed.
+    "image_id": int}``; objects emptied by cropping are removed. With ``copy_paste`` > 0 that share
+    of the augmented samples also gets objects of another augmented training image pasted in
+    (:func:`training.augment.copy_paste`).
     """
 
     def __init__(self, json_path: str | Path, image_root: str | Path, *, keep_empty: bool = True,
-                 augment_config: Optional[AugmentConfig] = None, seed: int = 0, strict: bool = False) -> None:
+                 augment_config: Optional[AugmentConfig] = None, seed: int = 0, strict: bool = False,
+                 copy_paste: float = 0.0) -> None:
+        self.copy_paste = copy_paste
         self.json_path = Path(json_path)
         self.image_root = Path(image_root)
         self.parsed = read_coco(json_path, image_root, strict=strict)
@@ -168,10 +172,22 @@ class CocoInstances(Dataset):
 
     def __getitem__(self, key: int | Tuple[int, int]) -> Sample:
         index, position = key if isinstance(key, tuple) else (key, key)
-        sample = self.readable(index)
         if self.augment_config is None:
-            return sample
-        rng = np.random.default_rng([self.seed, position])
+            return self.readable(index)
+        sample = self.augmented(index, np.random.default_rng([self.seed, position]))
+        rng = np.random.default_rng([self.seed, position, 1])
+        if self.copy_paste and len(self) > 1 and rng.random() < self.copy_paste:
+            other = int(rng.integers(0, len(self) - 1))
+            source = self.augmented(other + (other >= index), rng)
+            image, masks, labels = copy_paste(sample["image"], sample["masks"], sample["labels"], source["image"],
+                                              source["masks"], source["labels"], rng)
+            sample = {**sample, "image": image, "masks": masks, "labels": labels}
+        return sample
+
+    def augmented(self, index: int, rng: np.random.Generator) -> Sample:
+        """The sample at ``index`` (or the next readable one, :meth:`readable`) through the training
+        augmentation drawn from ``rng``."""
+        sample = self.readable(index)
         image, masks = augment(sample["image"], sample["masks"], self.augment_config, rng)
         keep = masks.flatten(1).any(1) if masks.shape[0] else torch.zeros(0, dtype=torch.bool)
         return {**sample, "image": image, "masks": masks[keep], "labels": sample["labels"][keep]}

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from .defaults import finetune_defaults
-from .losses import LossConfig
 from .split import TEST, TRAIN, VAL, choose_splits, image_key
 from .trainer import TrainConfig
 
@@ -138,16 +137,15 @@ def prepare_run(store: Any, dataset_id: int, *, parent_version: str, parent_path
         from .queryinst_trainer import OFFICIAL, TINY
         recipe = {k: (TINY if preset == "tiny" else OFFICIAL)[k] for k in ("weight_decay", "clip_grad_norm")}
     image_root = str(store.dataset(dataset_id).image_root)
+    fields = d.train_fields()    # the one-click recipe (training.defaults), as the benchmark runs it
+    if not validate:              # nothing to choose on: the whole schedule runs, its last model kept
+        fields.update(eval_period=0, early_stop_patience=0)
     config = TrainConfig(
         model=model, train_json=str(out / "train.json"), image_root=image_root,
         val_json=str(out / "val.json") if validate else None, val_image_root=image_root, preset=preset,
-        init_weights=str(parent_path), output_dir=str(out), max_iters=d.max_iters, batch_size=d.batch_size, lr=d.lr,
-        backbone_lr_multiplier=d.backbone_lr_multiplier, warmup_iters=0, device=device, num_workers=0,
-        num_threads=worker_threads(), progress_bar=False, checkpoint_period=d.eval_period,
-        eval_period=d.eval_period if validate else 0, eval_batch_size=4, eval_at_start=validate, keep_best=validate,
-        early_stop_patience=d.early_stop_patience if validate else 0,
-        loss=LossConfig(num_points=d.num_points), log_period=d.eval_period, seed=0, resume=True,
-        keep_empty_images=True, **recipe)
+        init_weights=str(parent_path), output_dir=str(out), device=device, num_workers=0,
+        num_threads=worker_threads(), progress_bar=False, eval_batch_size=4, eval_at_start=validate,
+        keep_best=validate, seed=0, resume=True, keep_empty_images=True, **fields, **recipe)
     defaults = d.describe() if validate else (
         f"{d.max_iters} iterations of {d.batch_size} images (~{d.epochs:.0f} passes), lr {d.lr:g}; no validation "
         f"image yet, so nothing is chosen: the whole schedule runs and its last model is kept")

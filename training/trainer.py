@@ -12,6 +12,10 @@ the final model saved with its model's ``save_checkpoint``. In ``output_dir`` it
 - ``model_final.safetensors``: the model with preset, class names, provenance and metrics;
 - ``model_best.safetensors`` (``keep_best``): the model of the best evaluation so far.
 
+With ``ema_decay`` > 0 an exponential moving average of the weights (``torch.optim.swa_utils``;
+each step ``ema = decay * ema + (1 - decay) * weights``) is what is evaluated, kept as best and
+saved; the raw weights only train.
+
 With ``eval_at_start`` the starting model is evaluated first (the "before" of a fine-tuning run,
 and the bar the best checkpoint must beat); ``early_stop_patience`` stops a run after that many
 evaluations without a better ``best_metric``.
@@ -33,6 +37,7 @@ from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -108,6 +113,8 @@ class TrainConfig:
     keep_best: bool = False
     best_metric: str = "segm/AP"
     early_stop_patience: int = 0  # evaluations without a better best_metric before stopping; 0 = never
+    ema_decay: float = 0.0  # evaluate and save a moving average of the weights with this decay; 0 = off
+    copy_paste: float = 0.0  # share of training samples given another image's objects (training.augment.copy_paste)
 
     def to_dict(self) -> Dict[str, object]:
         """Plain JSON-able dict (nested configs included)."""
@@ -201,6 +208,9 @@ class Trainer:
         if config.fast_step:
             prepare_for_training(self.model)
         self.dataset.augment_config = config.augment or self.recipe.augment(self.model)
+        self.dataset.copy_paste = config.copy_paste
+        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
+                                 use_buffers=True) if config.ema_decay else None
         self.criterion = self.recipe.criterion(len(self.class_names), config.loss)
         if config.loss.click_weight > 0 and info.world_size > 1:
             raise ValueError("click-aware training (loss.click_weight > 0) runs on one process only: its second "
@@ -228,6 +238,11 @@ class Trainer:
             self.init_report = {"init_weights": str(self.config.init_weights), "how": how, "notes": notes}
         return model
 
+    @property
+    def kept(self) -> torch.nn.Module:
+        """The weights that are evaluated and saved: the moving average with ``ema_decay``, else the model."""
+        return self.model if self.ema is None else self.ema.module
+
     def _wrap(self) -> torch.nn.Module:
         if not self.info.distributed:
             return self.model
@@ -247,6 +262,8 @@ class Trainer:
             raise ValueError(f"{self.resume_path} was trained on classes {state['class_names']}, "
                              f"this dataset has {self.class_names}; use another output_dir or resume=False")
         self.model.load_state_dict(state["model"])
+        if self.ema is not None and state.get("ema"):
+            self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if state["scaler"]:
@@ -273,7 +290,7 @@ class Trainer:
         if self.info.is_main:
             save_resume(self.resume_path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
                         scaler=self.scaler, iteration=self.iteration, config_json=json.dumps(self.config.to_dict()),
-                        class_names=self.class_names, rng=rng)
+                        class_names=self.class_names, rng=rng, ema=self.ema)
         if sync:
             distributed.barrier()
 
@@ -304,6 +321,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         numbers = torch.stack([v.detach().float() for v in losses.values()] + [total.detach().float()]).tolist()
         values = dict(zip(list(losses) + ["loss"], numbers))  # one device sync for all the numbers
         return values
@@ -375,7 +394,7 @@ class Trainer:
             for buffer in self.model.buffers():
                 torch.distributed.broadcast(buffer, 0)
         from .evaluate import evaluate_model  # here, so `python -m training.evaluate` loads its module once
-        self.last_eval = evaluate_model(self.model, self.class_names, cfg.val_json, cfg.val_image_root or cfg.image_root,
+        self.last_eval = evaluate_model(self.kept, self.class_names, cfg.val_json, cfg.val_image_root or cfg.image_root,
                                         batch_size=cfg.eval_batch_size, progress=cfg.progress_bar)
         self.log({"iteration": self.iteration, "eval": self.last_eval})
         self._track_best(self.last_eval)
@@ -392,7 +411,7 @@ class Trainer:
         self.evals[self.iteration] = value
         if best_before is None or value > best_before:
             if cfg.keep_best and self.info.is_main:
-                self.recipe.save(self.out / BEST_NAME, self.model, preset=cfg.preset, class_names=self.class_names,
+                self.recipe.save(self.out / BEST_NAME, self.kept, preset=cfg.preset, class_names=self.class_names,
                                  provenance=self._provenance(stopped=False), metrics=metrics)
             self.emit("best", {**metrics, "iteration": self.iteration})
         elif cfg.early_stop_patience:
@@ -433,7 +452,7 @@ class Trainer:
                   "early_stopped": self.early_stopped, "best_iteration": self.best_iteration()})
         path = self.out / FINAL_NAME
         if self.info.is_main:
-            self.recipe.save(path, self.model, preset=cfg.preset, class_names=self.class_names,
+            self.recipe.save(path, self.kept, preset=cfg.preset, class_names=self.class_names,
                              provenance=self._provenance(stopped), metrics=self.last_eval)
         distributed.barrier()
         if cfg.keep_best and (self.out / BEST_NAME).is_file():
