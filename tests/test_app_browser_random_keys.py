@@ -243,7 +243,8 @@ def run(browser, studio, seed: int, sequences: int, tools: bool = False) -> None
                 sequence(pg, rng, person, fast, log, tools)
                 settle(pg)
                 check(project, cv, person, f"seed {seed}, show rejected {show_rejected}, sequence {n} "
-                                           f"({'fast' if fast else 'human'}): " + " ".join(log))
+                                           f"({'fast' if fast else 'human'}): " + " ".join(log)
+                      + f" [status: {pg.locator('#status').inner_text()}]")
                 log.append("|")
         finally:
             context.close()
