@@ -220,7 +220,7 @@ def studio(tmp_path):
         yield project, url, ids
 
 
-def run(browser, studio, seed: int, sequences: int, tools: bool = False) -> None:
+def run(browser, studio, seed: int, sequences: int, tools: bool = False) -> list[str]:
     """``sequences`` sequences with "show rejected" off, then as many with it on (a new page on the
     same project: the store and the model go on), half of them at a person's speed; ``tools``:
     brush, polygon and query actions among the clicks and keys."""
@@ -248,6 +248,7 @@ def run(browser, studio, seed: int, sequences: int, tools: bool = False) -> None
                 log.append("|")
         finally:
             context.close()
+    return log
 
 
 def sequence(pg, rng: random.Random, person: Person, fast: bool, log: list[str], tools: bool) -> None:
@@ -282,6 +283,7 @@ def brush(pg, rng: random.Random, person: Person, gap) -> str:
     """B, a stroke from inside the selected mask (nothing selected: from a square) out into the
     space between the rows, Enter (Esc when the strokes are refused), back to the select tool."""
     ann = person.image.anns.get(person.selected)
+    what = "brush" if ann is not None else "brush (none selected)"
     if ann is None:
         x, y = POINTS[rng.randrange(len(POINTS))]
     else:
@@ -299,7 +301,7 @@ def brush(pg, rng: random.Random, person: Person, gap) -> str:
         pg.wait_for_timeout(gap())
         pg.keyboard.press("Escape")
     choose(pg, "select")
-    return f"brush ({x:.0f}, {y:.0f})->({end[0]:.0f}, {end[1]:.0f}) Enter" + (" Esc" if kept else "")
+    return f"{what} ({x:.0f}, {y:.0f})->({end[0]:.0f}, {end[1]:.0f}) Enter" + (" Esc" if kept else "")
 
 
 def polygon(pg, rng: random.Random, person: Person, gap) -> str:
@@ -322,19 +324,20 @@ def polygon(pg, rng: random.Random, person: Person, gap) -> str:
 
 
 def query(pg, rng: random.Random, person: Person, gap) -> str:
-    """The query tool clicked at a point inside one accepted object (none: no click), back to the
-    select tool."""
+    """The query tool clicked at one of POINTS inside exactly one accepted object (the person looks;
+    none there: no click), back to the select tool."""
     choose(pg, "query")
     view = View(pg)
-    x, y = POINTS[rng.randrange(len(POINTS))]
-    x, y = x + 0.5, y + 0.5
-    clicked = person.query(x, y)
-    if clicked:
+    inside = [(x + 0.5, y + 0.5) for x, y in POINTS
+              if sum(ann.state == "accepted" and ann.mask[y, x] for ann in person.image.anns.values()) == 1]
+    if inside:
+        x, y = rng.choice(inside)
         pg.mouse.click(*view.page(x, y))
+        assert person.query(x, y)
         person.last_click = (x, y)
         pg.wait_for_timeout(gap())
     choose(pg, "select")
-    return f"query ({x:.0f}, {y:.0f})" if clicked else "query -"
+    return f"query ({x:.0f}, {y:.0f})" if inside else "query -"
 
 
 def check(project, cv, person: Person, what: str) -> None:
@@ -369,8 +372,13 @@ def test_random_clicks_and_keys_end_as_the_model_says(browser, studio) -> None:
 
 
 def test_random_clicks_keys_and_tools_end_as_the_model_says(browser, studio) -> None:
-    """Brush, polygon and query actions among quick clicks and keys."""
-    run(browser, studio, seed=11, sequences=3, tools=True)
+    """Brush, polygon and query actions among quick clicks and keys (seed 11: keys right
+    after choosing a tool on the toolbar, a brush with nothing selected, a polygon near-duplicating
+    an accepted one, a query click inside an accepted object)."""
+    log = " ".join(run(browser, studio, seed=11, sequences=3, tools=True))
+    print(log)
+    for done in ("brush (4", "brush (none selected)", "polygon 0 Enter a", "Enter Esc", "query ("):
+        assert done in log, f"seed 11 no longer does {done!r}: {log}"
 
 
 @pytest.mark.slow
