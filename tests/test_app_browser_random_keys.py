@@ -354,7 +354,9 @@ def check(project, cv, person: Person, what: str) -> None:
         for a, ann in img.anns.items():
             got = project.store.annotation(name.get(a, a)).mask
             assert np.array_equal(got, ann.mask), \
-                f"{what}: image {image_id} #{name.get(a, a)}: {int((got ^ ann.mask).sum())} pixels differ"
+                (f"{what}: image {image_id} #{name.get(a, a)}: {int((got & ~ann.mask).sum())} pixels stored only, "
+                 f"{int((ann.mask & ~got).sum())} in the model only (the canvas: unsaved "
+                 f"{cv.get_attribute('data-unsaved')}, edit {cv.get_attribute('data-edit')!r})")
     assert cv.get_attribute("data-token").split(":")[0] == str(person.current), what
     states = dict(s.split(":") for s in cv.get_attribute("data-states").split(",") if s)
     want_states = {str(name.get(a, a)): ann.state for a, ann in person.image.anns.items()}
