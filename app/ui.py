@@ -122,7 +122,10 @@ KEYS_JS = """
     if (ev.key === "Enter" && t && t.matches && t.matches("input[type=number]")) {
       ev.preventDefault(); t.blur(); return;
     }
-    if (t && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName))) return;
+    // a key typed into a box is the box's; a focused tool radio or checkbox (just clicked) is not typing
+    const typing = t && (t.isContentEditable || ["TEXTAREA", "SELECT"].includes(t.tagName) ||
+                         (t.tagName === "INPUT" && !["radio", "checkbox", "button"].includes(t.type)));
+    if (typing) return;
     if (ev.key === "?" || (ev.key === "Escape" && !overlay.hidden)) {
       ev.preventDefault(); overlay.hidden = ev.key === "Escape" ? true : !overlay.hidden; return;
     }
