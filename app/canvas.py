@@ -684,6 +684,8 @@ async function load() {
     opening = null;  // the answer to the press (or none for 30 s): draw what the server says
   }
   const mine = ++gen;
+  // the server's selection counts from now (a key pressed while this value's masks load acts on it)
+  if (v.token && (v.seq ?? 0) >= seq) selected = v.selected ?? null;
   if (!v.token) { data = null; img = null; imgUrl = null; edit = null; pendingMask = null; poly = []; info.textContent = 'no image'; draw(); return; }
   // the picture and the masks are fetched at the same time
   const picture = v.image !== imgUrl ? (pre.images.get(v.image) || loadImage(v.image).then(bitmapOf)) : null;
@@ -912,11 +914,13 @@ function press(b) {
   const act = ACTS[b.id];
   if (!act) return null;
   const inst = data.instances.find(i => i.id === selected && stateOf(i) !== 'deleted') || null;
+  // an instance the server just selected whose mask is still loading (a placed query) is named too
+  const loading = !inst && selected != null && !data.instances.some(i => i.id === selected);
   const state = {accept: 'accepted', reject: 'rejected', delete: 'deleted'}[act];
   if (inst && state) { marks.set(inst.id, {state, press: desk.presses}); dataGen += 1; }
   if (inst && act === 'delete') selected = null;
   seq += 1;
-  const sent = {kind: 'action', action: act, target: inst && inst.id, token: data.token, seq};
+  const sent = {kind: 'action', action: act, target: inst ? inst.id : (loading ? selected : null), token: data.token, seq};
   draw();
   return () => trigger('select', sent);
 }
