@@ -69,7 +69,7 @@ import unicodedata
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Dict, Iterable, List, Tuple
 
 import numpy as np
 
@@ -811,13 +811,8 @@ def _ambiguous_category_ids(raw_categories: list) -> dict[Any, str]:
     for index, raw in enumerate(raw_categories):
         if isinstance(raw, dict) and _id_key(raw.get("id")) is not None:
             claims.setdefault(_id_key(raw["id"]), []).append((index, _name_key(raw.get("name"))))
-    ambiguous = {}
-    for key, entries in claims.items():
-        if len({label for _, label in entries}) > 1:
-            named = ", ".join(f"categories[{index}] {label!r}" for index, label in entries)
-            ambiguous[key] = (f"category id {_shown_id(key[1])} is claimed by {len(entries)} entries of different "
-                              f"names ({named}): which class an annotation of it is cannot be told")
-    return ambiguous
+    return _claimed_by_several(claims, lambda index, label: f"categories[{index}] {label!r}",
+                               "category", "names", "which class an annotation of it is cannot be told")
 
 
 def _name_key(value: Any) -> Any:
@@ -916,13 +911,8 @@ def _ambiguous_ids(raw_images: list, locator: ImageLocator | None) -> dict[Any, 
             file_name = normal_file_name(raw["file_name"])
             file_name = locator(file_name)[0] if locator is not None else file_name
             claims.setdefault(_id_key(raw["id"]), []).append((index, file_name))
-    ambiguous = {}
-    for key, entries in claims.items():
-        if len({file_name for _, file_name in entries}) > 1:
-            named = ", ".join(f"images[{index}] '{file_name}'" for index, file_name in entries)
-            ambiguous[key] = (f"image id {_shown_id(key[1])} is claimed by {len(entries)} entries of different files "
-                              f"({named}): which picture an annotation of it lies on cannot be told")
-    return ambiguous
+    return _claimed_by_several(claims, lambda index, file_name: f"images[{index}] '{file_name}'",
+                               "image", "files", "which picture an annotation of it lies on cannot be told")
 
 
 def _ambiguous_files(raw_images: list, locator: ImageLocator | None) -> dict[str, str]:
@@ -1302,3 +1292,16 @@ def _check_runs(runs: np.ndarray, image: ParsedImage) -> None:
     if total != image.height * image.width:
         raise _Refused(f"RLE counts cover {total} pixels but the {image.width}x{image.height} image has "
                        f"{image.height * image.width}")
+
+
+def _claimed_by_several(claims: Dict[Any, List[Tuple[int, Any]]], entry: Callable[[int, Any], str], noun: str,
+                        what: str, consequence: str) -> Dict[Any, str]:
+    """Id key -> refusal message for each id that entries of different values claim (``claims``:
+    id key -> [(entry index, value)]; ``entry`` names one entry in the message)."""
+    ambiguous = {}
+    for key, entries in claims.items():
+        if len({value for _, value in entries}) > 1:
+            named = ", ".join(entry(index, value) for index, value in entries)
+            ambiguous[key] = (f"{noun} id {_shown_id(key[1])} is claimed by {len(entries)} entries of different "
+                              f"{what} ({named}): {consequence}")
+    return ambiguous
